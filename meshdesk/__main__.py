@@ -1,0 +1,3 @@
+from meshdesk.app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One external library each, implementing the interfaces that node defines."""

@@ -1,0 +1,259 @@
+"""The model host child process: one `llama_cpp.Llama`, serving generations to its node.
+
+Run as `python -m meshdesk.adapters.llama_host --model PATH`. It loads the model, listens on
+127.0.0.1 (never anything else), prints one JSON line `{"event": "ready", "port": N}` on stdout
+and then serves one generation at a time. The node sends a request as one JSON line; the host
+answers with JSON lines (see `meshdesk.node.host_protocol`). A request whose connection goes
+away stops generating at the next token. The process exits when its stdin closes, so it never
+outlives the node that started it, however that node died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from meshdesk.core.openai_api import GenerationRequest
+
+LISTEN_HOST = "127.0.0.1"
+
+
+@dataclass
+class Generation:
+    """Counts tokens and carries the cancel flag of one running generation."""
+
+    prompt_tokens: int = 0
+    cancelled: bool = False
+    text_parts: list[str] = field(default_factory=list)
+
+    def stopping_criteria(self, _input_ids, _logits) -> bool:
+        return self.cancelled
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="meshdesk-model-host")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    return parser.parse_args(argv)
+
+
+def load_model(arguments: argparse.Namespace):
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        model_path=arguments.model,
+        n_ctx=arguments.context,
+        n_threads=arguments.threads,
+        n_threads_batch=arguments.threads,
+        n_gpu_layers=0,
+        verbose=False,
+    )
+
+
+@dataclass(frozen=True)
+class FallbackTemplate:
+    """A chat template for GGUFs that carry none (the bundled Gemma 3 270M is one)."""
+
+    template: str
+    stop: tuple[str, ...]
+
+
+GEMMA_TEMPLATE = FallbackTemplate(
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
+    ("<end_of_turn>",),
+)
+CHATML_TEMPLATE = FallbackTemplate(
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    ("<|im_end|>",),
+)
+
+
+def fallback_template(architecture: str) -> FallbackTemplate:
+    return GEMMA_TEMPLATE if architecture.startswith("gemma") else CHATML_TEMPLATE
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    formatter: object
+    extra_stop: tuple[str, ...]
+
+
+def chat_format(llama) -> ChatFormat:
+    """The GGUF's own chat template, else a fallback for its architecture."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    extra_stop: tuple[str, ...] = ()
+    if template is None:
+        fallback = fallback_template(llama.metadata.get("general.architecture", ""))
+        template, extra_stop = fallback.template, fallback.stop
+    eos_id, bos_id = llama.token_eos(), llama.token_bos()
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=llama._model.token_get_text(eos_id) if eos_id != -1 else "",
+        bos_token=llama._model.token_get_text(bos_id) if bos_id != -1 else "",
+        stop_token_ids=[eos_id],
+    )
+    return ChatFormat(formatter, extra_stop)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    tokens: list[int]
+    stop: list[str]
+    stopping_criteria: list
+
+
+def prompt_for(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
+    if request.kind == "completion":
+        tokens = llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
+        return Prompt(tokens, list(request.stop), [])
+    formatted = chat.formatter(messages=list(request.messages))
+    tokens = llama.tokenize(formatted.prompt.encode("utf-8"),
+                            add_bos=not formatted.added_special, special=True)
+    criteria = list(formatted.stopping_criteria or [])
+    stop = [*request.stop, *formatted.stop, *chat.extra_stop]
+    return Prompt(tokens, stop, criteria)
+
+
+class PromptRejected(Exception):
+    """The request cannot be turned into a prompt for this model: the client's mistake."""
+
+
+def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
+    try:
+        prompt = prompt_for(llama, chat, request)
+    except Exception as error:  # the template's raise_exception, jinja2 errors, bad text
+        raise PromptRejected(f"cannot build a prompt from these messages: {error}") from None
+    if len(prompt.tokens) >= llama.n_ctx():
+        raise PromptRejected(f"the prompt has {len(prompt.tokens)} tokens; this model's context "
+                             f"holds {llama.n_ctx()}")
+    return prompt
+
+
+def token_budget(llama, prompt: Prompt, request: GenerationRequest) -> int:
+    """What the request asked for, but never past the end of the context."""
+    room = llama.n_ctx() - len(prompt.tokens)
+    return room if request.max_tokens is None else min(request.max_tokens, room)
+
+
+def text_chunks(llama, prompt: Prompt, request: GenerationRequest, generation: Generation):
+    """Yields (text, finish_reason) pairs from llama-cpp-python's stream."""
+    import llama_cpp
+
+    stream = llama.create_completion(
+        prompt=prompt.tokens,
+        max_tokens=token_budget(llama, prompt, request),
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=prompt.stop,
+        seed=request.seed,
+        stream=True,
+        stopping_criteria=llama_cpp.StoppingCriteriaList(
+            [generation.stopping_criteria, *prompt.stopping_criteria]),
+    )
+    for chunk in stream:
+        choice = chunk["choices"][0]
+        yield choice.get("text") or "", choice.get("finish_reason")
+
+
+def completion_token_count(llama, generation: Generation) -> int:
+    text = "".join(generation.text_parts)
+    if not text:
+        return 0
+    return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def send_line(connection: socket.socket, payload: dict) -> None:
+    connection.sendall(json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n")
+
+
+def serve_generation(llama, chat: ChatFormat, connection: socket.socket, request: GenerationRequest) -> None:
+    prompt = prompt_for_request(llama, chat, request)
+    generation = Generation(prompt_tokens=len(prompt.tokens))
+    finish_reason = None
+    for text, reason in text_chunks(llama, prompt, request, generation):
+        if text:
+            generation.text_parts.append(text)
+            try:
+                send_line(connection, {"type": "delta", "text": text})
+            except OSError:
+                generation.cancelled = True
+        finish_reason = reason or finish_reason
+    if generation.cancelled:
+        return
+    usage = {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": completion_token_count(llama, generation),
+    }
+    send_line(connection, {"type": "finish", "finish_reason": finish_reason or "stop", "usage": usage})
+
+
+def read_request(connection: socket.socket) -> GenerationRequest:
+    with connection.makefile("rb") as reader:
+        line = reader.readline(16 * 1024 * 1024)
+    return GenerationRequest.from_wire(json.loads(line))
+
+
+def handle_connection(llama, chat: ChatFormat, connection: socket.socket) -> None:
+    with connection:
+        try:
+            request = read_request(connection)
+        except Exception as error:  # a malformed request must not take the host down
+            send_line(connection, {"type": "error", "kind": "request",
+                                   "message": f"bad request to model host: {error}"})
+            return
+        try:
+            serve_generation(llama, chat, connection, request)
+        except OSError:
+            pass  # the node went away mid-answer; nothing left to tell it
+        except PromptRejected as error:
+            send_line(connection, {"type": "error", "kind": "request", "message": str(error)})
+        except Exception as error:
+            send_line(connection, {"type": "error", "kind": "server", "message": f"generation failed: {error}"})
+
+
+def exit_when_parent_goes() -> None:
+    """The node holds our stdin open; EOF means it is gone (even after SIGKILL)."""
+
+    def watch() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def announce(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    exit_when_parent_goes()
+    try:
+        llama = load_model(arguments)
+    except Exception as error:
+        announce({"event": "failed", "message": f"could not load {arguments.model}: {error}"})
+        return 1
+    chat = chat_format(llama)
+    listener = socket.create_server((LISTEN_HOST, 0))
+    announce({"event": "ready", "port": listener.getsockname()[1], "context": llama.n_ctx()})
+    while True:
+        connection, _ = listener.accept()
+        handle_connection(llama, chat, connection)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""The OpenAI-compatible HTTP API on 127.0.0.1 (aiohttp), in front of the node's gateway."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from meshdesk.core import openai_api as api
+from meshdesk.core.openai_api import GenerationRequest, RequestError, Usage
+from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def error_response(status: int, message: str, type: str, code: str | None = None, **headers) -> web.Response:
+    body = api.error_body(message, type=type, code=code)
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every failure leaves in OpenAI's error shape, whatever raised it."""
+    try:
+        return await handler(request)
+    except RequestError as error:
+        return web.json_response(error.to_body(), status=error.status)
+    except UnknownModel as error:
+        return error_response(404, str(error), "invalid_request_error", "model_not_found")
+    except ModelUnavailable as error:
+        return error_response(503, str(error), "service_unavailable", "model_unavailable",
+                              **{"Retry-After": str(error.retry_after)})
+    except GenerationFailed as error:
+        return error_response(500, str(error), "server_error")
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return error_response(error.status, error.reason, http_error_type(error.status))
+
+
+def http_error_type(status: int) -> str:
+    return {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large"}.get(
+        status, "invalid_request_error")
+
+
+class OpenAiServer:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[openai_errors])
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/api/status", self.node_status)
+        return app
+
+    async def start(self, port: int, host: str = "127.0.0.1") -> int:
+        self.runner = web.AppRunner(self.application(), handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        ids = [status.id for status in self.gateway.model_statuses()]
+        return web.json_response(api.models_list(ids, created=int(time.time())))
+
+    async def node_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.gateway.status())
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = api.parse_json_body(await request.read())
+        return await self.answer(request, api.parse_chat_request(body))
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = api.parse_json_body(await request.read())
+        return await self.answer(request, api.parse_completion_request(body))
+
+    async def answer(self, http_request: web.Request, request: GenerationRequest) -> web.StreamResponse:
+        events = self.gateway.generate(request)
+        try:
+            first_event = await anext(events)  # errors before any output still get a status code
+            if request.stream:
+                return await stream_answer(http_request, request, first_event, events)
+            return await whole_answer(request, first_event, events)
+        finally:
+            await events.aclose()
+
+
+def new_response_id(request: GenerationRequest) -> str:
+    prefix = "chatcmpl" if request.kind == "chat" else "cmpl"
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+async def collect(first_event: dict, events: AsyncIterator[dict]) -> tuple[str, dict]:
+    """The whole text and the finishing event."""
+    parts: list[str] = []
+    event = first_event
+    while True:
+        raise_if_error(event)
+        if event["type"] == "finish":
+            return "".join(parts), event
+        parts.append(event.get("text", ""))
+        event = await anext(events)
+
+
+class GenerationFailed(Exception):
+    """The model host failed on our side: a 500, not the client's fault."""
+
+
+def raise_if_error(event: dict) -> None:
+    if event.get("type") != "error":
+        return
+    message = str(event.get("message", "model host error"))
+    if event.get("kind") == "request":
+        raise RequestError(message, code="invalid_prompt")
+    raise GenerationFailed(message)
+
+
+def usage_of(finish: dict) -> Usage:
+    usage = finish.get("usage") or {}
+    return Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+
+
+async def whole_answer(request: GenerationRequest, first_event: dict, events) -> web.Response:
+    text, finish = await collect(first_event, events)
+    shape = api.chat_completion if request.kind == "chat" else api.completion
+    body = shape(new_response_id(request), int(time.time()), request.model, text,
+                 finish.get("finish_reason") or "stop", usage_of(finish))
+    return web.json_response(body)
+
+
+class ChunkWriter:
+    """Writes one answer as OpenAI server-sent events."""
+
+    def __init__(self, response: web.StreamResponse, request: GenerationRequest):
+        self.response = response
+        self.request = request
+        self.id = new_response_id(request)
+        self.created = int(time.time())
+
+    async def send(self, payload: dict) -> None:
+        await self.response.write(api.sse_event(payload))
+
+    async def text(self, text: str, finish_reason: str | None = None) -> None:
+        if self.request.kind == "chat":
+            chunk = api.chat_chunk(self.id, self.created, self.request.model,
+                                   content=text if text or finish_reason is None else None,
+                                   finish_reason=finish_reason)
+        else:
+            chunk = api.completion_chunk(self.id, self.created, self.request.model,
+                                         text=text, finish_reason=finish_reason)
+        await self.send(chunk)
+
+    async def opening(self) -> None:
+        if self.request.kind == "chat":
+            await self.send(api.chat_chunk(self.id, self.created, self.request.model,
+                                           role="assistant", content=""))
+
+    async def closing(self, finish: dict) -> None:
+        await self.text("", finish.get("finish_reason") or "stop")
+        if self.request.include_usage:
+            await self.send(api.usage_chunk(self.request, self.id, self.created,
+                                            self.request.model, usage_of(finish)))
+        await self.response.write(api.SSE_DONE)
+
+
+async def stream_answer(http_request, request, first_event, events) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(http_request)
+    writer = ChunkWriter(response, request)
+    await writer.opening()
+    try:
+        await forward(writer, first_event, events)
+    except (ModelUnavailable, RequestError, GenerationFailed) as error:
+        # The status line is long gone; OpenAI clients raise on an `error` event.
+        await writer.send(api.error_body(str(error), type="service_unavailable",
+                                         code="model_unavailable"))
+    await response.write_eof()
+    return response
+
+
+async def forward(writer: ChunkWriter, first_event: dict, events) -> None:
+    event = first_event
+    while True:
+        raise_if_error(event)
+        if event["type"] == "finish":
+            await writer.closing(event)
+            return
+        await writer.text(event.get("text", ""))
+        event = await anext(events)

@@ -1,0 +1,68 @@
+"""The `meshdesk` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from meshdesk import __version__
+
+DEFAULT_API_PORT = 9337
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def node_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise argparse.ArgumentTypeError("a node name is 1 to 64 printable characters")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="meshdesk",
+        description="Pool friends' computers into a private mesh that runs language models "
+        "too large for any one of them. Serves an OpenAI-compatible API on 127.0.0.1.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshdesk {__version__}")
+    parser.add_argument("--headless", action="store_true",
+                        help="run without the window and tray icon (a server or a terminal)")
+    parser.add_argument("--model", metavar="PATH|NAME",
+                        help="GGUF file or model name to serve (default: the built-in Gemma 3 270M)")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT,
+                        help=f"API port on 127.0.0.1 (default: {DEFAULT_API_PORT}; 0 picks a free one)")
+    parser.add_argument("--home", type=Path, metavar="DIR",
+                        help="data folder for config, models, identity and logs "
+                        "(default: $MESHDESK_HOME or the platform's data folder)")
+    parser.add_argument("--name", type=node_name, help="this node's name in the mesh (default: host name)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    if arguments.threads is not None and arguments.threads < 1:
+        build_parser().error("--threads must be at least 1")
+    from meshdesk.app.launch import launch
+
+    return launch(arguments)

@@ -1,0 +1,1 @@
+"""The asyncio shell: drives core with real time and IO through small interfaces it defines."""

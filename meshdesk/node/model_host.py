@@ -1,0 +1,113 @@
+"""The node's side of a model host child: its state, and generations sent to it in turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.node.child_process import Backoff, ChildProcess, supervise
+from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+EVENT_LINE_LIMIT = 16 * 1024 * 1024
+
+
+class ModelHost:
+    """Keeps one model host child running and feeds it one generation at a time, in order."""
+
+    def __init__(
+        self,
+        model_id: str,
+        model_path: Path,
+        command: list[str],
+        log_path: Path,
+        backoff: Backoff = Backoff(),
+    ):
+        self.model_id = model_id
+        self.model_path = model_path
+        self.command = command
+        self.log_path = log_path
+        self.backoff = backoff
+        self.state = LOADING
+        self.error: str | None = None
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.queue = asyncio.Lock()  # FIFO: waiters are woken in arrival order
+        self.on_change: Callable[[], None] = lambda: None
+
+    def status(self) -> ModelStatus:
+        return ModelStatus(self.model_id, str(self.model_path), self.state, self.error)
+
+    async def run(self) -> None:
+        await supervise(self._make_child, self._await_ready, self._exited, self.backoff)
+
+    def _make_child(self) -> ChildProcess:
+        return ChildProcess(f"model host {self.model_id}", self.command, self.log_path)
+
+    async def _await_ready(self, child: ChildProcess) -> bool:
+        self._set_state(LOADING)
+        announcement = await child.next_announcement()
+        if announcement is None:
+            return True
+        if announcement.get("event") == "failed":
+            self._set_state(FAILED, str(announcement.get("message", "model host failed")))
+            return False
+        if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
+            self.port, self.pid = announcement["port"], child.process.pid
+            self._set_state(READY)
+        return True
+
+    def _exited(self, code: int) -> None:
+        self.port = self.pid = None
+        if self.state != FAILED:
+            log.warning("model host for %s exited with code %s", self.model_id, code)
+            self._set_state(LOADING, f"model host exited with code {code}; restarting")
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        self.on_change()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        """Yields the host's events: {"type": "delta", "text"} ... {"type": "finish", ...}."""
+        self._check_ready()
+        async with self.queue:
+            self._check_ready()
+            reader, writer = await self._connect()
+            try:
+                writer.write(json.dumps(request.to_wire()).encode("utf-8") + b"\n")
+                await writer.drain()
+                async for event in self._events(reader):
+                    yield event
+            finally:
+                writer.close()
+
+    def _check_ready(self) -> None:
+        if self.state == FAILED:
+            raise ModelUnavailable(f"model {self.model_id} failed to load: {self.error}", 30)
+        if self.state != READY:
+            raise ModelUnavailable(f"model {self.model_id} is loading; try again shortly")
+
+    async def _connect(self):
+        try:
+            return await asyncio.open_connection("127.0.0.1", self.port, limit=EVENT_LINE_LIMIT)
+        except OSError as error:
+            raise ModelUnavailable(f"model host for {self.model_id} is not reachable: {error}")
+
+    async def _events(self, reader: asyncio.StreamReader) -> AsyncIterator[dict]:
+        while True:
+            try:
+                line = await reader.readline()
+            except (OSError, ValueError):
+                line = b""
+            if not line:
+                raise ModelUnavailable(f"model host for {self.model_id} stopped mid-answer; retry")
+            event = json.loads(line)
+            yield event
+            if event.get("type") in ("finish", "error"):
+                return

