@@ -21,8 +21,15 @@ def default_model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shared_node(tmp_path_factory, default_model_path) -> NodeProcess:
-    """One running node for tests that only ask it questions."""
-    node = start_node(tmp_path_factory.mktemp("home"), "--model", str(default_model_path))
+    """One running node on the built-in default model, for tests that only ask it questions.
+
+    Its home is seeded with a hard link to the assembled model, which the node finds where it
+    would have assembled it itself.
+    """
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").mkdir()
+    os.link(default_model_path, home / "models" / default_model_path.name)
+    node = start_node(home)
     try:
         node.wait_until_ready()
         yield node

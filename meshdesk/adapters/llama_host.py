@@ -151,6 +151,10 @@ def text_chunks(llama, prompt: Prompt, request: GenerationRequest, generation: G
     """Yields (text, finish_reason) pairs from llama-cpp-python's stream."""
     import llama_cpp
 
+    if request.seed is not None:
+        # Reusing a cached prompt prefix changes the batch shapes and so the last bits of the
+        # logits; a seeded request must give the same answer every time, so it starts afresh.
+        llama.reset()
     stream = llama.create_completion(
         prompt=prompt.tokens,
         max_tokens=token_budget(llama, prompt, request),

@@ -27,9 +27,11 @@ class ModelStatus:
     path: str
     state: str
     error: str | None = None
+    pid: int | None = None  # the model host child, for diagnostics
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "state": self.state, "path": self.path, "error": self.error}
+        return {"id": self.id, "state": self.state, "path": self.path, "error": self.error,
+                "pid": self.pid}
 
 
 class Gateway(Protocol):

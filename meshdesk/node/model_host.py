@@ -42,7 +42,7 @@ class ModelHost:
         self.on_change: Callable[[], None] = lambda: None
 
     def status(self) -> ModelStatus:
-        return ModelStatus(self.model_id, str(self.model_path), self.state, self.error)
+        return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid)
 
     async def run(self) -> None:
         await supervise(self._make_child, self._await_ready, self._exited, self.backoff)
