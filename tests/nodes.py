@@ -106,11 +106,16 @@ def meshdesk_command(*arguments: str) -> list[str]:
 
 
 def test_environment(extra: dict | None = None) -> dict:
+    """This process's environment for a child; a value of None in `extra` removes that variable."""
     environment = dict(os.environ)
     environment.setdefault("QT_QPA_PLATFORM", "offscreen")
     environment["PYTHONUNBUFFERED"] = "1"
     environment.pop("MESHDESK_HOME", None)
-    environment.update(extra or {})
+    for name, value in (extra or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     return environment
 
 

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
-from meshdesk.app.launch import ReadinessPrinter, fail, start_api
+from meshdesk.app.launch import ReadinessPrinter, port_failure, run_node_until, start_api
 from meshdesk.node.node import Node
+
+SIGNAL_POLL_MS = 200
+
+
+def stop_on_signals(application, stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM close the app cleanly, through the same path as closing the window.
+
+    Python runs signal handlers only when it gets control, and Qt's loop is C++, so a timer
+    hands control back a few times a second.
+    """
+    from PySide6.QtCore import QTimer
+
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: loop.call_soon_threadsafe(stop.set))
+    timer = QTimer(application)
+    timer.timeout.connect(lambda: None)
+    timer.start(SIGNAL_POLL_MS)
 
 
 def run_desktop(node: Node, port: int) -> int:
@@ -17,25 +36,22 @@ def run_desktop(node: Node, port: int) -> int:
 
     application = QApplication.instance() or QApplication(sys.argv)
     application.setApplicationName("MeshDesk")
+    # The app ends through `stop`, so the node can shut its children down first.
+    application.setQuitOnLastWindowClosed(False)
     window = MainWindow()
     node.subscribe(lambda: window.show_status(node.status()))
     node.subscribe(ReadinessPrinter(node))
 
     async def serve() -> int:
-        closed = asyncio.Event()
-        application.lastWindowClosed.connect(closed.set)
+        stop = asyncio.Event()
+        stop_on_signals(application, stop)
+        application.lastWindowClosed.connect(stop.set)
         try:
             server = await start_api(node, port)
         except OSError as error:
-            return fail(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}; choose another --port")
+            return port_failure(port, error)
         window.show_status(node.status())
         window.show()
-        node_task = asyncio.create_task(node.run())
-        await asyncio.wait([node_task, asyncio.create_task(closed.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        node_task.cancel()
-        await asyncio.gather(node_task, return_exceptions=True)
-        await server.stop()
-        return 0
+        return await run_node_until(node, server, stop)
 
     return qasync.run(serve())

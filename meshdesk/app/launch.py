@@ -102,16 +102,8 @@ async def start_api(node: Node, port: int) -> OpenAiServer:
     return server
 
 
-async def serve_headless(node: Node, port: int) -> int:
-    try:
-        server = await start_api(node, port)
-    except OSError as error:
-        return fail(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}; choose another --port")
-    node.subscribe(ReadinessPrinter(node))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop.set)
+async def run_node_until(node: Node, server: OpenAiServer, stop: asyncio.Event) -> int:
+    """Runs the node until `stop` is set (or the node ends), then shuts everything down."""
     node_task = asyncio.create_task(node.run())
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait([node_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
@@ -120,3 +112,23 @@ async def serve_headless(node: Node, port: int) -> int:
     await asyncio.gather(node_task, stop_task, return_exceptions=True)
     await server.stop()
     return 0
+
+
+def port_failure(port: int, error: OSError) -> int:
+    return fail(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}; choose another --port")
+
+
+async def serve_headless(node: Node, port: int) -> int:
+    try:
+        server = await start_api(node, port)
+    except OSError as error:
+        return port_failure(port, error)
+    node.subscribe(ReadinessPrinter(node))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signal_number, stop.set)
+        except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
+            pass
+    return await run_node_until(node, server, stop)

@@ -73,6 +73,9 @@ class Node:
             listener()
 
     async def run(self) -> None:
+        """Runs until cancelled, even after every model host has given up (e.g. failed to load):
+        the node keeps serving its status and answering that the model failed."""
         async with asyncio.TaskGroup() as tasks:
             for host in self.model_hosts.values():
                 tasks.create_task(host.run(), name=f"model host {host.model_id}")
+        await asyncio.get_running_loop().create_future()
