@@ -47,7 +47,7 @@ def unloadable_model(tmp_path_factory) -> Path:
     return write_gguf(tmp_path_factory.mktemp("unloadable") / "unloadable.gguf")
 
 
-def test_help_documents_every_option(tmp_path):
+def test_help_documents_every_option():
     result = run_meshdesk("--help")
     assert result.returncode == 0, result.stderr
     missing = [option for option in OPTIONS if option not in result.stdout]
@@ -143,12 +143,20 @@ def test_an_unknown_model_name_is_refused(tmp_path):
     assert list((home / "models").iterdir()) == []
 
 
+def child_pids(pid: int) -> list[str]:
+    """The processes `pid` started and has not yet reaped (Linux; elsewhere always none)."""
+    return [child for listing in Path(f"/proc/{pid}/task").glob("*/children")
+            for child in listing.read_text().split()]
+
+
 def test_a_model_llama_cpp_cannot_load_fails_while_the_node_keeps_serving(node_factory, unloadable_model):
     node = node_factory("--model", str(unloadable_model))
     failed = poll(lambda: [m for m in node.status()["models"] if m["state"] == "failed"], 60,
                   message="the model to fail loading")
     assert failed[0]["id"] == "unloadable" and failed[0]["path"] == str(unloadable_model)
     assert failed[0]["error"] and "unloadable.gguf" in failed[0]["error"]
+    # The failed model host takes a moment to exit; only then could the node wrongly end too.
+    poll(lambda: not child_pids(node.process.pid), 30, message="the failed model host to exit")
 
     with pytest.raises(openai.APIStatusError) as caught:
         node.client().chat.completions.create(
