@@ -60,6 +60,25 @@ class NodeProcess:
                 return int(match.group(1))
         raise AssertionError(f"node printed no API address: {self.describe()}")
 
+    def printed(self, prefix: str, timeout: float = START_TIMEOUT) -> str:
+        """The rest of the first output line starting with `prefix`, waiting for it if needed."""
+        def find():
+            for line in list(self.output):
+                if line.startswith(prefix):
+                    return line[len(prefix):].strip()
+            return None
+        return poll(find, timeout, message=f"a line starting {prefix!r}: {self.describe()}")
+
+    def invite_token(self) -> str:
+        return self.printed("Invite token: ")
+
+    def peer_ids(self, state: str = "alive") -> set[str]:
+        return {peer["id"] for peer in self.status()["peers"] if peer["state"] == state}
+
+    @property
+    def node_id(self) -> str:
+        return self.status()["node"]["id"]
+
     def describe(self) -> str:
         log = self.home / "logs" / "meshdesk.log"
         tail = log.read_text()[-2000:] if log.exists() else ""
@@ -120,7 +139,8 @@ def test_environment(extra: dict | None = None) -> dict:
 
 
 def start_node(home: Path, *arguments: str, environment: dict | None = None) -> NodeProcess:
-    command = meshdesk_command("--home", str(home), "--port", "0", *arguments)
+    command = meshdesk_command("--home", str(home), "--port", "0", "--bind-host", "127.0.0.1",
+                               *arguments)
     if "--gui" in arguments:
         command.remove("--gui")
     else:

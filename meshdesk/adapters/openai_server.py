@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from meshdesk.core import openai_api as api
+from meshdesk.core.invite import parse_duration
 from meshdesk.core.openai_api import GenerationRequest, RequestError, Usage
 from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
 
@@ -60,6 +61,9 @@ class OpenAiServer:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/api/status", self.node_status)
+        app.router.add_get("/api/invite", self.invite)
+        app.router.add_post("/api/revoke", self.revoke)
+        app.router.add_post("/api/remove", self.remove)
         return app
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
@@ -81,6 +85,30 @@ class OpenAiServer:
     async def node_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.gateway.status())
 
+    async def invite(self, request: web.Request) -> web.Response:
+        expires = request.query.get("expires", "7d")
+        try:
+            expires_in = parse_duration(expires)
+            return web.json_response(self.gateway.mint_invite(expires_in))
+        except ValueError as error:
+            raise RequestError(str(error), param="expires") from None
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        token = string_field(api.parse_json_body(await request.read()), "token")
+        try:
+            self.gateway.revoke(token)
+        except ValueError as error:
+            raise RequestError(str(error), param="token") from None
+        return web.json_response({"revoked": True})
+
+    async def remove(self, request: web.Request) -> web.Response:
+        node_id = string_field(api.parse_json_body(await request.read()), "node_id")
+        try:
+            self.gateway.remove(node_id)
+        except ValueError as error:
+            raise RequestError(str(error), param="node_id") from None
+        return web.json_response({"removed": node_id})
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = api.parse_json_body(await request.read())
         return await self.answer(request, api.parse_chat_request(body))
@@ -98,6 +126,13 @@ class OpenAiServer:
             return await whole_answer(request, first_event, events)
         finally:
             await events.aclose()
+
+
+def string_field(body: dict, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise RequestError(f"'{name}' must be a non-empty string", param=name)
+    return value
 
 
 def new_response_id(request: GenerationRequest) -> str:

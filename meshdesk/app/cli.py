@@ -9,6 +9,7 @@ from pathlib import Path
 from meshdesk import __version__
 
 DEFAULT_API_PORT = 9337
+COMMANDS = ("invite", "revoke", "remove")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -36,6 +37,25 @@ def node_name(text: str) -> str:
     return name
 
 
+def gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GB: {text!r}") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"GB must be between 0 and 1000000, got {text}")
+    return value
+
+
+def ip_address(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="meshdesk",
@@ -55,11 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", type=node_name, help="this node's name in the mesh (default: host name)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--client", action="store_true",
+                        help="lite client: no model and no llama.cpp, only the API and the mesh")
+    parser.add_argument("--join", action="append", metavar="TOKEN",
+                        help="join a mesh with an invite token or meshdesk://join/ link (repeatable)")
+    parser.add_argument("--bind-port", type=port_number, default=0, metavar="N",
+                        help="mesh port: QUIC on UDP and TLS on TCP (default: the last one used, "
+                        "else a free one)")
+    parser.add_argument("--bind-host", type=ip_address, default="0.0.0.0", metavar="ADDRESS",
+                        help="address the mesh port listens on (default: all)")
+    parser.add_argument("--max-vram", type=gigabytes, metavar="GB",
+                        help="cap the memory this node offers the mesh, in GB")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
+    parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID "
+                     "(each with --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        from meshdesk.app.commands import run_command
+
+        return run_command(argv[0], argv[1:])
     arguments = build_parser().parse_args(argv)
     if arguments.threads is not None and arguments.threads < 1:
         build_parser().error("--threads must be at least 1")

@@ -6,8 +6,8 @@ import asyncio
 import signal
 import sys
 
-from meshdesk.app.launch import ReadinessPrinter, port_failure, run_node_until, start_api
-from meshdesk.node.node import Node
+from meshdesk.app.launch import ReadinessPrinter
+from meshdesk.app.runtime import Runtime
 
 SIGNAL_POLL_MS = 200
 
@@ -28,7 +28,7 @@ def stop_on_signals(application, stop: asyncio.Event) -> None:
     timer.start(SIGNAL_POLL_MS)
 
 
-def run_desktop(node: Node, port: int) -> int:
+def run_desktop(runtime: Runtime) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
@@ -38,6 +38,7 @@ def run_desktop(node: Node, port: int) -> int:
     application.setApplicationName("MeshDesk")
     # The app ends through `stop`, so the node can shut its children down first.
     application.setQuitOnLastWindowClosed(False)
+    node = runtime.node
     window = MainWindow()
     node.subscribe(lambda: window.show_status(node.status()))
     node.subscribe(ReadinessPrinter(node))
@@ -46,12 +47,8 @@ def run_desktop(node: Node, port: int) -> int:
         stop = asyncio.Event()
         stop_on_signals(application, stop)
         application.lastWindowClosed.connect(stop.set)
-        try:
-            server = await start_api(node, port)
-        except OSError as error:
-            return port_failure(port, error)
         window.show_status(node.status())
         window.show()
-        return await run_node_until(node, server, stop)
+        return await runtime.serve(stop)
 
     return qasync.run(serve())

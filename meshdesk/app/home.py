@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
-
-IDENTITY_FILE = "node.json"
-
 
 @dataclass(frozen=True)
 class Home:
@@ -35,22 +30,6 @@ class Home:
 def default_home() -> Path:
     override = os.environ.get("MESHDESK_HOME")
     return Path(override) if override else Path(platformdirs.user_data_dir("MeshDesk"))
-
-
-def load_or_create_node_id(home: Home) -> str:
-    """A stable id for this home's node, kept across restarts."""
-    path = home.root / IDENTITY_FILE
-    try:
-        stored = json.loads(path.read_text())
-        if isinstance(stored, dict) and isinstance(stored.get("id"), str) and stored["id"]:
-            return stored["id"]
-    except (OSError, ValueError):
-        pass
-    node_id = secrets.token_hex(8)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"id": node_id}))
-    os.replace(temporary, path)
-    return node_id
 
 
 def default_node_name() -> str:

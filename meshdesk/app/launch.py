@@ -9,11 +9,16 @@ import signal
 import sys
 
 from meshdesk import __version__
-from meshdesk.adapters.openai_server import OpenAiServer
-from meshdesk.app.home import Home, configure_logging, default_home, default_node_name, load_or_create_node_id
-from meshdesk.app.model_choice import ChosenModel, ModelChoiceError, choose_model
+from meshdesk.adapters.secret_store import open_secret_store
+from meshdesk.app.home import Home, configure_logging, default_home, default_node_name
+from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
+from meshdesk.app.model_choice import ChosenModel, ModelChoiceError, choose_model, model_folders
+from meshdesk.app.runtime import Runtime
+from meshdesk.core.identity import node_id_for
+from meshdesk.core.invite import InviteToken, TokenError, decode_token
 from meshdesk.node.child_process import python_module_command
 from meshdesk.node.model_host import ModelHost
+from meshdesk.node.model_inventory import ModelInventory
 from meshdesk.node.node import Node, NodeIdentity
 
 DEFAULT_CONTEXT = 4096
@@ -33,17 +38,52 @@ def model_host_for(model: ChosenModel, home: Home, threads: int | None) -> Model
     return ModelHost(model.id, model.path, command, home.logs / f"model-host-{model.id}.log")
 
 
-def build_node(arguments: argparse.Namespace, home: Home, model: ChosenModel) -> Node:
-    identity = NodeIdentity(
-        id=load_or_create_node_id(home),
-        name=arguments.name or default_node_name(),
-        home=home.root,
-        version=__version__,
-    )
-    node = Node(identity, [model_host_for(model, home, arguments.threads)])
-    for alias in model.aliases:
+def own_record_source(name: str, capacity: int, inventory: ModelInventory, hosts: list[ModelHost],
+                      client: bool):
+    """What this node tells the mesh about itself, read afresh on every change."""
+    def own_record() -> dict:
+        serving = next((host.model_id for host in hosts), None)
+        role = "client" if client else ("host" if serving else "standby")
+        return {"name": name, "capacity_bytes": capacity, "models": tuple(inventory.models),
+                "serving": serving, "role": role,
+                "versions": node_versions()}
+    return own_record
+
+
+def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel | None,
+                  join_tokens: list[InviteToken]) -> Runtime:
+    secrets = open_secret_store(home.root)
+    key = load_node_key(secrets)
+    node_id = node_id_for(key.public_bytes)
+    name = arguments.name or default_node_name()
+    hosts = [] if model is None else [model_host_for(model, home, arguments.threads)]
+    inventory = ModelInventory(home.root, model_folders(home.models))
+    capacity = 0 if arguments.client else capacity_bytes(arguments.max_vram)
+    record = own_record_source(name, capacity, inventory, hosts, arguments.client)
+    mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host,
+                      arguments.bind_port, record)
+    identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
+    secrets_note = {"backend": secrets.backend, "warning": secrets.warning}
+    node = Node(identity, hosts, mesh=mesh, secrets_note=secrets_note)
+    for alias in model.aliases if model is not None else ():
         node.add_alias(alias, model.id)
-    return node
+    node.background_jobs.append(lambda: scan_models(inventory, mesh))
+    return Runtime(node, mesh, join_tokens, arguments.port)
+
+
+async def scan_models(inventory: ModelInventory, mesh) -> None:
+    await inventory.scan_in_background()
+    mesh.refresh_own_record()
+
+
+def decode_join_tokens(texts: list[str]) -> list[InviteToken]:
+    tokens = []
+    for text in texts:
+        try:
+            tokens.append(decode_token(text))
+        except TokenError as error:
+            raise ModelChoiceError(str(error)) from None
+    return tokens
 
 
 def display_available() -> bool:
@@ -54,26 +94,32 @@ def display_available() -> bool:
     return True
 
 
-def launch(arguments: argparse.Namespace) -> int:
+def open_home(arguments: argparse.Namespace) -> Home:
     home = Home((arguments.home or default_home()).expanduser().resolve())
+    home.prepare()
+    configure_logging(home, getattr(arguments, "verbose", False))
+    return home
+
+
+def launch(arguments: argparse.Namespace) -> int:
     try:
-        home.prepare()
+        home = open_home(arguments)
     except OSError as error:
-        return fail(f"cannot use {home.root} as the home folder: {error}")
-    configure_logging(home, arguments.verbose)
+        return fail(f"cannot use {arguments.home or default_home()} as the home folder: {error}")
     try:
-        model = choose_model(arguments.model, home.models)
+        join_tokens = decode_join_tokens(arguments.join or [])
+        model = None if arguments.client else choose_model(arguments.model, home.models)
     except ModelChoiceError as error:
         return fail(str(error))
-    node = build_node(arguments, home, model)
+    runtime = build_runtime(arguments, home, model, join_tokens)
     if not arguments.headless and not display_available():
         print("No display found; running headless.", flush=True)
         arguments.headless = True
     if arguments.headless:
-        return asyncio.run(serve_headless(node, arguments.port))
+        return asyncio.run(serve_headless(runtime))
     from meshdesk.app.desktop import run_desktop
 
-    return run_desktop(node, arguments.port)
+    return run_desktop(runtime)
 
 
 class ReadinessPrinter:
@@ -94,36 +140,8 @@ class ReadinessPrinter:
                 print(f"Model {status.id} failed: {status.error}", flush=True)
 
 
-async def start_api(node: Node, port: int) -> OpenAiServer:
-    server = OpenAiServer(node)
-    node.api_port = await server.start(port)
-    print(f"MeshDesk node {node.identity.name} ({node.identity.id}), home {node.identity.home}", flush=True)
-    print(f"API: http://127.0.0.1:{node.api_port}/v1", flush=True)
-    return server
-
-
-async def run_node_until(node: Node, server: OpenAiServer, stop: asyncio.Event) -> int:
-    """Runs the node until `stop` is set (or the node ends), then shuts everything down."""
-    node_task = asyncio.create_task(node.run())
-    stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait([node_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
-    for task in (node_task, stop_task):
-        task.cancel()
-    await asyncio.gather(node_task, stop_task, return_exceptions=True)
-    await server.stop()
-    return 0
-
-
-def port_failure(port: int, error: OSError) -> int:
-    return fail(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}; choose another --port")
-
-
-async def serve_headless(node: Node, port: int) -> int:
-    try:
-        server = await start_api(node, port)
-    except OSError as error:
-        return port_failure(port, error)
-    node.subscribe(ReadinessPrinter(node))
+async def serve_headless(runtime: Runtime) -> int:
+    runtime.node.subscribe(ReadinessPrinter(runtime.node))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -131,4 +149,4 @@ async def serve_headless(node: Node, port: int) -> int:
             loop.add_signal_handler(signal_number, stop.set)
         except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
             pass
-    return await run_node_until(node, server, stop)
+    return await runtime.serve(stop)

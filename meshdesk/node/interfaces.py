@@ -44,3 +44,40 @@ class Gateway(Protocol):
         ...
 
     def status(self) -> dict: ...
+
+    def mint_invite(self, expires_in: int) -> dict: ...
+
+    def revoke(self, token_text: str) -> None: ...
+
+    def remove(self, node_id: str) -> None: ...
+
+
+class LinkClosed(Exception):
+    """The connection to a peer is gone."""
+
+
+class MessageLink(Protocol):
+    """An encrypted connection to one peer that carries whole control messages."""
+
+    plane: str                      # "quic" or "tls"
+    remote_address: tuple[str, int]
+    server_public_key: bytes | None  # the accepting side's TLS key, which the handshake binds to
+
+    async def send(self, message: dict) -> None: ...
+
+    async def receive(self) -> dict:
+        """The next message; raises LinkClosed, or FrameError for malformed bytes."""
+        ...
+
+    def close(self, reason: str = "") -> None: ...
+
+
+class SecretStore(Protocol):
+    """Where a node keeps its private key and mesh secret."""
+
+    backend: str
+    warning: str | None  # set when secrets are not in the OS keyring
+
+    def get(self, name: str) -> bytes | None: ...
+
+    def set(self, name: str, value: bytes) -> None: ...

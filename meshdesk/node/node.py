@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshdesk.core.invite import decode_token
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.node.interfaces import ModelStatus, UnknownModel
 from meshdesk.node.model_host import ModelHost
@@ -26,14 +27,20 @@ class NodeIdentity:
 class Node:
     """Owns the model hosts and answers the gateway's questions; the API and UI observe it."""
 
-    def __init__(self, identity: NodeIdentity, model_hosts: list[ModelHost]):
+    def __init__(self, identity: NodeIdentity, model_hosts: list[ModelHost], mesh=None,
+                 secrets_note: dict | None = None):
         self.identity = identity
+        self.mesh = mesh
+        self.secrets_note = secrets_note or {}
         self.model_hosts = {host.model_id: host for host in model_hosts}
         self.aliases: dict[str, str] = {}
         self.api_port: int | None = None
         self.listeners: list[Callable[[], None]] = []
+        self.background_jobs: list[Callable[[], Awaitable[None]]] = []  # run once at start
         for host in model_hosts:
             host.on_change = self._notify
+        if mesh is not None:
+            mesh.on_change = self._notify
 
     def add_alias(self, alias: str, model_id: str) -> None:
         self.aliases[alias] = model_id
@@ -62,7 +69,26 @@ class Node:
             },
             "models": [status.to_dict() for status in self.model_statuses()],
             "api_port": self.api_port,
+            "secrets": self.secrets_note,
+            **(self.mesh.status() if self.mesh is not None else {"mesh": None, "peers": []}),
         }
+
+    def mint_invite(self, expires_in: int) -> dict:
+        token = self._mesh().mint_invite(expires_in)
+        return {"token": token.encode(), "link": token.link(), "expires_at": token.expires_at,
+                "token_id": token.token_id}
+
+    def revoke(self, token_text: str) -> None:
+        """Raises ValueError (TokenError is one) with a reason for the user."""
+        self._mesh().revoke(decode_token(token_text))
+
+    def remove(self, node_id: str) -> None:
+        self._mesh().remove(node_id)
+
+    def _mesh(self):
+        if self.mesh is None or self.mesh.mesh_id is None:
+            raise ValueError("this node is not in a mesh yet")
+        return self.mesh
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """`listener` is called (on the event loop) whenever the snapshot may have changed."""
@@ -78,4 +104,8 @@ class Node:
         async with asyncio.TaskGroup() as tasks:
             for host in self.model_hosts.values():
                 tasks.create_task(host.run(), name=f"model host {host.model_id}")
-        await asyncio.get_running_loop().create_future()
+            if self.mesh is not None:
+                tasks.create_task(self.mesh.run(), name="mesh")
+            for job in self.background_jobs:
+                tasks.create_task(job())
+            tasks.create_task(asyncio.Event().wait(), name="until cancelled")

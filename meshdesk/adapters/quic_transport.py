@@ -1,0 +1,192 @@
+"""The mesh control plane over QUIC (aioquic): one connection per peer pair, framed messages.
+
+Each stream starts with a one-byte kind. Kind 1 is the control stream, which the dialling side
+opens first. The handshake and then gossip travel on it as length-prefixed JSON frames. The
+peers' own node keys are the TLS keys (self-signed certificates), and the dialling side reads
+the accepting side's key from the TLS handshake so the mesh handshake can be bound to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame
+from meshdesk.node.interfaces import LinkClosed
+
+log = logging.getLogger(__name__)
+
+ALPN = "meshdesk/1"
+CONTROL_STREAM = b"\x01"
+READ_CHUNK = 65536
+IDLE_TIMEOUT = 20.0
+
+OnLink = Callable[["QuicLink"], Awaitable[None]]
+
+
+class QuicLink:
+    """A control stream to one peer: send and receive whole messages."""
+
+    plane = "quic"
+
+    def __init__(self, protocol: "MeshQuicProtocol", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, server_public_key: bytes | None):
+        self.protocol = protocol
+        self.reader = reader
+        self.writer = writer
+        self.server_public_key = server_public_key
+        self.decoder = FrameDecoder()
+        self.pending: list[dict] = []
+        self.remote_address = protocol.remote_address()
+
+    async def send(self, message: dict) -> None:
+        if self.protocol.closed.is_set():
+            raise LinkClosed("connection closed")
+        self.writer.write(encode_frame(message))
+
+    async def receive(self) -> dict:
+        while not self.pending:
+            data = await self.reader.read(READ_CHUNK)
+            if not data:
+                raise LinkClosed(self.protocol.close_reason or "connection closed")
+            self.pending.extend(self.decoder.feed(data))  # FrameError: the caller drops the peer
+        return self.pending.pop(0)
+
+    def close(self, reason: str = "") -> None:
+        self.protocol.close(reason_phrase=reason[:100])
+
+    @property
+    def closed(self) -> bool:
+        return self.protocol.closed.is_set()
+
+
+class MeshQuicProtocol(QuicConnectionProtocol):
+    """One QUIC connection; hands its control stream to the transport as a QuicLink."""
+
+    def __init__(self, *args, on_control_stream=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_control_stream = on_control_stream
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.tasks: set[asyncio.Task] = set()
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.ConnectionTerminated):
+            self.close_reason = event.reason_phrase or f"connection closed (code {event.error_code})"
+            self.closed.set()
+        if isinstance(event, events.StreamDataReceived) and event.stream_id not in self._stream_readers:
+            if not self._accept_stream(event):
+                return
+        super().quic_event_received(event)
+
+    def _accept_stream(self, event: events.StreamDataReceived) -> bool:
+        """Only the peer's first stream, of the control kind, is accepted for now."""
+        if self.on_control_stream is None or not event.data.startswith(CONTROL_STREAM):
+            self.close(reason_phrase="unexpected stream")
+            return False
+        reader, writer = self._create_stream(event.stream_id)
+        reader.feed_data(event.data[1:])
+        if event.end_stream:
+            reader.feed_eof()
+        handler, self.on_control_stream = self.on_control_stream, None
+        task = asyncio.ensure_future(handler(self, reader, writer))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return False
+
+    def remote_address(self) -> tuple[str, int]:
+        address = self._quic._network_paths[0].addr if self._quic._network_paths else ("?", 0)
+        host = address[0].removeprefix("::ffff:")
+        return host, address[1]
+
+    def peer_public_key(self) -> bytes | None:
+        certificate = self._quic.tls._peer_certificate
+        if certificate is None:
+            return None
+        try:
+            return certificate.public_key().public_bytes_raw()
+        except (AttributeError, ValueError):
+            return None  # not an Ed25519 key: not a MeshDesk node
+
+
+class QuicTransport:
+    def __init__(self, certificate, private_key, own_public_key: bytes):
+        self.certificate = certificate
+        self.private_key = private_key
+        self.own_public_key = own_public_key
+        self.server: QuicServer | None = None
+        self.clients: list[tuple[asyncio.DatagramTransport, MeshQuicProtocol]] = []
+        self.on_link: OnLink | None = None
+
+    def configuration(self, is_client: bool) -> QuicConfiguration:
+        configuration = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
+                                          idle_timeout=IDLE_TIMEOUT, max_datagram_frame_size=None)
+        configuration.certificate = self.certificate
+        configuration.private_key = self.private_key
+        if is_client:
+            configuration.verify_mode = ssl.CERT_NONE  # peers pin node keys in the mesh handshake
+        return configuration
+
+    async def start(self, host: str, port: int, on_link: OnLink) -> int:
+        self.on_link = on_link
+        loop = asyncio.get_running_loop()
+        configuration = self.configuration(is_client=False)
+        transport, self.server = await loop.create_datagram_endpoint(
+            lambda: QuicServer(configuration=configuration, create_protocol=self._server_protocol),
+            local_addr=(host, port),
+        )
+        return transport.get_extra_info("sockname")[1]
+
+    def _server_protocol(self, *args, **kwargs) -> MeshQuicProtocol:
+        return MeshQuicProtocol(*args, on_control_stream=self._accepted, **kwargs)
+
+    async def _accepted(self, protocol, reader, writer) -> None:
+        link = QuicLink(protocol, reader, writer, self.own_public_key)
+        try:
+            await self.on_link(link)
+        except (LinkClosed, FrameError, ConnectionError) as error:
+            log.info("quic link from %s ended: %s", link.remote_address, error)
+            link.close("protocol error")
+
+    async def connect(self, address: tuple[str, int], timeout: float = 5.0) -> QuicLink:
+        loop = asyncio.get_running_loop()
+        host, port = address
+        family_any = "::" if ipaddress.ip_address(host).version == 6 else "0.0.0.0"
+        connection = QuicConnection(configuration=self.configuration(is_client=True))
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: MeshQuicProtocol(connection), local_addr=(family_any, 0))
+        try:
+            protocol.connect((host, port))
+            await asyncio.wait_for(protocol.wait_connected(), timeout)
+        except BaseException:
+            transport.close()
+            raise
+        self.clients.append((transport, protocol))
+        asyncio.ensure_future(self._forget_when_closed(transport, protocol))
+        reader, writer = await protocol.create_stream()
+        writer.write(CONTROL_STREAM)
+        return QuicLink(protocol, reader, writer, protocol.peer_public_key())
+
+    async def _forget_when_closed(self, transport, protocol: MeshQuicProtocol) -> None:
+        await protocol.closed.wait()
+        await asyncio.sleep(0)  # let the CONNECTION_CLOSE datagram leave first
+        transport.close()
+        if (transport, protocol) in self.clients:
+            self.clients.remove((transport, protocol))
+
+    async def stop(self) -> None:
+        for transport, protocol in list(self.clients):
+            protocol.close()
+            transport.close()
+        self.clients.clear()
+        if self.server is not None:
+            self.server.close()

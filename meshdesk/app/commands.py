@@ -1,0 +1,153 @@
+"""`meshdesk invite | revoke | remove`: mesh commands that act on one home's node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from meshdesk.adapters.secret_store import open_secret_store
+from meshdesk.app.cli import OneLineErrorParser
+from meshdesk.app.home import Home, default_home
+from meshdesk.app.mesh_setup import load_node_key
+from meshdesk.app.runtime import RUNTIME_FILE
+from meshdesk.core.identity import mesh_id_for
+from meshdesk.core.invite import InviteToken, TokenError, decode_token, parse_duration
+from meshdesk.node.mesh import MESH_SECRET
+from meshdesk.node.mesh_state import load_memory, save_memory
+
+
+class CommandFailed(Exception):
+    """One line for the user; exit code 2."""
+
+
+def duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog=f"meshdesk {command}", description=DESCRIPTIONS[command])
+    parser.add_argument("--home", type=Path, metavar="DIR",
+                        help="the node's data folder (default: $MESHDESK_HOME or the platform's)")
+    if command == "invite":
+        parser.add_argument("--expires", type=duration, default=parse_duration("7d"),
+                            metavar="DURATION", help="e.g. 30m, 12h, 7d, 2w or never (default: 7d)")
+    elif command == "revoke":
+        parser.add_argument("token", help="the invite token or meshdesk://join/ link to revoke")
+    else:
+        parser.add_argument("node_id", help="the id of the node to remove (see /api/status)")
+    return parser
+
+
+DESCRIPTIONS = {
+    "invite": "Mint an invite token for this node's mesh.",
+    "revoke": "Revoke an invite token, mesh-wide.",
+    "remove": "Remove a node from the mesh, mesh-wide; it cannot come back with its old credentials.",
+}
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    arguments = command_parser(command).parse_args(argv)
+    home = Home((arguments.home or default_home()).expanduser().resolve())
+    try:
+        if command == "invite":
+            print_invite(mint_offline(home, arguments.expires))
+        elif command == "revoke":
+            revoke(home, arguments.token)
+        else:
+            remove(home, arguments.node_id)
+    except CommandFailed as failure:
+        sys.stderr.write(f"meshdesk {command}: error: {failure}\n")
+        return 2
+    return 0
+
+
+def print_invite(token: InviteToken) -> None:
+    print(f"Invite token: {token.encode()}")
+    print(f"Invite link: {token.link()}")
+    if token.expires_at:
+        print(f"Expires: {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(token.expires_at))}")
+
+
+def mint_offline(home: Home, expires_in: int) -> InviteToken:
+    """Signs an invite with the node's key; works whether or not the node is running."""
+    memory = load_memory(home.root)
+    secrets = open_secret_store(home.root)
+    secret = secrets.get(MESH_SECRET)
+    if not memory.mesh_id or secret is None or mesh_id_for(secret) != memory.mesh_id:
+        raise CommandFailed(f"{home.root} has no mesh yet: start `meshdesk --home {home.root}` first")
+    if not memory.advertised:
+        raise CommandFailed("this node has never listened on a mesh port; start it first")
+    key = load_node_key(secrets)
+    expires_at = 0 if expires_in == 0 else int(time.time()) + expires_in
+    token = InviteToken(mesh_id=memory.mesh_id, join_secret=os.urandom(16), inviter_key=key.public_bytes,
+                        addresses=tuple(tuple(address) for address in memory.advertised),
+                        expires_at=expires_at)
+    return token.signed(key.sign)
+
+
+def running_api_port(home: Home) -> int | None:
+    try:
+        runtime = json.loads((home.root / RUNTIME_FILE).read_text())
+        port = int(runtime["api_port"])
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=3).close()
+        return port
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def post(port: int, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise CommandFailed(json.loads(error.read())["error"]["message"]) from None
+
+
+def revoke(home: Home, token_text: str) -> None:
+    try:
+        token = decode_token(token_text)
+    except TokenError as error:
+        raise CommandFailed(str(error)) from None
+    port = running_api_port(home)
+    if port is not None:
+        post(port, "/api/revoke", {"token": token_text})
+        print(f"Revoked invite {token.token_id} across the mesh.")
+        return
+    record_offline(home, "revoked", token.token_id, token.mesh_id)
+    print(f"Revoked invite {token.token_id}; the mesh hears of it when this node next starts.")
+
+
+def remove(home: Home, node_id: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{20}", node_id):
+        raise CommandFailed(f"not a node id: {node_id!r} (20 hex characters, as in /api/status)")
+    port = running_api_port(home)
+    if port is not None:
+        post(port, "/api/remove", {"node_id": node_id})
+        print(f"Removed node {node_id} from the mesh.")
+        return
+    record_offline(home, "removed", node_id, None)
+    print(f"Removed node {node_id}; the mesh hears of it when this node next starts.")
+
+
+def record_offline(home: Home, field: str, value: str, mesh_id: str | None) -> None:
+    memory = load_memory(home.root)
+    if not memory.mesh_id:
+        raise CommandFailed(f"{home.root} has no mesh yet")
+    if mesh_id is not None and mesh_id != memory.mesh_id:
+        raise CommandFailed(f"that invite is for another mesh ({mesh_id}), not {memory.mesh_id}")
+    values = getattr(memory, field)
+    if value not in values:
+        values.append(value)
+    save_memory(home.root, memory)

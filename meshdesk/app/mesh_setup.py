@@ -1,0 +1,94 @@
+"""Wiring the mesh: the node key, TLS files, transports and what this node tells the mesh."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import socket
+from pathlib import Path
+
+from meshdesk import __version__
+from meshdesk.adapters.node_keys import NodeKey, verify_signature
+from meshdesk.adapters.quic_transport import QuicTransport
+from meshdesk.adapters.tls_transport import TlsTransport
+from meshdesk.core.handshake import PROTOCOL_VERSION
+from meshdesk.node.handshake import Credentials
+from meshdesk.node.interfaces import SecretStore
+from meshdesk.node.mesh import MeshService, MeshSettings
+
+NODE_KEY = "node-key"
+GIB = 1024 ** 3
+SYSTEM_RESERVE_BYTES = 2 * GIB
+
+
+def load_node_key(secrets: SecretStore) -> NodeKey:
+    stored = secrets.get(NODE_KEY)
+    if stored is not None:
+        return NodeKey.from_private_bytes(stored)
+    key = NodeKey.generate()
+    secrets.set(NODE_KEY, key.private_bytes())
+    return key
+
+
+def write_tls_files(home: Path, key: NodeKey, node_id: str) -> tuple[Path, Path]:
+    """The key and certificate the TLS data plane loads (the ssl module wants files)."""
+    folder = home / "tls"
+    folder.mkdir(exist_ok=True)
+    certificate, private = folder / "node.crt", folder / "node.key"
+    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(key.private_key_pem())
+    certificate.write_bytes(key.certificate_pem(node_id))
+    return certificate, private
+
+
+def outward_address() -> str | None:
+    """This machine's address on its default route (a UDP connect sends no packet)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return None
+
+
+def advertise_hosts(bind_host: str) -> list[str]:
+    if bind_host not in ("0.0.0.0", "::", ""):
+        return [bind_host]
+    outward = outward_address()
+    return [host for host in (outward, "127.0.0.1") if host and not (host == outward == "127.0.0.1")]
+
+
+def node_versions() -> dict:
+    try:
+        rpc = f"llama.cpp rpc via llama-cpp-python {importlib.metadata.version('llama-cpp-python')}"
+    except importlib.metadata.PackageNotFoundError:
+        rpc = None
+    return {"app": __version__, "protocol": PROTOCOL_VERSION, "rpc": rpc}
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * GIB  # Windows: refined by the capacity work of the split runtime
+
+
+def capacity_bytes(max_gb: float | None) -> int:
+    usable = max(0, physical_memory_bytes() - SYSTEM_RESERVE_BYTES)
+    return usable if max_gb is None else min(usable, int(max_gb * GIB))
+
+
+def credentials_for(key: NodeKey, name: str) -> Credentials:
+    return Credentials(public_key=key.public_bytes, sign=key.sign, verify=verify_signature,
+                       name=name, versions=node_versions(), random_bytes=os.urandom)
+
+
+def build_mesh(home: Path, key: NodeKey, node_id: str, name: str, secrets: SecretStore,
+               bind_host: str, bind_port: int, own_record) -> MeshService:
+    certificate_file, key_file = write_tls_files(home, key, node_id)
+    control = QuicTransport(key.certificate(node_id), key.private_key, key.public_bytes)
+    data = TlsTransport(certificate_file, key_file, key.public_bytes)
+    settings = MeshSettings(home=home, bind_host=bind_host, bind_port=bind_port,
+                            advertise_hosts=advertise_hosts(bind_host))
+    return MeshService(settings, credentials_for(key, name), secrets, control, data, own_record)

@@ -1,0 +1,174 @@
+"""The mesh handshake's messages and proofs (pure; signatures come in as callables).
+
+    dialler  -> acceptor: hello  (mesh id, node key, nonce, versions, optional invite)
+    acceptor -> dialler : hello  (or refuse)
+    dialler  -> acceptor: auth   (signature; mesh MAC unless joining by invite)
+    acceptor -> dialler : auth   (signature, MAC, and the mesh secret for a joiner) or refuse
+
+Both proofs cover a transcript of both hellos and of the accepting side's TLS key as the
+dialler saw it. A relay in the middle would have to present its own TLS key, so the transcripts
+differ and the proofs fail: they are bound to this one connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+
+from meshdesk.core.identity import node_id_for
+
+PROTOCOL_VERSION = 1
+NONCE_BYTES = 32
+DIAL, ACCEPT = "dial", "accept"
+PLANES = ("quic", "tls")
+MAX_NAME = 64
+MAX_INVITE = 2048
+_TRANSCRIPT_DOMAIN = b"meshdesk/1 handshake\0"
+_MAC_DOMAIN = b"meshdesk/1 membership\0"
+
+
+class HandshakeError(ValueError):
+    """The peer's handshake is malformed or its proof is wrong; str() is one line."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    role: str
+    mesh_id: str
+    node_key: bytes
+    nonce: bytes
+    name: str
+    versions: dict
+    invite: str | None = None
+    purpose: str = "control"
+
+    @property
+    def node_id(self) -> str:
+        return node_id_for(self.node_key)
+
+    def to_wire(self) -> dict:
+        message = {"type": "hello", "v": PROTOCOL_VERSION, "role": self.role,
+                   "mesh_id": self.mesh_id, "node_key": self.node_key.hex(),
+                   "nonce": self.nonce.hex(), "name": self.name, "versions": self.versions,
+                   "purpose": self.purpose}
+        if self.invite is not None:
+            message["invite"] = self.invite
+        return message
+
+
+@dataclass(frozen=True)
+class Auth:
+    signature: bytes
+    mac: bytes | None
+    mesh_secret: bytes | None = None  # only from an acceptor to a node joining by invite
+
+    def to_wire(self) -> dict:
+        message = {"type": "auth", "signature": self.signature.hex(),
+                   "mac": None if self.mac is None else self.mac.hex()}
+        if self.mesh_secret is not None:
+            message["mesh_secret"] = self.mesh_secret.hex()
+        return message
+
+
+def refuse_message(reason: str) -> dict:
+    return {"type": "refuse", "reason": reason[:300]}
+
+
+def parse_hello(message: dict, expected_role: str) -> Hello:
+    refused(message)
+    expect_type(message, "hello")
+    if message.get("v") != PROTOCOL_VERSION:
+        raise HandshakeError(f"peer speaks mesh protocol {message.get('v')!r}, we speak {PROTOCOL_VERSION}")
+    if message.get("role") != expected_role:
+        raise HandshakeError(f"expected a {expected_role} hello, got role {message.get('role')!r}")
+    return Hello(
+        role=expected_role,
+        mesh_id=text_field(message, "mesh_id", 64),
+        node_key=hex_field(message, "node_key", 32),
+        nonce=hex_field(message, "nonce", NONCE_BYTES),
+        name=text_field(message, "name", MAX_NAME),
+        versions=dict_field(message, "versions"),
+        invite=optional_text(message, "invite", MAX_INVITE),
+        purpose=text_field(message, "purpose", 64),
+    )
+
+
+def parse_auth(message: dict) -> Auth:
+    refused(message)
+    expect_type(message, "auth")
+    mac = None if message.get("mac") is None else hex_field(message, "mac", 32)
+    secret = None if message.get("mesh_secret") is None else hex_field(message, "mesh_secret", 32)
+    return Auth(hex_field(message, "signature", 64), mac, secret)
+
+
+def refused(message: dict) -> None:
+    if message.get("type") == "refuse":
+        reason = message.get("reason")
+        raise HandshakeError(f"refused by peer: {reason if isinstance(reason, str) else 'no reason'}")
+
+
+def expect_type(message: dict, wanted: str) -> None:
+    if message.get("type") != wanted:
+        raise HandshakeError(f"expected a {wanted} message, got {str(message.get('type'))[:40]!r}")
+
+
+def text_field(message: dict, name: str, limit: int) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise HandshakeError(f"handshake field {name!r} must be a string of 1 to {limit} characters")
+    return value
+
+
+def optional_text(message: dict, name: str, limit: int) -> str | None:
+    return None if message.get(name) is None else text_field(message, name, limit)
+
+
+def hex_field(message: dict, name: str, length: int) -> bytes:
+    value = message.get(name)
+    try:
+        decoded = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        decoded = None
+    if decoded is None or len(decoded) != length:
+        raise HandshakeError(f"handshake field {name!r} must be {length} bytes in hex")
+    return decoded
+
+
+def dict_field(message: dict, name: str) -> dict:
+    value = message.get(name)
+    if not isinstance(value, dict) or len(json.dumps(value)) > 4096:
+        raise HandshakeError(f"handshake field {name!r} must be a small object")
+    return value
+
+
+def transcript(dialler: Hello, acceptor: Hello, acceptor_tls_key: bytes, plane: str) -> bytes:
+    parts = [dialler.mesh_id, dialler.node_key.hex(), dialler.nonce.hex(), dialler.invite,
+             dialler.purpose, acceptor.mesh_id, acceptor.node_key.hex(), acceptor.nonce.hex(),
+             acceptor_tls_key.hex(), plane]
+    return hashlib.sha256(_TRANSCRIPT_DOMAIN + json.dumps(parts).encode()).digest()
+
+
+def signed_statement(transcript_digest: bytes, role: str) -> bytes:
+    return transcript_digest + role.encode()
+
+
+def membership_mac(mesh_secret: bytes, transcript_digest: bytes, role: str) -> bytes:
+    key = hmac.new(mesh_secret, _MAC_DOMAIN, hashlib.sha256).digest()
+    return hmac.new(key, signed_statement(transcript_digest, role), hashlib.sha256).digest()
+
+
+def mac_matches(mesh_secret: bytes, transcript_digest: bytes, role: str, mac: bytes | None) -> bool:
+    if mac is None:
+        return False
+    return hmac.compare_digest(membership_mac(mesh_secret, transcript_digest, role), mac)
+
+
+def version_conflict(own: dict, peer: dict) -> str | None:
+    """Why two nodes cannot work together, or None when they can."""
+    for key in ("protocol", "rpc"):
+        if own.get(key) is not None and peer.get(key) is not None and own.get(key) != peer.get(key):
+            return (f"incompatible {key} version: peer has {peer.get(key)!r}, "
+                    f"this node has {own.get(key)!r}")
+    return None

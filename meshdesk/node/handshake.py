@@ -1,0 +1,110 @@
+"""Running the mesh handshake over a link, as dialler or as acceptor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshdesk.core import handshake as hs
+from meshdesk.core.handshake import ACCEPT, DIAL, Auth, HandshakeError, Hello
+from meshdesk.node.interfaces import MessageLink
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What this node proves itself with."""
+
+    public_key: bytes
+    sign: Callable[[bytes], bytes]
+    verify: Callable[[bytes, bytes, bytes], bool]
+    name: str
+    versions: dict
+    random_bytes: Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """A peer that proved its key and its right to be in the mesh."""
+
+    hello: Hello
+    mesh_secret: bytes | None = None  # handed to us when we joined by invite
+
+    @property
+    def node_id(self) -> str:
+        return self.hello.node_id
+
+
+Admission = Callable[[Hello], None]  # raises HandshakeError with the reason to refuse
+
+
+def own_hello(credentials: Credentials, role: str, mesh_id: str, invite: str | None,
+              purpose: str) -> Hello:
+    return Hello(role=role, mesh_id=mesh_id, node_key=credentials.public_key,
+                 nonce=credentials.random_bytes(hs.NONCE_BYTES), name=credentials.name,
+                 versions=credentials.versions, invite=invite, purpose=purpose)
+
+
+def own_auth(credentials: Credentials, digest: bytes, role: str, mesh_secret: bytes | None,
+             secret_for_joiner: bytes | None = None) -> Auth:
+    mac = None if mesh_secret is None else hs.membership_mac(mesh_secret, digest, role)
+    return Auth(credentials.sign(hs.signed_statement(digest, role)), mac, secret_for_joiner)
+
+
+def check_signature(credentials: Credentials, hello: Hello, auth: Auth, digest: bytes, role: str) -> None:
+    if not credentials.verify(hello.node_key, hs.signed_statement(digest, role), auth.signature):
+        raise HandshakeError("the peer could not prove it holds its node key")
+
+
+async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_secret: bytes | None,
+               invite: str | None = None, purpose: str = "control",
+               expected_node_key: bytes | None = None) -> PeerIdentity:
+    """Authenticate to the acceptor; with `invite` and no secret, join its mesh."""
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        mine = own_hello(credentials, DIAL, mesh_id, invite, purpose)
+        await link.send(mine.to_wire())
+        theirs = hs.parse_hello(await link.receive(), ACCEPT)
+        check_acceptor_key(link, theirs, expected_node_key)
+        if theirs.mesh_id != mesh_id:
+            raise HandshakeError(f"the peer is in another mesh ({theirs.mesh_id})")
+        digest = hs.transcript(mine, theirs, link.server_public_key, link.plane)
+        await link.send(own_auth(credentials, digest, DIAL, mesh_secret).to_wire())
+        auth = hs.parse_auth(await link.receive())
+        check_signature(credentials, theirs, auth, digest, ACCEPT)
+        secret = mesh_secret or auth.mesh_secret
+        if secret is None or not hs.mac_matches(secret, digest, ACCEPT, auth.mac):
+            raise HandshakeError("the peer could not prove it belongs to the mesh")
+        return PeerIdentity(theirs, auth.mesh_secret if mesh_secret is None else None)
+
+
+def check_acceptor_key(link: MessageLink, hello: Hello, expected_node_key: bytes | None) -> None:
+    if link.server_public_key != hello.node_key:
+        raise HandshakeError("the peer's TLS key is not its node key: someone is in between")
+    if expected_node_key is not None and hello.node_key != expected_node_key:
+        raise HandshakeError("the peer is not the node we meant to reach")
+
+
+async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_secret: bytes,
+                 admit: Admission) -> PeerIdentity:
+    """Authenticate a dialler; `admit` decides on removals, versions and invites."""
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        theirs = hs.parse_hello(await link.receive(), DIAL)
+        try:
+            admit(theirs)
+        except HandshakeError as error:
+            await link.send(hs.refuse_message(str(error)))
+            raise
+        mine = own_hello(credentials, ACCEPT, mesh_id, None, theirs.purpose)
+        await link.send(mine.to_wire())
+        digest = hs.transcript(theirs, mine, credentials.public_key, link.plane)
+        auth = hs.parse_auth(await link.receive())
+        check_signature(credentials, theirs, auth, digest, DIAL)
+        joining = theirs.invite is not None and auth.mac is None
+        if not joining and not hs.mac_matches(mesh_secret, digest, DIAL, auth.mac):
+            await link.send(hs.refuse_message("not a member of this mesh"))
+            raise HandshakeError("the peer could not prove it belongs to the mesh")
+        reply = own_auth(credentials, digest, ACCEPT, mesh_secret, mesh_secret if joining else None)
+        await link.send(reply.to_wire())
+        return PeerIdentity(theirs)

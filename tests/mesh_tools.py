@@ -1,0 +1,39 @@
+"""Acting as a mesh peer from inside a test: keys, tokens and links to a real node."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from meshdesk.adapters.node_keys import NodeKey, verify_signature
+from meshdesk.adapters.quic_transport import QuicTransport
+from meshdesk.adapters.secret_store import open_secret_store
+from meshdesk.adapters.tls_transport import TlsTransport
+from meshdesk.app.mesh_setup import load_node_key, node_versions, write_tls_files
+from meshdesk.core.identity import node_id_for
+from meshdesk.core.invite import InviteToken
+from meshdesk.node.handshake import Credentials
+
+
+def node_key_of(home: Path) -> NodeKey:
+    """A node's own key, from its home (on this headless box, the 0600 file fallback)."""
+    return load_node_key(open_secret_store(home))
+
+
+def resigned(token: InviteToken, key: NodeKey, **changes) -> InviteToken:
+    return dataclasses.replace(token, **changes).signed(key.sign)
+
+
+def credentials(key: NodeKey, name: str = "test-peer") -> Credentials:
+    return Credentials(key.public_bytes, key.sign, verify_signature, name, node_versions(), os.urandom)
+
+
+def quic_transport(key: NodeKey) -> QuicTransport:
+    return QuicTransport(key.certificate("test"), key.private_key, key.public_bytes)
+
+
+def tls_transport(key: NodeKey, folder: Path) -> TlsTransport:
+    folder.mkdir(parents=True, exist_ok=True)
+    certificate, private = write_tls_files(folder, key, node_id_for(key.public_bytes))
+    return TlsTransport(certificate, private, key.public_bytes)
