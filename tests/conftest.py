@@ -7,6 +7,11 @@ import os
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The `test` extra installs keyrings.alt, whose plaintext file keyring would otherwise become
+# the default for this process and every node it starts (one shared file in ~/.local/share,
+# written by concurrent nodes). Keep the headless box's real default, no keyring; tests that
+# want a keyring select one explicitly (tests/test_secret_store.py).
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
 
 from tests.nodes import NodeProcess, start_node  # noqa: E402
 

@@ -259,8 +259,10 @@ def test_a_killed_node_is_dead_everywhere_within_ten_seconds():
     assert sorted(observer for observer, _ in deaths) == ["A", "B", "D", "E"]  # each reported once
     # The last heartbeat left C at most one interval before the kill; dead comes dead_after later.
     assert all(DEAD_AFTER - INTERVAL < delay <= DEAD_AFTER + 0.1 for _, delay in deaths)
-    mesh.run_for(20.0)
-    assert len(mesh.deaths) == 4
+    seen_alive_again = set()
+    mesh.run_for(10 * DEAD_AFTER + 5.0, check=lambda: seen_alive_again.update(o for o in "ABDE" if "C" in mesh.view(o)))
+    assert seen_alive_again == set() and len(mesh.deaths) == 4
+    assert all("C" not in mesh.nodes[o].peer_states(mesh.now) for o in "ABDE")  # forgotten, for good
     assert mesh.view("A") == {"A": 100, "B": 101, "D": 103, "E": 104}
 
 
@@ -269,6 +271,20 @@ def test_a_killed_node_at_the_end_of_a_chain_is_dead_everywhere_within_ten_secon
     mesh.run_for(10.0)
     mesh.kill("E")
     assert mesh.run_until(lambda: mesh.everyone_sees("E", {"dead"}), limit=10.0) is not None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_dead_node_is_forgotten_for_good(seed):
+    # Along a chain with jitter each hop forgets E at a different time; none may hand it back.
+    mesh = SimulatedMesh(FIVE, CHAIN, seed=seed, jitter=0.5)
+    mesh.run_for(10.0)
+    mesh.kill("E")
+    mesh.run_for(DEAD_AFTER + 4 * 1.5 * INTERVAL)
+    assert mesh.everyone_sees("E", {"dead"})
+    seen_alive_again = set()
+    mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive_again.update(o for o in "ABCD" if "E" in mesh.view(o)))
+    assert seen_alive_again == set() and len(mesh.deaths) == 4
+    assert all("E" not in mesh.nodes[o].peer_states(mesh.now) for o in "ABCD")
 
 
 def test_a_killed_middle_node_splits_a_chain_into_two_views():
@@ -650,6 +666,7 @@ BAD_MESSAGES = {
     "removed empty id": with_changes(removed=[""]),
     "removed long id": with_changes(removed=["x" * 65]),
     "removed too many": with_changes(removed=[f"n{i}" for i in range(MAX_SET_SIZE + 1)]),
+    "removed beyond the limit with ours": with_changes(removed=[f"n{i}" for i in range(MAX_SET_SIZE)]),
     "revoked long id": with_changes(revoked=["x" * 129]),
     "revoked null": with_changes(revoked=None),
 }

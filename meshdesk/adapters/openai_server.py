@@ -64,6 +64,7 @@ class OpenAiServer:
         app.router.add_get("/api/invite", self.invite)
         app.router.add_post("/api/revoke", self.revoke)
         app.router.add_post("/api/remove", self.remove)
+        app.router.add_post("/api/capacity", self.capacity)
         return app
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
@@ -108,6 +109,23 @@ class OpenAiServer:
         except ValueError as error:
             raise RequestError(str(error), param="node_id") from None
         return web.json_response({"removed": node_id})
+
+    async def capacity(self, request: web.Request) -> web.Response:
+        """{"max_vram_gb": number or null, "donating": bool}, either or both."""
+        body = api.parse_json_body(await request.read())
+        if "max_vram_gb" in body:
+            cap = body["max_vram_gb"]
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))):
+                raise RequestError("'max_vram_gb' must be a number of GB or null", param="max_vram_gb")
+            try:
+                self.gateway.set_capacity_cap(cap)
+            except ValueError as error:
+                raise RequestError(str(error), param="max_vram_gb") from None
+        if "donating" in body:
+            if not isinstance(body["donating"], bool):
+                raise RequestError("'donating' must be true or false", param="donating")
+            self.gateway.set_donating(body["donating"])
+        return web.json_response(self.gateway.status()["offer"])
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = api.parse_json_body(await request.read())

@@ -20,6 +20,7 @@ from meshdesk.node.child_process import python_module_command
 from meshdesk.node.model_host import ModelHost
 from meshdesk.node.model_inventory import ModelInventory
 from meshdesk.node.node import Node, NodeIdentity
+from meshdesk.node.offer import Offer
 
 DEFAULT_CONTEXT = 4096
 
@@ -38,13 +39,12 @@ def model_host_for(model: ChosenModel, home: Home, threads: int | None) -> Model
     return ModelHost(model.id, model.path, command, home.logs / f"model-host-{model.id}.log")
 
 
-def own_record_source(name: str, capacity: int, inventory: ModelInventory, hosts: list[ModelHost],
-                      client: bool):
+def own_record_source(name: str, offer: Offer, inventory: ModelInventory, hosts: list[ModelHost]):
     """What this node tells the mesh about itself, read afresh on every change."""
     def own_record() -> dict:
         serving = next((host.model_id for host in hosts), None)
-        role = "client" if client else ("host" if serving else "standby")
-        return {"name": name, "capacity_bytes": capacity, "models": tuple(inventory.models),
+        role = "client" if offer.client else ("host" if serving else "standby")
+        return {"name": name, "capacity_bytes": offer.capacity_bytes, "models": tuple(inventory.models),
                 "serving": serving, "role": role,
                 "versions": node_versions()}
     return own_record
@@ -58,13 +58,14 @@ def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel 
     name = arguments.name or default_node_name()
     hosts = [] if model is None else [model_host_for(model, home, arguments.threads)]
     inventory = ModelInventory(home.root, model_folders(home.models))
-    capacity = 0 if arguments.client else capacity_bytes(arguments.max_vram)
-    record = own_record_source(name, capacity, inventory, hosts, arguments.client)
+    offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
+    offer.set_cap_gigabytes(arguments.max_vram)
+    record = own_record_source(name, offer, inventory, hosts)
     mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host,
                       arguments.bind_port, record)
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
     secrets_note = {"backend": secrets.backend, "warning": secrets.warning}
-    node = Node(identity, hosts, mesh=mesh, secrets_note=secrets_note)
+    node = Node(identity, hosts, mesh=mesh, secrets_note=secrets_note, offer=offer)
     for alias in model.aliases if model is not None else ():
         node.add_alias(alias, model.id)
     node.background_jobs.append(lambda: scan_models(inventory, mesh))

@@ -419,7 +419,7 @@ class Membership:
         self._note_what_peer_has(sender_id, gossip)
         if news:
             self._make_due(now, self._connected - {sender_id})
-        if False:
+        if self._peer_lacks_records(sender_id, now):
             self._make_due(now, {sender_id})  # its digest shows it is behind: answer now, not next round
 
     def _merge_sets(self, gossip: GossipMessage) -> bool:

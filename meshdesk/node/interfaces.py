@@ -51,6 +51,10 @@ class Gateway(Protocol):
 
     def remove(self, node_id: str) -> None: ...
 
+    def set_capacity_cap(self, gigabytes: float | None) -> None: ...
+
+    def set_donating(self, donating: bool) -> None: ...
+
 
 class LinkClosed(Exception):
     """The connection to a peer is gone."""

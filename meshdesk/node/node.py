@@ -11,7 +11,9 @@ from pathlib import Path
 from meshdesk.core.invite import decode_token
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.node.interfaces import ModelStatus, UnknownModel
+from meshdesk.node.mesh import JoinRefused
 from meshdesk.node.model_host import ModelHost
+from meshdesk.node.offer import Offer
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,9 @@ class Node:
     """Owns the model hosts and answers the gateway's questions; the API and UI observe it."""
 
     def __init__(self, identity: NodeIdentity, model_hosts: list[ModelHost], mesh=None,
-                 secrets_note: dict | None = None):
+                 secrets_note: dict | None = None, offer: Offer | None = None):
         self.identity = identity
+        self.offer = offer or Offer(measured_bytes=0, client=True)
         self.mesh = mesh
         self.secrets_note = secrets_note or {}
         self.model_hosts = {host.model_id: host for host in model_hosts}
@@ -70,6 +73,7 @@ class Node:
             "models": [status.to_dict() for status in self.model_statuses()],
             "api_port": self.api_port,
             "secrets": self.secrets_note,
+            "offer": self.offer.to_dict(),
             **(self.mesh.status() if self.mesh is not None else {"mesh": None, "peers": []}),
         }
 
@@ -84,6 +88,34 @@ class Node:
 
     def remove(self, node_id: str) -> None:
         self._mesh().remove(node_id)
+
+    def set_capacity_cap(self, gigabytes: float | None) -> None:
+        """Caps what this node offers (the desktop slider, `--max-vram`); the mesh re-plans."""
+        self.offer.set_cap_gigabytes(gigabytes)
+        self._offer_changed()
+
+    def set_donating(self, donating: bool) -> None:
+        """Starts or stops offering capacity without leaving the mesh (the tray toggle)."""
+        self.offer.donating = donating
+        self._offer_changed()
+
+    def _offer_changed(self) -> None:
+        if self.mesh is not None:
+            self.mesh.refresh_own_record()
+        self._notify()
+
+    async def join(self, token_text: str) -> None:
+        """Joins a mesh from a token or link; raises ValueError with the reason it cannot."""
+        token = decode_token(token_text)
+        if self.mesh is None:
+            raise ValueError("this node has no mesh service")
+        try:
+            joined = await self.mesh.join(token)
+        except JoinRefused as refusal:
+            raise ValueError(f"cannot join: {refusal}") from None
+        if not joined:
+            raise ValueError("cannot reach the inviting node; check the address and try again")
+        self._notify()
 
     def _mesh(self):
         if self.mesh is None or self.mesh.mesh_id is None:
