@@ -1,7 +1,7 @@
 """How much does the MeshDesk API cost? Streaming tokens/s through a real node vs llama.cpp in-process.
 
 One run starts a real node (`python -m meshdesk --headless ...`) on a GGUF and loads the same GGUF
-in this process with the settings the node's model host uses (`meshdesk/adapters/llama_host.py`).
+in this process with the settings the node's model host uses (`meshdesk.adapters.llama.host.py`).
 Then it streams the same completions from both, interleaved (API, in-process, in-process, API, ...)
 so that machine noise hits both sides alike, and never runs the two at the same time.
 
@@ -109,7 +109,7 @@ def bundled_model() -> Path:
 def load_in_process(model: Path, threads: int):
     import llama_cpp
 
-    # Exactly what meshdesk.adapters.llama_host.load_model does.
+    # Exactly what meshdesk.adapters.llama.host.load_model does.
     return llama_cpp.Llama(model_path=str(model), n_ctx=CONTEXT, n_threads=threads,
                            n_threads_batch=threads, n_gpu_layers=0, verbose=False)
 

@@ -63,7 +63,7 @@ QUIC_WINDOW = 4 * MIB  # the QUIC sender keeps at most this much unacknowledged 
 PROGRESS, DONE = b".", b"!"
 TARGET_TLS_RATIO = 0.25
 NOISY_SPREAD = 0.15
-RUN_TIMEOUT = 90.0
+RUN_TIMEOUT = 60.0
 PLANES = ("tcp", "tls", "quic")
 LABELS = {"tcp": "raw TCP", "tls": "TLS data plane", "quic": "QUIC stream"}
 
@@ -346,14 +346,38 @@ async def expect_ack(reader: asyncio.StreamReader, outstanding: int) -> int:
 @dataclass
 class Results:
     sizes: dict[str, int]
+    in_process: bool
     rates: dict[str, list[float]] = field(default_factory=lambda: {plane: [] for plane in PLANES})
+    # CPU seconds per wall second during each run: (client, server); server None when unknown
+    cpu: dict[str, list[tuple[float, float | None]]] = field(
+        default_factory=lambda: {plane: [] for plane in PLANES})
+    udp_drops: int | None = None  # system-wide UDP receive-buffer drops during the QUIC runs
     rtts: dict[str, list[float]] = field(default_factory=dict)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def udp_receive_drops() -> int | None:
+    """System-wide count of UDP datagrams dropped for a full receive buffer (Linux), or None."""
+    try:
+        rows = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=float, default=256.0, metavar="N",
-                        help="MiB per raw TCP and TLS throughput run (default 256)")
+    parser.add_argument("--mib", type=float, default=512.0, metavar="N",
+                        help="MiB per raw TCP and TLS throughput run (default 512)")
     parser.add_argument("--quic-mib", type=float, default=16.0, metavar="N",
                         help="MiB per QUIC throughput run (default 16; QUIC moves a few MiB/s)")
     parser.add_argument("--repetitions", type=int, default=3, metavar="N",
@@ -382,19 +406,34 @@ async def measure(arguments: argparse.Namespace) -> Results:
         client = Client(secret, ports)
         sizes = {"tcp": int(arguments.mib * MIB), "tls": int(arguments.mib * MIB),
                  "quic": int(arguments.quic_mib * MIB)}
-        results = Results(sizes)
+        results = Results(sizes, arguments.in_process)
+        server_pid = None if arguments.in_process else server.process.pid
         if not arguments.quick:  # warm-up: first connections, imports, caches; not counted
             for plane in PLANES:
                 async with asyncio.timeout(RUN_TIMEOUT):
                     await client.throughput(plane, min(sizes[plane], 4 * MIB) // 4)
         for repetition in range(1, arguments.repetitions + 1):
             for plane in PLANES:
+                drops_before = udp_receive_drops()
+                client_cpu = time.process_time()
+                server_cpu = process_cpu_seconds(server_pid) if server_pid else None
                 async with asyncio.timeout(RUN_TIMEOUT):
                     seconds = await client.throughput(plane, sizes[plane])
+                client_cpu = (time.process_time() - client_cpu) / seconds
+                if server_cpu is not None:
+                    after = process_cpu_seconds(server_pid)
+                    server_cpu = None if after is None else (after - server_cpu) / seconds
+                drops_after = udp_receive_drops()
+                if plane == "quic" and drops_before is not None and drops_after is not None:
+                    results.udp_drops = (results.udp_drops or 0) + drops_after - drops_before
                 rate = sizes[plane] / MIB / seconds
                 results.rates[plane].append(rate)
+                results.cpu[plane].append((client_cpu, server_cpu))
+                cpu_text = (f"cpu {client_cpu:4.0%} both sides" if arguments.in_process else
+                            f"cpu client {client_cpu:4.0%} server "
+                            f"{'?' if server_cpu is None else format(server_cpu, '4.0%')}")
                 print(f"  round {repetition}  {LABELS[plane]:<15} {sizes[plane] / MIB:8.1f} MiB "
-                      f"in {seconds:7.3f} s = {rate:9.1f} MiB/s", flush=True)
+                      f"in {seconds:7.3f} s = {rate:9.1f} MiB/s   {cpu_text}", flush=True)
         for plane in PLANES:
             async with asyncio.timeout(RUN_TIMEOUT):
                 results.rtts[plane] = await client.round_trips(plane, arguments.pings,
@@ -414,11 +453,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+def cpu_summary(samples: list[tuple[float, float | None]], in_process: bool) -> str:
+    client = statistics.median(sample[0] for sample in samples)
+    if in_process:
+        return f"{client:.0%}"
+    servers = [sample[1] for sample in samples if sample[1] is not None]
+    return f"{client:.0%} / {statistics.median(servers):.0%}" if servers else f"{client:.0%} / ?"
+
+
 def report(results: Results, arguments: argparse.Namespace, load_before) -> None:
     print()
     print("Throughput (MiB/s; 1 MiB = 1,048,576 bytes)")
+    cpu_header = "cpu (1 loop)" if results.in_process else "cpu client/server"
     print(f"  {'plane':<15} {'MiB/run':>8} {'runs':>5} {'median':>9} {'min':>9} {'max':>9} "
-          f"{'spread':>7} {'median MB/s':>12}")
+          f"{'spread':>7} {'median MB/s':>12}  {cpu_header}")
     median = {}
     spreads = {}
     for plane in PLANES:
@@ -427,7 +475,7 @@ def report(results: Results, arguments: argparse.Namespace, load_before) -> None
         spreads[plane] = (max(rates) - min(rates)) / median[plane] if median[plane] else math.nan
         print(f"  {LABELS[plane]:<15} {results.sizes[plane] / MIB:8.1f} {len(rates):5d} "
               f"{median[plane]:9.1f} {min(rates):9.1f} {max(rates):9.1f} {spreads[plane]:7.0%} "
-              f"{median[plane] * MIB / 1e6:12.1f}")
+              f"{median[plane] * MIB / 1e6:12.1f}  {cpu_summary(results.cpu[plane], results.in_process)}")
     print()
     print("Control-message round trip (ping/pong frames on a handshaken link)")
     print(f"  {'plane':<15} {'n':>5} {'median ms':>10} {'p95 ms':>8} {'min ms':>8} {'max ms':>8}")
@@ -437,6 +485,11 @@ def report(results: Results, arguments: argparse.Namespace, load_before) -> None
               f"{percentile(rtts, 0.95) * 1000:8.3f} {min(rtts) * 1000:8.3f} {max(rtts) * 1000:8.3f}")
     load_after = os.getloadavg()
     print()
+    print("  cpu = CPU seconds per wall-clock second of the run (median); 100% is one core busy.")
+    if results.udp_drops is not None:
+        print(f"  UDP datagrams dropped for a full receive buffer during the QUIC runs (system-wide): "
+              f"{results.udp_drops}; each one costs aioquic a loss recovery and a smaller "
+              f"congestion window")
     where = ("one asyncio process: client and server share one event loop and one core"
              if arguments.in_process else
              "server in a child process: each side has its own interpreter and event loop, "
@@ -447,8 +500,8 @@ def report(results: Results, arguments: argparse.Namespace, load_before) -> None
     reasons = (["quick run"] if arguments.quick else []) + [
         f"{LABELS[plane]} runs spread {spreads[plane]:.0%}" for plane in PLANES
         if len(results.rates[plane]) > 1 and spreads[plane] > NOISY_SPREAD]
-    if max(load_before[0], load_after[0]) > (os.cpu_count() or 1) - 1.5:
-        reasons.append("other work running: load average high for this many cores")
+    if load_before[0] > (os.cpu_count() or 1) - 1.5:  # this bench itself keeps up to 2 cores busy
+        reasons.append(f"other work running: load average {load_before[0]:.2f} before the start")
     if reasons:
         print(f"  WARNING: numbers may be noisy ({', '.join(reasons)})")
     tls_ratio = median["tls"] / median["tcp"]

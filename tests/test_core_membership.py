@@ -173,6 +173,9 @@ class SimulatedMesh:
         expected = {node_id: self.nodes[node_id].own.generation for node_id in self.running()}
         return all(self.view(observer) == expected for observer in self.running())
 
+    def observers_seeing(self, node_id, observers) -> set[str]:
+        return {observer for observer in observers if node_id in self.view(observer)}
+
     def everyone_sees(self, node_id, states, observers=None) -> bool:
         observers = observers or [o for o in self.running() if o != node_id]
         return all(self.state(observer, node_id) in states for observer in observers)
@@ -208,13 +211,11 @@ def test_converges_under_loss_duplication_and_reordering(seed):
 def test_a_chain_spreads_records_and_liveness_to_nodes_not_directly_connected():
     mesh = SimulatedMesh(FIVE, CHAIN)
     assert mesh.run_until(mesh.converged, limit=5.0) is not None
-    # E's record reaches A at once, its heartbeats one relay round per hop: with all rounds in
-    # step, the first increase arrives (hops - 1) rounds later, so A may suspect E at the start.
-    states_of_e_seen_by_a = []
-    mesh.run_for(30.0, check=lambda: states_of_e_seen_by_a.append((mesh.now, mesh.state("A", "E"))))
-    assert {state for _, state in states_of_e_seen_by_a} <= {"alive", "suspect"}
-    assert {state for time, state in states_of_e_seen_by_a if time > 5.0} == {"alive"}
-    assert mesh.deaths == []
+    # A new node's record travels at the pace of its heartbeats, so the far end is never even
+    # suspected while the relayed heartbeats catch up.
+    states_at_the_ends = set()
+    mesh.run_for(30.0, check=lambda: states_at_the_ends.update({mesh.state("A", "E"), mesh.state("E", "A")}))
+    assert states_at_the_ends == {"alive"}
     mesh.nodes["E"].update_own(mesh.now, name="E, renamed")
     assert mesh.run_until(mesh.converged, limit=1.0) is not None  # news is forwarded hop by hop at once
 
@@ -260,7 +261,7 @@ def test_a_killed_node_is_dead_everywhere_within_ten_seconds():
     # The last heartbeat left C at most one interval before the kill; dead comes dead_after later.
     assert all(DEAD_AFTER - INTERVAL < delay <= DEAD_AFTER + 0.1 for _, delay in deaths)
     seen_alive_again = set()
-    mesh.run_for(10 * DEAD_AFTER + 5.0, check=lambda: seen_alive_again.update(o for o in "ABDE" if "C" in mesh.view(o)))
+    mesh.run_for(10 * DEAD_AFTER + 5.0, check=lambda: seen_alive_again.update(mesh.observers_seeing("C", "ABDE")))
     assert seen_alive_again == set() and len(mesh.deaths) == 4
     assert all("C" not in mesh.nodes[o].peer_states(mesh.now) for o in "ABDE")  # forgotten, for good
     assert mesh.view("A") == {"A": 100, "B": 101, "D": 103, "E": 104}
@@ -282,7 +283,7 @@ def test_a_dead_node_is_forgotten_for_good(seed):
     mesh.run_for(DEAD_AFTER + 4 * 1.5 * INTERVAL)
     assert mesh.everyone_sees("E", {"dead"})
     seen_alive_again = set()
-    mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive_again.update(o for o in "ABCD" if "E" in mesh.view(o)))
+    mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive_again.update(mesh.observers_seeing("E", "ABCD")))
     assert seen_alive_again == set() and len(mesh.deaths) == 4
     assert all("E" not in mesh.nodes[o].peer_states(mesh.now) for o in "ABCD")
 
@@ -394,7 +395,7 @@ def test_removal_spreads_and_is_permanent():
     mesh.nodes["E"].revoke_token(mesh.now, "token-revoked-by-e")
     mesh.connect("F", "B")  # a newcomer learns the removal too
     seen_alive = set()
-    mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive.update(o for o in [*others, "F"] if "E" in mesh.view(o)))
+    mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive.update(mesh.observers_seeing("E", [*others, "F"])))
     assert seen_alive == set()
     assert mesh.nodes["F"].removed_node_ids == {"E"}
     assert all("token-revoked-by-e" not in mesh.nodes[o].revoked_token_ids for o in [*others, "F"])
@@ -408,7 +409,9 @@ def test_revocations_spread(links):
     mesh.run_for(3.0)
     mesh.nodes["C"].revoke_token(mesh.now, "token-1")
     mesh.nodes["E"].revoke_token(mesh.now, "token-2")
-    everyone_has_both = lambda: all(m.revoked_token_ids == {"token-1", "token-2"} for m in mesh.nodes.values())  # noqa: E731
+    def everyone_has_both():
+        return all(node.revoked_token_ids == {"token-1", "token-2"} for node in mesh.nodes.values())
+
     assert mesh.run_until(everyone_has_both, limit=INTERVAL) is not None
 
 
@@ -523,7 +526,13 @@ def test_public_surface():
 
 # ---------------------------------------------------------------- records on the wire
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63) + 1, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63) + 1, 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 node_ids = st.text(min_size=1, max_size=64)
 records = st.builds(
     NodeRecord,
@@ -711,7 +720,9 @@ def test_json_junk_is_refused_and_changes_nothing(junk):
     st.booleans(),
     json_like,
 )
-def test_valid_messages_with_one_junk_field_are_refused_or_accepted_never_crash(message_key, record_key, in_record, junk):
+def test_a_valid_message_with_one_junk_field_is_refused_or_accepted_never_crashes(
+    message_key, record_key, in_record, junk
+):
     membership = busy_membership_for_hypothesis()
     message = valid_message()
     if in_record:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ class KeyringSecrets:
 
     def get(self, name: str) -> bytes | None:
         value = keyring.get_password(SERVICE, f"{self.prefix}/{name}")
-        return None if value is None else base64.b64decode(value)
+        return None if value is None else decode_secret(value, f"{self.backend}: {name}")
 
     def set(self, name: str, value: bytes) -> None:
         keyring.set_password(SERVICE, f"{self.prefix}/{name}", base64.b64encode(value).decode())
@@ -49,11 +50,13 @@ class FileSecrets:
             return {}
         except (OSError, ValueError) as error:
             raise OSError(f"cannot read {self.path}: {error}") from None
-        return stored if isinstance(stored, dict) else {}
+        if not isinstance(stored, dict):
+            raise OSError(f"cannot read {self.path}: it holds no JSON object")
+        return stored
 
     def get(self, name: str) -> bytes | None:
         value = self.read_all().get(name)
-        return None if not isinstance(value, str) else base64.b64decode(value)
+        return None if value is None else decode_secret(value, f"{self.path}: {name}")
 
     def set(self, name: str, value: bytes) -> None:
         stored = self.read_all()
@@ -63,6 +66,16 @@ class FileSecrets:
         with os.fdopen(descriptor, "w") as file:
             json.dump(stored, file)
         os.replace(temporary, self.path)
+
+
+def decode_secret(value: object, where: str) -> bytes:
+    """A stored secret's bytes; OSError (not a crash elsewhere) when the stored text is damaged."""
+    try:
+        if isinstance(value, str):
+            return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        pass
+    raise OSError(f"cannot read {where}: the stored value is not base64 text")
 
 
 def keyring_works() -> bool:

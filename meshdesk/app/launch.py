@@ -35,7 +35,7 @@ def model_host_for(model: ChosenModel, home: Home, threads: int | None) -> Model
     arguments = ["--model", str(model.path), "--context", str(context)]
     if threads:
         arguments += ["--threads", str(threads)]
-    command = python_module_command("meshdesk.adapters.llama_host", *arguments)
+    command = python_module_command("meshdesk.adapters.llama.host", *arguments)
     return ModelHost(model.id, model.path, command, home.logs / f"model-host-{model.id}.log")
 
 
@@ -112,7 +112,10 @@ def launch(arguments: argparse.Namespace) -> int:
         model = None if arguments.client else choose_model(arguments.model, home.models)
     except ModelChoiceError as error:
         return fail(str(error))
-    runtime = build_runtime(arguments, home, model, join_tokens)
+    try:
+        runtime = build_runtime(arguments, home, model, join_tokens)
+    except OSError as error:  # e.g. a damaged secrets file: one line, not a traceback
+        return fail(str(error))
     if not arguments.headless and not display_available():
         print("No display found; running headless.", flush=True)
         arguments.headless = True

@@ -24,7 +24,11 @@ SYSTEM_RESERVE_BYTES = 2 * GIB
 def load_node_key(secrets: SecretStore) -> NodeKey:
     stored = secrets.get(NODE_KEY)
     if stored is not None:
-        return NodeKey.from_private_bytes(stored)
+        try:
+            return NodeKey.from_private_bytes(stored)
+        except ValueError:
+            raise OSError(f"the stored node key is damaged ({len(stored)} bytes, not 32); "
+                          f"secrets: {secrets.backend}") from None
     key = NodeKey.generate()
     secrets.set(NODE_KEY, key.private_bytes())
     return key

@@ -79,10 +79,10 @@ def refuse_message(reason: str) -> dict:
 def parse_hello(message: dict, expected_role: str) -> Hello:
     refused(message)
     expect_type(message, "hello")
-    if message.get("v") != PROTOCOL_VERSION:
-        raise HandshakeError(f"peer speaks mesh protocol {message.get('v')!r}, we speak {PROTOCOL_VERSION}")
+    if type(message.get("v")) is not int or message.get("v") != PROTOCOL_VERSION:  # not True, not 1.0
+        raise HandshakeError(f"peer speaks mesh protocol {repr(message.get('v'))[:40]}, we speak {PROTOCOL_VERSION}")
     if message.get("role") != expected_role:
-        raise HandshakeError(f"expected a {expected_role} hello, got role {message.get('role')!r}")
+        raise HandshakeError(f"expected a {expected_role} hello, got role {repr(message.get('role'))[:40]}")
     return Hello(
         role=expected_role,
         mesh_id=text_field(message, "mesh_id", 64),
@@ -106,7 +106,11 @@ def parse_auth(message: dict) -> Auth:
 def refused(message: dict) -> None:
     if message.get("type") == "refuse":
         reason = message.get("reason")
-        raise HandshakeError(f"refused by peer: {reason if isinstance(reason, str) else 'no reason'}")
+        if not isinstance(reason, str) or not reason.strip():
+            reason = "no reason"
+        # The peer's words: kept to one printable line, so they cannot forge log or terminal lines.
+        reason = "".join(char if char.isprintable() else " " for char in reason[:300])
+        raise HandshakeError(f"refused by peer: {reason}")
 
 
 def expect_type(message: dict, wanted: str) -> None:

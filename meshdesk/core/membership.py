@@ -100,9 +100,11 @@ def _mapping(value: object, what: str, max_items: int) -> dict:
 
 def _require_fields(data: dict, expected: frozenset[str], what: str) -> None:
     missing = sorted(expected - data.keys())
-    _check(not missing, f"{what} lacks {missing[0] if missing else ''}")
+    if missing:
+        raise MembershipError(f"{what} lacks {missing[0]}")
     unknown = [key for key in data if key not in expected]
-    _check(not unknown, f"{what} has unknown field {_quote(unknown[0] if unknown else '')}")
+    if unknown:
+        raise MembershipError(f"{what} has unknown field {_quote(unknown[0])}")
 
 
 class _Budget:
@@ -133,7 +135,9 @@ def _json_copy(value: object, what: str, budget: _Budget, depth: int = 0) -> obj
     if type(value) in (list, tuple):
         return [_json_copy(item, what, budget, depth + 1) for item in value]
     if type(value) is dict:
-        return {_text(key, f"{what} key"): _json_copy(item, what, budget, depth + 1) for key, item in value.items()}
+        return {
+            _text(key, f"{what} key"): _json_copy(item, what, budget, depth + 1) for key, item in value.items()
+        }
     raise MembershipError(f"{what} holds a {type(value).__name__}, which is not JSON")
 
 
@@ -209,7 +213,7 @@ RECORD_FIELDS = frozenset(field.name for field in fields(NodeRecord))
 
 
 def _validated_fields(record: NodeRecord) -> dict:
-    _check(record.role in ROLES if isinstance(record.role, str) else False, f"role must be one of {', '.join(ROLES)}")
+    _check(isinstance(record.role, str) and record.role in ROLES, f"role must be one of {', '.join(ROLES)}")
     _check(type(record.leaving) is bool, "leaving must be true or false")
     serving = record.serving
     return {
@@ -267,7 +271,7 @@ class GossipMessage:
     def from_wire(cls, data: object) -> GossipMessage:
         _check(isinstance(data, dict), "a gossip message must be an object")
         _require_fields(data, MESSAGE_FIELDS, "gossip message")
-        _check(data["type"] == MESSAGE_TYPE if isinstance(data["type"], str) else False, "not a gossip message")
+        _check(isinstance(data["type"], str) and data["type"] == MESSAGE_TYPE, "not a gossip message")
         _check(type(data["v"]) is int and data["v"] == PROTOCOL_VERSION, "unsupported gossip version")
         return cls(
             records=_records(data["records"]),
@@ -286,7 +290,9 @@ def _records(value: object) -> tuple[NodeRecord, ...]:
 
 def _counter_table(value: object, what: str) -> dict[str, int]:
     table = _mapping(value, what, MAX_RECORDS)
-    return {_node_id(node_id, f"{what} node id"): _counter(count, f"{what} value") for node_id, count in table.items()}
+    return {
+        _node_id(node_id, f"{what} node id"): _counter(count, f"{what} value") for node_id, count in table.items()
+    }
 
 
 def _id_set(value: object, what: str, max_length: int) -> frozenset[str]:
@@ -430,7 +436,7 @@ class Membership:
 
     def _resolve_own_id_rivals(self, gossip: GossipMessage) -> None:
         own_id, own_generation = self._own.node_id, self._own.generation
-        rivals = [record.generation for record in gossip.records if record.node_id == own_id and record != self._own]
+        rivals = [r.generation for r in gossip.records if r.node_id == own_id and r != self._own]
         if gossip.generations.get(own_id, -1) > own_generation:
             rivals.append(gossip.generations[own_id])
         highest = max(rivals, default=-1)
@@ -476,7 +482,7 @@ class Membership:
 
     def _peer_lacks_records(self, peer_id: str, now: float) -> bool:
         has = self._known_by_peer.get(peer_id)
-        return has is not None and any(_worth_sending(record, has) for record in self._shareable_records(now))
+        return has is not None and any(_worth_sending(r, has) for r in self._shareable_records(now))
 
     def _hear_from(self, now: float, node_id: str) -> None:
         self._last_heard[node_id] = now
@@ -506,7 +512,7 @@ class Membership:
 
     def _shareable_records(self, now: float) -> list[NodeRecord]:
         """Our record and every record we hold as alive, suspect or just left; never the dead."""
-        others = [r for node_id, r in self._records.items() if self._state_of(node_id, now) in ("alive", "suspect", "left")]
+        others = [r for i, r in self._records.items() if self._state_of(i, now) in ("alive", "suspect", "left")]
         return [self._own, *others]
 
     def _message_for(self, peer_id: str, shareable: list[NodeRecord]) -> GossipMessage:
@@ -519,7 +525,7 @@ class Membership:
         return GossipMessage(
             records=records,
             heartbeats={node_id: count for node_id, count in heartbeats.items() if count >= 0},
-            generations={self._own.node_id: self._own.generation, **{i: r.generation for i, r in self._records.items()}},
+            generations={i: r.generation for i, r in [(self._own.node_id, self._own), *self._records.items()]},
             removed=frozenset(self._removed),
             revoked=frozenset(self._revoked),
         )
@@ -541,15 +547,14 @@ class Membership:
     def expire(self, now: float) -> list[str]:
         """Returns the ids that became dead since the last call; forgets long-gone nodes."""
         self._observe(now)
-        just_dead = [
-            node_id for node_id in sorted(self._records) if self._may_still_die(node_id) and self._state_of(node_id, now) == "dead"
-        ]
+        just_dead = [i for i in sorted(self._records) if self._may_still_die(i) and self._state_of(i, now) == "dead"]
         self._reported_dead.update(just_dead)
         self._forget_long_gone(now)
         return just_dead
 
     def _may_still_die(self, node_id: str) -> bool:
-        return node_id not in self._reported_dead and node_id not in self._removed and not self._records[node_id].leaving
+        gone_already = node_id in self._reported_dead or node_id in self._removed
+        return not gone_already and not self._records[node_id].leaving
 
     def _forget_long_gone(self, now: float) -> None:
         gone = [
@@ -598,7 +603,7 @@ class Membership:
 
     def alive_records(self, now: float) -> list[NodeRecord]:
         """Every node we hold as alive or suspect, ourselves included unless we left or were removed."""
-        alive = [r for node_id, r in self._records.items() if self._state_of(node_id, now) in ("alive", "suspect")]
+        alive = [r for i, r in self._records.items() if self._state_of(i, now) in ("alive", "suspect")]
         if not self._own.leaving and self._own.node_id not in self._removed:
             alive.append(self._own)
         return sorted(alive, key=lambda record: record.node_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from meshdesk.core.frames import FrameError
 from meshdesk.core.handshake import HandshakeError, Hello, version_conflict
-from meshdesk.core.identity import mesh_id_for, node_id_for
+from meshdesk.core.identity import NODE_ID_LENGTH, mesh_id_for, node_id_for
 from meshdesk.core.invite import InviteToken, TokenError, TokenRefused, check_token, decode_token
 from meshdesk.core.membership import Membership, MembershipError, NodeRecord
 from meshdesk.node import handshake
@@ -36,6 +37,7 @@ RTT_REPORT_INTERVAL = 5.0
 MAX_REFUSALS_SHOWN = 10
 REFUSAL_LINGER_SECONDS = 1.0
 REMOVED_REASON = "this node was removed from the mesh"
+NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
 
 
 class JoinRefused(Exception):
@@ -437,6 +439,13 @@ class MeshService:
     def remove(self, node_id: str) -> None:
         if node_id == self.node_id:
             raise ValueError("a node cannot remove itself; quit it instead")
+        if not NODE_ID.fullmatch(node_id):
+            raise ValueError(f"not a node id: {node_id[:40]!r} ({NODE_ID_LENGTH} hex characters, "
+                             "as in /api/status)")
+        known = set(self.memory.members) | set(self.membership.peer_states(self.clock())) \
+            | self.membership.removed_node_ids
+        if node_id not in known:
+            raise ValueError(f"no node {node_id} is known in this mesh")
         self.membership.remove(self.clock(), node_id)
         peer = self.peers.get(node_id)
         if peer is not None:

@@ -1,6 +1,6 @@
 """The model host child process: one `llama_cpp.Llama`, serving generations to its node.
 
-Run as `python -m meshdesk.adapters.llama_host --model PATH`. It loads the model, listens on
+Run as `python -m meshdesk.adapters.llama.host --model PATH`. It loads the model, listens on
 127.0.0.1 (never anything else), prints one JSON line `{"event": "ready", "port": N}` on stdout
 and then serves one generation at a time. The node sends a request as one JSON line; the host
 answers with JSON lines (see `meshdesk.node.host_protocol`). A request whose connection goes
@@ -15,9 +15,9 @@ import json
 import os
 import socket
 import sys
-import threading
 from dataclasses import dataclass, field
 
+from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
 from meshdesk.core.openai_api import GenerationRequest
 
 LISTEN_HOST = "127.0.0.1"
@@ -40,19 +40,28 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", required=True)
     parser.add_argument("--context", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    parser.add_argument("--rpc", action="append", default=[], metavar="127.0.0.1:PORT",
+                        help="an RPC server to split layers onto, in device order (repeatable)")
+    parser.add_argument("--tensor-split", type=lambda text: [float(x) for x in text.split(",")],
+                        help="each RPC device's share, in the same order")
     return parser.parse_args(argv)
 
 
 def load_model(arguments: argparse.Namespace):
     import llama_cpp
 
+    split = {}
+    if arguments.rpc:
+        register_rpc_servers(arguments.rpc)
+        # Every layer goes to the RPC devices; the host's own worker is the last of them.
+        split = {"n_gpu_layers": -1, "tensor_split": arguments.tensor_split or [1.0] * len(arguments.rpc)}
     return llama_cpp.Llama(
         model_path=arguments.model,
         n_ctx=arguments.context,
         n_threads=arguments.threads,
         n_threads_batch=arguments.threads,
-        n_gpu_layers=0,
         verbose=False,
+        **({"n_gpu_layers": 0} | split),
     )
 
 
@@ -225,22 +234,6 @@ def handle_connection(llama, chat: ChatFormat, connection: socket.socket) -> Non
             send_line(connection, {"type": "error", "kind": "request", "message": str(error)})
         except Exception as error:
             send_line(connection, {"type": "error", "kind": "server", "message": f"generation failed: {error}"})
-
-
-def exit_when_parent_goes() -> None:
-    """The node holds our stdin open; EOF means it is gone (even after SIGKILL)."""
-
-    def watch() -> None:
-        while sys.stdin.buffer.read(4096):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def announce(payload: dict) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

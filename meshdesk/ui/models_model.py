@@ -1,0 +1,78 @@
+"""Rows for the Models view and the Chat model picker, from a status snapshot (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from meshdesk.ui.mesh_model import peers_of, plans_of
+from meshdesk.ui.text import DASH, gigabytes, text_or_dash
+
+# The catalog (issue 5) is expected as `snapshot["catalog"]`: a list of entries with these
+# keys. Anything missing shows as a dash; with no catalog the view says it is not there yet.
+CATALOG_KEYS = ("name", "size_bytes", "quant", "fit", "draft")
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str
+    where: str
+    size: str
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    name: str
+    size: str
+    quant: str
+    fit: str
+    draft: str
+    downloaded: bool
+
+
+def local_model_rows(snapshot: dict) -> list[ModelRow]:
+    rows = []
+    for model in snapshot.get("models") or []:
+        if isinstance(model, dict):
+            rows.append(ModelRow(text_or_dash(model.get("id")), "this node",
+                                 gigabytes(model.get("size_bytes")), text_or_dash(model.get("state")),
+                                 model.get("error") or text_or_dash(model.get("path"))))
+    return rows
+
+
+def peer_model_rows(snapshot: dict) -> list[ModelRow]:
+    """Models on peers' disks; gossip carries {"name", "size", "digest"} or plain names."""
+    rows = []
+    for peer in peers_of(snapshot):
+        for model in peer.get("models") or []:
+            name, size = (model.get("name"), model.get("size")) if isinstance(model, dict) else (model, None)
+            rows.append(ModelRow(PurePath(str(name)).stem if name else DASH, text_or_dash(peer.get("name")),
+                                 gigabytes(size), "on disk", DASH))
+    return rows
+
+
+def catalog_rows(snapshot: dict) -> list[CatalogRow] | None:
+    """None when the node publishes no catalog yet."""
+    catalog = snapshot.get("catalog")
+    if not isinstance(catalog, list):
+        return None
+    rows = []
+    for entry in catalog:
+        if isinstance(entry, dict):
+            draft = entry.get("draft")
+            rows.append(CatalogRow(text_or_dash(entry.get("name")), gigabytes(entry.get("size_bytes")),
+                                   text_or_dash(entry.get("quant")), text_or_dash(entry.get("fit")),
+                                   text_or_dash(draft.get("name") if isinstance(draft, dict) else draft),
+                                   bool(entry.get("downloaded"))))
+    return rows
+
+
+def chat_model_choices(snapshot: dict) -> list[str]:
+    """Models a chat can use: this node's, then those the mesh's plans serve; ready ones first."""
+    local = [m for m in snapshot.get("models") or [] if isinstance(m, dict) and m.get("id")]
+    local.sort(key=lambda model: model.get("state") != "ready")
+    names = [str(model["id"]) for model in local]
+    names += [str(plan["model"]) for plan in plans_of(snapshot) if plan.get("model")]
+    return list(dict.fromkeys(names))
