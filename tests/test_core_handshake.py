@@ -22,6 +22,7 @@ from meshdesk.node.interfaces import LinkClosed
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))
 NONCE = b"\x07" * 32
+DELETE = object()  # in hello_wire/auth_wire: leave the field out
 
 
 def hello_wire(**changes) -> dict:
@@ -44,8 +45,6 @@ def auth_wire(**changes) -> dict:
             message[name] = value
     return message
 
-
-DELETE = object()
 
 
 # ---------------------------------------------------------------- parse_hello

@@ -78,8 +78,21 @@ def decode_secret(value: object, where: str) -> bytes:
     raise OSError(f"cannot read {where}: the stored value is not base64 text")
 
 
+def is_os_keyring(backend) -> bool:
+    """Backends keyring itself rates below 1 (plaintext files, the `fail` stub) are not an OS
+    keyring; they count only when the user chose one with PYTHON_KEYRING_BACKEND."""
+    if os.environ.get("PYTHON_KEYRING_BACKEND"):
+        return True
+    try:
+        return float(backend.priority) >= 1
+    except Exception:  # a backend whose priority cannot even be asked is not one to trust
+        return False
+
+
 def keyring_works() -> bool:
-    """True when the keyring can store and read back a value (not so on a headless Linux box)."""
+    """True when an OS keyring stores and reads back a value (not so on a headless Linux box)."""
+    if not is_os_keyring(keyring.get_keyring()):
+        return False
     try:
         probe = f"probe-{os.getpid()}"
         keyring.set_password(SERVICE, probe, "ok")

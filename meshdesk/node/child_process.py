@@ -73,7 +73,15 @@ class ChildProcess:
                 return announcement
 
     async def wait(self) -> int:
-        return await self.process.wait()
+        """Waits for the exit, logging what the child still prints (a full pipe would block it)."""
+        drain = asyncio.ensure_future(self._log_output())
+        code = await self.process.wait()
+        drain.cancel()
+        return code
+
+    async def _log_output(self) -> None:
+        while chunk := await self.process.stdout.read(65536):
+            log.debug("%s: %s", self.name, chunk.decode(errors="replace").rstrip())
 
     async def stop(self, grace_seconds: float = 3.0) -> None:
         if self.process is None or self.process.returncode is not None:

@@ -419,6 +419,38 @@ class MeshService:
             return
         self._add_peer(identity, link, dialled_by_us=True)
 
+    # --- data plane ----------------------------------------------------------------------
+
+    async def open_data_link(self, node_id: str, purpose: str) -> MessageLink:
+        """An authenticated TLS connection to a member, for `purpose` ("rpc", "api")."""
+        record = self._alive_record(node_id)
+        if record is None or not record.addresses:
+            raise LinkClosed(f"node {node_id} is not in the mesh")
+        last_error: Exception | None = None
+        for address in record.addresses:
+            try:
+                link = await self.data_transport.connect(tuple(address), 5.0)
+            except (OSError, asyncio.TimeoutError) as error:
+                last_error = error
+                continue
+            try:
+                await handshake.dial(link, self.credentials, self.mesh_id, self.mesh_secret,
+                                     purpose=purpose, expected_node_key=bytes.fromhex(record.public_key))
+            except (HandshakeError, LinkClosed, FrameError, TimeoutError) as error:
+                link.close("handshake failed")
+                raise LinkClosed(f"data plane to {node_id}: {error}") from None
+            return link
+        raise LinkClosed(f"cannot reach node {node_id}: {last_error}")
+
+    def _alive_record(self, node_id: str) -> NodeRecord | None:
+        if self.membership is None:
+            return None
+        return next((record for record in self.membership.alive_records(self.clock())
+                     if record.node_id == node_id), None)
+
+    def alive_records(self) -> list[NodeRecord]:
+        return [] if self.membership is None else self.membership.alive_records(self.clock())
+
     # --- commands ------------------------------------------------------------------------
 
     def mint_invite(self, expires_in: int) -> InviteToken:

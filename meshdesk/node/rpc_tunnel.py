@@ -1,0 +1,143 @@
+"""llama.cpp RPC through the mesh: the host's local listeners and the members' worker side.
+
+On the host, llama.cpp connects to one 127.0.0.1 listener per remote member. Each connection
+becomes an authenticated data-plane connection to that member, which connects it to its own rpc
+worker. Weight uploads travel as references to the member's own copy of the GGUF
+(`core.rpc_stream`); every other byte passes unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from meshdesk.core.rpc_stream import ReferenceExpander, RpcStreamError, TrafficCounts, WeightReferencer
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1 << 16
+WORKER_WAIT_SECONDS = 15.0
+
+Transform = Callable[[bytes], list[bytes]]
+
+
+@dataclass
+class Traffic:
+    """Bytes that crossed the data plane for split inference, by kind."""
+
+    weights_sent_bytes: int = 0
+    weights_referenced_bytes: int = 0
+    activations_bytes: int = 0
+
+    def add(self, counts: TrafficCounts, previous: TrafficCounts) -> None:
+        self.weights_sent_bytes += counts.weights_sent_bytes - previous.weights_sent_bytes
+        self.weights_referenced_bytes += counts.weights_referenced_bytes - previous.weights_referenced_bytes
+        self.activations_bytes += counts.other_bytes - previous.other_bytes
+
+    def to_dict(self) -> dict:
+        return {"weights_sent_bytes": self.weights_sent_bytes,
+                "weights_referenced_bytes": self.weights_referenced_bytes,
+                "activations_bytes": self.activations_bytes}
+
+
+def counted(machine, traffic: Traffic) -> Transform:
+    """Feeds a rewriting machine and books the byte counts it adds."""
+    def transform(data: bytes) -> list[bytes]:
+        before = TrafficCounts(**vars(machine.counts))
+        pieces = machine.feed(data)
+        traffic.add(machine.counts, before)
+        return pieces
+    return transform
+
+
+def passthrough(traffic: Traffic) -> Transform:
+    def transform(data: bytes) -> list[bytes]:
+        traffic.activations_bytes += len(data)
+        return [data]
+    return transform
+
+
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transform: Transform) -> None:
+    try:
+        while data := await reader.read(READ_CHUNK):
+            for piece in transform(data):
+                writer.write(piece)
+            await writer.drain()
+    except (ConnectionError, RpcStreamError) as error:
+        log.info("rpc tunnel closed: %s", error)
+    finally:
+        writer.close()
+
+
+async def splice(a: tuple, b: tuple, a_to_b: Transform, b_to_a: Transform) -> None:
+    """Copies both ways until either side ends, then closes both."""
+    (a_reader, a_writer), (b_reader, b_writer) = a, b
+    tasks = [asyncio.ensure_future(pump(a_reader, b_writer, a_to_b)),
+             asyncio.ensure_future(pump(b_reader, a_writer, b_to_a))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        a_writer.close()
+        b_writer.close()
+
+
+class HostTunnel:
+    """A 127.0.0.1 listener standing in for one remote member's rpc worker."""
+
+    def __init__(self, member_id: str, open_link: Callable[[str, str], Awaitable],
+                 make_referencer: Callable[[], WeightReferencer | None], traffic: Traffic):
+        self.member_id = member_id
+        self.open_link = open_link
+        self.make_referencer = make_referencer
+        self.traffic = traffic
+        self.server: asyncio.Server | None = None
+        self.connections: set[asyncio.Task] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _accepted(self, reader, writer) -> None:
+        task = asyncio.current_task()
+        self.connections.add(task)
+        try:
+            link = await self.open_link(self.member_id, "rpc")
+        except Exception as error:  # llama.cpp sees a closed connection and its host restarts
+            log.warning("no rpc tunnel to %s: %s", self.member_id, error)
+            writer.close()
+            self.connections.discard(task)
+            return
+        referencer = self.make_referencer()
+        upstream = counted(referencer, self.traffic) if referencer else passthrough(self.traffic)
+        try:
+            await splice((reader, writer), link.detach(), upstream, passthrough(self.traffic))
+        finally:
+            self.connections.discard(task)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.connections):
+            task.cancel()
+
+
+async def serve_member_side(link, worker_port: Callable[[], int | None],
+                            make_expander: Callable[[], ReferenceExpander], traffic: Traffic) -> None:
+    """A member's end: the host's tunnel, spliced onto this node's rpc worker."""
+    port = await wait_for_worker(worker_port)
+    if port is None:
+        link.close("no rpc worker here")
+        return
+    worker = await asyncio.open_connection("127.0.0.1", port)
+    await splice(link.detach(), worker, counted(make_expander(), traffic), passthrough(traffic))
+
+
+async def wait_for_worker(worker_port: Callable[[], int | None]) -> int | None:
+    deadline = asyncio.get_running_loop().time() + WORKER_WAIT_SECONDS
+    while (port := worker_port()) is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    return port

@@ -1,0 +1,45 @@
+"""The node's side of its rpc worker child: llama.cpp's RPC server for this machine's CPU."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from meshdesk.node.child_process import ChildProcess, supervise
+
+log = logging.getLogger(__name__)
+
+
+class RpcWorker:
+    """Keeps the rpc worker running while this node offers capacity; knows its port."""
+
+    def __init__(self, command: list[str], log_path: Path):
+        self.command = command
+        self.log_path = log_path
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.error: str | None = None
+
+    @property
+    def endpoint(self) -> str | None:
+        return None if self.port is None else f"127.0.0.1:{self.port}"
+
+    async def run(self) -> None:
+        await supervise(self._make_child, self._await_ready, self._exited)
+
+    def _make_child(self) -> ChildProcess:
+        return ChildProcess("rpc worker", self.command, self.log_path)
+
+    async def _await_ready(self, child: ChildProcess) -> bool:
+        while (announcement := await child.next_announcement()) is not None:
+            if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
+                self.port, self.pid, self.error = announcement["port"], child.process.pid, None
+                return True
+            if announcement.get("event") == "failed":
+                self.error = str(announcement.get("message"))
+                return False
+        return True
+
+    def _exited(self, code: int) -> None:
+        self.port = self.pid = None
+        log.warning("rpc worker exited with code %s", code)
