@@ -500,7 +500,7 @@ def report(results: Results, arguments: argparse.Namespace, load_before) -> None
     reasons = (["quick run"] if arguments.quick else []) + [
         f"{LABELS[plane]} runs spread {spreads[plane]:.0%}" for plane in PLANES
         if len(results.rates[plane]) > 1 and spreads[plane] > NOISY_SPREAD]
-    if load_before[0] > (os.cpu_count() or 1) - 1.5:  # this bench itself keeps up to 2 cores busy
+    if load_before[0] > (os.cpu_count() or 1) - 1.25:  # this bench itself keeps up to 2 cores busy
         reasons.append(f"other work running: load average {load_before[0]:.2f} before the start")
     if reasons:
         print(f"  WARNING: numbers may be noisy ({', '.join(reasons)})")

@@ -143,10 +143,18 @@ def test_an_unknown_model_name_is_refused(tmp_path):
     assert list((home / "models").iterdir()) == []
 
 
-def child_pids(pid: int) -> list[str]:
-    """The processes `pid` started and has not yet reaped (Linux; elsewhere always none)."""
-    return [child for listing in Path(f"/proc/{pid}/task").glob("*/children")
-            for child in listing.read_text().split()]
+def child_pids(pid: int, running: str = "meshdesk.adapters.llama.host") -> list[str]:
+    """The processes `pid` started, running module `running`, not yet reaped (Linux only)."""
+    children = [child for listing in Path(f"/proc/{pid}/task").glob("*/children")
+                for child in listing.read_text().split()]
+    return [child for child in children if running in command_line(child)]
+
+
+def command_line(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_a_model_llama_cpp_cannot_load_fails_while_the_node_keeps_serving(node_factory, unloadable_model):

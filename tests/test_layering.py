@@ -144,6 +144,8 @@ def adapter_problem(module: str, target: str) -> str | None:
 def ui_problem(target: str) -> str | None:
     if is_stdlib(target) or top_level(target) in UI_LIBRARIES or within(target, "meshdesk.core"):
         return None
+    if within(target, "meshdesk.ui"):
+        return None
     if within(target, "meshdesk.node"):
         return f"ui may use only node's public modules, not {target}" if is_private(target) else None
     return f"ui may import PySide6, qrcode, meshdesk.core and meshdesk.node only, not {target}"

@@ -47,6 +47,16 @@ def gigabytes(text: str) -> float:
     return value
 
 
+def ratios(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of ratios: {text!r} (e.g. 1,2)") from None
+    if not values or any(value < 0 for value in values) or sum(values) <= 0:
+        raise argparse.ArgumentTypeError(f"ratios must be non-negative and not all zero: {text!r}")
+    return values
+
+
 def ip_address(text: str) -> str:
     import ipaddress
 
@@ -86,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address the mesh port listens on (default: all)")
     parser.add_argument("--max-vram", type=gigabytes, metavar="GB",
                         help="cap the memory this node offers the mesh, in GB")
+    parser.add_argument("--split", action="store_true",
+                        help="split the model across members even when it fits the host")
+    parser.add_argument("--tensor-split", type=ratios, metavar="R,R,...",
+                        help="manual split ratios, one per member in device order (host last)")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID "
                      "(each with --help)")

@@ -8,73 +8,16 @@ import os
 import signal
 import sys
 
-from meshdesk import __version__
-from meshdesk.adapters.secret_store import open_secret_store
-from meshdesk.app.home import Home, configure_logging, default_home, default_node_name
-from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
-from meshdesk.app.model_choice import ChosenModel, ModelChoiceError, choose_model, model_folders
+from meshdesk.app.assembly import build_runtime
+from meshdesk.app.home import Home, configure_logging, default_home
+from meshdesk.app.model_choice import ModelChoiceError, choose_model
 from meshdesk.app.runtime import Runtime
-from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken, TokenError, decode_token
-from meshdesk.node.child_process import python_module_command
-from meshdesk.node.model_host import ModelHost
-from meshdesk.node.model_inventory import ModelInventory
-from meshdesk.node.node import Node, NodeIdentity
-from meshdesk.node.offer import Offer
-
-DEFAULT_CONTEXT = 4096
-
+from meshdesk.node.node import Node
 
 def fail(message: str) -> int:
     sys.stderr.write(f"meshdesk: error: {message}\n")
     return 2
-
-
-def model_host_for(model: ChosenModel, home: Home, threads: int | None) -> ModelHost:
-    context = min(DEFAULT_CONTEXT, model.info.context_length or DEFAULT_CONTEXT)
-    arguments = ["--model", str(model.path), "--context", str(context)]
-    if threads:
-        arguments += ["--threads", str(threads)]
-    command = python_module_command("meshdesk.adapters.llama.host", *arguments)
-    return ModelHost(model.id, model.path, command, home.logs / f"model-host-{model.id}.log")
-
-
-def own_record_source(name: str, offer: Offer, inventory: ModelInventory, hosts: list[ModelHost]):
-    """What this node tells the mesh about itself, read afresh on every change."""
-    def own_record() -> dict:
-        serving = next((host.model_id for host in hosts), None)
-        role = "client" if offer.client else ("host" if serving else "standby")
-        return {"name": name, "capacity_bytes": offer.capacity_bytes, "models": tuple(inventory.models),
-                "serving": serving, "role": role,
-                "versions": node_versions()}
-    return own_record
-
-
-def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel | None,
-                  join_tokens: list[InviteToken]) -> Runtime:
-    secrets = open_secret_store(home.root)
-    key = load_node_key(secrets)
-    node_id = node_id_for(key.public_bytes)
-    name = arguments.name or default_node_name()
-    hosts = [] if model is None else [model_host_for(model, home, arguments.threads)]
-    inventory = ModelInventory(home.root, model_folders(home.models))
-    offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
-    offer.set_cap_gigabytes(arguments.max_vram)
-    record = own_record_source(name, offer, inventory, hosts)
-    mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host,
-                      arguments.bind_port, record)
-    identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
-    secrets_note = {"backend": secrets.backend, "warning": secrets.warning}
-    node = Node(identity, hosts, mesh=mesh, secrets_note=secrets_note, offer=offer)
-    for alias in model.aliases if model is not None else ():
-        node.add_alias(alias, model.id)
-    node.background_jobs.append(lambda: scan_models(inventory, mesh))
-    return Runtime(node, mesh, join_tokens, arguments.port)
-
-
-async def scan_models(inventory: ModelInventory, mesh) -> None:
-    await inventory.scan_in_background()
-    mesh.refresh_own_record()
 
 
 def decode_join_tokens(texts: list[str]) -> list[InviteToken]:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,14 @@ def cache_key(path: Path) -> str:
 
 
 class ModelInventory:
-    def __init__(self, home: Path, folders: list[Path]):
+    """Entries: name, size, digest, layers, path (the path never leaves this node)."""
+
+    def __init__(self, home: Path, folders: list[Path], extra_files: list[Path],
+                 describe: Callable[[Path], dict]):
         self.cache_path = home / CACHE_FILE
         self.folders = folders
+        self.extra_files = extra_files
+        self.describe = describe  # e.g. {"layers": 18}; raises for an unusable file
         self.cache = self._load_cache()
         self.models: list[dict] = []
 
@@ -47,7 +53,7 @@ class ModelInventory:
         return stored if isinstance(stored, dict) else {}
 
     def files(self) -> list[Path]:
-        found = {}
+        found = {path.name: path for path in self.extra_files}
         for folder in self.folders:
             if folder.is_dir():
                 for path in sorted(folder.glob("*.gguf")):
@@ -56,19 +62,33 @@ class ModelInventory:
 
     def scan(self) -> list[dict]:
         """Hashes what is new; blocking, so run it in a thread."""
-        models = []
-        for path in self.files():
-            try:
-                key = cache_key(path)
-                digest = self.cache.get(key) or file_digest(path)
-            except OSError as error:
-                log.warning("cannot read %s: %s", path, error)
-                continue
-            self.cache[key] = digest
-            models.append({"name": path.name, "size": path.stat().st_size, "digest": digest})
+        models = [entry for entry in map(self._entry, self.files()) if entry is not None]
         self._save_cache()
         self.models = models
         return models
+
+    def _entry(self, path: Path) -> dict | None:
+        try:
+            details = self.describe(path)
+            key = cache_key(path)
+            digest = self.cache.get(key) or file_digest(path)
+        except Exception as error:  # an unusable file is skipped, never fatal
+            log.warning("skipping model file %s: %s", path, error)
+            return None
+        self.cache[key] = digest
+        return {"name": path.name, "size": path.stat().st_size, "digest": digest,
+                "layers": details.get("layers"), "path": str(path)}
+
+    def public_models(self) -> tuple[dict, ...]:
+        return tuple({key: value for key, value in model.items() if key != "path"}
+                     for model in self.models)
+
+    def path_for_digest(self, digest: str) -> Path | None:
+        return next((Path(model["path"]) for model in self.models if model["digest"] == digest), None)
+
+    def digest_of(self, path: Path) -> str | None:
+        wanted = str(path)
+        return next((model["digest"] for model in self.models if model["path"] == wanted), None)
 
     async def scan_in_background(self) -> list[dict]:
         return await asyncio.to_thread(self.scan)

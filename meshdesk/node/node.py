@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from meshdesk.core.invite import decode_token
 from meshdesk.core.openai_api import GenerationRequest
-from meshdesk.node.interfaces import ModelStatus, UnknownModel
-from meshdesk.node.mesh import JoinRefused
-from meshdesk.node.model_host import ModelHost
+from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
+from meshdesk.node.mesh import JoinRefused, MeshService
+from meshdesk.node.serving import Serving
 from meshdesk.node.offer import Offer
 
 log = logging.getLogger(__name__)
@@ -27,39 +27,47 @@ class NodeIdentity:
 
 
 class Node:
-    """Owns the model hosts and answers the gateway's questions; the API and UI observe it."""
+    """Owns the mesh and what this node serves; the API and the UI observe it."""
 
-    def __init__(self, identity: NodeIdentity, model_hosts: list[ModelHost], mesh=None,
-                 secrets_note: dict | None = None, offer: Offer | None = None):
+    def __init__(self, identity: NodeIdentity, serving: Serving, mesh: MeshService,
+                 secrets_note: dict | None = None, offer: Offer | None = None,
+                 pending_model: str | None = None):
         self.identity = identity
         self.offer = offer or Offer(measured_bytes=0, client=True)
         self.mesh = mesh
+        self.serving = serving
         self.secrets_note = secrets_note or {}
-        self.model_hosts = {host.model_id: host for host in model_hosts}
+        self.pending_model = pending_model  # ours, until the mesh has planned it
         self.aliases: dict[str, str] = {}
         self.api_port: int | None = None
         self.listeners: list[Callable[[], None]] = []
         self.background_jobs: list[Callable[[], Awaitable[None]]] = []  # run once at start
-        for host in model_hosts:
-            host.on_change = self._notify
-        if mesh is not None:
-            mesh.on_change = self._notify
+        self.workers: list[Callable[[], Awaitable[None]]] = []          # run for the node's life
+        mesh.on_change = self._mesh_changed
+        serving.on_change = self._notify
+
+    def _mesh_changed(self) -> None:
+        self.serving.replan()
+        self._notify()
 
     def add_alias(self, alias: str, model_id: str) -> None:
         self.aliases[alias] = model_id
 
     def model_statuses(self) -> list[ModelStatus]:
-        return [host.status() for host in self.model_hosts.values()]
+        statuses = self.serving.model_statuses()
+        if self.pending_model and all(status.id != self.pending_model for status in statuses):
+            statuses.append(ModelStatus(self.pending_model, "", "loading"))
+        return statuses
 
-    def resolve(self, model: str) -> ModelHost:
-        host = self.model_hosts.get(self.aliases.get(model, model))
-        if host is None:
-            served = ", ".join(sorted(self.model_hosts)) or "none"
-            raise UnknownModel(f"The model '{model}' does not exist here (served: {served})")
-        return host
+    def model_ids(self) -> list[str]:
+        return [status.id for status in self.model_statuses()]
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict]:
-        async for event in self.resolve(request.model).generate(request):
+    async def generate(self, request: GenerationRequest, local_only: bool = False) -> AsyncIterator[dict]:
+        name = self.aliases.get(request.model, request.model)
+        if name == self.pending_model and name not in self.serving.model_ids():
+            raise ModelUnavailable(f"model {name} is starting; try again shortly")
+        request = replace(request, model=name)
+        async for event in self.serving.generate(request, local_only):
             yield event
 
     def status(self) -> dict:
@@ -69,12 +77,15 @@ class Node:
                 "name": self.identity.name,
                 "home": str(self.identity.home),
                 "version": self.identity.version,
+                "role": self.serving.role(self.offer.client),
             },
             "models": [status.to_dict() for status in self.model_statuses()],
             "api_port": self.api_port,
+            "plans": self.serving.plans_status(),
+            "traffic": self.serving.traffic.to_dict(),
             "secrets": self.secrets_note,
             "offer": self.offer.to_dict(),
-            **(self.mesh.status() if self.mesh is not None else {"mesh": None, "peers": []}),
+            **self.mesh.status(),
         }
 
     def mint_invite(self, expires_in: int) -> dict:
@@ -100,15 +111,11 @@ class Node:
         self._offer_changed()
 
     def _offer_changed(self) -> None:
-        if self.mesh is not None:
-            self.mesh.refresh_own_record()
-        self._notify()
+        self.mesh.refresh_own_record()
 
     async def join(self, token_text: str) -> None:
         """Joins a mesh from a token or link; raises ValueError with the reason it cannot."""
         token = decode_token(token_text)
-        if self.mesh is None:
-            raise ValueError("this node has no mesh service")
         try:
             joined = await self.mesh.join(token)
         except JoinRefused as refusal:
@@ -118,7 +125,7 @@ class Node:
         self._notify()
 
     def _mesh(self):
-        if self.mesh is None or self.mesh.mesh_id is None:
+        if self.mesh.mesh_id is None:
             raise ValueError("this node is not in a mesh yet")
         return self.mesh
 
@@ -133,11 +140,12 @@ class Node:
     async def run(self) -> None:
         """Runs until cancelled, even after every model host has given up (e.g. failed to load):
         the node keeps serving its status and answering that the model failed."""
-        async with asyncio.TaskGroup() as tasks:
-            for host in self.model_hosts.values():
-                tasks.create_task(host.run(), name=f"model host {host.model_id}")
-            if self.mesh is not None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.mesh.run(), name="mesh")
-            for job in self.background_jobs:
-                tasks.create_task(job())
-            tasks.create_task(asyncio.Event().wait(), name="until cancelled")
+                tasks.create_task(self.serving.run(), name="serving")
+                for work in self.workers + self.background_jobs:
+                    tasks.create_task(work())
+                tasks.create_task(asyncio.Event().wait(), name="until cancelled")
+        finally:
+            await self.serving.stop()

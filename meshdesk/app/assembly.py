@@ -1,0 +1,161 @@
+"""Assembling a node from its parts: identity, mesh, inventory, rpc worker, serving and tunnels."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from meshdesk import __version__
+from meshdesk.adapters.gguf_metadata import read_model_info, read_tensor_infos
+from meshdesk.adapters.secret_store import open_secret_store
+from meshdesk.app.home import Home, default_node_name
+from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
+from meshdesk.app.model_choice import ChosenModel, model_folders
+from meshdesk.app.runtime import Runtime
+from meshdesk.core.identity import node_id_for
+from meshdesk.core.invite import InviteToken
+from meshdesk.core.rpc_stream import ReferenceExpander, WeightReferencer, WeightTensor
+from meshdesk.node.api_tunnel import API_PURPOSE, serve_remote_request
+from meshdesk.node.child_process import python_module_command
+from meshdesk.node.model_host import ModelHost
+from meshdesk.node.model_inventory import ModelInventory
+from meshdesk.node.node import Node, NodeIdentity
+from meshdesk.node.offer import Offer
+from meshdesk.node.rpc_tunnel import Traffic, serve_member_side
+from meshdesk.node.rpc_worker import RpcWorker
+from meshdesk.node.serving import Serving, SplitOptions
+
+DEFAULT_CONTEXT = 4096
+RPC_PURPOSE = "rpc"
+
+
+def describe_model(path: Path) -> dict:
+    return {"layers": read_model_info(path).layer_count}
+
+
+@lru_cache(maxsize=8)
+def weight_table(path: str) -> dict[str, WeightTensor]:
+    return {tensor.name: WeightTensor(tensor.name, tensor.offset, tensor.nbytes)
+            for tensor in read_tensor_infos(path)}
+
+
+def file_reader(path: str):
+    def read(offset: int, length: int) -> bytes:
+        with open(path, "rb") as file:
+            return os.pread(file.fileno(), length, offset)
+    return read
+
+
+def model_host_factory(home: Home, threads: int | None):
+    def make(model: dict, endpoints: list[str], shares: list[float]) -> ModelHost:
+        context = DEFAULT_CONTEXT
+        arguments = ["--model", model["path"], "--context", str(context)]
+        if threads:
+            arguments += ["--threads", str(threads)]
+        for endpoint in endpoints:
+            arguments += ["--rpc", endpoint]
+        if shares:
+            arguments += ["--tensor-split", ",".join(str(share) for share in shares)]
+        command = python_module_command("meshdesk.adapters.llama.host", *arguments)
+        model_id = Path(model["name"]).stem
+        return ModelHost(model_id, Path(model["path"]), command, home.logs / f"model-host-{model_id}.log")
+    return make
+
+
+def referencer_factory():
+    def make(model: dict) -> WeightReferencer:
+        return WeightReferencer(weight_table(model["path"]), file_reader(model["path"]), model["digest"])
+    return make
+
+
+def expander_factory(inventory: ModelInventory):
+    def read_by_digest(digest: str, offset: int, length: int) -> bytes:
+        return file_reader(str(inventory.path_for_digest(digest)))(offset, length)
+
+    def make() -> ReferenceExpander:
+        return ReferenceExpander(read_by_digest, {model["digest"] for model in inventory.models})
+    return make
+
+
+def own_record_source(name: str, offer: Offer, inventory: ModelInventory, wanted: Path | None,
+                      options: SplitOptions, role):
+    """What this node tells the mesh about itself, read afresh on every change.
+
+    The model this node seeds carries its split options, so every node plans it alike.
+    """
+    def own_record() -> dict:
+        serving = inventory.digest_of(wanted) if wanted is not None else None
+        models = tuple(with_split_options(model, options) if model["digest"] == serving else model
+                       for model in inventory.public_models())
+        return {"name": name, "capacity_bytes": offer.capacity_bytes, "models": models,
+                "serving": serving, "role": role(), "versions": node_versions()}
+    return own_record
+
+
+def with_split_options(model: dict, options: SplitOptions) -> dict:
+    return {**model, "split": options.force_split,
+            "tensor_split": list(options.manual_split) if options.manual_split else None}
+
+
+def split_options(arguments: argparse.Namespace) -> SplitOptions:
+    manual = tuple(arguments.tensor_split) if arguments.tensor_split else None
+    return SplitOptions(force_split=arguments.split or manual is not None, manual_split=manual)
+
+
+def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel | None,
+                  join_tokens: list[InviteToken]) -> Runtime:
+    secrets = open_secret_store(home.root)
+    key = load_node_key(secrets)
+    node_id = node_id_for(key.public_bytes)
+    name = arguments.name or default_node_name()
+    offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
+    offer.set_cap_gigabytes(arguments.max_vram)
+    extra = [model.path] if model is not None else []
+    inventory = ModelInventory(home.root, [] if arguments.client else model_folders(home.models),
+                               extra, describe_model)
+    serving_box: list[Serving] = []
+    options = split_options(arguments)
+    record = own_record_source(name, offer, inventory, model.path if model else None, options,
+                               lambda: serving_box[0].role(offer.client) if serving_box else "standby")
+    mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record)
+    traffic = Traffic()
+    worker = None if arguments.client else RpcWorker(
+        python_module_command("meshdesk.adapters.llama.rpc_worker", *threads_option(arguments)),
+        home.logs / "rpc-worker.log")
+    serving = Serving(node_id, mesh, lambda: inventory.models, model_host_factory(home, arguments.threads),
+                      worker, referencer_factory(), traffic)
+    serving_box.append(serving)
+    identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
+    node = Node(identity, serving, mesh, {"backend": secrets.backend, "warning": secrets.warning},
+                offer, pending_model=model.id if model else None)
+    for alias in model.aliases if model is not None else ():
+        node.add_alias(alias, model.id)
+    register_data_plane(mesh, node, worker, inventory, traffic)
+    if worker is not None:
+        node.workers.append(worker.run)
+    node.background_jobs.append(lambda: scan_models(inventory, mesh))
+    return Runtime(node, mesh, join_tokens, arguments.port)
+
+
+def threads_option(arguments: argparse.Namespace) -> list[str]:
+    return ["--threads", str(arguments.threads)] if arguments.threads else []
+
+
+def register_data_plane(mesh, node: Node, worker: RpcWorker | None, inventory: ModelInventory,
+                        traffic: Traffic) -> None:
+    async def serve_api(identity, link) -> None:
+        await serve_remote_request(link, lambda request: node.generate(request, local_only=True))
+
+    async def serve_rpc(identity, link) -> None:
+        await serve_member_side(link, lambda: worker.port if worker else None,
+                                expander_factory(inventory), traffic)
+
+    mesh.data_plane_handlers[API_PURPOSE] = serve_api
+    mesh.data_plane_handlers[RPC_PURPOSE] = serve_rpc
+
+
+async def scan_models(inventory: ModelInventory, mesh) -> None:
+    await inventory.scan_in_background()
+    mesh.refresh_own_record()

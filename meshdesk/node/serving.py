@@ -1,0 +1,235 @@
+"""What this node runs for the mesh, decided from gossip: model hosts, tunnels, request routes.
+
+Every node plans every wanted model with the same pure function (`core.planning`), so all
+agree on each model's host and split without talking about it. This node then makes its own
+part true: the elected host runs the model host child with one RPC device per member (remote
+members through tunnels, its own rpc worker last). Others route requests to the host. A running
+model host restarts only when its plan really changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.core.planning import SPLIT, WAITING, Candidate, ModelNeeds, Plan, plan_model
+from meshdesk.node.api_tunnel import RemoteModel
+from meshdesk.node.interfaces import ModelStatus, ModelUnavailable, UnknownModel
+from meshdesk.node.model_host import ModelHost
+from meshdesk.node.rpc_tunnel import HostTunnel, Traffic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What a model host child is started with; a different one means a restart."""
+
+    digest: str
+    devices: tuple[str, ...]   # member ids in device order, this node last
+    shares: tuple[float, ...]
+
+
+@dataclass
+class RunningHost:
+    config: HostConfig
+    host: ModelHost
+    task: asyncio.Task
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    force_split: bool = False
+    manual_split: tuple[float, ...] | None = None
+
+
+MakeModelHost = Callable[[dict, list[str], list[float]], ModelHost]
+
+
+class Serving:
+    def __init__(self, node_id: str, mesh, local_models: Callable[[], list[dict]],
+                 make_model_host: MakeModelHost, rpc_worker, make_referencer, traffic: Traffic):
+        self.node_id = node_id
+        self.mesh = mesh
+        self.local_models = local_models      # inventory entries: name, path, size, digest, layers
+        self.make_model_host = make_model_host
+        self.rpc_worker = rpc_worker
+        self.make_referencer = make_referencer
+        self.traffic = traffic
+        self.plans: dict[str, Plan] = {}       # by digest
+        self.model_info: dict[str, dict] = {}  # by digest
+        self.running: dict[str, RunningHost] = {}
+        self.tunnels: dict[str, tuple[HostTunnel, str]] = {}
+        self.changed = asyncio.Event()
+        self.on_change: Callable[[], None] = lambda: None
+
+    # --- planning ------------------------------------------------------------------------
+
+    def replan(self) -> None:
+        records = self.mesh.alive_records()
+        wanted = {record.serving for record in records if record.serving}
+        plans = {digest: self._plan(digest, records) for digest in sorted(wanted)}
+        self.plans = {digest: plan for digest, plan in plans.items() if plan is not None}
+        self.changed.set()
+
+    def _plan(self, digest: str, records) -> Plan | None:
+        """The seeding node's entry for the model carries its size, layers and split options."""
+        info = seeded_entry(digest, records)
+        if info is None:
+            return None
+        self.model_info[digest] = info
+        needs = ModelNeeds(model_id(info), int(info["size"]), int(info.get("layers") or 1))
+        candidates = [Candidate(record.node_id, record.capacity_bytes, dict(record.rtt_ms))
+                      for record in records if has_model(record, digest)]
+        options = split_options_of(info)
+        return plan_model(needs, candidates, options.force_split, options.manual_split)
+
+    def role(self, client: bool) -> str:
+        if client:
+            return "client"
+        if any(plan.host == self.node_id for plan in self.plans.values()):
+            return "host"
+        if any(self.node_id in plan.member_ids() for plan in self.plans.values()):
+            return "worker"
+        return "standby"
+
+    # --- making it true ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self.changed.wait()
+            self.changed.clear()
+            try:
+                await self._reconcile()
+            except Exception:  # one bad plan must not stop planning for good
+                log.exception("could not apply the mesh's plans")
+            self.on_change()
+
+    async def _reconcile(self) -> None:
+        for digest in list(self.running):
+            if self._wanted_config(digest) != self.running[digest].config:
+                await self._stop_host(digest)
+        for digest, plan in self.plans.items():
+            config = self._wanted_config(digest)
+            if config is not None and digest not in self.running:
+                await self._start_host(digest, config)
+        await self._close_unused_tunnels()
+
+    def _wanted_config(self, digest: str) -> HostConfig | None:
+        plan = self.plans.get(digest)
+        if plan is None or plan.host != self.node_id or plan.state == WAITING:
+            return None
+        if self._local_model(digest) is None:
+            return None
+        if plan.state != SPLIT:
+            return HostConfig(digest, (), ())
+        return HostConfig(digest, plan.member_ids(), tuple(round(m.share, 4) for m in plan.members))
+
+    def _local_model(self, digest: str) -> dict | None:
+        return next((model for model in self.local_models() if model.get("digest") == digest), None)
+
+    async def _start_host(self, digest: str, config: HostConfig) -> None:
+        model = self._local_model(digest)
+        endpoints = [await self._endpoint_for(member_id, model) for member_id in config.devices]
+        if any(endpoint is None for endpoint in endpoints):
+            log.info("waiting for the local rpc worker before hosting %s", model["name"])
+            asyncio.get_running_loop().call_later(0.5, self.changed.set)
+            return
+        host = self.make_model_host(model, endpoints, list(config.shares))
+        host.on_change = self.on_change
+        task = asyncio.ensure_future(host.run())
+        self.running[digest] = RunningHost(config, host, task)
+        log.info("hosting %s on %s", model["name"], ", ".join(config.devices) or "this node alone")
+
+    async def _endpoint_for(self, member_id: str, model: dict) -> str | None:
+        if member_id == self.node_id:
+            return self.rpc_worker.endpoint if self.rpc_worker is not None else None
+        if member_id not in self.tunnels:
+            tunnel = HostTunnel(member_id, self.mesh.open_data_link,
+                                lambda: self.make_referencer(model), self.traffic)
+            self.tunnels[member_id] = (tunnel, await tunnel.start())
+        return self.tunnels[member_id][1]
+
+    async def _stop_host(self, digest: str) -> None:
+        running = self.running.pop(digest)
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+
+    async def _close_unused_tunnels(self) -> None:
+        used = {member for running in self.running.values() for member in running.config.devices}
+        for member_id in set(self.tunnels) - used:
+            tunnel, _ = self.tunnels.pop(member_id)
+            await tunnel.stop()
+
+    async def stop(self) -> None:
+        for digest in list(self.running):
+            await self._stop_host(digest)
+        await self._close_unused_tunnels()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def model_ids(self) -> list[str]:
+        return sorted({model_id(self.model_info[digest]) for digest in self.plans})
+
+    def resolve(self, name: str, local_only: bool = False):
+        """The local model host or the remote host serving `name`."""
+        digest = next((d for d in self.plans if model_id(self.model_info[d]) == name), None)
+        if digest is None:
+            served = ", ".join(self.model_ids()) or "none"
+            raise UnknownModel(f"The model '{name}' does not exist in this mesh (served: {served})")
+        if digest in self.running:
+            return self.running[digest].host
+        plan = self.plans[digest]
+        if plan.state == WAITING:
+            raise ModelUnavailable(f"model {name} is not running: {plan.waiting_reason}", 10)
+        if local_only or plan.host == self.node_id:
+            raise ModelUnavailable(f"model {name} is starting here; try again shortly")
+        return RemoteModel(name, plan.host, self.mesh.open_data_link)
+
+    async def generate(self, request: GenerationRequest, local_only: bool = False) -> AsyncIterator[dict]:
+        async for event in self.resolve(request.model, local_only).generate(request):
+            yield event
+
+    def model_statuses(self) -> list[ModelStatus]:
+        statuses = []
+        for digest, plan in sorted(self.plans.items(), key=lambda item: model_id(self.model_info[item[0]])):
+            running = self.running.get(digest)
+            if running is not None:
+                statuses.append(running.host.status())
+                continue
+            state = "waiting" if plan.state == WAITING else "remote"
+            statuses.append(ModelStatus(model_id(self.model_info[digest]), "", state, plan.waiting_reason))
+        return statuses
+
+    def plans_status(self) -> list[dict]:
+        return [plan.to_dict() for plan in self.plans.values()]
+
+
+def seeded_entry(digest: str, records) -> dict | None:
+    """The wanted model's entry in the record of the lowest-id node that seeds it."""
+    for record in sorted(records, key=lambda record: record.node_id):
+        if record.serving == digest:
+            entry = next((model for model in record.models if model.get("digest") == digest), None)
+            if entry is not None and isinstance(entry.get("size"), int):
+                return entry
+    return None
+
+
+def split_options_of(info: dict) -> SplitOptions:
+    manual = info.get("tensor_split")
+    valid = isinstance(manual, list) and manual and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 for value in manual)
+    return SplitOptions(force_split=info.get("split") is True or bool(valid),
+                        manual_split=tuple(float(value) for value in manual) if valid else None)
+
+
+def model_id(info: dict) -> str:
+    return Path(str(info.get("name", "model"))).stem
+
+
+def has_model(record, digest: str) -> bool:
+    return record.capacity_bytes > 0 and any(model.get("digest") == digest for model in record.models)
