@@ -1,34 +1,33 @@
-"""The desktop app: the real qasync bootstrap with a node, and the window against snapshots."""
+"""The desktop app booted for real: qasync, a node, the window (offscreen, so no tray)."""
 
 from __future__ import annotations
 
+import subprocess
+import textwrap
+
 import pytest
 
-from meshdesk.ui.main_window import MainWindow
+from tests.nodes import meshdesk_command
+from tests.nodes import test_environment as child_environment
 
 pytestmark = pytest.mark.slow
 
+# The real `meshdesk` entry point, with the window closed by "the user" once it has shown.
+CLOSE_AFTER_SHOWING = textwrap.dedent("""
+    import sys
+    from PySide6.QtCore import QTimer
+    from meshdesk.ui import main_window
 
-def snapshot(state: str, error: str | None = None, port: int | None = 9337) -> dict:
-    return {
-        "node": {"id": "abc123", "name": "alice", "home": "/tmp/x", "version": "0.1.0"},
-        "models": [{"id": "gemma-3-270m-q4_k_m", "state": state, "path": "/m.gguf", "error": error}],
-        "api_port": port,
-    }
+    show = main_window.MainWindow.show
+    def show_then_close(window):
+        show(window)
+        print("window shown", flush=True)
+        QTimer.singleShot(1500, window.close)
+    main_window.MainWindow.show = show_then_close
 
-
-def test_window_shows_node_and_model_state(qtbot):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.show_status(snapshot("loading", port=None))
-    assert "alice" in window.title.text() and "abc123" in window.title.text()
-    assert "starting" in window.api_address.text()
-    assert "loading" in window.models.item(0).text()
-
-    window.show_status(snapshot("failed", error="bad file"))
-    assert window.api_address.text() == "API: http://127.0.0.1:9337/v1"
-    assert "failed: bad file" in window.models.item(0).text()
-    assert window.models.count() == 1
+    from meshdesk.app.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
 
 
 def test_desktop_app_serves_the_api_and_quits_on_sigterm(node_factory, default_model_path):
@@ -38,3 +37,14 @@ def test_desktop_app_serves_the_api_and_quits_on_sigterm(node_factory, default_m
     reply = node.client().completions.create(model="gemma-3-270m-q4_k_m", prompt="Hello", max_tokens=2)
     assert reply.choices[0].text is not None
     assert node.stop() == 0
+
+
+def test_without_a_tray_closing_the_window_ends_the_app_cleanly(tmp_path):
+    command = meshdesk_command("--home", str(tmp_path), "--port", "0", "--bind-host", "127.0.0.1",
+                               "--client")
+    command[1:3] = ["-c", CLOSE_AFTER_SHOWING]  # python -c SCRIPT instead of python -m meshdesk
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                              env=child_environment())
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "window shown" in finished.stdout and "API: http://127.0.0.1:" in finished.stdout
+    assert not (tmp_path / "runtime.json").exists()  # the runtime shut down, not just the window

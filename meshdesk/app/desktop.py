@@ -1,13 +1,21 @@
-"""The desktop bootstrap: the node's asyncio loop inside Qt's, through qasync."""
+"""The desktop bootstrap: the node's asyncio loop inside Qt's, through qasync, with the window,
+the tray (where the desktop has one) and what the views need from files and decoders."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import signal
 import sys
+from pathlib import Path
 
+from meshdesk.adapters.qr_decoder import decode_qr_texts
 from meshdesk.app.launch import ReadinessPrinter
 from meshdesk.app.runtime import Runtime
+from meshdesk.node.chat_service import ChatService
+from meshdesk.node.chat_store import ChatStore
+from meshdesk.ui.autostart import AutostartEntry, autostart_entry
 
 SIGNAL_POLL_MS = 200
 
@@ -28,27 +36,133 @@ def stop_on_signals(application, stop: asyncio.Event) -> None:
     timer.start(SIGNAL_POLL_MS)
 
 
+# --- what the views may not do themselves: files and decoders (run in worker threads) -------
+
+def decode_image(image) -> list[str]:
+    from meshdesk.ui.qr_images import scan_pixels
+
+    scan = scan_pixels(image)
+    return decode_qr_texts(scan.pixels, scan.width, scan.height, scan.row_stride, scan.pixel_format)
+
+
+def decode_file(path: str) -> list[str]:
+    from PySide6.QtGui import QImage
+
+    image = QImage(path)  # QImage, unlike QPixmap, may be loaded off the GUI thread
+    if image.isNull():
+        raise ValueError("not an image this app can read")
+    return decode_image(image)
+
+
+def launch_command(home: Path) -> list[str]:
+    program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "meshdesk"]
+    return program + ["--home", str(home)]
+
+
+class StartAtLogin:
+    def __init__(self, home: Path):
+        config_home = os.environ.get("XDG_CONFIG_HOME")
+        try:
+            self.entry: AutostartEntry | None = autostart_entry(
+                sys.platform, launch_command(home), Path.home(), Path(config_home) if config_home else None)
+        except ValueError:  # an OS without a known autostart mechanism
+            self.entry = None
+
+    def enabled(self) -> bool:
+        if self.entry is None:
+            return False
+        if self.entry.kind == "registry":
+            return self._registry().contains(self.entry.name)
+        return Path(self.entry.location).exists()
+
+    def set(self, enabled: bool) -> str:
+        if self.entry is None:
+            return f"Start at login is not supported on {sys.platform}."
+        if self.entry.kind == "registry":
+            settings = self._registry()
+            if enabled:
+                settings.setValue(self.entry.name, self.entry.content)
+            else:
+                settings.remove(self.entry.name)
+            return ""
+        path = Path(self.entry.location)
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.entry.content)
+            return f"Wrote {path}"
+        path.unlink(missing_ok=True)
+        return ""
+
+    def _registry(self):
+        from PySide6.QtCore import QSettings
+
+        return QSettings(self.entry.location, QSettings.Format.NativeFormat)
+
+
+def settle_garbage_collector() -> None:
+    """Moves everything built at startup (modules, Qt wrappers, the node) out of the collector's
+    sight: a full collection then scans only what came later. Without this, a full collection
+    stalls the event loop for 40-70 ms at random moments (measured by bench/gui_latency.py)."""
+    gc.collect()
+    gc.freeze()
+
+
+# --- composition --------------------------------------------------------------------------
+
+class Desktop:
+    """The window, tray and controllers around a runtime; `serve()` runs until asked to stop."""
+
+    def __init__(self, runtime: Runtime, application):
+        from meshdesk.ui.chat_controller import ChatController
+        from meshdesk.ui.controller import DesktopController, DesktopServices
+        from meshdesk.ui.main_window import MainWindow
+        from meshdesk.ui.tray import Tray, TrayMenu, tray_available
+
+        self.runtime, self.application = runtime, application
+        node = runtime.node
+        self.stop = asyncio.Event()
+        self.window = MainWindow()
+        self.menu = TrayMenu()
+        self.tray = Tray(self.menu) if tray_available() else None
+        self.store = ChatStore.in_home(node.identity.home)
+        self.chat_service = ChatService(node, self.store)
+        login = StartAtLogin(node.identity.home)
+        services = DesktopServices(decode_image=decode_image, decode_file=decode_file,
+                                   autostart_enabled=login.enabled, set_autostart=login.set,
+                                   quit=self.stop.set)
+        self.controller = DesktopController(node, self.window, self.menu, services, tray=self.tray)
+        self.chat = ChatController(self.window.chat, self.chat_service, self.store)
+        node.subscribe(ReadinessPrinter(node))
+
+    async def serve(self) -> int:
+        stop_on_signals(self.application, self.stop)
+        self.controller.redraw()
+        settle_garbage_collector()
+        self.window.show()
+        try:
+            return await self.runtime.serve(self.stop)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        self.chat_service.stop()
+        self.controller.close()
+        if self.chat_service.reply_task is not None:  # it stores what was said before it stopped
+            await asyncio.gather(self.chat_service.reply_task, return_exceptions=True)
+        if self.tray is not None:
+            self.tray.hide()
+        self.window.hide()
+        self.store.close()
+
+
 def run_desktop(runtime: Runtime) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
-    from meshdesk.ui.main_window import MainWindow
-
     application = QApplication.instance() or QApplication(sys.argv)
     application.setApplicationName("MeshDesk")
-    # The app ends through `stop`, so the node can shut its children down first.
+    # The app ends through `Desktop.stop`, so the node can shut its children down first; the
+    # tray keeps working with the window closed.
     application.setQuitOnLastWindowClosed(False)
-    node = runtime.node
-    window = MainWindow()
-    node.subscribe(lambda: window.show_status(node.status()))
-    node.subscribe(ReadinessPrinter(node))
-
-    async def serve() -> int:
-        stop = asyncio.Event()
-        stop_on_signals(application, stop)
-        application.lastWindowClosed.connect(stop.set)
-        window.show_status(node.status())
-        window.show()
-        return await runtime.serve(stop)
-
-    return qasync.run(serve())
+    desktop = Desktop(runtime, application)
+    return qasync.run(desktop.serve())

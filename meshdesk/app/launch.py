@@ -45,6 +45,11 @@ def open_home(arguments: argparse.Namespace) -> Home:
     return home
 
 
+def serves_mesh_model(arguments: argparse.Namespace) -> bool:
+    """A lite client, or a joiner without --model: it learns the mesh's model from gossip."""
+    return arguments.client or (bool(arguments.join) and arguments.model is None)
+
+
 def launch(arguments: argparse.Namespace) -> int:
     try:
         home = open_home(arguments)
@@ -52,7 +57,7 @@ def launch(arguments: argparse.Namespace) -> int:
         return fail(f"cannot use {arguments.home or default_home()} as the home folder: {error}")
     try:
         join_tokens = decode_join_tokens(arguments.join or [])
-        model = None if arguments.client else choose_model(arguments.model, home.models)
+        model = None if serves_mesh_model(arguments) else choose_model(arguments.model, home.models)
     except ModelChoiceError as error:
         return fail(str(error))
     try:

@@ -85,7 +85,7 @@ class Serving:
         needs = ModelNeeds(model_id(info), int(info["size"]), int(info.get("layers") or 1))
         candidates = [Candidate(record.node_id, record.capacity_bytes, dict(record.rtt_ms))
                       for record in records if has_model(record, digest)]
-        options = split_options_of(info)
+        options = seeded_options(digest, records)
         return plan_model(needs, candidates, options.force_split, options.manual_split)
 
     def role(self, client: bool) -> str:
@@ -217,6 +217,15 @@ def seeded_entry(digest: str, records) -> dict | None:
             if entry is not None and isinstance(entry.get("size"), int):
                 return entry
     return None
+
+
+def seeded_options(digest: str, records) -> SplitOptions:
+    """Split if any seeding node asks to; manual ratios from the lowest id that gives them."""
+    entries = [model for record in sorted(records, key=lambda record: record.node_id)
+               if record.serving == digest for model in record.models if model.get("digest") == digest]
+    options = [split_options_of(entry) for entry in entries]
+    manual = next((option.manual_split for option in options if option.manual_split), None)
+    return SplitOptions(any(option.force_split for option in options), manual)
 
 
 def split_options_of(info: dict) -> SplitOptions:

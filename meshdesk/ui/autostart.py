@@ -27,12 +27,13 @@ class AutostartEntry:
 
 
 def desktop_exec_argument(argument: str) -> str:
-    """Quotes one argument for a desktop entry's Exec key (freedesktop spec)."""
+    """Quotes one argument for a desktop entry's Exec key (freedesktop spec): quoting rules
+    first, then the string escape that doubles every backslash."""
     argument = argument.replace("%", "%%")
     if not argument or _DESKTOP_RESERVED & set(argument):
         escaped = "".join("\\" + c if c in '"`$\\' else c for c in argument)
-        return f'"{escaped}"'
-    return argument
+        argument = f'"{escaped}"'
+    return argument.replace("\\", "\\\\")
 
 
 def desktop_file(command: list[str]) -> str:

@@ -1,44 +1,85 @@
-"""The main window: for now, what this node is and which models it serves."""
+"""The main window: a header with the node's state, and one tab per concern."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QListWidget, QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QLabel, QMainWindow, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
-STATE_MARKS = {"ready": "●", "loading": "◌", "failed": "✕"}
+from meshdesk.ui.chat_view import ChatView
+from meshdesk.ui.icons import state_icon
+from meshdesk.ui.invite_view import InviteView
+from meshdesk.ui.join_view import JoinView
+from meshdesk.ui.mesh_model import api_line, tray_state
+from meshdesk.ui.mesh_view import MeshView
+from meshdesk.ui.models_view import ModelsView
+from meshdesk.ui.settings_view import SettingsView
+
+STATE_WORDS = {"ready": "Ready", "loading": "Loading", "failed": "Failed", "no-mesh": "No mesh yet"}
 
 
-def model_line(model: dict) -> str:
-    mark = STATE_MARKS.get(model["state"], "?")
-    line = f"{mark}  {model['id']}  —  {model['state']}"
-    if model.get("error") and model["state"] == "failed":
-        line += f": {model['error']}"
-    return line
+def scrollable(view: QWidget) -> QScrollArea:
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setWidget(view)
+    return area
 
 
 class MainWindow(QMainWindow):
-    """Shows a node status snapshot (the dict of `/api/status`); call `show_status` to redraw."""
+    """Call `show_status(snapshot)` to redraw every tab; the views' signals carry intents."""
+
+    closed = Signal()  # the window really closed (not hidden to the tray): the app should end
+    hidden_to_tray = Signal()
 
     def __init__(self):
         super().__init__()
         self.setWindowTitle("MeshDesk")
-        self.resize(640, 400)
+        self.resize(900, 640)
+        self.keep_running_in_tray = False
+        self.state = ""
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.api_address = QLabel()
         self.api_address.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.models = QListWidget()
+        self.mesh, self.chat, self.models = MeshView(), ChatView(), ModelsView()
+        self.invite, self.join, self.settings = InviteView(), JoinView(), SettingsView()
+        self.tabs = QTabWidget()
+        for view, name in self.views():
+            self.tabs.addTab(scrollable(view) if view is self.settings else view, name)
         layout = QVBoxLayout()
-        for widget in (self.title, self.api_address, QLabel("Models"), self.models):
-            layout.addWidget(widget)
+        layout.addWidget(self.title)
+        layout.addWidget(self.api_address)
+        layout.addWidget(self.tabs, 1)
         body = QWidget()
         body.setLayout(layout)
         self.setCentralWidget(body)
 
-    def show_status(self, status: dict) -> None:
-        node = status["node"]
-        self.title.setText(f"{node['name']}  ({node['id']})  ·  MeshDesk {node['version']}")
-        port = status.get("api_port")
-        self.api_address.setText(f"API: http://127.0.0.1:{port}/v1" if port else "API: starting…")
-        self.models.clear()
-        self.models.addItems([model_line(model) for model in status["models"]])
+    def views(self) -> list[tuple[QWidget, str]]:
+        return [(self.mesh, "Mesh"), (self.chat, "Chat"), (self.models, "Models"),
+                (self.invite, "Invite"), (self.join, "Join"), (self.settings, "Settings")]
+
+    def show_status(self, snapshot: dict) -> None:
+        node = snapshot.get("node") or {}
+        state = tray_state(snapshot)
+        self.title.setText(f"{node.get('name', '—')}  ·  {STATE_WORDS.get(state, state)}  ·  "
+                           f"MeshDesk {node.get('version', '')}")
+        self.api_address.setText(f"API: {api_line(snapshot)}")
+        if state != self.state:
+            self.state = state
+            self.setWindowIcon(state_icon(state))
+        for view, _ in self.views():
+            view.show_status(snapshot)
+
+    def bring_forward(self) -> None:
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.raise_()
+        self.activateWindow()
+
+    def closeEvent(self, event) -> None:
+        if self.keep_running_in_tray:
+            event.ignore()
+            self.hide()
+            self.hidden_to_tray.emit()
+            return
+        event.accept()
+        self.closed.emit()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshdesk.ui.text import DASH, gigabytes, layer_range, milliseconds, share_percent, text_or_dash
+from meshdesk.ui.text import (DASH, byte_size, gigabytes, layer_range, milliseconds, share_percent,
+                              text_or_dash)
 
 MINIMUM_SEGMENT = 0.08  # a node offering nothing (a client) still gets a visible segment
 READY, LOADING, FAILED, NO_MESH = "ready", "loading", "failed", "no-mesh"
+WAITING, REMOTE = "waiting", "remote"
+STATE_NOTES = {REMOTE: "served by another node", WAITING: "waiting for capacity"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class MeshSummary:
     draft: str
     api: str
     capacity: str
+    traffic: str = DASH
     plans: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
@@ -147,8 +151,9 @@ def node_names(snapshot: dict) -> dict[str, str]:
 def served_models_line(snapshot: dict) -> str:
     models = [m for m in snapshot.get("models") or [] if isinstance(m, dict)]
     if not models:
-        return "none on this node"
-    return ", ".join(f"{m.get('id', DASH)} ({m.get('state', DASH)})" for m in models)
+        return "none"
+    return ", ".join(f"{m.get('id', DASH)} ({STATE_NOTES.get(m.get('state'), m.get('state', DASH))})"
+                     for m in models)
 
 
 def draft_line(snapshot: dict) -> str:
@@ -181,18 +186,31 @@ def mesh_summary(snapshot: dict) -> MeshSummary:
     total = sum(segment.capacity_bytes for segment in cluster_segments(snapshot))
     return MeshSummary(mesh=mesh_line(snapshot), models=served_models_line(snapshot),
                        draft=draft_line(snapshot), api=api_line(snapshot), capacity=gigabytes(total),
+                       traffic=traffic_line(snapshot),
                        plans=[plan_line(plan, names) for plan in plans_of(snapshot)],
                        waiting=waiting_reasons(snapshot), refusals=refusal_lines(snapshot))
 
 
 def tray_state(snapshot: dict) -> str:
-    """ready, loading, failed, or no-mesh (nothing served here and nobody to ask)."""
+    """ready, loading, failed, or no-mesh (nothing served here and nobody to ask).
+
+    Model states: loading, ready, failed (a host here), waiting (for capacity), remote (served
+    by another node; requests are routed there)."""
     states = {m.get("state") for m in snapshot.get("models") or [] if isinstance(m, dict)}
     if FAILED in states:
         return FAILED
-    if LOADING in states or any(p.get("state") not in (None, READY) for p in plans_of(snapshot)):
+    if states & {LOADING, WAITING} or any(p.get("state") == WAITING for p in plans_of(snapshot)):
         return LOADING
-    if READY in states:
+    if states & {READY, REMOTE}:
         return READY
     in_mesh = isinstance(snapshot.get("mesh"), dict) and bool(peers_of(snapshot))
     return READY if in_mesh else NO_MESH
+
+
+def traffic_line(snapshot: dict) -> str:
+    traffic = snapshot.get("traffic")
+    if not isinstance(traffic, dict):
+        return DASH
+    return (f"weights sent {byte_size(traffic.get('weights_sent_bytes'))}, "
+            f"by reference {byte_size(traffic.get('weights_referenced_bytes'))}, "
+            f"activations {byte_size(traffic.get('activations_bytes'))}")

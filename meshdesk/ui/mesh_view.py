@@ -20,7 +20,7 @@ class MeshView(QWidget):
         self.waiting.hide()
         self.mesh, self.models, self.draft = selectable_label(), selectable_label(), selectable_label()
         self.api, self.capacity, self.plans = selectable_label(), selectable_label(), selectable_label()
-        self.refusals = selectable_label()
+        self.refusals, self.traffic = selectable_label(), selectable_label()
         layout = QVBoxLayout(self)
         layout.addWidget(self.cluster_bar)
         layout.addWidget(self.waiting)
@@ -30,8 +30,9 @@ class MeshView(QWidget):
     def _facts(self) -> QFormLayout:
         form = QFormLayout()
         for title, label in (("Mesh", self.mesh), ("Pooled capacity", self.capacity),
-                             ("Model here", self.models), ("Draft", self.draft), ("API", self.api),
-                             ("Plans", self.plans), ("Refused peers", self.refusals)):
+                             ("Models", self.models), ("Draft", self.draft), ("API", self.api),
+                             ("Plans", self.plans), ("Split traffic", self.traffic),
+                             ("Refused peers", self.refusals)):
             form.addRow(title, label)
         return form
 
@@ -46,6 +47,7 @@ class MeshView(QWidget):
         self.draft.setText(summary.draft)
         self.api.setText(summary.api)
         self.plans.setText("\n".join(summary.plans) or "—")
+        self.traffic.setText(summary.traffic)
         self.refusals.setText("\n".join(summary.refusals[-3:]) or "none")
         self.waiting.setText("\n".join(summary.waiting))
         self.waiting.setVisible(bool(summary.waiting))

@@ -36,7 +36,8 @@ def local_model_rows(snapshot: dict) -> list[ModelRow]:
     rows = []
     for model in snapshot.get("models") or []:
         if isinstance(model, dict):
-            rows.append(ModelRow(text_or_dash(model.get("id")), "this node",
+            where = "the mesh" if model.get("state") in ("remote", "waiting") else "this node"
+            rows.append(ModelRow(text_or_dash(model.get("id")), where,
                                  gigabytes(model.get("size_bytes")), text_or_dash(model.get("state")),
                                  model.get("error") or text_or_dash(model.get("path"))))
     return rows
@@ -70,9 +71,10 @@ def catalog_rows(snapshot: dict) -> list[CatalogRow] | None:
 
 
 def chat_model_choices(snapshot: dict) -> list[str]:
-    """Models a chat can use: this node's, then those the mesh's plans serve; ready ones first."""
+    """Models a chat can use (the node's `/v1/models`: its own and those it routes to), then the
+    mesh's plans; ready and remote ones first."""
     local = [m for m in snapshot.get("models") or [] if isinstance(m, dict) and m.get("id")]
-    local.sort(key=lambda model: model.get("state") != "ready")
+    local.sort(key=lambda model: model.get("state") not in ("ready", "remote"))
     names = [str(model["id"]) for model in local]
     names += [str(plan["model"]) for plan in plans_of(snapshot) if plan.get("model")]
     return list(dict.fromkeys(names))

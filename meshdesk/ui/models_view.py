@@ -28,8 +28,9 @@ class ModelsView(QWidget):
         self.catalog_buttons = self._catalog_buttons()
         self.actions_available = False
         layout = QVBoxLayout(self)
-        for title, widget in (("On this node", self.local), ("On peers' disks", self.peers),
-                              ("Catalog", self.catalog)):
+        sections = (("Served here or routed through this node", self.local),
+                    ("On peers' disks", self.peers), ("Catalog", self.catalog))
+        for title, widget in sections:
             layout.addWidget(QLabel(f"<b>{title}</b>"))
             layout.addWidget(widget)
         layout.addWidget(self.no_catalog)

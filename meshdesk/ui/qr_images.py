@@ -1,16 +1,21 @@
-"""QR codes as Qt images, and Qt images as the grayscale pixels a decoder reads.
+"""QR codes as Qt images, and Qt images as the pixels a decoder reads.
 
 No Pillow: the QR matrix from `qrcode` is turned into pixels directly. Both functions only
 touch QImage, which (unlike QPixmap) may be used off the GUI thread, so decoding a large
-screen grab can run in a worker thread from start to finish.
+screen grab runs in a worker thread from start to finish.
 """
 
 from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
 
 import qrcode
 from PySide6.QtGui import QImage
 
 DARK, LIGHT = b"\x00", b"\xff"
+# Qt's 32-bit formats hold each pixel as one 0xAARRGGBB integer, so the byte order follows the CPU.
+FOUR_BYTE_ORDER = "BGRA" if sys.byteorder == "little" else "ARGB"
 
 
 def qr_matrix(text: str) -> list[list[bool]]:
@@ -33,11 +38,30 @@ def qr_image(text: str, module_pixels: int = 4) -> QImage:
     return QImage(pixels, side, side, side, QImage.Format.Format_Grayscale8).copy()
 
 
-def grayscale_pixels(image: QImage) -> tuple[bytes, int, int]:
-    """Tightly packed 8-bit rows (Qt pads each row to 4 bytes), with width and height."""
-    gray = image.convertToFormat(QImage.Format.Format_Grayscale8)
-    width, height, stride = gray.width(), gray.height(), gray.bytesPerLine()
-    bits = bytes(gray.constBits())
-    if stride == width:
-        return bits[: width * height], width, height
-    return b"".join(bits[y * stride: y * stride + width] for y in range(height)), width, height
+@dataclass(frozen=True)
+class ScanPixels:
+    """An image's pixels, unconverted where possible: converting a 4K screen grab holds the
+    GIL for ~50 ms, while zxing-cpp converts it in C++ with the GIL released."""
+
+    pixels: memoryview   # rows of `row_stride` bytes; valid while `image` lives
+    width: int
+    height: int
+    row_stride: int
+    pixel_format: str    # "Lum", "BGRA" or "ARGB"
+    image: QImage
+
+
+DIRECT_FORMATS = {
+    QImage.Format.Format_Grayscale8: "Lum",
+    QImage.Format.Format_RGB32: FOUR_BYTE_ORDER,
+    QImage.Format.Format_ARGB32: FOUR_BYTE_ORDER,
+    QImage.Format.Format_ARGB32_Premultiplied: FOUR_BYTE_ORDER,
+}
+
+
+def scan_pixels(image: QImage) -> ScanPixels:
+    if image.format() not in DIRECT_FORMATS:
+        image = image.convertToFormat(QImage.Format.Format_RGB32)
+    rows = memoryview(image.constBits()).cast("B", (image.height(), image.bytesPerLine()))
+    return ScanPixels(rows, image.width(), image.height(), image.bytesPerLine(),
+                      DIRECT_FORMATS[image.format()], image)

@@ -13,6 +13,16 @@ def gigabytes(byte_count) -> str:
     return f"{value:.0f} GB" if value >= 10 else f"{value:.1f} GB"
 
 
+def byte_size(byte_count) -> str:
+    """Any amount, in the unit that reads best (traffic counters go from bytes to gigabytes)."""
+    if not isinstance(byte_count, (int, float)) or isinstance(byte_count, bool):
+        return DASH
+    for unit, size in (("GB", GIB), ("MB", 1024 ** 2), ("KB", 1024)):
+        if byte_count >= size:
+            return f"{byte_count / size:.1f} {unit}"
+    return f"{int(byte_count)} B"
+
+
 def share_percent(share) -> str:
     """A split share as a percentage; plans may give a fraction (0.67) or a percentage (67)."""
     if not isinstance(share, (int, float)) or isinstance(share, bool):

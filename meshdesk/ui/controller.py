@@ -1,0 +1,162 @@
+"""Connects the views' intents to the node, and the node's changes to the views.
+
+No IO here: the node does the work, and what touches files or decoders (start-at-login entries,
+QR decoding) is handed in by the app as plain functions. Async intents run as tasks, so a
+click never waits on the network; blocking work runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from PySide6.QtGui import QGuiApplication, QImage
+
+from meshdesk.core.invite import TokenError, decode_token
+from meshdesk.ui.main_window import MainWindow
+from meshdesk.ui.throttle import Throttle
+from meshdesk.ui.tray import TrayMenu
+
+log = logging.getLogger(__name__)
+
+INVITE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass
+class DesktopServices:
+    """What the app layer lends the controller; each blocking function runs in a thread."""
+
+    decode_image: Callable[[QImage], list[str]]          # QR texts in an image
+    decode_file: Callable[[str], list[str]]              # QR texts in an image file
+    autostart_enabled: Callable[[], bool]
+    set_autostart: Callable[[bool], str]                 # returns a note for the user
+    quit: Callable[[], None]
+
+
+class DesktopController:
+    def __init__(self, node, window: MainWindow, tray_menu: TrayMenu, services: DesktopServices,
+                 tray=None):
+        self.node = node
+        self.window = window
+        self.menu = tray_menu
+        self.tray = tray
+        self.services = services
+        self.tasks: set[asyncio.Task] = set()
+        self.invite_mesh_id: str | None = None
+        self.throttle = Throttle(self.redraw, parent=window)
+        node.subscribe(self.throttle.poke)
+        self._connect_window()
+        self._connect_tray()
+
+    def _connect_window(self) -> None:
+        window = self.window
+        window.keep_running_in_tray = self.tray is not None
+        window.closed.connect(self.services.quit)
+        if self.tray is not None:
+            window.hidden_to_tray.connect(self.tray.say_still_running)
+        window.settings.capacity_cap_requested.connect(self.node.set_capacity_cap)
+        window.settings.start_at_login_toggled.connect(self.set_start_at_login)
+        window.settings.show_start_at_login(self.services.autostart_enabled())
+        window.invite.mint_requested.connect(self.mint_invite)
+        window.invite.revoke_requested.connect(self.revoke)
+        window.join.join_requested.connect(lambda text: self.run(self.join(text)))
+        window.join.scan_image_requested.connect(
+            lambda image, source: self.run(self.scan(self.services.decode_image, image, source)))
+        window.join.scan_file_requested.connect(
+            lambda path: self.run(self.scan(self.services.decode_file, path, path)))
+
+    def _connect_tray(self) -> None:
+        self.menu.open_requested.connect(self.window.bring_forward)
+        self.menu.donate_toggled.connect(self.node.set_donating)
+        self.menu.copy_invite_requested.connect(self.copy_invite)
+        self.menu.quit_requested.connect(self.services.quit)
+
+    def run(self, coroutine) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("desktop task failed", exc_info=task.exception())
+
+    def redraw(self) -> None:
+        snapshot = self.node.status()
+        self.window.show_status(snapshot)
+        self.menu.show_status(snapshot)
+        if self.tray is not None:
+            self.tray.show_status(snapshot)
+        self._keep_invite_current(snapshot)
+
+    def _keep_invite_current(self, snapshot: dict) -> None:
+        """Mints an invite when the node enters a mesh (or another mesh) so the tab is ready."""
+        mesh = snapshot.get("mesh")
+        mesh_id = mesh.get("id") if isinstance(mesh, dict) else None
+        if mesh_id and mesh_id != self.invite_mesh_id:
+            self.mint_invite(INVITE_SECONDS)
+
+    def mint_invite(self, expires_in: int) -> dict | None:
+        try:
+            invite = self.node.mint_invite(expires_in)
+        except ValueError as error:
+            self.window.invite.show_message(str(error))
+            return None
+        self.invite_mesh_id = (self.node.status().get("mesh") or {}).get("id")
+        self.window.invite.show_invite(invite)
+        return invite
+
+    def revoke(self, token: str) -> None:
+        try:
+            self.node.revoke(token)
+        except ValueError as error:
+            self.window.invite.show_message(f"Cannot revoke: {error}")
+            return
+        self.window.invite.show_revoked()
+
+    def copy_invite(self) -> None:
+        invite = self.window.invite.invite or self.mint_invite(INVITE_SECONDS)
+        if invite:
+            QGuiApplication.clipboard().setText(invite["link"])
+
+    def set_start_at_login(self, enabled: bool) -> None:
+        try:
+            note = self.services.set_autostart(enabled)
+        except (OSError, ValueError) as error:
+            note = f"Could not change start at login: {error}"
+        self.window.settings.show_start_at_login(self.services.autostart_enabled(), note)
+
+    async def join(self, text: str) -> None:
+        self.window.join.show_joining()
+        try:
+            await self.node.join(text)
+        except ValueError as error:
+            self.window.join.show_join_result(str(error))
+            return
+        self.window.join.show_join_result("Joined the mesh.")
+        self.throttle.poke()
+
+    async def scan(self, decode: Callable, source_object, source: str) -> None:
+        self.window.join.show_scanning(source)
+        try:
+            texts = await asyncio.to_thread(decode, source_object)
+        except (OSError, ValueError) as error:
+            self.window.join.show_result(f"Cannot read {source}: {error}")
+            return
+        self.window.join.show_scan_result([text for text in texts if is_invite(text)], source)
+
+    def close(self) -> None:
+        """Cancels what is still running (a join, a scan); the app is ending."""
+        for task in list(self.tasks):
+            task.cancel()
+
+
+def is_invite(text: str) -> bool:
+    try:
+        decode_token(text)
+    except TokenError:
+        return False
+    return True

@@ -1,0 +1,150 @@
+"""The Settings tab: what this node offers (live), its name and ports, start at login, and
+commands that point coding agents at the API."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider,
+                               QVBoxLayout, QWidget)
+
+from meshdesk.ui.agents import agent_commands
+from meshdesk.ui.agent_box import AgentBox
+from meshdesk.ui.models_model import chat_model_choices
+from meshdesk.ui.text import DASH, GIB, gigabytes, text_or_dash
+from meshdesk.ui.widgets import selectable_label
+
+STEPS_PER_GB = 10
+DEBOUNCE_MS = 300  # the cap is sent once the slider rests, not on every pixel of a drag
+
+
+def cap_to_position(cap_bytes, measured_bytes: int) -> int:
+    """Slider position (tenths of a GB) for a cap; no cap is the far right."""
+    top = measured_bytes * STEPS_PER_GB // GIB
+    if not isinstance(cap_bytes, int):
+        return top
+    return max(0, min(top, round(cap_bytes * STEPS_PER_GB / GIB)))
+
+
+def position_to_cap(position: int, maximum: int) -> float | None:
+    """The cap in GB for a slider position; the far right means no cap (all of it)."""
+    return None if position >= maximum else position / STEPS_PER_GB
+
+
+class SettingsView(QWidget):
+    capacity_cap_requested = Signal(object)   # GB as float, or None for no cap
+    start_at_login_toggled = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.debounce = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self.debounce.timeout.connect(self._send_cap)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._capacity_group())
+        layout.addWidget(self._node_group())
+        layout.addWidget(self._agents_group())
+        layout.addStretch(1)
+
+    def _capacity_group(self) -> QGroupBox:
+        group = QGroupBox("Capacity offered to the mesh")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setEnabled(False)
+        self.slider.valueChanged.connect(self._slider_moved)
+        self.slider.sliderReleased.connect(self._send_cap)
+        self.cap_label = QLabel(DASH)
+        self.advertised = selectable_label(DASH)
+        row = QHBoxLayout()
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.cap_label)
+        form = QFormLayout(group)
+        form.addRow("Offer up to", row)
+        form.addRow("Advertised now", self.advertised)
+        return group
+
+    def _node_group(self) -> QGroupBox:
+        group = QGroupBox("This node")
+        self.name, self.node_id, self.home = selectable_label(), selectable_label(), selectable_label()
+        self.api_port, self.mesh_port = selectable_label(), selectable_label()
+        self.secrets = selectable_label()
+        self.start_at_login = QCheckBox("Start MeshDesk when I log in")
+        self.start_at_login.toggled.connect(self.start_at_login_toggled)
+        self.login_note = selectable_label()
+        self.login_note.hide()
+        form = QFormLayout(group)
+        for title, widget in (("Name", self.name), ("Node id", self.node_id), ("Home", self.home),
+                              ("API port", self.api_port), ("Mesh port (UDP + TCP)", self.mesh_port),
+                              ("Secrets", self.secrets),
+                              ("", self.start_at_login), ("", self.login_note)):
+            form.addRow(title, widget)
+        return group
+
+    def _agents_group(self) -> QGroupBox:
+        group = QGroupBox("Use with coding agents")
+        self.agents_note = selectable_label("Commands appear once a model is served.")
+        self.agent_boxes: dict[str, AgentBox] = {}
+        self.agents_layout = QVBoxLayout(group)
+        self.agents_layout.addWidget(self.agents_note)
+        return group
+
+    def _slider_moved(self) -> None:
+        self._show_cap_label()
+        self.debounce.start()
+
+    def _show_cap_label(self) -> None:
+        cap = position_to_cap(self.slider.value(), self.slider.maximum())
+        self.cap_label.setText("all of it" if cap is None else f"{cap:.1f} GB")
+
+    def _send_cap(self) -> None:
+        self.debounce.stop()
+        self.capacity_cap_requested.emit(position_to_cap(self.slider.value(), self.slider.maximum()))
+
+    def show_status(self, snapshot: dict) -> None:
+        self._show_offer(snapshot.get("offer") or {})
+        self._show_node(snapshot)
+        choices = chat_model_choices(snapshot)
+        self._show_agents(snapshot.get("api_port"), choices[0] if choices else None)
+
+    def _show_offer(self, offer: dict) -> None:
+        measured = offer.get("measured_bytes")
+        if not isinstance(measured, int) or measured <= 0:
+            self.slider.setEnabled(False)
+            self.advertised.setText(gigabytes(offer.get("capacity_bytes")))
+            return
+        if not (self.slider.isSliderDown() or self.debounce.isActive()):
+            self.slider.blockSignals(True)
+            self.slider.setMaximum(measured * STEPS_PER_GB // GIB)
+            self.slider.setValue(cap_to_position(offer.get("cap_bytes"), measured))
+            self.slider.blockSignals(False)
+            self._show_cap_label()
+        self.slider.setEnabled(True)
+        note = "" if offer.get("donating", True) else " (donating is off in the tray menu)"
+        self.advertised.setText(f"{gigabytes(offer.get('capacity_bytes'))} of "
+                                f"{gigabytes(measured)} measured{note}")
+
+    def _show_node(self, snapshot: dict) -> None:
+        node = snapshot.get("node") or {}
+        mesh = snapshot.get("mesh") or {}
+        self.name.setText(text_or_dash(node.get("name")))
+        self.node_id.setText(text_or_dash(node.get("id")))
+        self.home.setText(text_or_dash(node.get("home")))
+        self.api_port.setText(text_or_dash(snapshot.get("api_port")))
+        self.mesh_port.setText(text_or_dash(mesh.get("port") if isinstance(mesh, dict) else None))
+        secrets = snapshot.get("secrets") or {}
+        warning = secrets.get("warning")
+        self.secrets.setText(text_or_dash(secrets.get("backend")) + (f"\n{warning}" if warning else ""))
+
+    def _show_agents(self, port, model) -> None:
+        commands = agent_commands(port, model)
+        self.agents_note.setVisible(not commands)
+        for command in commands:
+            box = self.agent_boxes.get(command.agent)
+            if box is None:
+                box = self.agent_boxes[command.agent] = AgentBox(command.agent)
+                self.agents_layout.addWidget(box)
+            box.show_command(command)
+
+    def show_start_at_login(self, enabled: bool, note: str = "") -> None:
+        self.start_at_login.blockSignals(True)
+        self.start_at_login.setChecked(enabled)
+        self.start_at_login.blockSignals(False)
+        self.login_note.setText(note)
+        self.login_note.setVisible(bool(note))

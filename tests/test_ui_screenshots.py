@@ -1,0 +1,100 @@
+"""Screenshots of every view, taken from the real widgets, for docs/screenshots/ and the README.
+
+Running this test refreshes the committed PNGs; a PNG changes only when a view's look does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtGui import QImage
+
+from meshdesk.node.chat_store import Message
+from meshdesk.ui.main_window import MainWindow
+from meshdesk.ui.tray import TrayMenu
+from tests.test_ui_controller import LINK
+from tests.test_ui_snapshots import QWEN, split, waiting
+
+FOLDER = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SIZE = (900, 620)
+NOW = 1_750_000_000
+ANSWER = """Here is one way:
+
+```python
+def double(number: float) -> float:
+    return 2 * number
+
+print(double(21))  # 42
+```
+
+It multiplies its argument by two."""
+
+
+def conversation() -> list[Message]:
+    return [Message(1, 1, "user", "Write a Python function that doubles a number", None, None, NOW),
+            Message(2, 1, "assistant", ANSWER, QWEN, "stop", NOW)]
+
+
+@pytest.fixture
+def window(qtbot):
+    shown = MainWindow()
+    qtbot.addWidget(shown)
+    shown.invite.clock = lambda: NOW
+    shown.resize(*SIZE)
+    shown.show_status(split())
+    shown.invite.show_invite({"token": LINK.removeprefix("meshdesk://join/"), "link": LINK,
+                              "expires_at": NOW + 7 * 86400, "token_id": "x"})
+    shown.chat.show_conversations([(1, "Write a Python function that doubles a number"),
+                                   (2, "What is a tensor split?")], 1)
+    shown.chat.show_messages(conversation())
+    shown.join.show_scan_result([LINK], "the clipboard")
+    shown.show()
+    return shown
+
+
+def save(widget, name: str, qtbot) -> Path:
+    qtbot.wait(20)  # let layouts settle
+    path = FOLDER / f"{name}.png"
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    assert widget.grab().save(str(path))
+    return path
+
+
+def check(path: Path) -> None:
+    image = QImage(str(path))
+    assert not image.isNull() and image.width() >= 200 and image.height() >= 100
+    assert path.stat().st_size < 250_000  # modest enough to commit
+
+
+TABS = ["mesh", "chat", "models", "invite", "join", "settings"]
+
+
+@pytest.mark.parametrize("index, name", list(enumerate(TABS)))
+def test_screenshot_of_each_tab(window, qtbot, index, name):
+    window.tabs.setCurrentIndex(index)
+    check(save(window, name, qtbot))
+
+
+def test_screenshot_of_a_mesh_waiting_for_peers(window, qtbot):
+    window.show_status(waiting())
+    window.tabs.setCurrentIndex(0)
+    check(save(window, "mesh-waiting", qtbot))
+
+
+def test_screenshot_of_the_tray_menu(qtbot):
+    menu = TrayMenu()
+    qtbot.addWidget(menu)
+    menu.show_status(split())
+    menu.adjustSize()
+    check(save(menu, "tray-menu", qtbot))
+
+
+def test_the_app_icon_for_installers_is_drawn_by_the_same_code(qapp):
+    """resources/meshdesk.png (256 px), for .desktop files and installers, from `ui.icons`."""
+    from meshdesk.ui.icons import state_pixmap
+
+    path = FOLDER.parent.parent / "resources" / "meshdesk.png"
+    path.parent.mkdir(exist_ok=True)
+    assert state_pixmap("ready", 256).save(str(path))
+    check(path)

@@ -1,0 +1,185 @@
+"""Realistic status snapshots for the desktop views, and the pure functions that read them.
+
+`solo` is `/api/status` as a real node serving the bundled model answers it; `bare` is the
+older, smaller snapshot (no plans, role or traffic); `split` and `waiting` are what the mesh
+shows with three machines sharing a model and with too little capacity, plus keys still to
+come (a draft model), so the views are checked against past, present and future shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from meshdesk.ui.mesh_model import (cluster_segments, mesh_summary, proportions, tray_state,
+                                    waiting_reasons)
+from meshdesk.ui.models_model import catalog_rows, chat_model_choices, local_model_rows, peer_model_rows
+from meshdesk.ui.text import DASH, expiry, gigabytes, layer_range, share_percent
+
+GB = 1024 ** 3
+ALICE, BOB, CAROL, DAVE = "a1" * 10, "b2" * 10, "c3" * 10, "d4" * 10
+QWEN = "Qwen2.5-32B-Instruct-Q4_K_M"
+
+
+def solo() -> dict:
+    return {
+        "node": {"id": ALICE, "name": "alice", "home": "/home/alice/.local/share/meshdesk",
+                 "version": "0.1.0", "role": "host"},
+        "models": [{"id": "gemma-3-270m-q4_k_m", "state": "ready", "path": "/models/gemma.gguf",
+                    "error": None, "pid": 4242}],
+        "api_port": 9337,
+        "plans": [{"model": "gemma-3-270m-q4_k_m", "host": ALICE, "state": "solo",
+                   "members": [{"id": ALICE, "share": 1.0, "layers": 18}], "waiting_reason": None}],
+        "traffic": {"weights_sent_bytes": 0, "weights_referenced_bytes": 0, "activations_bytes": 0},
+        "secrets": {"backend": "keyring (SecretService)", "warning": None},
+        "offer": {"measured_bytes": 24 * GB, "cap_bytes": None, "donating": True,
+                  "capacity_bytes": 24 * GB},
+        "mesh": {"id": "4b18fd3f932dfff5", "members": 1, "port": 38489, "removed_from_mesh": False},
+        "peers": [],
+        "refusals": [],
+    }
+
+
+def bare() -> dict:
+    """The snapshot before plans, roles and traffic existed."""
+    snapshot = solo()
+    del snapshot["node"]["role"], snapshot["plans"], snapshot["traffic"]
+    return snapshot
+
+
+def peer(node_id: str, name: str, role: str, gigabytes_offered: float, rtt: float | None,
+         models=()) -> dict:
+    return {"id": node_id, "name": name, "role": role, "capacity_bytes": int(gigabytes_offered * GB),
+            "rtt_ms": rtt, "models": list(models), "state": "alive", "last_seen_s": 0.4,
+            "linked": True, "addresses": [["192.168.1.20", 38489]], "versions": {}}
+
+
+def split() -> dict:
+    """Alice hosts a 32B model split over three machines; Dave is a lite client."""
+    snapshot = solo()
+    snapshot["node"]["role"] = "host"
+    snapshot["models"] = [{"id": QWEN, "state": "ready", "path": f"/models/{QWEN}.gguf",
+                           "error": None, "pid": 4242, "draft": "Qwen2.5-0.5B-Instruct-Q4_K_M"}]
+    snapshot["mesh"]["members"] = 4
+    snapshot["peers"] = [
+        peer(BOB, "bob-desktop", "worker", 16, 3.2,
+             [{"name": f"{QWEN}.gguf", "size": int(19.9 * GB), "digest": "ab" * 32}]),
+        peer(CAROL, "carol-laptop", "worker", 8, 11.8,
+             [{"name": f"{QWEN}.gguf", "size": int(19.9 * GB), "digest": "ab" * 32}]),
+        peer(DAVE, "dave-phone", "client", 0, 24.0),
+    ]
+    snapshot["plans"] = [{"model": QWEN, "host": ALICE, "state": "split", "waiting_reason": None,
+                          "members": [{"id": BOB, "share": 0.3333, "layers": 21},
+                                      {"id": CAROL, "share": 0.1667, "layers": 11},
+                                      {"id": ALICE, "share": 0.5, "layers": 32}]}]
+    snapshot["traffic"] = {"weights_sent_bytes": 0, "weights_referenced_bytes": int(9.9 * GB),
+                           "activations_bytes": 52_428_800}
+    return snapshot
+
+
+def waiting() -> dict:
+    """A 72B model that the two machines present cannot hold yet."""
+    snapshot = solo()
+    snapshot["node"]["role"] = "standby"
+    reason = "waiting for more peers: need 52.0 GB, have 36.0 GB"
+    snapshot["models"] = [{"id": "Qwen2.5-72B-Instruct-Q4_K_M", "state": "waiting", "path": "",
+                           "error": reason, "pid": None}]
+    snapshot["offer"] = {"measured_bytes": 24 * GB, "cap_bytes": 20 * GB, "donating": True,
+                         "capacity_bytes": 20 * GB}
+    snapshot["mesh"]["members"] = 2
+    snapshot["peers"] = [peer(BOB, "bob-desktop", "standby", 16, 3.2)]
+    snapshot["plans"] = [{"model": "Qwen2.5-72B-Instruct-Q4_K_M", "host": None, "state": "waiting",
+                          "members": [], "waiting_reason": reason}]
+    return snapshot
+
+
+def with_model_state(snapshot: dict, state: str, error: str | None = None) -> dict:
+    changed = copy.deepcopy(snapshot)
+    changed["models"][0].update(state=state, error=error)
+    return changed
+
+
+def test_segments_cover_every_node_with_roles_shares_and_rtt():
+    segments = cluster_segments(split())
+    assert [s.name for s in segments] == ["alice", "bob-desktop", "carol-laptop", "dave-phone"]
+    assert [s.role for s in segments] == ["host", "worker", "worker", "client"]
+    assert [s.share for s in segments] == ["50%", "33%", "17%", DASH]
+    assert [s.rtt for s in segments] == ["this node", "3.2 ms", "12 ms", "24 ms"]
+    assert [s.is_host for s in segments] == [True, False, False, False]
+    assert segments[0].is_self and segments[1].layers == "21 layers"
+
+
+def test_a_solo_node_is_the_host_of_its_whole_model():
+    [segment] = cluster_segments(solo())
+    assert (segment.role, segment.share, segment.layers, segment.is_host) == ("host", "100%", "18 layers", True)
+    summary = mesh_summary(solo())
+    assert summary.plans == ["gemma-3-270m-q4_k_m on alice (solo)"]
+    assert summary.traffic == "weights sent 0 B, by reference 0 B, activations 0 B"
+    assert mesh_summary(split()).traffic == "weights sent 0 B, by reference 9.9 GB, activations 50.0 MB"
+
+
+def test_an_older_snapshot_reads_with_dashes_for_what_it_lacks():
+    [segment] = cluster_segments(bare())
+    assert (segment.name, segment.role, segment.share, segment.capacity_bytes) == ("alice", DASH, DASH, 24 * GB)
+    summary = mesh_summary(bare())
+    assert summary.draft == DASH and summary.plans == [] and summary.waiting == []
+    assert summary.api == "http://127.0.0.1:9337/v1" and summary.traffic == DASH
+    assert summary.models == "gemma-3-270m-q4_k_m (ready)"
+
+
+def test_an_empty_snapshot_does_not_break_anything():
+    assert mesh_summary({}).mesh == "not in a mesh yet"
+    assert cluster_segments({})[0].name == DASH
+    assert tray_state({}) == "no-mesh" and chat_model_choices({}) == [] and catalog_rows({}) is None
+
+
+def test_waiting_plans_explain_themselves():
+    assert waiting_reasons(waiting()) == [
+        "Qwen2.5-72B-Instruct-Q4_K_M: waiting for more peers: need 52.0 GB, have 36.0 GB"]
+    assert tray_state(waiting()) == "loading"
+    assert mesh_summary(waiting()).plans == ["Qwen2.5-72B-Instruct-Q4_K_M on — (waiting)"]
+    assert mesh_summary(waiting()).models == "Qwen2.5-72B-Instruct-Q4_K_M (waiting for capacity)"
+    assert [s.is_host for s in cluster_segments(waiting())] == [False, False]
+
+
+def test_widths_follow_capacity_but_a_client_stays_visible():
+    fractions = proportions([24 * GB, 16 * GB, 8 * GB, 0])
+    assert abs(sum(fractions) - 1) < 1e-9
+    assert fractions[0] > fractions[1] > fractions[2] > fractions[3] > 0.05
+    assert proportions([0, 0]) == [0.5, 0.5] and proportions([]) == []
+
+
+def test_tray_state_follows_models_and_mesh():
+    assert tray_state(solo()) == "ready"
+    assert tray_state(with_model_state(solo(), "loading")) == "loading"
+    assert tray_state(with_model_state(solo(), "failed", "bad file")) == "failed"
+    client = bare() | {"models": []}
+    assert tray_state(client) == "no-mesh"
+    assert tray_state(client | {"peers": split()["peers"]}) == "ready"
+    routed = solo() | {"models": [{"id": QWEN, "state": "remote", "path": "", "error": None}]}
+    assert tray_state(routed) == "ready" and chat_model_choices(routed) == [QWEN, "gemma-3-270m-q4_k_m"]
+    assert local_model_rows(routed)[0].where == "the mesh"
+
+
+def test_model_rows_and_chat_choices():
+    assert [r.name for r in local_model_rows(split())] == [QWEN]
+    assert [(r.name, r.where, r.size) for r in peer_model_rows(split())] == [
+        (QWEN, "bob-desktop", "20 GB"), (QWEN, "carol-laptop", "20 GB")]
+    assert chat_model_choices(split()) == [QWEN]
+    assert chat_model_choices(waiting()) == ["Qwen2.5-72B-Instruct-Q4_K_M"]
+    loading_first = bare() | {"models": [{"id": "b", "state": "loading"}, {"id": "a", "state": "ready"}]}
+    assert chat_model_choices(loading_first) == ["a", "b"]
+
+
+def test_catalog_rows_tolerate_partial_entries():
+    rows = catalog_rows({"catalog": [{"name": "Qwen2.5-7B", "size_bytes": 4 * GB, "fit": "fits here",
+                                      "draft": {"name": "Qwen2.5-0.5B"}}, {"name": "x"}, "junk"]})
+    assert [(r.name, r.size, r.quant, r.fit, r.draft) for r in rows] == [
+        ("Qwen2.5-7B", "4.0 GB", DASH, "fits here", "Qwen2.5-0.5B"), ("x", DASH, DASH, DASH, DASH)]
+
+
+def test_text_helpers():
+    assert gigabytes(None) == DASH and gigabytes(24 * GB) == "24 GB" and gigabytes(GB // 2) == "0.5 GB"
+    assert share_percent(0.335) == "34%" and share_percent(67) == "67%" and share_percent(None) == DASH
+    assert layer_range(12) == "12 layers" and layer_range("x") == DASH and layer_range([3, 9]) == "layers 3–9"
+    assert expiry(0, 100) == "never expires" and expiry(50, 100) == "expired"
+    assert expiry(100 + 3 * 3600, 100) == "expires in 3 h"
