@@ -83,11 +83,11 @@ def test_rpc_workers_listen_on_loopback_only(node_factory, tmp_path, default_mod
 def test_a_capacity_change_replans_the_mesh(node_factory, tmp_path, default_model_path):
     host, worker = start_split(node_factory, tmp_path, default_model_path)
     post_json(worker, "/api/capacity", {"donating": False})
-    poll(lambda: host.status()["plans"][0]["state"] == "solo" and host.model_state() == "ready", 30,
+    poll(lambda: host.status()["plans"][0]["state"] == "solo" and host.model_state() == "ready", 60,
          message="the host to re-plan solo")
     assert completion(host, 4)
     post_json(worker, "/api/capacity", {"donating": True})
-    poll(lambda: split_plan(host) is not None and host.model_state() == "ready", 30,
+    poll(lambda: split_plan(host) is not None and host.model_state() == "ready", 60,
          message="the split to come back")
     assert completion(host, 4)
 
@@ -101,7 +101,7 @@ def test_killing_a_member_mid_answer_errors_then_the_host_serves_solo(node_facto
     with pytest.raises(openai.APIError):
         for _chunk in stream:
             pass
-    poll(lambda: host.status()["plans"][0]["state"] == "solo" and host.model_state() == "ready", 30,
+    poll(lambda: host.status()["plans"][0]["state"] == "solo" and host.model_state() == "ready", 60,
          message="the host to serve solo")
     assert completion(host, 4)
     assert host.process.poll() is None

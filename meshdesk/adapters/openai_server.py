@@ -65,6 +65,7 @@ class OpenAiServer:
         app.router.add_post("/api/revoke", self.revoke)
         app.router.add_post("/api/remove", self.remove)
         app.router.add_post("/api/capacity", self.capacity)
+        app.router.add_post("/api/drop", self.drop)
         return app
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
@@ -109,6 +110,14 @@ class OpenAiServer:
         except ValueError as error:
             raise RequestError(str(error), param="node_id") from None
         return web.json_response({"removed": node_id})
+
+    async def drop(self, request: web.Request) -> web.Response:
+        model = string_field(api.parse_json_body(await request.read()), "model")
+        try:
+            self.gateway.drop(model)
+        except ValueError as error:
+            raise RequestError(str(error), param="model") from None
+        return web.json_response({"dropped": model})
 
     async def capacity(self, request: web.Request) -> web.Response:
         """{"max_vram_gb": number or null, "donating": bool}, either or both."""

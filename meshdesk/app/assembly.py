@@ -79,23 +79,24 @@ def expander_factory(inventory: ModelInventory):
     return make
 
 
-def own_record_source(name: str, offer: Offer, inventory: ModelInventory, wanted: Path | None,
+def own_record_source(name: str, offer: Offer, inventory: ModelInventory, wants: list[Path],
                       options: SplitOptions, role):
     """What this node tells the mesh about itself, read afresh on every change.
 
-    The model this node seeds carries its split options, so every node plans it alike.
+    Models this node asks the mesh to serve are flagged `wanted` and carry its split options,
+    so every node plans them alike; it serves the first itself. `wants` shrinks on `drop`.
     """
     def own_record() -> dict:
-        serving = inventory.digest_of(wanted) if wanted is not None else None
-        models = tuple(with_split_options(model, options) if model["digest"] == serving else model
+        wanted = [digest for digest in map(inventory.digest_of, wants) if digest]
+        models = tuple(with_split_options(model, options) if model["digest"] in wanted else model
                        for model in inventory.public_models())
         return {"name": name, "capacity_bytes": offer.capacity_bytes, "models": models,
-                "serving": serving, "role": role(), "versions": node_versions()}
+                "serving": wanted[0] if wanted else None, "role": role(), "versions": node_versions()}
     return own_record
 
 
 def with_split_options(model: dict, options: SplitOptions) -> dict:
-    return {**model, "split": options.force_split,
+    return {**model, "wanted": True, "split": options.force_split,
             "tensor_split": list(options.manual_split) if options.manual_split else None}
 
 
@@ -104,7 +105,7 @@ def split_options(arguments: argparse.Namespace) -> SplitOptions:
     return SplitOptions(force_split=arguments.split or manual is not None, manual_split=manual)
 
 
-def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel | None,
+def build_runtime(arguments: argparse.Namespace, home: Home, models: list[ChosenModel],
                   join_tokens: list[InviteToken]) -> Runtime:
     secrets = open_secret_store(home.root)
     key = load_node_key(secrets)
@@ -112,12 +113,13 @@ def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel 
     name = arguments.name or default_node_name()
     offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
     offer.set_cap_gigabytes(arguments.max_vram)
-    extra = [model.path] if model is not None else []
+    wants = [model.path for model in models]
+    extra = list(wants)
     inventory = ModelInventory(home.root, [] if arguments.client else model_folders(home.models),
                                extra, describe_model)
     serving_box: list[Serving] = []
     options = split_options(arguments)
-    record = own_record_source(name, offer, inventory, model.path if model else None, options,
+    record = own_record_source(name, offer, inventory, wants, options,
                                lambda: serving_box[0].role(offer.client) if serving_box else "standby")
     mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record)
     traffic = Traffic()
@@ -129,9 +131,12 @@ def build_runtime(arguments: argparse.Namespace, home: Home, model: ChosenModel 
     serving_box.append(serving)
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
     node = Node(identity, serving, mesh, {"backend": secrets.backend, "warning": secrets.warning},
-                offer, pending_model=model.id if model else None)
-    for alias in model.aliases if model is not None else ():
-        node.add_alias(alias, model.id)
+                offer, pending_model=models[0].id if models else None)
+    node.wants = wants
+    node.wanted_digest = inventory.digest_of
+    for model in models:
+        for alias in model.aliases:
+            node.add_alias(alias, model.id)
     register_data_plane(mesh, node, worker, inventory, traffic)
     if worker is not None:
         node.workers.append(worker.run)

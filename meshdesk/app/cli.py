@@ -9,7 +9,7 @@ from pathlib import Path
 from meshdesk import __version__
 
 DEFAULT_API_PORT = 9337
-COMMANDS = ("invite", "revoke", "remove")
+COMMANDS = ("invite", "revoke", "remove", "drop", "models", "download")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"meshdesk {__version__}")
     parser.add_argument("--headless", action="store_true",
                         help="run without the window and tray icon (a server or a terminal)")
-    parser.add_argument("--model", metavar="PATH|NAME",
-                        help="GGUF file or model name to serve (default: the built-in Gemma 3 270M)")
+    parser.add_argument("--model", action="append", metavar="PATH|NAME",
+                        help="GGUF file or model name to serve (default: the built-in Gemma 3 270M); "
+                        "repeat it to have the mesh serve several models, this node the first")
     parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT,
                         help=f"API port on 127.0.0.1 (default: {DEFAULT_API_PORT}; 0 picks a free one)")
     parser.add_argument("--home", type=Path, metavar="DIR",
@@ -101,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensor-split", type=ratios, metavar="R,R,...",
                         help="manual split ratios, one per member in device order (host last)")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
-    parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID "
-                     "(each with --help)")
+    parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | drop MODEL "
+                     "| models | download [NAME] (each with --help)")
     return parser
 
 

@@ -43,6 +43,8 @@ def command_parser(command: str) -> argparse.ArgumentParser:
                             metavar="DURATION", help="e.g. 30m, 12h, 7d, 2w or never (default: 7d)")
     elif command == "revoke":
         parser.add_argument("token", help="the invite token or meshdesk://join/ link to revoke")
+    elif command == "drop":
+        parser.add_argument("model", help="the model this node should stop serving")
     else:
         parser.add_argument("node_id", help="the id of the node to remove (see /api/status)")
     return parser
@@ -52,10 +54,15 @@ DESCRIPTIONS = {
     "invite": "Mint an invite token for this node's mesh.",
     "revoke": "Revoke an invite token, mesh-wide.",
     "remove": "Remove a node from the mesh, mesh-wide; it cannot come back with its old credentials.",
+    "drop": "Stop serving a model from this node; the mesh drops it when no node wants it.",
 }
 
 
 def run_command(command: str, argv: list[str]) -> int:
+    if command in ("models", "download"):
+        from meshdesk.app.model_commands import run_model_command
+
+        return run_model_command(command, argv)
     arguments = command_parser(command).parse_args(argv)
     home = Home((arguments.home or default_home()).expanduser().resolve())
     try:
@@ -63,6 +70,8 @@ def run_command(command: str, argv: list[str]) -> int:
             print_invite(mint_offline(home, arguments.expires))
         elif command == "revoke":
             revoke(home, arguments.token)
+        elif command == "drop":
+            drop(home, arguments.model)
         else:
             remove(home, arguments.node_id)
     except CommandFailed as failure:
@@ -139,6 +148,14 @@ def remove(home: Home, node_id: str) -> None:
         return
     record_offline(home, "removed", node_id, None)
     print(f"Removed node {node_id}; the mesh hears of it when this node next starts.")
+
+
+def drop(home: Home, model: str) -> None:
+    port = running_api_port(home)
+    if port is None:
+        raise CommandFailed(f"no MeshDesk node is running for {home.root}; a stopped node serves nothing")
+    post(port, "/api/drop", {"model": model})
+    print(f"Dropped {model}.")
 
 
 def record_offline(home: Home, field: str, value: str, mesh_id: str | None) -> None:

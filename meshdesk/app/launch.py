@@ -57,11 +57,12 @@ def launch(arguments: argparse.Namespace) -> int:
         return fail(f"cannot use {arguments.home or default_home()} as the home folder: {error}")
     try:
         join_tokens = decode_join_tokens(arguments.join or [])
-        model = None if serves_mesh_model(arguments) else choose_model(arguments.model, home.models)
+        models = [] if serves_mesh_model(arguments) else [
+            choose_model(choice, home.models) for choice in arguments.model or [None]]
     except ModelChoiceError as error:
         return fail(str(error))
     try:
-        runtime = build_runtime(arguments, home, model, join_tokens)
+        runtime = build_runtime(arguments, home, models, join_tokens)
     except OSError as error:  # e.g. a damaged secrets file: one line, not a traceback
         return fail(str(error))
     if not arguments.headless and not display_available():

@@ -28,10 +28,11 @@ class ModelStatus:
     state: str
     error: str | None = None
     pid: int | None = None  # the model host child, for diagnostics
+    requests: int = 0       # generations this node's model host has answered
 
     def to_dict(self) -> dict:
         return {"id": self.id, "state": self.state, "path": self.path, "error": self.error,
-                "pid": self.pid}
+                "pid": self.pid, "requests": self.requests}
 
 
 class Gateway(Protocol):
@@ -54,6 +55,8 @@ class Gateway(Protocol):
     def set_capacity_cap(self, gigabytes: float | None) -> None: ...
 
     def set_donating(self, donating: bool) -> None: ...
+
+    def drop(self, model: str) -> None: ...
 
 
 class LinkClosed(Exception):

@@ -39,10 +39,12 @@ class ModelHost:
         self.port: int | None = None
         self.pid: int | None = None
         self.queue = asyncio.Lock()  # FIFO: waiters are woken in arrival order
+        self.requests = 0
         self.on_change: Callable[[], None] = lambda: None
 
     def status(self) -> ModelStatus:
-        return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid)
+        return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid,
+                           requests=self.requests)
 
     async def run(self) -> None:
         await supervise(self._make_child, self._await_ready, self._exited, self.backoff)
@@ -79,6 +81,7 @@ class ModelHost:
         async with self.queue:
             self._check_ready()
             reader, writer = await self._connect()
+            self.requests += 1
             try:
                 writer.write(json.dumps(request.to_wire()).encode("utf-8") + b"\n")
                 await writer.drain()

@@ -43,6 +43,8 @@ class Node:
         self.listeners: list[Callable[[], None]] = []
         self.background_jobs: list[Callable[[], Awaitable[None]]] = []  # run once at start
         self.workers: list[Callable[[], Awaitable[None]]] = []          # run for the node's life
+        self.wants: list[Path] = []             # model files this node asks the mesh to serve
+        self.wanted_digest: Callable[[Path], str | None] = lambda path: None
         mesh.on_change = self._mesh_changed
         serving.on_change = self._notify
 
@@ -99,6 +101,18 @@ class Node:
 
     def remove(self, node_id: str) -> None:
         self._mesh().remove(node_id)
+
+    def drop(self, model: str) -> None:
+        """Stops asking the mesh to serve `model`; with no other node wanting it, it goes."""
+        name = self.aliases.get(model, model)
+        kept = [path for path in self.wants if path.stem != name]
+        if len(kept) == len(self.wants):
+            raise ValueError(f"this node does not serve {model!r} (it serves: "
+                             f"{', '.join(path.stem for path in self.wants) or 'nothing'})")
+        self.wants[:] = kept
+        if self.pending_model == name:
+            self.pending_model = None
+        self.mesh.refresh_own_record()
 
     def set_capacity_cap(self, gigabytes: float | None) -> None:
         """Caps what this node offers (the desktop slider, `--max-vram`); the mesh re-plans."""

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshdesk.core.openai_api import GenerationRequest
-from meshdesk.core.planning import SPLIT, WAITING, Candidate, ModelNeeds, Plan, plan_model
+from meshdesk.core.assignment import MeshNode, WantedModel, plan_mesh
+from meshdesk.core.planning import SPLIT, WAITING, ModelNeeds, Plan
 from meshdesk.node.api_tunnel import RemoteModel
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable, UnknownModel
 from meshdesk.node.model_host import ModelHost
@@ -60,7 +61,8 @@ class Serving:
         self.rpc_worker = rpc_worker
         self.make_referencer = make_referencer
         self.traffic = traffic
-        self.plans: dict[str, Plan] = {}       # by digest
+        self.plans: dict[str, list[Plan]] = {}  # by digest: solo replicas, or one split
+        self.in_flight: dict[str, int] = {}     # host id -> requests this node is waiting on
         self.model_info: dict[str, dict] = {}  # by digest
         self.running: dict[str, RunningHost] = {}
         self.tunnels: dict[str, tuple[HostTunnel, str]] = {}
@@ -70,30 +72,25 @@ class Serving:
     # --- planning ------------------------------------------------------------------------
 
     def replan(self) -> None:
-        records = self.mesh.alive_records()
-        wanted = {record.serving for record in records if record.serving}
-        plans = {digest: self._plan(digest, records) for digest in sorted(wanted)}
-        self.plans = {digest: plan for digest, plan in plans.items() if plan is not None}
+        records = sorted(self.mesh.alive_records(), key=lambda record: record.node_id)
+        wanted = wanted_models(records)
+        self.model_info.update({model.digest: model.info for model in wanted})
+        nodes = [MeshNode(record.node_id, record.capacity_bytes,
+                          frozenset(str(model.get("digest")) for model in record.models),
+                          record.serving, dict(record.rtt_ms)) for record in records]
+        self.plans = plan_mesh(nodes, [model.wanted for model in wanted])
         self.changed.set()
 
-    def _plan(self, digest: str, records) -> Plan | None:
-        """The seeding node's entry for the model carries its size, layers and split options."""
-        info = seeded_entry(digest, records)
-        if info is None:
-            return None
-        self.model_info[digest] = info
-        needs = ModelNeeds(model_id(info), int(info["size"]), int(info.get("layers") or 1))
-        candidates = [Candidate(record.node_id, record.capacity_bytes, dict(record.rtt_ms))
-                      for record in records if has_model(record, digest)]
-        options = seeded_options(digest, records)
-        return plan_model(needs, candidates, options.force_split, options.manual_split)
+    def my_plan(self, digest: str) -> Plan | None:
+        return next((plan for plan in self.plans.get(digest, []) if plan.host == self.node_id), None)
 
     def role(self, client: bool) -> str:
         if client:
             return "client"
-        if any(plan.host == self.node_id for plan in self.plans.values()):
+        all_plans = [plan for plans in self.plans.values() for plan in plans]
+        if any(plan.host == self.node_id for plan in all_plans):
             return "host"
-        if any(self.node_id in plan.member_ids() for plan in self.plans.values()):
+        if any(self.node_id in plan.member_ids() for plan in all_plans):
             return "worker"
         return "standby"
 
@@ -113,15 +110,15 @@ class Serving:
         for digest in list(self.running):
             if self._wanted_config(digest) != self.running[digest].config:
                 await self._stop_host(digest)
-        for digest, plan in self.plans.items():
+        for digest in self.plans:
             config = self._wanted_config(digest)
             if config is not None and digest not in self.running:
                 await self._start_host(digest, config)
         await self._close_unused_tunnels()
 
     def _wanted_config(self, digest: str) -> HostConfig | None:
-        plan = self.plans.get(digest)
-        if plan is None or plan.host != self.node_id or plan.state == WAITING:
+        plan = self.my_plan(digest)
+        if plan is None or plan.state == WAITING:
             return None
         if self._local_model(digest) is None:
             return None
@@ -175,54 +172,91 @@ class Serving:
     def model_ids(self) -> list[str]:
         return sorted({model_id(self.model_info[digest]) for digest in self.plans})
 
-    def resolve(self, name: str, local_only: bool = False):
-        """The local model host or the remote host serving `name`."""
+    def _digest_named(self, name: str) -> str:
         digest = next((d for d in self.plans if model_id(self.model_info[d]) == name), None)
         if digest is None:
             served = ", ".join(self.model_ids()) or "none"
             raise UnknownModel(f"The model '{name}' does not exist in this mesh (served: {served})")
-        if digest in self.running:
-            return self.running[digest].host
-        plan = self.plans[digest]
-        if plan.state == WAITING:
-            raise ModelUnavailable(f"model {name} is not running: {plan.waiting_reason}", 10)
-        if local_only or plan.host == self.node_id:
-            raise ModelUnavailable(f"model {name} is starting here; try again shortly")
-        return RemoteModel(name, plan.host, self.mesh.open_data_link)
+        return digest
+
+    def resolve(self, name: str, local_only: bool = False):
+        """The least busy host of `name` (as this node counts what it sent), local first."""
+        digest = self._digest_named(name)
+        hosts = [plan.host for plan in self.plans[digest] if plan.state != WAITING and plan.host]
+        if local_only or not hosts:
+            hosts = [self.node_id] if self.node_id in hosts else []
+        if not hosts:
+            reasons = [plan.waiting_reason for plan in self.plans[digest] if plan.waiting_reason]
+            detail = reasons[0] if reasons else "no node here serves it"
+            raise ModelUnavailable(f"model {name} is not running: {detail}", 10)
+        host = min(hosts, key=lambda host: (self.in_flight.get(host, 0), host != self.node_id, host))
+        if host == self.node_id:
+            if digest not in self.running:
+                raise ModelUnavailable(f"model {name} is starting here; try again shortly")
+            return host, self.running[digest].host
+        return host, RemoteModel(name, host, self.mesh.open_data_link)
 
     async def generate(self, request: GenerationRequest, local_only: bool = False) -> AsyncIterator[dict]:
-        async for event in self.resolve(request.model, local_only).generate(request):
-            yield event
+        host, model = self.resolve(request.model, local_only)
+        self.in_flight[host] = self.in_flight.get(host, 0) + 1
+        try:
+            async for event in model.generate(request):
+                yield event
+        finally:
+            self.in_flight[host] -= 1
 
     def model_statuses(self) -> list[ModelStatus]:
         statuses = []
-        for digest, plan in sorted(self.plans.items(), key=lambda item: model_id(self.model_info[item[0]])):
+        for digest in sorted(self.plans, key=lambda digest: model_id(self.model_info[digest])):
             running = self.running.get(digest)
             if running is not None:
                 statuses.append(running.host.status())
                 continue
-            state = "waiting" if plan.state == WAITING else "remote"
-            statuses.append(ModelStatus(model_id(self.model_info[digest]), "", state, plan.waiting_reason))
+            plans = self.plans[digest]
+            served = any(plan.state != WAITING for plan in plans)
+            reason = next((plan.waiting_reason for plan in plans if plan.waiting_reason), None)
+            statuses.append(ModelStatus(model_id(self.model_info[digest]), "",
+                                        "remote" if served else "waiting", reason))
         return statuses
 
     def plans_status(self) -> list[dict]:
-        return [plan.to_dict() for plan in self.plans.values()]
+        return [plan.to_dict() for plans in self.plans.values() for plan in plans]
 
 
-def seeded_entry(digest: str, records) -> dict | None:
-    """The wanted model's entry in the record of the lowest-id node that seeds it."""
-    for record in sorted(records, key=lambda record: record.node_id):
-        if record.serving == digest:
-            entry = next((model for model in record.models if model.get("digest") == digest), None)
-            if entry is not None and isinstance(entry.get("size"), int):
-                return entry
-    return None
+@dataclass(frozen=True)
+class Wanted:
+    wanted: WantedModel
+    info: dict
+
+    @property
+    def digest(self) -> str:
+        return self.wanted.digest
+
+
+def wanted_models(records) -> list[Wanted]:
+    """Every model some node asks the mesh to serve, in a stable order, with its options."""
+    found: dict[str, Wanted] = {}
+    for record in records:
+        for entry in record.models:
+            digest = entry.get("digest")
+            wants = entry.get("wanted") is True or digest == record.serving
+            if wants and digest not in found and isinstance(entry.get("size"), int):
+                found[digest] = Wanted(wanted_model(entry, records), entry)
+    return list(found.values())
+
+
+def wanted_model(entry: dict, records) -> WantedModel:
+    digest = entry["digest"]
+    options = seeded_options(digest, records)
+    needs = ModelNeeds(model_id(entry), int(entry["size"]), int(entry.get("layers") or 1))
+    return WantedModel(digest, needs, options.force_split, options.manual_split)
 
 
 def seeded_options(digest: str, records) -> SplitOptions:
     """Split if any seeding node asks to; manual ratios from the lowest id that gives them."""
     entries = [model for record in sorted(records, key=lambda record: record.node_id)
-               if record.serving == digest for model in record.models if model.get("digest") == digest]
+               for model in record.models if model.get("digest") == digest
+               and (model.get("wanted") is True or record.serving == digest)]
     options = [split_options_of(entry) for entry in entries]
     manual = next((option.manual_split for option in options if option.manual_split), None)
     return SplitOptions(any(option.force_split for option in options), manual)
@@ -240,5 +274,3 @@ def model_id(info: dict) -> str:
     return Path(str(info.get("name", "model"))).stem
 
 
-def has_model(record, digest: str) -> bool:
-    return record.capacity_bytes > 0 and any(model.get("digest") == digest for model in record.models)
