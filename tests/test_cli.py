@@ -14,6 +14,7 @@ import pytest
 from meshdesk import __version__
 from tests.nodes import NodeProcess, meshdesk_command, poll, run_meshdesk
 from tests.nodes import test_environment as child_environment
+from tests.split_tools import children
 
 OPTIONS = ("--headless", "--model", "--port", "--home", "--name", "--threads", "--verbose", "--version")
 NO_DISPLAY = {"DISPLAY": None, "WAYLAND_DISPLAY": None, "QT_QPA_PLATFORM": None}
@@ -143,20 +144,6 @@ def test_an_unknown_model_name_is_refused(tmp_path):
     assert list((home / "models").iterdir()) == []
 
 
-def child_pids(pid: int, running: str = "meshdesk.adapters.llama.host") -> list[str]:
-    """The processes `pid` started, running module `running`, not yet reaped (Linux only)."""
-    children = [child for listing in Path(f"/proc/{pid}/task").glob("*/children")
-                for child in listing.read_text().split()]
-    return [child for child in children if running in command_line(child)]
-
-
-def command_line(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def test_a_model_llama_cpp_cannot_load_fails_while_the_node_keeps_serving(node_factory, unloadable_model):
     node = node_factory("--model", str(unloadable_model))
     failed = poll(lambda: [m for m in node.status()["models"] if m["state"] == "failed"], 60,
@@ -164,7 +151,8 @@ def test_a_model_llama_cpp_cannot_load_fails_while_the_node_keeps_serving(node_f
     assert failed[0]["id"] == "unloadable" and failed[0]["path"] == str(unloadable_model)
     assert failed[0]["error"] and "unloadable.gguf" in failed[0]["error"]
     # The failed model host takes a moment to exit; only then could the node wrongly end too.
-    poll(lambda: not child_pids(node.process.pid), 30, message="the failed model host to exit")
+    poll(lambda: not children(node.process.pid, "meshdesk.adapters.llama.host"), 30,
+         message="the failed model host to exit")
 
     with pytest.raises(openai.APIStatusError) as caught:
         node.client().chat.completions.create(
