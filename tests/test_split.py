@@ -122,3 +122,15 @@ def test_lite_client_chats_through_the_host_without_llama_cpp(node_factory, defa
     assert not children(client.process.pid, "meshdesk")
     assert not maps_library(client.process.pid, "libllama")
     assert not maps_library(client.process.pid, "libggml")
+
+
+def test_rpc_worker_reports_the_devices_it_serves(tmp_path):
+    from tests.split_tools import Child
+
+    worker = Child("meshdesk.adapters.llama.rpc_worker", "--threads", "1")
+    try:
+        worker.port()
+        assert worker.ready["devices"] == ["CPU"]  # no GPU backend on this machine
+        assert worker.ready["gpu_memory_bytes"] is None  # so the node offers RAM minus a reserve
+    finally:
+        worker.stop()

@@ -140,8 +140,16 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     register_data_plane(mesh, node, worker, inventory, traffic)
     if worker is not None:
         node.workers.append(worker.run)
+        worker.on_ready = lambda: use_gpu_memory(worker, offer, mesh)
     node.background_jobs.append(lambda: scan_models(inventory, mesh))
     return Runtime(node, mesh, join_tokens, arguments.port)
+
+
+def use_gpu_memory(worker: RpcWorker, offer: Offer, mesh) -> None:
+    """Where llama.cpp drives a GPU, its memory is what this node offers (RAM otherwise)."""
+    if worker.gpu_memory_bytes and worker.gpu_memory_bytes != offer.measured_bytes:
+        offer.measured_bytes = worker.gpu_memory_bytes
+        mesh.refresh_own_record()
 
 
 def threads_option(arguments: argparse.Namespace) -> list[str]:

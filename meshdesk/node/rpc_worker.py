@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from meshdesk.node.child_process import ChildProcess, supervise
@@ -19,6 +20,9 @@ class RpcWorker:
         self.port: int | None = None
         self.pid: int | None = None
         self.error: str | None = None
+        self.devices: list[str] = []
+        self.gpu_memory_bytes: int | None = None  # set where llama.cpp drives a GPU
+        self.on_ready: Callable[[], None] = lambda: None
 
     @property
     def endpoint(self) -> str | None:
@@ -34,11 +38,19 @@ class RpcWorker:
         while (announcement := await child.next_announcement()) is not None:
             if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
                 self.port, self.pid, self.error = announcement["port"], child.process.pid, None
+                self._note_devices(announcement)
+                self.on_ready()
                 return True
             if announcement.get("event") == "failed":
                 self.error = str(announcement.get("message"))
                 return False
         return True
+
+    def _note_devices(self, announcement: dict) -> None:
+        devices = announcement.get("devices")
+        self.devices = [str(name) for name in devices] if isinstance(devices, list) else []
+        memory = announcement.get("gpu_memory_bytes")
+        self.gpu_memory_bytes = memory if isinstance(memory, int) and memory > 0 else None
 
     def _exited(self, code: int) -> None:
         self.port = self.pid = None

@@ -15,6 +15,7 @@ import sys
 import threading
 
 CPU_DEVICE_TYPE = 0  # GGML_BACKEND_DEVICE_TYPE_CPU
+GPU_DEVICE_TYPE = 1  # GGML_BACKEND_DEVICE_TYPE_GPU
 
 
 def exit_when_parent_goes() -> None:
@@ -44,7 +45,35 @@ def ggml_library():
     library.ggml_backend_register.argtypes = [ctypes.c_void_p]
     library.ggml_backend_dev_by_type.restype = ctypes.c_void_p
     library.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    library.ggml_backend_dev_count.restype = ctypes.c_size_t
+    library.ggml_backend_dev_get.restype = ctypes.c_void_p
+    library.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    library.ggml_backend_dev_type.restype = ctypes.c_int
+    library.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    library.ggml_backend_dev_name.restype = ctypes.c_char_p
+    library.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
+    library.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                                ctypes.POINTER(ctypes.c_size_t)]
     return library
+
+
+def compute_devices(library) -> list[int]:
+    """This machine's GPUs where llama.cpp has a GPU backend for them, else its CPU."""
+    devices = [library.ggml_backend_dev_get(index) for index in range(library.ggml_backend_dev_count())]
+    gpus = [device for device in devices if library.ggml_backend_dev_type(device) == GPU_DEVICE_TYPE]
+    return gpus or [library.ggml_backend_dev_by_type(CPU_DEVICE_TYPE)]
+
+
+def describe_devices(library, devices: list[int]) -> dict:
+    """Names and total memory; GPU memory is what such a node can give a model."""
+    total = 0
+    for device in devices:
+        free, size = ctypes.c_size_t(), ctypes.c_size_t()
+        library.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(size))
+        total += size.value
+    is_gpu = any(library.ggml_backend_dev_type(device) == GPU_DEVICE_TYPE for device in devices)
+    return {"devices": [library.ggml_backend_dev_name(device).decode() for device in devices],
+            "gpu_memory_bytes": total if is_gpu else None}
 
 
 def rpc_function(library, name: str, prototype):
@@ -69,14 +98,13 @@ def register_rpc_servers(endpoints: list[str]) -> None:
         library.ggml_backend_register(registry)
 
 
-def start_rpc_server(endpoint: str, threads: int) -> None:
-    """Serves this machine's CPU to one RPC client at a time; never returns."""
+def start_rpc_server(endpoint: str, threads: int, devices: list[int]) -> None:
+    """Serves `devices` to one RPC client at a time; never returns."""
     library = ggml_library()
     start = rpc_function(library, "ggml_backend_rpc_start_server",
                          ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
                                           ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)))
-    cpu = library.ggml_backend_dev_by_type(CPU_DEVICE_TYPE)
-    if not cpu:
-        raise RuntimeError("llama.cpp found no CPU device")
-    devices = (ctypes.c_void_p * 1)(cpu)
-    start(endpoint.encode(), None, threads, 1, devices)
+    if not devices or not all(devices):
+        raise RuntimeError("llama.cpp found no device to serve")
+    array = (ctypes.c_void_p * len(devices))(*devices)
+    start(endpoint.encode(), None, threads, len(devices), array)

@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 
-from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, start_rpc_server
+from meshdesk.adapters.llama.common import (announce, compute_devices, describe_devices, exit_when_parent_goes,
+                                             ggml_library, start_rpc_server)
 
 LISTEN_HOST = "127.0.0.1"
 
@@ -31,20 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
     exit_when_parent_goes()
     port = free_port()
+    library = ggml_library()
+    devices = compute_devices(library)
     failure: list[str] = []
-    server = threading.Thread(target=serve, args=(port, arguments.threads, failure), daemon=True)
+    server = threading.Thread(target=serve, args=(port, arguments.threads, devices, failure), daemon=True)
     server.start()
     if not wait_until_listening(port, server):
         announce({"event": "failed", "message": failure[0] if failure else "rpc server did not start"})
         return 1
-    announce({"event": "ready", "port": port})
+    announce({"event": "ready", "port": port, **describe_devices(library, devices)})
     server.join()
     return 0
 
 
-def serve(port: int, threads: int, failure: list[str]) -> None:
+def serve(port: int, threads: int, devices: list[int], failure: list[str]) -> None:
     try:
-        start_rpc_server(f"{LISTEN_HOST}:{port}", threads)
+        start_rpc_server(f"{LISTEN_HOST}:{port}", threads, devices)
     except Exception as error:
         failure.append(str(error))
 
