@@ -29,7 +29,8 @@ DRIVER = textwrap.dedent("""
 
     arguments = build_parser().parse_args(sys.argv[2:])
     home = open_home(arguments)
-    runtime = build_runtime(arguments, home, choose_model(arguments.model, home.models), [])
+    models = [choose_model(choice, home.models) for choice in arguments.model or [None]]
+    runtime = build_runtime(arguments, home, models, [])
     application = QApplication([])
     application.setQuitOnLastWindowClosed(False)
     desktop = Desktop(runtime, application)

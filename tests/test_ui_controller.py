@@ -98,7 +98,7 @@ def real_node(tmp_path):
                                            "--bind-host", "127.0.0.1", "--name", "alice"])
     home = Home(tmp_path)
     home.prepare()
-    runtime = build_runtime(arguments, home, None, [])
+    runtime = build_runtime(arguments, home, [], [])
     runtime.node.offer.measured_bytes = 16 * GB
     loop.run_until_complete(runtime.mesh.bind())
     runtime.mesh.load_or_create_mesh()
@@ -112,7 +112,7 @@ def node_outside_a_mesh(tmp_path):
     arguments = build_parser().parse_args(["--home", str(tmp_path), "--port", "0", "--client"])
     home = Home(tmp_path)
     home.prepare()
-    return build_runtime(arguments, home, None, []).node
+    return build_runtime(arguments, home, [], []).node
 
 
 def test_the_slider_changes_what_the_node_advertises(qtbot, real_node):

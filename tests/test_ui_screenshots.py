@@ -13,7 +13,9 @@ from PySide6.QtGui import QImage
 from meshdesk.node.chat_store import Message
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.tray import TrayMenu
+from meshdesk.ui.model_table import DownloadProgress
 from tests.test_ui_controller import LINK
+from tests.test_ui_models import listing
 from tests.test_ui_snapshots import QWEN, split, waiting
 
 FOLDER = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -49,8 +51,19 @@ def window(qtbot):
                                    (2, "What is a tensor split?")], 1)
     shown.chat.show_messages(conversation())
     shown.join.show_scan_result([LINK], "the clipboard")
+    show_models(shown.models)
     shown.show()
     return shown
+
+
+def show_models(view) -> None:
+    """The catalog with a download running and the served model selected."""
+    view.show_catalog(listing())
+    view.show_downloads({"Llama-3.3-70B-Instruct": DownloadProgress("Llama-3.3-70B-Instruct",
+                                                                   17_008_159_053, 42_520_397_632)})
+    view.table.selectRow(3)
+    view.show_message("Downloaded Qwen2.5-0.5B-Instruct to /home/alice/.local/share/MeshDesk/models/"
+                      "Qwen2.5-0.5B-Instruct-Q4_K_M.gguf.")
 
 
 def save(widget, name: str, qtbot) -> Path:

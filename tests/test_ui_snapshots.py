@@ -12,7 +12,7 @@ import copy
 
 from meshdesk.ui.mesh_model import (cluster_segments, mesh_summary, proportions, tray_state,
                                     waiting_reasons)
-from meshdesk.ui.models_model import catalog_rows, chat_model_choices, local_model_rows, peer_model_rows
+from meshdesk.ui.models_model import chat_model_choices, local_model_rows, peer_model_rows
 from meshdesk.ui.text import DASH, expiry, gigabytes, layer_range, share_percent
 
 GB = 1024 ** 3
@@ -33,6 +33,7 @@ def solo() -> dict:
         "secrets": {"backend": "keyring (SecretService)", "warning": None},
         "offer": {"measured_bytes": 24 * GB, "cap_bytes": None, "donating": True,
                   "capacity_bytes": 24 * GB},
+        "wants": ["gemma-3-270m-q4_k_m"],
         "mesh": {"id": "4b18fd3f932dfff5", "members": 1, "port": 38489, "removed_from_mesh": False},
         "peers": [],
         "refusals": [],
@@ -42,7 +43,7 @@ def solo() -> dict:
 def bare() -> dict:
     """The snapshot before plans, roles and traffic existed."""
     snapshot = solo()
-    del snapshot["node"]["role"], snapshot["plans"], snapshot["traffic"]
+    del snapshot["node"]["role"], snapshot["plans"], snapshot["traffic"], snapshot["wants"]
     return snapshot
 
 
@@ -59,6 +60,7 @@ def split() -> dict:
     snapshot["node"]["role"] = "host"
     snapshot["models"] = [{"id": QWEN, "state": "ready", "path": f"/models/{QWEN}.gguf",
                            "error": None, "pid": 4242, "draft": "Qwen2.5-0.5B-Instruct-Q4_K_M"}]
+    snapshot["wants"] = [QWEN]
     snapshot["mesh"]["members"] = 4
     snapshot["peers"] = [
         peer(BOB, "bob-desktop", "worker", 16, 3.2,
@@ -129,7 +131,7 @@ def test_an_older_snapshot_reads_with_dashes_for_what_it_lacks():
 def test_an_empty_snapshot_does_not_break_anything():
     assert mesh_summary({}).mesh == "not in a mesh yet"
     assert cluster_segments({})[0].name == DASH
-    assert tray_state({}) == "no-mesh" and chat_model_choices({}) == [] and catalog_rows({}) is None
+    assert tray_state({}) == "no-mesh" and chat_model_choices({}) == []
 
 
 def test_waiting_plans_explain_themselves():
@@ -168,13 +170,6 @@ def test_model_rows_and_chat_choices():
     assert chat_model_choices(waiting()) == ["Qwen2.5-72B-Instruct-Q4_K_M"]
     loading_first = bare() | {"models": [{"id": "b", "state": "loading"}, {"id": "a", "state": "ready"}]}
     assert chat_model_choices(loading_first) == ["a", "b"]
-
-
-def test_catalog_rows_tolerate_partial_entries():
-    rows = catalog_rows({"catalog": [{"name": "Qwen2.5-7B", "size_bytes": 4 * GB, "fit": "fits here",
-                                      "draft": {"name": "Qwen2.5-0.5B"}}, {"name": "x"}, "junk"]})
-    assert [(r.name, r.size, r.quant, r.fit, r.draft) for r in rows] == [
-        ("Qwen2.5-7B", "4.0 GB", DASH, "fits here", "Qwen2.5-0.5B"), ("x", DASH, DASH, DASH, DASH)]
 
 
 def test_text_helpers():

@@ -7,7 +7,6 @@ from PySide6.QtWidgets import QSystemTrayIcon
 from meshdesk.ui.chat_view import ChatView
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.mesh_view import MeshView
-from meshdesk.ui.models_view import ModelsView
 from meshdesk.ui.settings_view import SettingsView, cap_to_position, position_to_cap
 from meshdesk.ui.throttle import Throttle
 from meshdesk.ui.tray import TrayMenu, tray_available
@@ -41,25 +40,6 @@ def test_mesh_view_explains_waiting_and_copes_with_an_older_snapshot(qtbot):
     view.show_status(bare())
     assert view.waiting.isHidden() and view.draft.text() == "—" and view.plans.text() == "—"
     assert [s.role for s in view.cluster_bar.segments] == ["—"]
-
-
-def test_models_view_lists_local_and_peer_models_and_waits_for_a_catalog(qtbot):
-    view = ModelsView()
-    qtbot.addWidget(view)
-    view.show_status(split())
-    assert view.local.rowCount() == 1 and view.local.item(0, 0).text() == QWEN
-    assert view.peers.rowCount() == 2 and view.peers.item(1, 1).text() == "carol-laptop"
-    assert view.catalog.isHidden() and not view.no_catalog.isHidden()
-    assert not view.buttons["Download"].isEnabled()
-    catalog = split() | {"catalog": [{"name": "Qwen2.5-7B", "size_bytes": 4 * GB, "fit": "fits here"}]}
-    view.set_actions_available(True)
-    view.show_status(catalog)
-    assert not view.catalog.isHidden() and view.catalog.item(0, 3).text() == "fits here"
-    requested = []
-    view.download_requested.connect(requested.append)
-    view.catalog.selectRow(0)
-    view.buttons["Download"].click()
-    assert requested == ["Qwen2.5-7B"]
 
 
 def test_settings_view_shows_offer_node_ports_and_agent_commands(qtbot):

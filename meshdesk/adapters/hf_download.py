@@ -44,6 +44,10 @@ class DownloadError(Exception):
     """A download that cannot go on; str(error) is one line for the user."""
 
 
+class DownloadCancelled(DownloadError):
+    """The caller asked the download to stop; its partial file stays for a later resume."""
+
+
 class _Interrupted(Exception):
     """The connection broke mid-way: worth resuming."""
 
@@ -170,20 +174,39 @@ class _Digest:
 
 
 def download(remote: RemoteFile, target: Path, progress: ProgressCallback | None = None,
-             check: FileCheck | None = None, retry_wait_s: float = 1.0) -> Path:
-    """Downloads `remote` to `target`, resuming any partial file; raises DownloadError."""
+             check: FileCheck | None = None, retry_wait_s: float = 1.0,
+             cancelled: Callable[[], bool] | None = None) -> Path:
+    """Downloads `remote` to `target`, resuming any partial file; raises DownloadError.
+
+    `cancelled` is polled with every chunk (from the thread running this): once it returns
+    True the download stops with DownloadCancelled and keeps its partial file.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    report = _stopping_when(cancelled, progress or (lambda done, total: None), remote)
     try:
         start = _prepare_partial(remote, target)
         digest = _Digest(partial_path(target), start) if remote.sha256 else None
-        _transfer_with_retries(remote, partial_path(target), progress or (lambda done, total: None),
-                               digest, retry_wait_s)
+        _transfer_with_retries(remote, partial_path(target), report, digest, retry_wait_s)
     except OSError as error:
         raise DownloadError(f"cannot write {partial_path(target)}: {error.strerror or error}") from None
     _verify(remote, target, digest, check)
     os.replace(partial_path(target), target)
     _source_path(target).unlink(missing_ok=True)
     return target
+
+
+def _stopping_when(cancelled: Callable[[], bool] | None, progress: ProgressCallback,
+                   remote: RemoteFile) -> ProgressCallback:
+    """`progress`, raising DownloadCancelled instead once `cancelled()` says so."""
+    if cancelled is None:
+        return progress
+
+    def report(done: int, total: int) -> None:
+        if cancelled():
+            raise DownloadCancelled(f"download of {remote.filename} cancelled at {describe_bytes(done)} of "
+                                    f"{describe_bytes(total)}; resuming continues from there")
+        progress(done, total)
+    return report
 
 
 def _transfer_with_retries(remote: RemoteFile, partial: Path, progress: ProgressCallback,

@@ -65,6 +65,7 @@ class OpenAiServer:
         app.router.add_post("/api/revoke", self.revoke)
         app.router.add_post("/api/remove", self.remove)
         app.router.add_post("/api/capacity", self.capacity)
+        app.router.add_post("/api/serve", self.serve)
         app.router.add_post("/api/drop", self.drop)
         return app
 
@@ -110,6 +111,15 @@ class OpenAiServer:
         except ValueError as error:
             raise RequestError(str(error), param="node_id") from None
         return web.json_response({"removed": node_id})
+
+    async def serve(self, request: web.Request) -> web.Response:
+        """{"model": NAME_OR_PATH}: this node asks the mesh to serve it, itself first."""
+        model = string_field(api.parse_json_body(await request.read()), "model")
+        try:
+            model_id = await self.gateway.serve(model)
+        except ValueError as error:
+            raise RequestError(str(error), param="model") from None
+        return web.json_response({"serving": model_id})
 
     async def drop(self, request: web.Request) -> web.Response:
         model = string_field(api.parse_json_body(await request.read()), "model")

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 from meshdesk.adapters.qr_decoder import decode_qr_texts
+from meshdesk.app.download_controller import DownloadController
+from meshdesk.app.home import Home
 from meshdesk.app.launch import ReadinessPrinter
+from meshdesk.app.model_choice import bundled_catalog
 from meshdesk.app.runtime import Runtime
 from meshdesk.node.chat_service import ChatService
 from meshdesk.node.chat_store import ChatStore
@@ -132,11 +135,14 @@ class Desktop:
                                    quit=self.stop.set)
         self.controller = DesktopController(node, self.window, self.menu, services, tray=self.tray)
         self.chat = ChatController(self.window.chat, self.chat_service, self.store)
+        self.downloads = DownloadController(self.window.models, bundled_catalog(),
+                                            Home(node.identity.home).models, node.rescan_models)
         node.subscribe(ReadinessPrinter(node))
 
     async def serve(self) -> int:
         stop_on_signals(self.application, self.stop)
         self.controller.redraw()
+        self.downloads.run(self.downloads.refresh_listing())
         settle_garbage_collector()
         self.window.show()
         try:
@@ -147,6 +153,7 @@ class Desktop:
     async def close(self) -> None:
         self.chat_service.stop()
         self.controller.close()
+        self.downloads.close()
         if self.chat_service.reply_task is not None:  # it stores what was said before it stopped
             await asyncio.gather(self.chat_service.reply_task, return_exceptions=True)
         if self.tray is not None:

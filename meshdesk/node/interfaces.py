@@ -29,10 +29,15 @@ class ModelStatus:
     error: str | None = None
     pid: int | None = None  # the model host child, for diagnostics
     requests: int = 0       # generations this node's model host has answered
+    draft: str | None = None  # the speculative-decoding draft's file name, when one runs
+    # Cumulative speculative decoding counts, with "acceptance_rate" (accepted / proposed draft
+    # tokens) and "tokens_per_step" (tokens per main-model pass); None without a draft.
+    speculative: dict | None = None
 
     def to_dict(self) -> dict:
         return {"id": self.id, "state": self.state, "path": self.path, "error": self.error,
-                "pid": self.pid, "requests": self.requests}
+                "pid": self.pid, "requests": self.requests, "draft": self.draft,
+                "speculative": self.speculative}
 
 
 class Gateway(Protocol):
@@ -55,6 +60,10 @@ class Gateway(Protocol):
     def set_capacity_cap(self, gigabytes: float | None) -> None: ...
 
     def set_donating(self, donating: bool) -> None: ...
+
+    async def serve(self, model: str) -> str:
+        """Asks the mesh to serve a model (a path or a `--model` name); its id. ValueError if unusable."""
+        ...
 
     def drop(self, model: str) -> None: ...
 

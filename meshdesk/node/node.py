@@ -45,6 +45,10 @@ class Node:
         self.workers: list[Callable[[], Awaitable[None]]] = []          # run for the node's life
         self.wants: list[Path] = []             # model files this node asks the mesh to serve
         self.wanted_digest: Callable[[Path], str | None] = lambda path: None
+        # Set by the app: NAME_OR_PATH to a model file as `--model` resolves it (blocking; raises
+        # ValueError), and a rescan of the models on disk that also takes in `path`.
+        self.resolve_model: Callable[[str], Path] = existing_file
+        self.rescan_models: Callable[[Path | None], Awaitable[None]] = no_rescan
         mesh.on_change = self._mesh_changed
         serving.on_change = self._notify
 
@@ -87,6 +91,7 @@ class Node:
             "traffic": self.serving.traffic.to_dict(),
             "secrets": self.secrets_note,
             "offer": self.offer.to_dict(),
+            "wants": [path.stem for path in self.wants],
             **self.mesh.status(),
         }
 
@@ -102,6 +107,24 @@ class Node:
     def remove(self, node_id: str) -> None:
         self._mesh().remove(node_id)
 
+    async def serve(self, model: str) -> str:
+        """Asks the mesh to serve a model file, this node first; returns the model's id.
+
+        `model` is a path or a name as `--model` takes it. Raises ValueError with the reason
+        when it is not a model file this node can use.
+        """
+        path = await asyncio.to_thread(self.resolve_model, model)
+        if self.wanted_digest(path) is None:  # new on disk, or outside the models folders
+            await self.rescan_models(path)
+        if self.wanted_digest(path) is None:
+            raise ValueError(f"{path} is not a usable model file (see the log for why)")
+        self.wants[:] = [path] + [wanted for wanted in self.wants if wanted != path]
+        if model != path.stem and Path(model).name == model and not model.endswith(".gguf"):
+            self.add_alias(model, path.stem)  # so `drop` takes the name it was served by
+        self.mesh.refresh_own_record()
+        self._notify()
+        return path.stem
+
     def drop(self, model: str) -> None:
         """Stops asking the mesh to serve `model`; with no other node wanting it, it goes."""
         name = self.aliases.get(model, model)
@@ -113,6 +136,7 @@ class Node:
         if self.pending_model == name:
             self.pending_model = None
         self.mesh.refresh_own_record()
+        self._notify()
 
     def set_capacity_cap(self, gigabytes: float | None) -> None:
         """Caps what this node offers (the desktop slider, `--max-vram`); the mesh re-plans."""
@@ -163,3 +187,14 @@ class Node:
                 tasks.create_task(asyncio.Event().wait(), name="until cancelled")
         finally:
             await self.serving.stop()
+
+
+def existing_file(model: str) -> Path:
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no model file {model}")
+    return path.resolve()
+
+
+async def no_rescan(path: Path | None = None) -> None:
+    return None

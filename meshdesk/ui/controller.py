@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Callable
 
 from PySide6.QtGui import QGuiApplication, QImage
@@ -48,6 +49,7 @@ class DesktopController:
         self.throttle = Throttle(self.redraw, parent=window)
         node.subscribe(self.throttle.poke)
         self._connect_window()
+        self._connect_models()
         self._connect_tray()
 
     def _connect_window(self) -> None:
@@ -66,6 +68,12 @@ class DesktopController:
             lambda image, source: self.run(self.scan(self.services.decode_image, image, source)))
         window.join.scan_file_requested.connect(
             lambda path: self.run(self.scan(self.services.decode_file, path, path)))
+
+    def _connect_models(self) -> None:
+        """Serve and drop go to the node; downloads are the app's (`app.download_controller`)."""
+        models = self.window.models
+        models.serve_requested.connect(lambda target: self.run(self.serve(target)))
+        models.drop_requested.connect(self.drop)
 
     def _connect_tray(self) -> None:
         self.menu.open_requested.connect(self.window.bring_forward)
@@ -147,6 +155,25 @@ class DesktopController:
             self.window.join.show_result(f"Cannot read {source}: {error}")
             return
         self.window.join.show_scan_result([text for text in texts if is_invite(text)], source)
+
+    async def serve(self, target: str) -> None:
+        models = self.window.models
+        models.show_message(f"Asking the mesh to serve {PurePath(target).stem}…")
+        try:
+            model_id = await self.node.serve(target)
+        except ValueError as error:
+            models.show_message(f"Cannot serve {PurePath(target).stem}: {error}")
+            return
+        models.show_message(f"This node now serves {model_id}; the mesh re-plans around it.")
+
+    def drop(self, model_id: str) -> None:
+        try:
+            self.node.drop(model_id)
+        except ValueError as error:
+            self.window.models.show_message(f"Cannot drop {model_id}: {error}")
+            return
+        self.window.models.show_message(f"Dropped {model_id}; the mesh stops serving it unless "
+                                        "another node asks for it.")
 
     def close(self) -> None:
         """Cancels what is still running (a join, a scan); the app is ending."""

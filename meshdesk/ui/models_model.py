@@ -1,4 +1,5 @@
-"""Rows for the Models view and the Chat model picker, from a status snapshot (pure)."""
+"""Rows for the Models view's served and peer tables and the Chat model picker, from a status
+snapshot (pure); the catalog table is `model_table`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ from pathlib import PurePath
 from meshdesk.ui.mesh_model import peers_of, plans_of
 from meshdesk.ui.text import DASH, gigabytes, text_or_dash
 
-# The catalog (issue 5) is expected as `snapshot["catalog"]`: a list of entries with these
-# keys. Anything missing shows as a dash; with no catalog the view says it is not there yet.
-CATALOG_KEYS = ("name", "size_bytes", "quant", "fit", "draft")
-
 
 @dataclass(frozen=True)
 class ModelRow:
@@ -20,16 +17,6 @@ class ModelRow:
     size: str
     state: str
     detail: str
-
-
-@dataclass(frozen=True)
-class CatalogRow:
-    name: str
-    size: str
-    quant: str
-    fit: str
-    draft: str
-    downloaded: bool
 
 
 def local_model_rows(snapshot: dict) -> list[ModelRow]:
@@ -51,22 +38,6 @@ def peer_model_rows(snapshot: dict) -> list[ModelRow]:
             name, size = (model.get("name"), model.get("size")) if isinstance(model, dict) else (model, None)
             rows.append(ModelRow(PurePath(str(name)).stem if name else DASH, text_or_dash(peer.get("name")),
                                  gigabytes(size), "on disk", DASH))
-    return rows
-
-
-def catalog_rows(snapshot: dict) -> list[CatalogRow] | None:
-    """None when the node publishes no catalog yet."""
-    catalog = snapshot.get("catalog")
-    if not isinstance(catalog, list):
-        return None
-    rows = []
-    for entry in catalog:
-        if isinstance(entry, dict):
-            draft = entry.get("draft")
-            rows.append(CatalogRow(text_or_dash(entry.get("name")), gigabytes(entry.get("size_bytes")),
-                                   text_or_dash(entry.get("quant")), text_or_dash(entry.get("fit")),
-                                   text_or_dash(draft.get("name") if isinstance(draft, dict) else draft),
-                                   bool(entry.get("downloaded"))))
     return rows
 
 

@@ -1,0 +1,135 @@
+"""The Models tab's table: catalog and local models, with what can be done to each (pure).
+
+The app lists the models folder (`app.model_listing.model_rows`: catalog entries and other GGUF
+files, as plain dicts) and reports running downloads; fit labels are judged here against the
+snapshot's offers, so they follow the capacity slider and peers joining without another look
+at the disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from meshdesk.core.catalog import fit_label
+from meshdesk.ui.mesh_model import peers_of
+from meshdesk.ui.text import DASH, byte_size, text_or_dash
+
+DOWNLOADING, STOPPING = "downloading", "stopping"
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A download the app is running: bytes so far and the total, once the hub has said it."""
+
+    name: str
+    done: int = 0
+    total: int | None = None
+    state: str = DOWNLOADING  # or STOPPING, after Cancel until the transfer thread lets go
+
+    @property
+    def percent(self) -> int:
+        return min(100, self.done * 100 // self.total) if self.total else 0
+
+
+@dataclass(frozen=True)
+class ModelTableRow:
+    name: str
+    quant: str
+    size: str
+    draft: str
+    on_disk: str
+    fit_here: str
+    fit_mesh: str
+    serving: str
+    model_id: str | None = None     # the file's stem: what the node serves and drops it by
+    serve_target: str | None = None  # what Serve sends: the file, or the catalog name
+    draft_name: str | None = None    # the paired draft, which Download can fetch as well
+    progress: int | None = None      # percent, while a download runs
+    can_download: bool = False
+    can_resume: bool = False
+    can_cancel: bool = False
+    can_serve: bool = False
+    can_drop: bool = False
+
+    def cells(self) -> tuple[str, ...]:
+        return (self.name, self.quant, self.size, self.draft, self.on_disk, self.fit_here,
+                self.fit_mesh, self.serving)
+
+
+HEADERS = ["Model", "Quant", "Size", "Draft", "On disk", "This node", "Mesh", "Serving"]
+
+
+def capacities(snapshot: dict) -> tuple[int, int]:
+    """What this node offers, and what the mesh offers: this node and every live peer."""
+    own = (snapshot.get("offer") or {}).get("capacity_bytes")
+    own = own if isinstance(own, int) else 0
+    peers = [peer.get("capacity_bytes") for peer in peers_of(snapshot) if peer.get("state", "alive") == "alive"]
+    return own, own + sum(value for value in peers if isinstance(value, int))
+
+
+def model_table(listing: list[dict], snapshot: dict,
+                downloads: dict[str, DownloadProgress]) -> list[ModelTableRow]:
+    node_bytes, mesh_bytes = capacities(snapshot)
+    states = {str(model.get("id")): str(model.get("state")) for model in snapshot.get("models") or []
+              if isinstance(model, dict)}
+    wants = set(snapshot.get("wants") or [])
+    return [table_row(row, downloads.get(str(row.get("name"))), node_bytes, mesh_bytes, states, wants)
+            for row in listing if isinstance(row, dict)]
+
+
+def table_row(row: dict, download: DownloadProgress | None, node_bytes: int, mesh_bytes: int,
+              states: dict[str, str], wants: set[str]) -> ModelTableRow:
+    path = row.get("path")
+    model_id = PurePath(path).stem if path else None
+    on_disk = bool(row.get("downloaded"))
+    partial = not on_disk and bool(row.get("partial_bytes"))
+    fetchable = bool(row.get("in_catalog")) and not row.get("bundled") and not on_disk and download is None
+    return ModelTableRow(
+        name=text_or_dash(row.get("name")), quant=text_or_dash(row.get("quant")),
+        size=byte_size(row.get("size_bytes")), draft=draft_text(row), on_disk=disk_text(row, download),
+        fit_here=fit_text(row, node_bytes, None), fit_mesh=fit_text(row, node_bytes, mesh_bytes),
+        serving=serving_text(model_id, states, wants), model_id=model_id,
+        serve_target=path or (row.get("name") if row.get("bundled") else None),
+        draft_name=row.get("draft") or None,
+        progress=download.percent if download else None,
+        can_download=fetchable and not partial, can_resume=fetchable and partial,
+        can_cancel=download is not None and download.state == DOWNLOADING,
+        can_serve=on_disk and model_id not in wants and not row.get("error"),
+        can_drop=model_id is not None and model_id in wants)
+
+
+def draft_text(row: dict) -> str:
+    if row.get("draft"):
+        return str(row["draft"])
+    return "none (MoE)" if row.get("moe") else DASH
+
+
+def disk_text(row: dict, download: DownloadProgress | None) -> str:
+    if download is not None:
+        return "stopping…" if download.state == STOPPING else f"downloading {download.percent}%"
+    if row.get("bundled"):
+        return "built in"
+    if row.get("downloaded"):
+        if row.get("error"):
+            return "unreadable"
+        return "yes" if row.get("in_catalog") else "local"
+    partial, size = row.get("partial_bytes"), row.get("size_bytes")
+    if isinstance(partial, int) and partial > 0 and isinstance(size, int) and size > 0:
+        return f"partial {min(99, partial * 100 // size)}%"
+    return "no"
+
+
+def fit_text(row: dict, node_bytes: int, mesh_bytes: int | None) -> str:
+    size, kv = row.get("size_bytes"), row.get("kv_cache_bytes")
+    if not isinstance(size, int) or not isinstance(kv, int):
+        return DASH
+    return fit_label(size, kv, node_bytes, mesh_bytes)
+
+
+def serving_text(model_id: str | None, states: dict[str, str], wants: set[str]) -> str:
+    if model_id is None:
+        return DASH
+    if model_id in states:
+        return states[model_id]
+    return "asked" if model_id in wants else DASH
