@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
 
 from meshdesk import __version__
-from meshdesk.adapters.gguf_metadata import read_model_info, read_tensor_infos
+from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info, read_tensor_infos
 from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.app.home import Home, default_node_name
 from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
-from meshdesk.app.model_choice import ChosenModel, model_folders
+from meshdesk.app.drafts import DraftChoice
+from meshdesk.app.drafts import host_arguments as draft_host_arguments
+from meshdesk.app.model_choice import (ChosenModel, ModelChoiceError, bundled_catalog, choose_model,
+                                       find_catalog_file, model_folders)
 from meshdesk.app.runtime import Runtime
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
@@ -29,6 +34,7 @@ from meshdesk.node.serving import Serving, SplitOptions
 
 DEFAULT_CONTEXT = 4096
 RPC_PURPOSE = "rpc"
+log = logging.getLogger(__name__)
 
 
 def describe_model(path: Path) -> dict:
@@ -48,12 +54,47 @@ def file_reader(path: str):
     return read
 
 
-def model_host_factory(home: Home, threads: int | None):
+def auto_draft(model_path: Path, models_folder: Path) -> Path | None:
+    """The catalog's paired draft for the model at `model_path`, when the draft's file is in a
+    models folder and is a readable GGUF; None otherwise (or for a model the catalog lacks)."""
+    catalog = bundled_catalog()
+    found = catalog.by_local_file(Path(model_path).name)
+    draft_entry = catalog.draft_for(found[0]) if found is not None else None
+    if draft_entry is None:
+        return None
+    path = find_catalog_file(draft_entry, model_folders(models_folder))
+    if path is None:
+        return None
+    try:
+        read_model_info(path)
+    except ModelFileError as error:
+        log.warning("not using the draft %s: %s", path, error)
+        return None
+    return path.resolve()
+
+
+def draft_for(model_path: Path, models_folder: Path, choice: DraftChoice) -> Path | None:
+    """`--no-draft`: none; `--draft PATH`: that file for whatever model this node hosts (the
+    host refuses it, and says so in /api/status, when the vocabularies differ); else the
+    catalog's pairing."""
+    if choice.disabled:
+        return None
+    if choice.explicit is not None:
+        return choice.explicit
+    try:
+        return auto_draft(model_path, models_folder)
+    except Exception:  # a catalog problem must not keep the model from being served
+        log.exception("could not look up a draft for %s", model_path)
+        return None
+
+
+def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = DraftChoice()):
     def make(model: dict, endpoints: list[str], shares: list[float]) -> ModelHost:
         context = DEFAULT_CONTEXT
         arguments = ["--model", model["path"], "--context", str(context)]
         if threads:
             arguments += ["--threads", str(threads)]
+        arguments += draft_host_arguments(draft_for(Path(model["path"]), home.models, drafts), drafts)
         for endpoint in endpoints:
             arguments += ["--rpc", endpoint]
         if shares:
@@ -126,7 +167,9 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     worker = None if arguments.client else RpcWorker(
         python_module_command("meshdesk.adapters.llama.rpc_worker", *threads_option(arguments)),
         home.logs / "rpc-worker.log")
-    serving = Serving(node_id, mesh, lambda: inventory.models, model_host_factory(home, arguments.threads),
+    drafts = getattr(arguments, "drafts", None) or DraftChoice()
+    serving = Serving(node_id, mesh, lambda: inventory.models,
+                      model_host_factory(home, arguments.threads, drafts),
                       worker, referencer_factory(), traffic)
     serving_box.append(serving)
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
@@ -141,7 +184,9 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     if worker is not None:
         node.workers.append(worker.run)
         worker.on_ready = lambda: use_gpu_memory(worker, offer, mesh)
-    node.background_jobs.append(lambda: scan_models(inventory, mesh))
+    node.resolve_model = model_resolver(home)
+    node.rescan_models = model_rescanner(inventory, mesh)
+    node.background_jobs.append(node.rescan_models)
     return Runtime(node, mesh, join_tokens, arguments.port)
 
 
@@ -172,3 +217,26 @@ def register_data_plane(mesh, node: Node, worker: RpcWorker | None, inventory: M
 async def scan_models(inventory: ModelInventory, mesh) -> None:
     await inventory.scan_in_background()
     mesh.refresh_own_record()
+
+
+def model_rescanner(inventory: ModelInventory, mesh):
+    """Rescans the models on disk, one scan at a time; `path` joins the files scanned, so a
+    model served from outside the models folders is hashed and advertised too."""
+    lock = asyncio.Lock()
+
+    async def rescan(path: Path | None = None) -> None:
+        if path is not None and path not in inventory.extra_files:
+            inventory.extra_files.append(path)
+        async with lock:
+            await scan_models(inventory, mesh)
+    return rescan
+
+
+def model_resolver(home: Home):
+    """NAME_OR_PATH to a model file, as `--model` resolves it (blocking: run it in a thread)."""
+    def resolve(choice: str) -> Path:
+        try:
+            return choose_model(choice, home.models).path
+        except ModelChoiceError as error:
+            raise ValueError(str(error)) from None
+    return resolve

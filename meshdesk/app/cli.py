@@ -9,6 +9,7 @@ from pathlib import Path
 from meshdesk import __version__
 
 DEFAULT_API_PORT = 9337
+DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX = 8, 64
 COMMANDS = ("invite", "revoke", "remove", "drop", "models", "download")
 
 
@@ -57,6 +58,16 @@ def ratios(text: str) -> list[float]:
     return values
 
 
+def draft_length(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of tokens: {text!r}") from None
+    if not 1 <= value <= MAX_DRAFT_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_DRAFT_MAX}, got {value}")
+    return value
+
+
 def ip_address(text: str) -> str:
     import ipaddress
 
@@ -101,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="split the model across members even when it fits the host")
     parser.add_argument("--tensor-split", type=ratios, metavar="R,R,...",
                         help="manual split ratios, one per member in device order (host last)")
+    drafts = parser.add_mutually_exclusive_group()
+    drafts.add_argument("--draft", type=Path, metavar="PATH",
+                        help="draft model for speculative decoding: a small GGUF with the same "
+                        "vocabulary as the model this node hosts (default: the catalog's pairing, "
+                        "when that file is in the models folder)")
+    drafts.add_argument("--no-draft", action="store_true",
+                        help="no speculative decoding, even when the catalog pairs a draft")
+    parser.add_argument("--draft-max", type=draft_length, default=DEFAULT_DRAFT_MAX, metavar="N",
+                        help=f"tokens the draft proposes per step (default: {DEFAULT_DRAFT_MAX})")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | drop MODEL "
                      "| models | download [NAME] (each with --help)")

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from meshdesk.app.assembly import build_runtime
+from meshdesk.app.drafts import choose_draft
 from meshdesk.app.home import Home, configure_logging, default_home
 from meshdesk.app.model_choice import ModelChoiceError, choose_model
 from meshdesk.app.runtime import Runtime
@@ -51,6 +52,10 @@ def serves_mesh_model(arguments: argparse.Namespace) -> bool:
 
 
 def launch(arguments: argparse.Namespace) -> int:
+    try:
+        arguments.drafts = choose_draft(arguments)
+    except ModelChoiceError as error:
+        return fail(str(error))
     try:
         home = open_home(arguments)
     except OSError as error:

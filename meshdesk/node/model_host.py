@@ -18,6 +18,46 @@ LOADING, READY, FAILED = "loading", "ready", "failed"
 EVENT_LINE_LIMIT = 16 * 1024 * 1024
 
 
+COUNTS = ("proposed", "accepted", "steps", "generated")
+
+
+class SpeculationTotals:
+    """Speculative decoding counts from the host's finish events, added up since it started."""
+
+    def __init__(self):
+        self.draft: str | None = None
+        self.draft_max: int | None = None
+        self.draft_error: str | None = None
+        self.counts = dict.fromkeys(COUNTS, 0)
+
+    def announced(self, ready: dict) -> None:
+        """The host's ready line names its draft (or why the draft it was given is not running)."""
+        draft, draft_max, error = ready.get("draft"), ready.get("draft_max"), ready.get("draft_error")
+        self.draft = draft if isinstance(draft, str) else None
+        self.draft_max = draft_max if isinstance(draft_max, int) else None
+        self.draft_error = error if isinstance(error, str) else None
+
+    def add(self, counts) -> None:
+        if not isinstance(counts, dict):
+            return
+        for name in COUNTS:
+            value = counts.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                self.counts[name] += value
+
+    def summary(self) -> dict | None:
+        if self.draft is None:
+            return {"error": self.draft_error} if self.draft_error else None
+        proposed, accepted = self.counts["proposed"], self.counts["accepted"]
+        steps, generated = self.counts["steps"], self.counts["generated"]
+        return {
+            **self.counts,
+            "draft_max": self.draft_max,
+            "acceptance_rate": round(accepted / proposed, 4) if proposed else None,
+            "tokens_per_step": round(generated / steps, 3) if steps else None,
+        }
+
+
 class ModelHost:
     """Keeps one model host child running and feeds it one generation at a time, in order."""
 
@@ -41,10 +81,12 @@ class ModelHost:
         self.queue = asyncio.Lock()  # FIFO: waiters are woken in arrival order
         self.requests = 0
         self.on_change: Callable[[], None] = lambda: None
+        self.speculation = SpeculationTotals()
 
     def status(self) -> ModelStatus:
         return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid,
-                           requests=self.requests)
+                           requests=self.requests, draft=self.speculation.draft,
+                           speculative=self.speculation.summary())
 
     async def run(self) -> None:
         await supervise(self._make_child, self._await_ready, self._exited, self.backoff)
@@ -62,6 +104,7 @@ class ModelHost:
             return False
         if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
             self.port, self.pid = announcement["port"], child.process.pid
+            self.speculation.announced(announcement)
             self._set_state(READY)
         return True
 
@@ -111,6 +154,8 @@ class ModelHost:
             if not line:
                 raise ModelUnavailable(f"model host for {self.model_id} stopped mid-answer; retry")
             event = json.loads(line)
+            if event.get("type") == "finish":
+                self.speculation.add(event.get("speculative"))
             yield event
             if event.get("type") in ("finish", "error"):
                 return

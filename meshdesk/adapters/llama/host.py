@@ -1,8 +1,9 @@
 """The model host child process: one `llama_cpp.Llama`, serving generations to its node.
 
-Run as `python -m meshdesk.adapters.llama.host --model PATH`. It loads the model, listens on
-127.0.0.1 (never anything else), prints one JSON line `{"event": "ready", "port": N}` on stdout
-and then serves one generation at a time. The node sends a request as one JSON line; the host
+Run as `python -m meshdesk.adapters.llama.host --model PATH [--draft PATH]`. It loads the model
+(and a draft model for speculative decoding, see `speculative.py`), listens on 127.0.0.1 (never
+anything else), prints one JSON line `{"event": "ready", "port": N}` on stdout (with
+`"draft": FILE NAME` when a draft runs) and then serves one generation at a time. The node sends a request as one JSON line; the host
 answers with JSON lines (see `meshdesk.node.host_protocol`). A request whose connection goes
 away stops generating at the next token. The process exits when its stdin closes, so it never
 outlives the node that started it, however that node died.
@@ -16,6 +17,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
 from meshdesk.core.openai_api import GenerationRequest
@@ -44,10 +46,22 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="an RPC server to split layers onto, in device order (repeatable)")
     parser.add_argument("--tensor-split", type=lambda text: [float(x) for x in text.split(",")],
                         help="each RPC device's share, in the same order")
+    parser.add_argument("--draft", metavar="PATH",
+                        help="a small model with the same vocabulary, for speculative decoding")
+    parser.add_argument("--draft-max", type=int, default=8, metavar="N",
+                        help="tokens the draft proposes per step (default: 8)")
     return parser.parse_args(argv)
 
 
-def load_model(arguments: argparse.Namespace):
+@dataclass
+class LoadedModel:
+    llama: object
+    draft: object | None = None      # speculative.DraftModel
+    draft_name: str | None = None
+    draft_error: str | None = None   # why the draft asked for is not running
+
+
+def load_model(arguments: argparse.Namespace) -> LoadedModel:
     import llama_cpp
 
     split = {}
@@ -55,7 +69,12 @@ def load_model(arguments: argparse.Namespace):
         register_rpc_servers(arguments.rpc)
         # Every layer goes to the RPC devices; the host's own worker is the last of them.
         split = {"n_gpu_layers": -1, "tensor_split": arguments.tensor_split or [1.0] * len(arguments.rpc)}
-    return llama_cpp.Llama(
+    draft, draft_error = load_draft(arguments) if arguments.draft else (None, None)
+    if draft is None:
+        model_class = llama_cpp.Llama
+    else:
+        from meshdesk.adapters.llama.speculative import SpeculativeLlama as model_class
+    llama = model_class(
         model_path=arguments.model,
         n_ctx=arguments.context,
         n_threads=arguments.threads,
@@ -63,6 +82,34 @@ def load_model(arguments: argparse.Namespace):
         verbose=False,
         **({"n_gpu_layers": 0} | split),
     )
+    if draft is not None:
+        from meshdesk.adapters.llama.speculative import DraftModel, vocabulary_mismatch
+
+        draft_error = vocabulary_mismatch(llama, draft)
+        if draft_error is None:
+            speculation = DraftModel(draft, arguments.draft_max)
+            llama.attach_draft(speculation)
+            return LoadedModel(llama, speculation, Path(arguments.draft).name)
+        del draft
+    return LoadedModel(llama, draft_error=draft_error)
+
+
+def load_draft(arguments: argparse.Namespace):
+    """The draft `Llama` on this machine's CPU, or (None, why not): a model serves without it."""
+    import llama_cpp
+
+    try:
+        return llama_cpp.Llama(
+            model_path=arguments.draft,
+            n_ctx=arguments.context,  # it must see the whole sequence it continues
+            n_threads=arguments.threads,
+            n_threads_batch=arguments.threads,
+            n_gpu_layers=0,
+            op_offload=False,  # never onto the RPC devices the main model splits across
+            verbose=False,
+        ), None
+    except Exception as error:
+        return None, f"could not load the draft {Path(arguments.draft).name}: {error}"
 
 
 @dataclass(frozen=True)
@@ -156,14 +203,18 @@ def token_budget(llama, prompt: Prompt, request: GenerationRequest) -> int:
     return room if request.max_tokens is None else min(request.max_tokens, room)
 
 
-def text_chunks(llama, prompt: Prompt, request: GenerationRequest, generation: Generation):
+def text_chunks(model: LoadedModel, prompt: Prompt, request: GenerationRequest, generation: Generation):
     """Yields (text, finish_reason) pairs from llama-cpp-python's stream."""
     import llama_cpp
 
+    llama = model.llama
     if request.seed is not None:
         # Reusing a cached prompt prefix changes the batch shapes and so the last bits of the
         # logits; a seeded request must give the same answer every time, so it starts afresh.
+        # So does the draft: its proposals decide the main model's batch shapes.
         llama.reset()
+        if model.draft is not None:
+            model.draft.reset()
     stream = llama.create_completion(
         prompt=prompt.tokens,
         max_tokens=token_budget(llama, prompt, request),
@@ -191,11 +242,15 @@ def send_line(connection: socket.socket, payload: dict) -> None:
     connection.sendall(json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n")
 
 
-def serve_generation(llama, chat: ChatFormat, connection: socket.socket, request: GenerationRequest) -> None:
+def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.socket,
+                     request: GenerationRequest) -> None:
+    llama = model.llama
     prompt = prompt_for_request(llama, chat, request)
     generation = Generation(prompt_tokens=len(prompt.tokens))
     finish_reason = None
-    for text, reason in text_chunks(llama, prompt, request, generation):
+    if model.draft is not None:
+        model.draft.begin()
+    for text, reason in text_chunks(model, prompt, request, generation):
         if text:
             generation.text_parts.append(text)
             try:
@@ -209,7 +264,10 @@ def serve_generation(llama, chat: ChatFormat, connection: socket.socket, request
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": completion_token_count(llama, generation),
     }
-    send_line(connection, {"type": "finish", "finish_reason": finish_reason or "stop", "usage": usage})
+    finish = {"type": "finish", "finish_reason": finish_reason or "stop", "usage": usage}
+    if model.draft is not None:
+        finish["speculative"] = model.draft.finish().to_dict()
+    send_line(connection, finish)
 
 
 def read_request(connection: socket.socket) -> GenerationRequest:
@@ -218,7 +276,7 @@ def read_request(connection: socket.socket) -> GenerationRequest:
     return GenerationRequest.from_wire(json.loads(line))
 
 
-def handle_connection(llama, chat: ChatFormat, connection: socket.socket) -> None:
+def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.socket) -> None:
     with connection:
         try:
             request = read_request(connection)
@@ -227,7 +285,7 @@ def handle_connection(llama, chat: ChatFormat, connection: socket.socket) -> Non
                                    "message": f"bad request to model host: {error}"})
             return
         try:
-            serve_generation(llama, chat, connection, request)
+            serve_generation(model, chat, connection, request)
         except OSError:
             pass  # the node went away mid-answer; nothing left to tell it
         except PromptRejected as error:
@@ -239,17 +297,25 @@ def handle_connection(llama, chat: ChatFormat, connection: socket.socket) -> Non
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     exit_when_parent_goes()
+    if arguments.draft_max < 1:
+        announce({"event": "failed", "message": "--draft-max must be at least 1"})
+        return 1
     try:
-        llama = load_model(arguments)
+        model = load_model(arguments)
     except Exception as error:
         announce({"event": "failed", "message": f"could not load {arguments.model}: {error}"})
         return 1
-    chat = chat_format(llama)
+    chat = chat_format(model.llama)
     listener = socket.create_server((LISTEN_HOST, 0))
-    announce({"event": "ready", "port": listener.getsockname()[1], "context": llama.n_ctx()})
+    ready = {"event": "ready", "port": listener.getsockname()[1], "context": model.llama.n_ctx()}
+    if model.draft is not None:
+        ready |= {"draft": model.draft_name, "draft_max": model.draft.draft_max}
+    if model.draft_error is not None:
+        ready["draft_error"] = model.draft_error
+    announce(ready)
     while True:
         connection, _ = listener.accept()
-        handle_connection(llama, chat, connection)
+        handle_connection(model, chat, connection)
 
 
 if __name__ == "__main__":
