@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshdesk.core.frames import FrameError
-from meshdesk.core.handshake import HandshakeError, Hello, version_conflict
+from meshdesk.core.admission import REMOVED_REASON, MeshView, admit
+from meshdesk.core.handshake import HandshakeError, Hello
 from meshdesk.core.identity import NODE_ID_LENGTH, mesh_id_for, node_id_for
-from meshdesk.core.invite import InviteToken, TokenError, TokenRefused, check_token, decode_token
+from meshdesk.core.invite import InviteToken, TokenRefused, check_token
 from meshdesk.core.membership import Membership, MembershipError, NodeRecord
 from meshdesk.node import handshake
 from meshdesk.node.handshake import Credentials, PeerIdentity
 from meshdesk.node.interfaces import LinkClosed, MessageLink, SecretStore
 from meshdesk.node.mesh_state import MeshMemory, load_memory, save_memory
+from meshdesk.node.mesh_status import mesh_status, peer_status
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,6 @@ SAVE_INTERVAL = 5.0
 RTT_REPORT_INTERVAL = 5.0
 MAX_REFUSALS_SHOWN = 10
 REFUSAL_LINGER_SECONDS = 1.0
-REMOVED_REASON = "this node was removed from the mesh"
 NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
 
 
@@ -189,26 +190,9 @@ class MeshService:
     def _admit(self, hello: Hello) -> None:
         if self.membership is None or self.removed_from_mesh:
             raise HandshakeError("this node is not in a mesh")
-        if hello.node_id in self.membership.removed_node_ids:
-            raise HandshakeError(REMOVED_REASON)
-        conflict = version_conflict(self.credentials.versions, hello.versions)
-        if conflict:
-            raise HandshakeError(conflict)
-        if hello.invite is not None:
-            self._admit_invite(hello.invite)
-        elif hello.mesh_id != self.mesh_id:
-            raise HandshakeError(f"this node is in another mesh ({self.mesh_id})")
-
-    def _admit_invite(self, invite: str) -> None:
-        try:
-            token = decode_token(invite)
-            check_token(token, now=self.wall_clock(), verify=self.credentials.verify,
-                        mesh_id=self.mesh_id, revoked_token_ids=self.membership.revoked_token_ids,
-                        removed_node_ids=self.membership.removed_node_ids)
-        except (TokenError, TokenRefused) as error:
-            raise HandshakeError(str(error)) from None
-        if token.inviter_id not in self.memory.members:
-            raise HandshakeError("invite token was not issued by a member of this mesh")
+        view = MeshView(self.mesh_id, frozenset(self.memory.members), self.membership.removed_node_ids,
+                        self.membership.revoked_token_ids, self.credentials.versions)
+        admit(hello, view, self.wall_clock(), self.credentials.verify)
 
     async def _accepted(self, link: MessageLink) -> None:
         try:
@@ -526,26 +510,14 @@ class MeshService:
 
     def status(self) -> dict:
         if self.membership is None:
-            return {"mesh": None, "peers": [], "refusals": self.refusals}
+            return mesh_status(None, self.port, self.removed_from_mesh, [], [], self.refusals) | {"mesh": None}
         now = self.clock()
         states = self.membership.peer_states(now)
         alive = self.membership.alive_records(now)
         peers = [self._peer_status(record, states.get(record.node_id, {}))
                  for record in alive if record.node_id != self.node_id]
-        return {
-            "mesh": {"id": self.mesh_id, "members": len(alive), "port": self.port,
-                     "removed_from_mesh": self.removed_from_mesh},
-            "peers": peers,
-            "refusals": self.refusals,
-        }
+        return mesh_status(self.mesh_id, self.port, self.removed_from_mesh, alive, peers, self.refusals)
 
     def _peer_status(self, record: NodeRecord, state: dict) -> dict:
         peer = self.peers.get(record.node_id)
-        rtt = peer.rtt_ms if peer is not None and peer.rtt_ms is not None else None
-        return {"id": record.node_id, "name": record.name, "role": record.role,
-                "capacity_bytes": record.capacity_bytes,
-                "rtt_ms": None if rtt is None else round(rtt, 2),
-                "models": list(record.models), "state": state.get("state", "alive"),
-                "last_seen_s": round(state.get("last_seen_s", 0.0), 2),
-                "linked": peer is not None, "addresses": [list(a) for a in record.addresses],
-                "versions": record.versions}
+        return peer_status(record, state, peer.rtt_ms if peer is not None else None, peer is not None)
