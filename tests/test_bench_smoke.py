@@ -1,0 +1,24 @@
+"""The benchmarks still run (quick modes): a broken bench is found here, not when someone needs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize("script, verdict", [
+    ("transport.py", "tls / raw tcp ="),
+    ("api_overhead.py", "ratio (api / in-process) ="),
+])
+def test_bench_quick_mode_prints_its_verdict(script, verdict):
+    result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert verdict in result.stdout
