@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].lower().startswith("meshdesk://"):
+        argv = ["--join", *argv]  # an invite link opened from a browser or a file manager
     if argv and argv[0] in COMMANDS:
         from meshdesk.app.commands import run_command
 
