@@ -67,6 +67,7 @@ class OpenAiServer:
         app.router.add_post("/api/capacity", self.capacity)
         app.router.add_post("/api/serve", self.serve)
         app.router.add_post("/api/drop", self.drop)
+        app.router.add_post("/api/name", self.rename)
         return app
 
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
@@ -120,6 +121,14 @@ class OpenAiServer:
         except ValueError as error:
             raise RequestError(str(error), param="model") from None
         return web.json_response({"serving": model_id})
+
+    async def rename(self, request: web.Request) -> web.Response:
+        name = string_field(api.parse_json_body(await request.read()), "name")
+        try:
+            self.gateway.rename(name)
+        except ValueError as error:
+            raise RequestError(str(error), param="name") from None
+        return web.json_response({"name": name.strip()})
 
     async def drop(self, request: web.Request) -> web.Response:
         model = string_field(api.parse_json_body(await request.read()), "model")

@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 from meshdesk import __version__
 from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info, read_tensor_infos
 from meshdesk.adapters.secret_store import open_secret_store
-from meshdesk.app.home import Home, default_node_name
+from meshdesk.app.home import Home, default_node_name, save_node_name, saved_node_name
 from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
 from meshdesk.app.drafts import DraftChoice
 from meshdesk.app.drafts import host_arguments as draft_host_arguments
@@ -120,7 +121,7 @@ def expander_factory(inventory: ModelInventory):
     return make
 
 
-def own_record_source(name: str, offer: Offer, inventory: ModelInventory, wants: list[Path],
+def own_record_source(name: Callable[[], str], offer: Offer, inventory: ModelInventory, wants: list[Path],
                       options: SplitOptions, role):
     """What this node tells the mesh about itself, read afresh on every change.
 
@@ -131,7 +132,7 @@ def own_record_source(name: str, offer: Offer, inventory: ModelInventory, wants:
         wanted = [digest for digest in map(inventory.digest_of, wants) if digest]
         models = tuple(with_split_options(model, options) if model["digest"] in wanted else model
                        for model in inventory.public_models())
-        return {"name": name, "capacity_bytes": offer.capacity_bytes, "models": models,
+        return {"name": name(), "capacity_bytes": offer.capacity_bytes, "models": models,
                 "serving": wanted[0] if wanted else None, "role": role(), "versions": node_versions()}
     return own_record
 
@@ -151,7 +152,10 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     secrets = open_secret_store(home.root)
     key = load_node_key(secrets)
     node_id = node_id_for(key.public_bytes)
-    name = arguments.name or default_node_name()
+    name = arguments.name or saved_node_name(home) or default_node_name()
+    if arguments.name:
+        save_node_name(home, arguments.name)
+    node_box: list[Node] = []
     offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
     offer.set_cap_gigabytes(arguments.max_vram)
     wants = [model.path for model in models]
@@ -160,7 +164,7 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
                                extra, describe_model)
     serving_box: list[Serving] = []
     options = split_options(arguments)
-    record = own_record_source(name, offer, inventory, wants, options,
+    record = own_record_source(lambda: node_box[0].identity.name if node_box else name, offer, inventory, wants, options,
                                lambda: serving_box[0].role(offer.client) if serving_box else "standby")
     mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record)
     traffic = Traffic()
@@ -175,6 +179,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
     node = Node(identity, serving, mesh, {"backend": secrets.backend, "warning": secrets.warning},
                 offer, pending_model=models[0].id if models else None)
+    node_box.append(node)
+    node.save_name = lambda new_name: save_node_name(home, new_name)
     node.wants = wants
     node.wanted_digest = inventory.digest_of
     for model in models:

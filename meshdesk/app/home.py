@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -34,6 +35,30 @@ def default_home() -> Path:
 
 def default_node_name() -> str:
     return socket.gethostname().split(".")[0] or "meshdesk"
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def saved_node_name(home: Home) -> str | None:
+    try:
+        name = json.loads((home.root / SETTINGS_FILE).read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def save_node_name(home: Home, name: str) -> None:
+    path = home.root / SETTINGS_FILE
+    try:
+        settings = json.loads(path.read_text())
+        settings = settings if isinstance(settings, dict) else {}
+    except (OSError, ValueError):
+        settings = {}
+    settings["name"] = name
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(settings, indent=1))
+    os.replace(temporary, path)
 
 
 def configure_logging(home: Home, verbose: bool = False) -> None:

@@ -67,6 +67,8 @@ class Gateway(Protocol):
 
     def drop(self, model: str) -> None: ...
 
+    def rename(self, name: str) -> None: ...
+
 
 class LinkClosed(Exception):
     """The connection to a peer is gone."""

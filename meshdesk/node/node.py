@@ -17,6 +17,8 @@ from meshdesk.node.offer import Offer
 
 log = logging.getLogger(__name__)
 
+MAX_NAME = 64
+
 
 @dataclass(frozen=True)
 class NodeIdentity:
@@ -43,6 +45,7 @@ class Node:
         self.listeners: list[Callable[[], None]] = []
         self.background_jobs: list[Callable[[], Awaitable[None]]] = []  # run once at start
         self.workers: list[Callable[[], Awaitable[None]]] = []          # run for the node's life
+        self.save_name: Callable[[str], None] = lambda name: None
         self.wants: list[Path] = []             # model files this node asks the mesh to serve
         self.wanted_digest: Callable[[Path], str | None] = lambda path: None
         # Set by the app: NAME_OR_PATH to a model file as `--model` resolves it (blocking; raises
@@ -135,6 +138,17 @@ class Node:
         self.wants[:] = kept
         if self.pending_model == name:
             self.pending_model = None
+        self.mesh.refresh_own_record()
+        self._notify()
+
+    def rename(self, name: str) -> None:
+        """Renames this node: kept in its home, told to the mesh at once."""
+        name = name.strip() if isinstance(name, str) else ""
+        if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
+            raise ValueError(f"a node name is 1 to {MAX_NAME} printable characters")
+        self.save_name(name)
+        self.identity = replace(self.identity, name=name)
+        self.mesh.credentials = replace(self.mesh.credentials, name=name)
         self.mesh.refresh_own_record()
         self._notify()
 

@@ -60,6 +60,7 @@ class DesktopController:
             window.hidden_to_tray.connect(self.tray.say_still_running)
         window.settings.capacity_cap_requested.connect(self.node.set_capacity_cap)
         window.settings.start_at_login_toggled.connect(self.set_start_at_login)
+        window.settings.rename_requested.connect(self.rename)
         window.settings.show_start_at_login(self.services.autostart_enabled())
         window.invite.mint_requested.connect(self.mint_invite)
         window.invite.revoke_requested.connect(self.revoke)
@@ -129,6 +130,13 @@ class DesktopController:
         invite = self.window.invite.invite or self.mint_invite(INVITE_SECONDS)
         if invite:
             QGuiApplication.clipboard().setText(invite["link"])
+
+    def rename(self, name: str) -> None:
+        try:
+            self.node.rename(name)
+        except (OSError, ValueError) as error:
+            self.window.settings.show_start_at_login(self.services.autostart_enabled(),
+                                                     f"Could not rename this node: {error}")
 
     def set_start_at_login(self, enabled: bool) -> None:
         try:

@@ -4,8 +4,7 @@ commands that point coding agents at the API."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget)
 
 from meshdesk.ui.agents import agent_commands
 from meshdesk.ui.agent_box import AgentBox
@@ -33,6 +32,7 @@ def position_to_cap(position: int, maximum: int) -> float | None:
 class SettingsView(QWidget):
     capacity_cap_requested = Signal(object)   # GB as float, or None for no cap
     start_at_login_toggled = Signal(bool)
+    rename_requested = Signal(str)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -62,6 +62,14 @@ class SettingsView(QWidget):
 
     def _node_group(self) -> QGroupBox:
         group = QGroupBox("This node")
+        self.name_edit = QLineEdit()
+        self.name_edit.setMaxLength(64)
+        self.name_edit.returnPressed.connect(self._request_rename)
+        self.rename_button = QPushButton("Rename")
+        self.rename_button.clicked.connect(self._request_rename)
+        name_row = QHBoxLayout()
+        name_row.addWidget(self.name_edit)
+        name_row.addWidget(self.rename_button)
         self.name, self.node_id, self.home = selectable_label(), selectable_label(), selectable_label()
         self.api_port, self.mesh_port = selectable_label(), selectable_label()
         self.secrets = selectable_label()
@@ -70,7 +78,8 @@ class SettingsView(QWidget):
         self.login_note = selectable_label()
         self.login_note.hide()
         form = QFormLayout(group)
-        for title, widget in (("Name", self.name), ("Node id", self.node_id), ("Home", self.home),
+        form.addRow("Name", name_row)
+        for title, widget in (("Node id", self.node_id), ("Home", self.home),
                               ("API port", self.api_port), ("Mesh port (UDP + TCP)", self.mesh_port),
                               ("Secrets", self.secrets),
                               ("", self.start_at_login), ("", self.login_note)):
@@ -124,6 +133,8 @@ class SettingsView(QWidget):
         node = snapshot.get("node") or {}
         mesh = snapshot.get("mesh") or {}
         self.name.setText(text_or_dash(node.get("name")))
+        if not self.name_edit.hasFocus():
+            self.name_edit.setText(node.get("name") or "")
         self.node_id.setText(text_or_dash(node.get("id")))
         self.home.setText(text_or_dash(node.get("home")))
         self.api_port.setText(text_or_dash(snapshot.get("api_port")))
@@ -141,6 +152,11 @@ class SettingsView(QWidget):
                 box = self.agent_boxes[command.agent] = AgentBox(command.agent)
                 self.agents_layout.addWidget(box)
             box.show_command(command)
+
+    def _request_rename(self) -> None:
+        name = self.name_edit.text().strip()
+        if name and name != self.name.text():
+            self.rename_requested.emit(name)
 
     def show_start_at_login(self, enabled: bool, note: str = "") -> None:
         self.start_at_login.blockSignals(True)
