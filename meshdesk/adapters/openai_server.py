@@ -98,19 +98,11 @@ class OpenAiServer:
             raise RequestError(str(error), param="expires") from None
 
     async def revoke(self, request: web.Request) -> web.Response:
-        token = string_field(api.parse_json_body(await request.read()), "token")
-        try:
-            self.gateway.revoke(token)
-        except ValueError as error:
-            raise RequestError(str(error), param="token") from None
+        await self.string_intent(request, "token", self.gateway.revoke)
         return web.json_response({"revoked": True})
 
     async def remove(self, request: web.Request) -> web.Response:
-        node_id = string_field(api.parse_json_body(await request.read()), "node_id")
-        try:
-            self.gateway.remove(node_id)
-        except ValueError as error:
-            raise RequestError(str(error), param="node_id") from None
+        node_id = await self.string_intent(request, "node_id", self.gateway.remove)
         return web.json_response({"removed": node_id})
 
     async def serve(self, request: web.Request) -> web.Response:
@@ -123,20 +115,21 @@ class OpenAiServer:
         return web.json_response({"serving": model_id})
 
     async def rename(self, request: web.Request) -> web.Response:
-        name = string_field(api.parse_json_body(await request.read()), "name")
-        try:
-            self.gateway.rename(name)
-        except ValueError as error:
-            raise RequestError(str(error), param="name") from None
+        name = await self.string_intent(request, "name", self.gateway.rename)
         return web.json_response({"name": name.strip()})
 
     async def drop(self, request: web.Request) -> web.Response:
-        model = string_field(api.parse_json_body(await request.read()), "model")
-        try:
-            self.gateway.drop(model)
-        except ValueError as error:
-            raise RequestError(str(error), param="model") from None
+        model = await self.string_intent(request, "model", self.gateway.drop)
         return web.json_response({"dropped": model})
+
+    async def string_intent(self, request: web.Request, field: str, intent) -> str:
+        """Reads `{field: string}` and hands it to `intent`; its ValueError is the client's 400."""
+        value = string_field(api.parse_json_body(await request.read()), field)
+        try:
+            intent(value)
+        except ValueError as error:
+            raise RequestError(str(error), param=field) from None
+        return value
 
     async def capacity(self, request: web.Request) -> web.Response:
         """{"max_vram_gb": number or null, "donating": bool}, either or both."""
