@@ -18,10 +18,14 @@ PACKAGE_ROOT = Path(meshdesk.__file__).parent
 # The whole of `node` that adapters may see: the protocols and failures it defines for them.
 NODE_SURFACE_FOR_ADAPTERS = ("meshdesk.node.interfaces",)
 UI_LIBRARIES = {"PySide6", "qrcode"}
-# Standard library modules that would smuggle IO, time or randomness into the pure core.
-IMPURE_FOR_CORE = {
-    "asyncio", "socket", "ssl", "selectors", "threading", "_thread", "multiprocessing",
-    "concurrent", "subprocess", "time", "random", "secrets",
+# The standard library modules the pure core may use: computation on values only, so no IO,
+# threads, clocks or randomness can slip in with a new import. `pathlib` is left out on purpose:
+# pure path arithmetic would be harmless, but `Path` also reads and writes files, and core has
+# no need of paths (the catalog's JSON is read by app and handed to core as text).
+ALLOWED_FOR_CORE = {
+    "__future__", "abc", "base64", "binascii", "bisect", "collections", "copy", "dataclasses",
+    "enum", "functools", "hashlib", "heapq", "hmac", "ipaddress", "itertools", "json", "math",
+    "operator", "re", "string", "struct", "typing", "unicodedata",
 }
 
 
@@ -107,8 +111,9 @@ def layer_of(module: str) -> str:
 
 def core_problem(target: str) -> str | None:
     if is_stdlib(target):
-        if top_level(target) in IMPURE_FOR_CORE:
-            return f"core must stay pure (no IO, threads, clocks or randomness) but imports {target}"
+        if top_level(target) not in ALLOWED_FOR_CORE:
+            return (f"core must stay pure (no IO, threads, clocks or randomness) and may import only "
+                    f"the standard library modules in ALLOWED_FOR_CORE, not {target}")
         return None
     if not within(target, "meshdesk.core"):
         return f"core may import only the standard library and meshdesk.core, not {target}"
@@ -201,6 +206,90 @@ def check_project() -> list[Violation]:
         violations += check_module(path.read_text(encoding="utf-8"), module_name(path), where,
                                    is_package=path.name == "__init__.py")
     return violations
+
+
+# --- no import cycles ----------------------------------------------------------------------
+
+
+def imported_module(target: str, modules: set[str]) -> str | None:
+    """The project module an import loads: `from a.b import c` names a.b.c when that is a module,
+    else the name c inside a.b."""
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports, at module level or inside functions alike:
+    an import run late still ties the two modules together."""
+    modules = set(sources)
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        targets = {imported_module(item.target, modules)
+                   for item in imports_of(source, module, is_package) if is_project(item.target)}
+        graph[module] = {target for target in targets if target and target != module}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm), each sorted."""
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = lowest[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                lowest[module] = min(lowest[module], lowest[target])
+            elif target in on_stack:
+                lowest[module] = min(lowest[module], index[target])
+        if lowest[module] == index[module]:
+            group = []
+            while (member := stack.pop()) != module:
+                on_stack.discard(member)
+                group.append(member)
+            on_stack.discard(module)
+            if group:
+                cycles.append(sorted(group + [module]))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def project_sources() -> dict[str, tuple[str, bool]]:
+    return {module_name(path): (path.read_text(encoding="utf-8"), path.name == "__init__.py")
+            for path in project_modules()}
+
+
+def test_no_module_imports_itself_through_others():
+    cycles = import_cycles(import_graph(project_sources()))
+    assert not cycles, "import cycles (each line: modules that import each other in a circle):\n" + \
+        "\n".join(", ".join(cycle) for cycle in cycles)
+
+
+def test_the_cycle_check_sees_imports_inside_functions():
+    sources = {
+        "meshdesk.app.a": ("from meshdesk.app.b import helper\n", False),
+        "meshdesk.app.b": ("def later():\n    from meshdesk.app import c\n", False),
+        "meshdesk.app.c": ("import meshdesk.app.a\n", False),
+        "meshdesk.app.d": ("from meshdesk.app.a import x\nfrom . import e\n", False),
+        "meshdesk.app.e": ("import json\n", False),
+        "meshdesk.app": ("", True),
+    }
+    graph = import_graph(sources)
+    assert graph["meshdesk.app.b"] == {"meshdesk.app.c"}
+    assert graph["meshdesk.app.d"] == {"meshdesk.app.a", "meshdesk.app.e"}
+    assert import_cycles(graph) == [["meshdesk.app.a", "meshdesk.app.b", "meshdesk.app.c"]]
+    del sources["meshdesk.app.c"]
+    assert import_cycles(import_graph(sources)) == []
 
 
 def test_every_module_keeps_to_its_layer():

@@ -7,74 +7,11 @@ import sys
 from pathlib import Path
 
 from meshdesk import __version__
+from meshdesk.app.command_line import (DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length, gigabytes,
+                                       ip_address, node_name, port_number, ratios)
 
 DEFAULT_API_PORT = 9337
-DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX = 8, 64
 COMMANDS = ("invite", "revoke", "remove", "drop", "models", "download")
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line on stderr and exit code 2."""
-
-    def error(self, message: str) -> None:
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(2)
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
-    return port
-
-
-def node_name(text: str) -> str:
-    name = text.strip()
-    if not name or len(name) > 64 or not name.isprintable():
-        raise argparse.ArgumentTypeError("a node name is 1 to 64 printable characters")
-    return name
-
-
-def gigabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of GB: {text!r}") from None
-    if not 0 <= value < 1e6:
-        raise argparse.ArgumentTypeError(f"GB must be between 0 and 1000000, got {text}")
-    return value
-
-
-def ratios(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of ratios: {text!r} (e.g. 1,2)") from None
-    if not values or any(value < 0 for value in values) or sum(values) <= 0:
-        raise argparse.ArgumentTypeError(f"ratios must be non-negative and not all zero: {text!r}")
-    return values
-
-
-def draft_length(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of tokens: {text!r}") from None
-    if not 1 <= value <= MAX_DRAFT_MAX:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_DRAFT_MAX}, got {value}")
-    return value
-
-
-def ip_address(text: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from meshdesk.adapters.secret_store import open_secret_store
-from meshdesk.app.cli import OneLineErrorParser
+from meshdesk.app.command_line import CommandFailed, OneLineErrorParser
 from meshdesk.app.home import Home, default_home
 from meshdesk.app.mesh_setup import load_node_key
-from meshdesk.app.runtime import RUNTIME_FILE
+from meshdesk.app.running_node import post, running_api_port
 from meshdesk.core.identity import mesh_id_for
 from meshdesk.core.invite import InviteToken, TokenError, decode_token, parse_duration
 from meshdesk.node.mesh import MESH_SECRET
 from meshdesk.node.mesh_state import load_memory, save_memory
-
-
-class CommandFailed(Exception):
-    """One line for the user; exit code 2."""
 
 
 def duration(text: str) -> int:
@@ -102,26 +95,6 @@ def mint_offline(home: Home, expires_in: int) -> InviteToken:
                         addresses=tuple(tuple(address) for address in memory.advertised),
                         expires_at=expires_at)
     return token.signed(key.sign)
-
-
-def running_api_port(home: Home) -> int | None:
-    try:
-        runtime = json.loads((home.root / RUNTIME_FILE).read_text())
-        port = int(runtime["api_port"])
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=3).close()
-        return port
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def post(port: int, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise CommandFailed(json.loads(error.read())["error"]["message"]) from None
 
 
 def revoke(home: Home, token_text: str) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from meshdesk.adapters.qr_decoder import decode_qr_texts
 from meshdesk.app.download_controller import DownloadController
 from meshdesk.app.home import Home
-from meshdesk.app.launch import ReadinessPrinter
 from meshdesk.app.model_choice import bundled_catalog
+from meshdesk.app.readiness import ReadinessPrinter
 from meshdesk.app.runtime import Runtime
 from meshdesk.node.chat_service import ChatService
 from meshdesk.node.chat_store import ChatStore

@@ -12,9 +12,9 @@ from meshdesk.app.assembly import build_runtime
 from meshdesk.app.drafts import choose_draft
 from meshdesk.app.home import Home, configure_logging, default_home
 from meshdesk.app.model_choice import ModelChoiceError, choose_model
+from meshdesk.app.readiness import ReadinessPrinter
 from meshdesk.app.runtime import Runtime
 from meshdesk.core.invite import InviteToken, TokenError, decode_token
-from meshdesk.node.node import Node
 
 def fail(message: str) -> int:
     sys.stderr.write(f"meshdesk: error: {message}\n")
@@ -78,24 +78,6 @@ def launch(arguments: argparse.Namespace) -> int:
     from meshdesk.app.desktop import run_desktop
 
     return run_desktop(runtime)
-
-
-class ReadinessPrinter:
-    """Tells the terminal when each model becomes ready or fails."""
-
-    def __init__(self, node: Node):
-        self.node = node
-        self.last_states: dict[str, str] = {}
-
-    def __call__(self) -> None:
-        for status in self.node.model_statuses():
-            if self.last_states.get(status.id) == status.state:
-                continue
-            self.last_states[status.id] = status.state
-            if status.state == "ready":
-                print(f"Model {status.id} is ready.", flush=True)
-            elif status.state == "failed":
-                print(f"Model {status.id} failed: {status.error}", flush=True)
 
 
 async def serve_headless(runtime: Runtime) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from meshdesk.adapters import hf_download
 from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info
-from meshdesk.app.cli import OneLineErrorParser, gigabytes
+from meshdesk.app.command_line import CommandFailed, OneLineErrorParser, gigabytes
 from meshdesk.app.home import Home, default_home
 from meshdesk.app.mesh_setup import capacity_bytes
 from meshdesk.app.model_choice import bundled_catalog, find_by_name, find_catalog_file, model_folders
@@ -20,10 +20,6 @@ from meshdesk.core.catalog import Catalog, CatalogEntry, CatalogError
 
 MODEL_COMMANDS = ("models", "download")
 DASH = "—"
-
-
-class CommandFailed(Exception):
-    """One line for the user; exit code 2."""
 
 
 def command_parser(command: str) -> argparse.ArgumentParser:

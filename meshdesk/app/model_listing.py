@@ -16,9 +16,9 @@ from pathlib import Path
 from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info
 from meshdesk.adapters.hf_download import partial_path
 from meshdesk.app.assembly import DEFAULT_CONTEXT
-from meshdesk.app.commands import running_api_port
 from meshdesk.app.home import Home
 from meshdesk.app.model_choice import find_catalog_file
+from meshdesk.app.running_node import running_api_port
 from meshdesk.core.catalog import Catalog, CatalogEntry, entry_kv_cache_bytes, fit_label, kv_cache_bytes
 
 QUANT_IN_NAME = re.compile(r"[-_.]((?:I?Q\d[A-Z0-9_]*?)|BF16|F16|F32)$", re.IGNORECASE)
