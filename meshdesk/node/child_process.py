@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 ANNOUNCEMENT_LIMIT = 64 * 1024
 
+StartProcess = Callable[..., Awaitable[asyncio.subprocess.Process]]  # asyncio.create_subprocess_exec
+Sleep = Callable[[float], Awaitable[None]]
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -39,16 +42,18 @@ class Backoff:
 class ChildProcess:
     """One run of a child process."""
 
-    def __init__(self, name: str, command: list[str], log_path: Path):
+    def __init__(self, name: str, command: list[str], log_path: Path,
+                 start_process: StartProcess = asyncio.create_subprocess_exec):
         self.name = name
         self.command = command
         self.log_path = log_path
+        self.start_process = start_process  # injected so tests can stand in for the OS
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
-            self.process = await asyncio.create_subprocess_exec(
+            self.process = await self.start_process(
                 *self.command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -122,6 +127,7 @@ async def supervise(
     on_exit: OnExit,
     backoff: Backoff = Backoff(),
     clock: Callable[[], float] = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> None:
     """Run a child again and again until cancelled.
 
@@ -145,4 +151,4 @@ async def supervise(
             return
         delay = backoff.next_delay(delay, clock() - started_at)
         log.warning("%s exited with %s; restarting in %.1f s", child.name, code, delay)
-        await asyncio.sleep(delay)
+        await sleep(delay)

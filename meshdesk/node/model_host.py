@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from meshdesk.core.openai_api import GenerationRequest
-from meshdesk.node.child_process import Backoff, ChildProcess, supervise
+from meshdesk.node.child_process import Backoff, ChildProcess, Sleep, StartProcess, supervise
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,16 @@ class ModelHost:
         command: list[str],
         log_path: Path,
         backoff: Backoff = Backoff(),
+        start_process: StartProcess = asyncio.create_subprocess_exec,
+        sleep: Sleep = asyncio.sleep,
     ):
         self.model_id = model_id
         self.model_path = model_path
         self.command = command
         self.log_path = log_path
         self.backoff = backoff
+        self.start_process = start_process
+        self.sleep = sleep
         self.state = LOADING
         self.error: str | None = None
         self.port: int | None = None
@@ -89,10 +93,10 @@ class ModelHost:
                            speculative=self.speculation.summary())
 
     async def run(self) -> None:
-        await supervise(self._make_child, self._await_ready, self._exited, self.backoff)
+        await supervise(self._make_child, self._await_ready, self._exited, self.backoff, sleep=self.sleep)
 
     def _make_child(self) -> ChildProcess:
-        return ChildProcess(f"model host {self.model_id}", self.command, self.log_path)
+        return ChildProcess(f"model host {self.model_id}", self.command, self.log_path, self.start_process)
 
     async def _await_ready(self, child: ChildProcess) -> bool:
         self._set_state(LOADING)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from meshdesk.node.child_process import ChildProcess, supervise
+from meshdesk.node.child_process import ChildProcess, Sleep, StartProcess, supervise
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +15,12 @@ log = logging.getLogger(__name__)
 class RpcWorker:
     """Keeps the rpc worker running while this node offers capacity; knows its port."""
 
-    def __init__(self, command: list[str], log_path: Path):
+    def __init__(self, command: list[str], log_path: Path,
+                 start_process: StartProcess = asyncio.create_subprocess_exec, sleep: Sleep = asyncio.sleep):
         self.command = command
         self.log_path = log_path
+        self.start_process = start_process
+        self.sleep = sleep
         self.port: int | None = None
         self.pid: int | None = None
         self.error: str | None = None
@@ -29,10 +33,10 @@ class RpcWorker:
         return None if self.port is None else f"127.0.0.1:{self.port}"
 
     async def run(self) -> None:
-        await supervise(self._make_child, self._await_ready, self._exited)
+        await supervise(self._make_child, self._await_ready, self._exited, sleep=self.sleep)
 
     def _make_child(self) -> ChildProcess:
-        return ChildProcess("rpc worker", self.command, self.log_path)
+        return ChildProcess("rpc worker", self.command, self.log_path, self.start_process)
 
     async def _await_ready(self, child: ChildProcess) -> bool:
         while (announcement := await child.next_announcement()) is not None:
