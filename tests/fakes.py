@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from meshdesk.core.frames import FrameError
+from meshdesk.core.openai_api import GenerationRequest, parse_chat_request
 from meshdesk.node.interfaces import LinkClosed
 
 DEADLINE_SECONDS = 5.0
@@ -262,3 +263,9 @@ class ManualClock:
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
+
+
+# --- requests --------------------------------------------------------------------------------------
+
+def chat_request(text: str, model: str = "tiny") -> GenerationRequest:
+    return parse_chat_request({"model": model, "messages": [{"role": "user", "content": text}], "stream": True})
