@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,12 +22,12 @@ from meshdesk.app.runtime import Runtime
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
 from meshdesk.core.rpc_stream import ReferenceExpander, WeightReferencer, WeightTensor
-from meshdesk.node.api_tunnel import API_PURPOSE, serve_remote_request
 from meshdesk.node.child_process import python_module_command
 from meshdesk.node.model_host import ModelHost
 from meshdesk.node.model_inventory import ModelInventory
-from meshdesk.node.node import Node, NodeIdentity
+from meshdesk.node.node import Node, NodeHooks, NodeIdentity
 from meshdesk.node.offer import Offer
+from meshdesk.node.own_state import OwnState
 from meshdesk.node.rpc_tunnel import Traffic, serve_member_side
 from meshdesk.node.rpc_worker import RpcWorker
 from meshdesk.node.serving import Serving, SplitOptions
@@ -121,19 +120,19 @@ def expander_factory(inventory: ModelInventory):
     return make
 
 
-def own_record_source(name: Callable[[], str], offer: Offer, inventory: ModelInventory, wants: list[Path],
-                      options: SplitOptions, role):
+def own_record_source(own: OwnState, offer: Offer, inventory: ModelInventory, options: SplitOptions):
     """What this node tells the mesh about itself, read afresh on every change.
 
-    Models this node asks the mesh to serve are flagged `wanted` and carry its split options,
-    so every node plans them alike; it serves the first itself. `wants` shrinks on `drop`.
+    Models this node asks the mesh to serve (`own.wants`) are flagged `wanted` and carry its
+    split options, so every node plans them alike; it serves the first itself. The node keeps
+    `own` current: its name on rename, its wants on serve and drop, its role after each replan.
     """
     def own_record() -> dict:
-        wanted = [digest for digest in map(inventory.digest_of, wants) if digest]
+        wanted = [digest for digest in map(inventory.digest_of, own.wants) if digest]
         models = tuple(with_split_options(model, options) if model["digest"] in wanted else model
                        for model in inventory.public_models())
-        return {"name": name(), "capacity_bytes": offer.capacity_bytes, "models": models,
-                "serving": wanted[0] if wanted else None, "role": role(), "versions": node_versions()}
+        return {"name": own.name, "capacity_bytes": offer.capacity_bytes, "models": models,
+                "serving": wanted[0] if wanted else None, "role": own.role, "versions": node_versions()}
     return own_record
 
 
@@ -149,75 +148,66 @@ def split_options(arguments: argparse.Namespace) -> SplitOptions:
 
 def build_runtime(arguments: argparse.Namespace, home: Home, models: list[ChosenModel],
                   join_tokens: list[InviteToken]) -> Runtime:
+    """Builds each part once, after the parts it needs, and hands it all of them at construction.
+
+    The one circle in a node, that the mesh's own record tells of the name, wants and role that
+    `Node` and `Serving` change later while both need the mesh, is cut by `OwnState`: it is made
+    first, the record source reads it, and the node writes it. What the mesh and serving report
+    back (changes, inbound data links) the node subscribes to itself when it is built.
+    """
     secrets = open_secret_store(home.root)
     key = load_node_key(secrets)
     node_id = node_id_for(key.public_bytes)
     name = arguments.name or saved_node_name(home) or default_node_name()
     if arguments.name:
         save_node_name(home, arguments.name)
-    node_box: list[Node] = []
     offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
     offer.set_cap_gigabytes(arguments.max_vram)
-    wants = [model.path for model in models]
-    extra = list(wants)
+    own = OwnState(name=name, wants=[model.path for model in models])
     inventory = ModelInventory(home.root, [] if arguments.client else model_folders(home.models),
-                               extra, describe_model)
-    serving_box: list[Serving] = []
-    options = split_options(arguments)
-    record = own_record_source(lambda: node_box[0].identity.name if node_box else name, offer, inventory, wants, options,
-                               lambda: serving_box[0].role(offer.client) if serving_box else "standby")
+                               list(own.wants), describe_model)
+    record = own_record_source(own, offer, inventory, split_options(arguments))
     mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record)
     traffic = Traffic()
     worker = None if arguments.client else RpcWorker(
         python_module_command("meshdesk.adapters.llama.rpc_worker", *threads_option(arguments)),
-        home.logs / "rpc-worker.log")
+        home.logs / "rpc-worker.log", on_ready=gpu_memory_user(offer, mesh))
     drafts = getattr(arguments, "drafts", None) or DraftChoice()
     serving = Serving(node_id, mesh, lambda: inventory.models,
                       model_host_factory(home, arguments.threads, drafts),
                       worker, referencer_factory(), traffic)
-    serving_box.append(serving)
+    rescan = model_rescanner(inventory, mesh)
+    hooks = NodeHooks(save_name=lambda new_name: save_node_name(home, new_name),
+                      wanted_digest=inventory.digest_of, resolve_model=model_resolver(home),
+                      rescan_models=rescan, workers=(worker.run,) if worker is not None else (),
+                      background_jobs=(rescan,),
+                      data_plane_handlers={RPC_PURPOSE: rpc_member_side(worker, inventory, traffic)})
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
-    node = Node(identity, serving, mesh, {"backend": secrets.backend, "warning": secrets.warning},
-                offer, pending_model=models[0].id if models else None)
-    node_box.append(node)
-    node.save_name = lambda new_name: save_node_name(home, new_name)
-    node.wants = wants
-    node.wanted_digest = inventory.digest_of
-    for model in models:
-        for alias in model.aliases:
-            node.add_alias(alias, model.id)
-    register_data_plane(mesh, node, worker, inventory, traffic)
-    if worker is not None:
-        node.workers.append(worker.run)
-        worker.on_ready = lambda: use_gpu_memory(worker, offer, mesh)
-    node.resolve_model = model_resolver(home)
-    node.rescan_models = model_rescanner(inventory, mesh)
-    node.background_jobs.append(node.rescan_models)
+    node = Node(identity, serving, mesh, own, hooks, {"backend": secrets.backend, "warning": secrets.warning},
+                offer, pending_model=models[0].id if models else None,
+                aliases={alias: model.id for model in models for alias in model.aliases})
     return Runtime(node, mesh, join_tokens, arguments.port)
 
 
-def use_gpu_memory(worker: RpcWorker, offer: Offer, mesh) -> None:
+def gpu_memory_user(offer: Offer, mesh):
     """Where llama.cpp drives a GPU, its memory is what this node offers (RAM otherwise)."""
-    if worker.gpu_memory_bytes and worker.gpu_memory_bytes != offer.measured_bytes:
-        offer.measured_bytes = worker.gpu_memory_bytes
-        mesh.refresh_own_record()
+    def use(gpu_memory_bytes: int | None) -> None:
+        if gpu_memory_bytes and gpu_memory_bytes != offer.measured_bytes:
+            offer.measured_bytes = gpu_memory_bytes
+            mesh.refresh_own_record()
+    return use
 
 
 def threads_option(arguments: argparse.Namespace) -> list[str]:
     return ["--threads", str(arguments.threads)] if arguments.threads else []
 
 
-def register_data_plane(mesh, node: Node, worker: RpcWorker | None, inventory: ModelInventory,
-                        traffic: Traffic) -> None:
-    async def serve_api(identity, link) -> None:
-        await serve_remote_request(link, lambda request: node.generate(request, local_only=True))
-
+def rpc_member_side(worker: RpcWorker | None, inventory: ModelInventory, traffic: Traffic):
+    """Serves a host's tunnel to this node's rpc worker (a lite client has none to offer)."""
     async def serve_rpc(identity, link) -> None:
         await serve_member_side(link, lambda: worker.port if worker else None,
                                 expander_factory(inventory), traffic)
-
-    mesh.data_plane_handlers[API_PURPOSE] = serve_api
-    mesh.data_plane_handlers[RPC_PURPOSE] = serve_rpc
+    return serve_rpc
 
 
 async def scan_models(inventory: ModelInventory, mesh) -> None:

@@ -136,7 +136,7 @@ class Desktop:
         self.controller = DesktopController(node, self.window, self.menu, services, tray=self.tray)
         self.chat = ChatController(self.window.chat, self.chat_service, self.store)
         self.downloads = DownloadController(self.window.models, bundled_catalog(),
-                                            Home(node.identity.home).models, node.rescan_models)
+                                            Home(node.identity.home).models, node.hooks.rescan_models)
         node.subscribe(ReadinessPrinter(node))
 
     async def serve(self) -> int:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshdesk.core.invite import decode_token
 from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.node.api_tunnel import API_PURPOSE, serve_remote_request
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
 from meshdesk.node.mesh import JoinRefused, MeshService
-from meshdesk.node.serving import Serving
 from meshdesk.node.offer import Offer
+from meshdesk.node.own_state import OwnState
+from meshdesk.node.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +30,84 @@ class NodeIdentity:
     version: str
 
 
+def existing_file(model: str) -> Path:
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no model file {model}")
+    return path.resolve()
+
+
+async def no_rescan(path: Path | None = None) -> None:
+    return None
+
+
+DataPlaneHandler = Callable[..., Awaitable[None]]  # (peer identity, link), as the mesh calls it
+
+
+@dataclass(frozen=True)
+class NodeHooks:
+    """What the app gives a node to reach beyond the node layer: files, the models on disk and
+    the children it runs."""
+
+    save_name: Callable[[str], None] = lambda name: None             # keeps a new name in the home
+    wanted_digest: Callable[[Path], str | None] = lambda path: None  # None: not a usable model
+    # NAME_OR_PATH to a model file as `--model` resolves it (blocking; raises ValueError)
+    resolve_model: Callable[[str], Path] = existing_file
+    # a rescan of the models on disk that also takes in `path`
+    rescan_models: Callable[[Path | None], Awaitable[None]] = no_rescan
+    workers: tuple[Callable[[], Awaitable[None]], ...] = ()          # run for the node's life
+    background_jobs: tuple[Callable[[], Awaitable[None]], ...] = ()  # run once at start
+    # inbound data-plane links by purpose, besides the API requests the node answers itself
+    data_plane_handlers: Mapping[str, DataPlaneHandler] = field(default_factory=dict)
+
+
 class Node:
     """Owns the mesh and what this node serves; the API and the UI observe it."""
 
-    def __init__(self, identity: NodeIdentity, serving: Serving, mesh: MeshService,
-                 secrets_note: dict | None = None, offer: Offer | None = None,
-                 pending_model: str | None = None):
+    def __init__(self, identity: NodeIdentity, serving: Serving, mesh: MeshService, own_state: OwnState,
+                 hooks: NodeHooks = NodeHooks(), secrets_note: dict | None = None,
+                 offer: Offer | None = None, pending_model: str | None = None,
+                 aliases: Mapping[str, str] | None = None):
         self.identity = identity
         self.offer = offer or Offer(measured_bytes=0, client=True)
         self.mesh = mesh
         self.serving = serving
+        self.own_state = own_state  # read by the own gossip record: this node keeps it current
+        self.hooks = hooks
         self.secrets_note = secrets_note or {}
         self.pending_model = pending_model  # ours, until the mesh has planned it
-        self.aliases: dict[str, str] = {}
+        self.aliases: dict[str, str] = dict(aliases or {})
         self.api_port: int | None = None
         self.listeners: list[Callable[[], None]] = []
-        self.background_jobs: list[Callable[[], Awaitable[None]]] = []  # run once at start
-        self.workers: list[Callable[[], Awaitable[None]]] = []          # run for the node's life
-        self.save_name: Callable[[str], None] = lambda name: None
-        self.wants: list[Path] = []             # model files this node asks the mesh to serve
-        self.wanted_digest: Callable[[Path], str | None] = lambda path: None
-        # Set by the app: NAME_OR_PATH to a model file as `--model` resolves it (blocking; raises
-        # ValueError), and a rescan of the models on disk that also takes in `path`.
-        self.resolve_model: Callable[[str], Path] = existing_file
-        self.rescan_models: Callable[[Path | None], Awaitable[None]] = no_rescan
+        self._note_role()
+        # The node subscribes itself to the parts it is built from: they exist before it, and
+        # what they report is the node's to act on. lead: should MeshService take `on_change`
+        # and its data-plane handlers another way (e.g. a subscribe call), change these lines only.
         mesh.on_change = self._mesh_changed
-        serving.on_change = self._notify
+        mesh.data_plane_handlers.update({**hooks.data_plane_handlers, API_PURPOSE: self._answer_remote_request})
+        serving.on_change = self._serving_changed
+
+    @property
+    def wants(self) -> list[Path]:
+        """The model files this node asks the mesh to serve, the one it serves itself first."""
+        return self.own_state.wants
 
     def _mesh_changed(self) -> None:
         self.serving.replan()
+        self._note_role()
         self._notify()
+
+    def _serving_changed(self) -> None:
+        self._note_role()
+        self._notify()
+
+    def _note_role(self) -> None:
+        """The role follows the plans; the own record reads it the next time the mesh asks."""
+        self.own_state.role = self.serving.role(self.offer.client)
+
+    async def _answer_remote_request(self, identity, link) -> None:
+        """A member forwards an API request for a model this node hosts."""
+        await serve_remote_request(link, lambda request: self.generate(request, local_only=True))
 
     def add_alias(self, alias: str, model_id: str) -> None:
         self.aliases[alias] = model_id
@@ -116,12 +166,12 @@ class Node:
         `model` is a path or a name as `--model` takes it. Raises ValueError with the reason
         when it is not a model file this node can use.
         """
-        path = await asyncio.to_thread(self.resolve_model, model)
-        if self.wanted_digest(path) is None:  # new on disk, or outside the models folders
-            await self.rescan_models(path)
-        if self.wanted_digest(path) is None:
+        path = await asyncio.to_thread(self.hooks.resolve_model, model)
+        if self.hooks.wanted_digest(path) is None:  # new on disk, or outside the models folders
+            await self.hooks.rescan_models(path)
+        if self.hooks.wanted_digest(path) is None:
             raise ValueError(f"{path} is not a usable model file (see the log for why)")
-        self.wants[:] = [path] + [wanted for wanted in self.wants if wanted != path]
+        self.own_state.wants = [path] + [wanted for wanted in self.wants if wanted != path]
         if model != path.stem and Path(model).name == model and not model.endswith(".gguf"):
             self.add_alias(model, path.stem)  # so `drop` takes the name it was served by
         self.mesh.refresh_own_record()
@@ -135,7 +185,7 @@ class Node:
         if len(kept) == len(self.wants):
             raise ValueError(f"this node does not serve {model!r} (it serves: "
                              f"{', '.join(path.stem for path in self.wants) or 'nothing'})")
-        self.wants[:] = kept
+        self.own_state.wants = kept
         if self.pending_model == name:
             self.pending_model = None
         self.mesh.refresh_own_record()
@@ -146,8 +196,9 @@ class Node:
         name = name.strip() if isinstance(name, str) else ""
         if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
             raise ValueError(f"a node name is 1 to {MAX_NAME} printable characters")
-        self.save_name(name)
+        self.hooks.save_name(name)
         self.identity = replace(self.identity, name=name)
+        self.own_state.name = name
         self.mesh.credentials = replace(self.mesh.credentials, name=name)
         self.mesh.refresh_own_record()
         self._notify()
@@ -196,19 +247,8 @@ class Node:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.mesh.run(), name="mesh")
                 tasks.create_task(self.serving.run(), name="serving")
-                for work in self.workers + self.background_jobs:
+                for work in self.hooks.workers + self.hooks.background_jobs:
                     tasks.create_task(work())
                 tasks.create_task(asyncio.Event().wait(), name="until cancelled")
         finally:
             await self.serving.stop()
-
-
-def existing_file(model: str) -> Path:
-    path = Path(model).expanduser()
-    if not path.is_file():
-        raise ValueError(f"no model file {model}")
-    return path.resolve()
-
-
-async def no_rescan(path: Path | None = None) -> None:
-    return None

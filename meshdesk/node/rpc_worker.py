@@ -16,7 +16,8 @@ class RpcWorker:
     """Keeps the rpc worker running while this node offers capacity; knows its port."""
 
     def __init__(self, command: list[str], log_path: Path,
-                 start_process: StartProcess = asyncio.create_subprocess_exec, sleep: Sleep = asyncio.sleep):
+                 start_process: StartProcess = asyncio.create_subprocess_exec, sleep: Sleep = asyncio.sleep,
+                 on_ready: Callable[[int | None], None] = lambda gpu_memory_bytes: None):
         self.command = command
         self.log_path = log_path
         self.start_process = start_process
@@ -26,7 +27,7 @@ class RpcWorker:
         self.error: str | None = None
         self.devices: list[str] = []
         self.gpu_memory_bytes: int | None = None  # set where llama.cpp drives a GPU
-        self.on_ready: Callable[[], None] = lambda: None
+        self.on_ready = on_ready  # called with gpu_memory_bytes each time a worker is ready
 
     @property
     def endpoint(self) -> str | None:
@@ -43,7 +44,7 @@ class RpcWorker:
             if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
                 self.port, self.pid, self.error = announcement["port"], child.process.pid, None
                 self._note_devices(announcement)
-                self.on_ready()
+                self.on_ready(self.gpu_memory_bytes)
                 return True
             if announcement.get("event") == "failed":
                 self.error = str(announcement.get("message"))
