@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from meshdesk.core.errors import Fault
 from meshdesk.core.handshake import HandshakeError, Hello, version_conflict
 from meshdesk.core.invite import TokenError, TokenRefused, check_token, decode_token
 
@@ -27,10 +28,10 @@ def admit(hello: Hello, mesh: MeshView, now: float, verify: Callable[[bytes, byt
     if mesh.mesh_id is None:
         raise HandshakeError("this node is not in a mesh")
     if hello.node_id in mesh.removed:
-        raise HandshakeError(REMOVED_REASON)
+        raise HandshakeError(REMOVED_REASON, Fault.REMOVED)
     conflict = version_conflict(mesh.versions, hello.versions)
     if conflict:
-        raise HandshakeError(conflict)
+        raise HandshakeError(conflict, Fault.INCOMPATIBLE)
     if hello.invite is not None:
         admit_invite(hello.invite, mesh, now, verify)
     elif hello.mesh_id != mesh.mesh_id:

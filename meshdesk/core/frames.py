@@ -13,13 +13,15 @@ import re
 import struct
 from typing import Any, Mapping
 
+from meshdesk.core.errors import PeerProtocolError
+
 MAX_FRAME_BYTES = 1 << 20
 _LENGTH = struct.Struct(">I")
 # Lone surrogates survive json.loads as unencodable str; only text with a surrogate escape can hold one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-class FrameError(ValueError):
+class FrameError(PeerProtocolError):
     """The peer sent something malformed; str() is one line."""
 
 

@@ -17,6 +17,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
+from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.identity import node_id_for
 
 PROTOCOL_VERSION = 1
@@ -29,8 +30,18 @@ _TRANSCRIPT_DOMAIN = b"meshdesk/1 handshake\0"
 _MAC_DOMAIN = b"meshdesk/1 membership\0"
 
 
-class HandshakeError(ValueError):
+class HandshakeError(PeerProtocolError):
     """The peer's handshake is malformed or its proof is wrong; str() is one line."""
+
+
+class Refused(HandshakeError):
+    """The peer refused us; `reason` is its own words (one printable line), `fault` its kind."""
+
+    fault = Fault.REFUSED
+
+    def __init__(self, reason: str, fault: Fault = Fault.REFUSED):
+        super().__init__(f"refused by peer: {reason}", fault)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -72,15 +83,23 @@ class Auth:
         return message
 
 
-def refuse_message(reason: str) -> dict:
-    return {"type": "refuse", "reason": reason[:300]}
+# Refusals the dialler acts on (leaves the mesh, stops retrying); any other is plain "refused".
+NAMED_REFUSALS = {fault.value: fault for fault in (Fault.REMOVED, Fault.INCOMPATIBLE)}
+
+
+def refuse_message(reason: str, fault: Fault = Fault.REFUSED) -> dict:
+    message = {"type": "refuse", "reason": reason[:300]}
+    if fault.value in NAMED_REFUSALS:
+        message["fault"] = fault.value
+    return message
 
 
 def parse_hello(message: dict, expected_role: str) -> Hello:
     refused(message)
     expect_type(message, "hello")
     if type(message.get("v")) is not int or message.get("v") != PROTOCOL_VERSION:  # not True, not 1.0
-        raise HandshakeError(f"peer speaks mesh protocol {repr(message.get('v'))[:40]}, we speak {PROTOCOL_VERSION}")
+        raise HandshakeError(f"peer speaks mesh protocol {repr(message.get('v'))[:40]}, we speak {PROTOCOL_VERSION}",
+                             Fault.INCOMPATIBLE)
     if message.get("role") != expected_role:
         raise HandshakeError(f"expected a {expected_role} hello, got role {repr(message.get('role'))[:40]}")
     return Hello(
@@ -110,7 +129,12 @@ def refused(message: dict) -> None:
             reason = "no reason"
         # The peer's words: kept to one printable line, so they cannot forge log or terminal lines.
         reason = "".join(char if char.isprintable() else " " for char in reason[:300])
-        raise HandshakeError(f"refused by peer: {reason}")
+        raise Refused(reason, refusal_fault(message.get("fault")))
+
+
+def refusal_fault(value: object) -> Fault:
+    """The kind of refusal the peer named; older peers name none, and so do unknown kinds."""
+    return NAMED_REFUSALS.get(value, Fault.REFUSED) if isinstance(value, str) else Fault.REFUSED
 
 
 def expect_type(message: dict, wanted: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshdesk.core import handshake as hs
+from meshdesk.core.errors import Fault
 from meshdesk.core.handshake import ACCEPT, DIAL, Auth, HandshakeError, Hello
 from meshdesk.node.interfaces import MessageLink
 
@@ -55,7 +56,7 @@ def own_auth(credentials: Credentials, digest: bytes, role: str, mesh_secret: by
 
 def check_signature(credentials: Credentials, hello: Hello, auth: Auth, digest: bytes, role: str) -> None:
     if not credentials.verify(hello.node_key, hs.signed_statement(digest, role), auth.signature):
-        raise HandshakeError("the peer could not prove it holds its node key")
+        raise HandshakeError("the peer could not prove it holds its node key", Fault.UNAUTHENTICATED)
 
 
 async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_secret: bytes | None,
@@ -75,15 +76,16 @@ async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_s
         check_signature(credentials, theirs, auth, digest, ACCEPT)
         secret = mesh_secret or auth.mesh_secret
         if secret is None or not hs.mac_matches(secret, digest, ACCEPT, auth.mac):
-            raise HandshakeError("the peer could not prove it belongs to the mesh")
+            raise HandshakeError("the peer could not prove it belongs to the mesh", Fault.UNAUTHENTICATED)
         return PeerIdentity(theirs, auth.mesh_secret if mesh_secret is None else None)
 
 
 def check_acceptor_key(link: MessageLink, hello: Hello, expected_node_key: bytes | None) -> None:
     if link.server_public_key != hello.node_key:
-        raise HandshakeError("the peer's TLS key is not its node key: someone is in between")
+        raise HandshakeError("the peer's TLS key is not its node key: someone is in between",
+                             Fault.UNAUTHENTICATED)
     if expected_node_key is not None and hello.node_key != expected_node_key:
-        raise HandshakeError("the peer is not the node we meant to reach")
+        raise HandshakeError("the peer is not the node we meant to reach", Fault.UNAUTHENTICATED)
 
 
 async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_secret: bytes,
@@ -94,7 +96,7 @@ async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh
         try:
             admit(theirs)
         except HandshakeError as error:
-            await link.send(hs.refuse_message(str(error)))
+            await link.send(hs.refuse_message(str(error), error.fault))
             raise
         mine = own_hello(credentials, ACCEPT, mesh_id, None, theirs.purpose)
         await link.send(mine.to_wire())
@@ -104,7 +106,7 @@ async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh
         joining = theirs.invite is not None and auth.mac is None
         if not joining and not hs.mac_matches(mesh_secret, digest, DIAL, auth.mac):
             await link.send(hs.refuse_message("not a member of this mesh"))
-            raise HandshakeError("the peer could not prove it belongs to the mesh")
+            raise HandshakeError("the peer could not prove it belongs to the mesh", Fault.UNAUTHENTICATED)
         reply = own_auth(credentials, digest, ACCEPT, mesh_secret, mesh_secret if joining else None)
         await link.send(reply.to_wire())
         return PeerIdentity(theirs)

@@ -1,0 +1,346 @@
+"""Peer control, sans-IO: the links to other members and what travels on them.
+
+One `PeerControl` per node, in the style of aioquic's `QuicConnection`: every input carries
+`now`, every input returns a list of outputs for the IO loop to carry out, and
+`next_deadline()` says when to call `handle_timer` again. It owns:
+
+- message dispatch on control links (gossip, ping, pong, removal notices);
+- ping/pong round trips, smoothed per link;
+- the duplicate-link rule: when two links to one peer exist, both ends keep the one dialled
+  by the lower node id, so they agree without talking about it;
+- whom to dial: members we hold alive but have no link to (the lower id dials), or, while
+  alone, the addresses where members were last seen;
+- removal notices: a removed member is told so, and its link closed a moment later;
+- when to save what the node remembers of its mesh.
+
+Gossip itself (records, liveness, removals) is `core.membership`'s; this module moves its
+messages and feeds it. Links are named by small integers the IO loop hands out.
+
+Outputs are commands (imperative: `SendMessage`, `CloseLink`, `DialAddress`, `SaveState`,
+`RefreshOwnRecord`) and events (past tense: `PeersChanged`, `RemovedFromMesh`,
+`PeerBrokeProtocol`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshdesk.core.errors import Fault, PeerProtocolError
+from meshdesk.core.membership import Membership
+
+PING_INTERVAL = 1.0
+DIAL_RETRY_SECONDS = 2.0
+SAVE_INTERVAL = 5.0
+RTT_REPORT_INTERVAL = 5.0
+REMOVAL_LINGER_SECONDS = 1.0  # lets a removal notice arrive before its link goes
+RTT_SMOOTHING = 0.2           # weight of a new sample in the moving average
+MAX_MESSAGE_TYPE_SHOWN = 40
+
+Address = tuple[str, int]
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    link: int
+    message: dict
+
+
+@dataclass(frozen=True)
+class CloseLink:
+    link: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DialAddress:
+    address: Address
+    node_id: str | None  # None: an address remembered from before, owner unknown
+
+
+@dataclass(frozen=True)
+class SaveState:
+    """Persist what the node remembers: members' addresses, removals, revocations."""
+
+
+@dataclass(frozen=True)
+class RefreshOwnRecord:
+    """Read this node's own record afresh and hand it to `update_own` (carries new RTTs)."""
+
+
+@dataclass(frozen=True)
+class PeersChanged:
+    """Links, liveness or records changed: plans and views should look again."""
+
+
+@dataclass(frozen=True)
+class RemovedFromMesh:
+    """This node was removed from its mesh; every link is being closed."""
+
+
+@dataclass(frozen=True)
+class PeerBrokeProtocol:
+    peer_id: str
+    error: PeerProtocolError
+
+
+Output = (SendMessage | CloseLink | DialAddress | SaveState | RefreshOwnRecord | PeersChanged
+          | RemovedFromMesh | PeerBrokeProtocol)
+
+
+# ---------------------------------------------------------------- links
+
+
+@dataclass
+class LinkState:
+    link: int
+    peer_id: str
+    dialled_by_us: bool
+    rtt_ms: float | None = None
+    close_at: float | None = None  # set once the peer has been told it was removed
+
+
+class PeerControl:
+    def __init__(self, membership: Membership, now: float, own_addresses: list[Address] = ()):
+        self.membership = membership
+        self.node_id = membership.own.node_id
+        self.own_addresses = {tuple(address) for address in own_addresses}
+        self.fallback_addresses: list[Address] = []
+        self._now = now  # the time of the latest input, for questions asked between inputs
+        self.removed_from_mesh = False
+        self._links: dict[int, LinkState] = {}
+        self._by_peer: dict[str, int] = {}
+        self._last_dial: dict[Address, float] = {}
+        self._next_ping = self._next_save = self._next_rtt_report = now
+
+    # ------------------------------------------------------------ queries
+
+    def set_fallback_addresses(self, addresses: list[Address]) -> None:
+        """Where members were last seen: dialled while this node has no link at all."""
+        self.fallback_addresses = [tuple(address) for address in addresses]
+
+    def link_to(self, peer_id: str) -> LinkState | None:
+        link = self._by_peer.get(peer_id)
+        return None if link is None else self._links[link]
+
+    def peer_of(self, link: int) -> str | None:
+        state = self._links.get(link)
+        return None if state is None else state.peer_id
+
+    def linked_peers(self) -> list[str]:
+        return sorted(self._by_peer)
+
+    def next_deadline(self) -> float:
+        candidates = [self._next_ping, self._next_save, self._next_rtt_report]
+        gossip = self.membership.next_deadline()
+        if gossip is not None:
+            candidates.append(gossip)
+        candidates += [state.close_at for state in self._links.values() if state.close_at is not None]
+        candidates += [self._last_dial.get(address, 0.0) + DIAL_RETRY_SECONDS
+                       for address, _ in self._dial_targets()]
+        return min(candidates)
+
+    # ------------------------------------------------------------ links up and down
+
+    def link_up(self, now: float, link: int, peer_id: str, dialled_by_us: bool) -> list[Output]:
+        """An authenticated control link to `peer_id`; a duplicate loses by the lower-id rule."""
+        self._now = now
+        if self.removed_from_mesh:
+            return [CloseLink(link, "removed")]
+        new = LinkState(link, peer_id, dialled_by_us)
+        existing = self.link_to(peer_id)
+        if existing is not None and not self._prefer(new, existing):
+            return [CloseLink(link, "duplicate connection")]
+        outputs: list[Output] = []
+        if existing is not None:
+            self._forget(existing.link)
+            outputs.append(CloseLink(existing.link, "duplicate connection"))
+        self._links[link] = new
+        self._by_peer[peer_id] = link
+        self.membership.peer_connected(now, peer_id)
+        return outputs + self._gossip(now) + [PeersChanged()]
+
+    def _prefer(self, new: LinkState, existing: LinkState) -> bool:
+        we_are_lower = self.node_id < new.peer_id
+        return new.dialled_by_us == we_are_lower and existing.dialled_by_us != we_are_lower
+
+    def link_down(self, now: float, link: int) -> list[Output]:
+        """The link is gone (closed by either end, or lost)."""
+        self._now = now
+        state = self._links.get(link)
+        if state is None:
+            return []
+        self._forget(link)
+        if self._by_peer.get(state.peer_id) is None:
+            self.membership.peer_disconnected(now, state.peer_id)
+        return [PeersChanged()]
+
+    def _forget(self, link: int) -> None:
+        state = self._links.pop(link)
+        if self._by_peer.get(state.peer_id) == link:
+            del self._by_peer[state.peer_id]
+
+    # ------------------------------------------------------------ messages in
+
+    def message_received(self, now: float, link: int, message: dict) -> list[Output]:
+        """A message on a live link; a peer that breaks the protocol is dropped, never us."""
+        self._now = now
+        state = self._links.get(link)
+        if state is None or self.removed_from_mesh:
+            return []
+        try:
+            return self._dispatch(now, state, message)
+        except PeerProtocolError as error:
+            self._forget(link)
+            if state.peer_id not in self._by_peer:
+                self.membership.peer_disconnected(now, state.peer_id)
+            return [PeerBrokeProtocol(state.peer_id, error), CloseLink(link, "protocol error"),
+                    PeersChanged()]
+
+    def _dispatch(self, now: float, state: LinkState, message: dict) -> list[Output]:
+        kind = message.get("type")
+        if kind == "gossip":
+            self.membership.receive(now, state.peer_id, message)
+            return self._after_gossip(now)
+        if kind == "ping":
+            return [SendMessage(state.link, {"type": "pong", "t": message.get("t")})]
+        if kind == "pong":
+            self._measure_rtt(now, state, message.get("t"))
+            return []
+        if kind == "removed":
+            return self._leave_removed()
+        raise PeerProtocolError(f"an unknown message type {str(kind)[:MAX_MESSAGE_TYPE_SHOWN]!r}",
+                                Fault.UNEXPECTED)
+
+    def _measure_rtt(self, now: float, state: LinkState, sent_at: object) -> None:
+        if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and sent_at <= now:
+            sample = (now - sent_at) * 1000
+            state.rtt_ms = sample if state.rtt_ms is None else \
+                (1 - RTT_SMOOTHING) * state.rtt_ms + RTT_SMOOTHING * sample
+
+    def _after_gossip(self, now: float) -> list[Output]:
+        removed = self.membership.removed_node_ids
+        if self.node_id in removed:
+            return self._leave_removed()
+        outputs: list[Output] = self._gossip(now)
+        for peer_id in sorted(removed & set(self._by_peer)):
+            outputs += self._tell_removed(now, self._links[self._by_peer[peer_id]])
+        return outputs + [PeersChanged()]
+
+    def _leave_removed(self) -> list[Output]:
+        if self.removed_from_mesh:
+            return []
+        self.removed_from_mesh = True
+        closes = [CloseLink(link, "removed") for link in sorted(self._links)]
+        self._links.clear()
+        self._by_peer.clear()
+        return closes + [RemovedFromMesh(), SaveState(), PeersChanged()]
+
+    def _tell_removed(self, now: float, state: LinkState) -> list[Output]:
+        if state.close_at is not None:
+            return []
+        state.close_at = now + REMOVAL_LINGER_SECONDS
+        return [SendMessage(state.link, {"type": "removed"})]
+
+    # ------------------------------------------------------------ local commands
+
+    def update_own(self, now: float, fields: dict) -> list[Output]:
+        """This node's record changed (name, capacity, models, role ...); RTTs are added here."""
+        self._now = now
+        if self.removed_from_mesh:
+            return []
+        self.membership.update_own(now, rtt_ms=self._rtt_table(), **fields)
+        return self._gossip(now) + [PeersChanged()]
+
+    def _rtt_table(self) -> dict[str, float]:
+        return {peer_id: round(self._links[link].rtt_ms, 2) for peer_id, link in self._by_peer.items()
+                if self._links[link].rtt_ms is not None}
+
+    def remove(self, now: float, node_id: str) -> list[Output]:
+        """Removes a member mesh-wide; raises ValueError for our own id."""
+        self._now = now
+        self.membership.remove(now, node_id)
+        outputs: list[Output] = self._gossip(now)
+        state = self.link_to(node_id)
+        if state is not None:
+            outputs += self._tell_removed(now, state)
+        return outputs + [SaveState(), PeersChanged()]
+
+    def revoke(self, now: float, token_id: str) -> list[Output]:
+        self._now = now
+        self.membership.revoke_token(now, token_id)
+        return self._gossip(now) + [SaveState(), PeersChanged()]
+
+    def leave(self, now: float) -> list[Output]:
+        """We quit: every peer hears it at once and drops us without waiting for a timeout."""
+        self._now = now
+        if self.removed_from_mesh:
+            return []
+        self.membership.leave(now)
+        return self._gossip(now)
+
+    def dial_refused(self, now: float, error: PeerProtocolError) -> list[Output]:
+        """A dial ended in a refusal; one that says we were removed takes us out of the mesh."""
+        self._now = now
+        return self._leave_removed() if error.fault is Fault.REMOVED else []
+
+    # ------------------------------------------------------------ time
+
+    def handle_timer(self, now: float) -> list[Output]:
+        self._now = now
+        if self.removed_from_mesh:
+            return []
+        outputs: list[Output] = []
+        if self.membership.expire(now):
+            outputs.append(PeersChanged())
+        outputs += self._gossip(now) + self._close_lingering(now) + self._due_pings(now)
+        outputs += self._due_dials(now)
+        if now >= self._next_rtt_report:
+            self._next_rtt_report = now + RTT_REPORT_INTERVAL
+            outputs.append(RefreshOwnRecord())
+        if now >= self._next_save:
+            self._next_save = now + SAVE_INTERVAL
+            outputs.append(SaveState())
+        return outputs
+
+    def _gossip(self, now: float) -> list[Output]:
+        return [SendMessage(self._by_peer[peer_id], message)
+                for peer_id, message in self.membership.messages_to_send(now) if peer_id in self._by_peer]
+
+    def _close_lingering(self, now: float) -> list[Output]:
+        due = [state for state in self._links.values() if state.close_at is not None and now >= state.close_at]
+        for state in due:
+            self._forget(state.link)
+            self.membership.peer_disconnected(now, state.peer_id)
+        return [CloseLink(state.link, "removed from the mesh") for state in due]
+
+    def _due_pings(self, now: float) -> list[Output]:
+        if now < self._next_ping:
+            return []
+        self._next_ping = now + PING_INTERVAL
+        return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._links)]
+
+    def _due_dials(self, now: float) -> list[Output]:
+        dials = []
+        for address, node_id in self._dial_targets():
+            if now - self._last_dial.get(address, -DIAL_RETRY_SECONDS) >= DIAL_RETRY_SECONDS:
+                self._last_dial[address] = now
+                dials.append(DialAddress(address, node_id))
+        return dials
+
+    def _dial_targets(self) -> list[tuple[Address, str | None]]:
+        """Members we hold alive and lack a link to, when we have the lower id (their first
+        address); while alone, where members were last seen."""
+        if self.removed_from_mesh:
+            return []
+        targets: list[tuple[Address, str | None]] = []
+        for record in self.membership.alive_records(self._now):
+            if record.node_id != self.node_id and record.node_id not in self._by_peer \
+                    and self.node_id < record.node_id and record.addresses:
+                targets.append((tuple(record.addresses[0]), record.node_id))
+        if not self._by_peer:
+            targets += [(address, None) for address in self.fallback_addresses
+                        if address not in self.own_addresses]
+        return targets

@@ -1,0 +1,90 @@
+"""What a user can ask of the mesh: joining, invites, revocations and removals.
+
+Part of MeshService (a mixin, to keep each file to one concern); it uses the service's peer
+control, memory, clocks, transports and credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from meshdesk.core.handshake import Refused
+from meshdesk.core.identity import NODE_ID_LENGTH
+from meshdesk.core.invite import InviteToken, TokenRefused, check_token
+from meshdesk.node.linking import Dial, HandshakeFailed, Unreachable, connect_and_authenticate
+
+log = logging.getLogger(__name__)
+
+NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
+JOIN_TIMEOUT = 5.0
+MESH_SECRET = "mesh-secret"  # the name of the mesh secret in the node's secret store
+
+
+class JoinRefused(Exception):
+    """The mesh said no to our invite token; str() says why."""
+
+
+class MeshCommands:
+    """Mixed into MeshService: the requests a user makes of the mesh."""
+
+    def check_invite_locally(self, token: InviteToken) -> None:
+        """What a joiner can tell by itself: forged or altered tokens, expiry."""
+        try:
+            check_token(token, now=self.wall_clock(), verify=self.credentials.verify)
+        except TokenRefused as refusal:
+            raise JoinRefused(str(refusal)) from None
+
+    async def join(self, token: InviteToken, timeout: float = JOIN_TIMEOUT) -> bool:
+        """Joins the token's mesh through its inviter: True when in, False when unreachable.
+
+        Raises JoinRefused when the mesh refuses the token.
+        """
+        self.check_invite_locally(token)
+        if self.mesh_secret is not None and self.mesh_id == token.mesh_id:
+            self._remember_addresses(list(token.addresses))
+            return True
+        dial = Dial(token.mesh_id, None, invite=token.encode(), expected_node_key=token.inviter_key)
+        for address in token.addresses:
+            try:
+                link, identity = await connect_and_authenticate(
+                    self.control_transport, address, self.credentials, dial, timeout)
+            except Unreachable as error:
+                log.info("invite address unreachable: %s", error)
+                continue
+            except HandshakeFailed as failure:
+                cause = failure.cause
+                raise JoinRefused(cause.reason if isinstance(cause, Refused) else str(cause)) from None
+            self._enter_mesh(identity.mesh_secret)
+            self.secrets.set(MESH_SECRET, identity.mesh_secret)
+            self._remember_addresses(list(token.addresses))
+            self._link_up(identity, link, dialled_by_us=True)
+            return True
+        return False
+
+    def mint_invite(self, expires_in: int) -> InviteToken:
+        expires_at = 0 if expires_in == 0 else int(self.wall_clock()) + expires_in
+        token = InviteToken(mesh_id=self.mesh_id, join_secret=self.credentials.random_bytes(16),
+                            inviter_key=self.credentials.public_key,
+                            addresses=tuple(self.advertised_addresses()), expires_at=expires_at)
+        return token.signed(self.credentials.sign)
+
+    def revoke(self, token: InviteToken) -> None:
+        """Raises ValueError with the reason for the user."""
+        if token.mesh_id != self.mesh_id:
+            raise ValueError(f"that invite is for another mesh ({token.mesh_id})")
+        self._carry_out(self.control.revoke(self.clock(), token.token_id))
+
+    def remove(self, node_id: str) -> None:
+        """Removes a member mesh-wide; raises ValueError with the reason for the user."""
+        if node_id == self.node_id:
+            raise ValueError("a node cannot remove itself; quit it instead")
+        if not NODE_ID.fullmatch(node_id):
+            raise ValueError(f"not a node id: {node_id[:40]!r} ({NODE_ID_LENGTH} hex characters, "
+                             "as in /api/status)")
+        membership = self.control.membership
+        known = set(self.memory.members) | set(membership.peer_states(self.clock())) \
+            | membership.removed_node_ids
+        if node_id not in known:
+            raise ValueError(f"no node {node_id} is known in this mesh")
+        self._carry_out(self.control.remove(self.clock(), node_id))
