@@ -13,15 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdesk.core.membership import (
-    MAX_RECORDS,
-    MAX_SET_SIZE,
-    ROLES,
-    GossipMessage,
-    Membership,
-    MembershipError,
-    NodeRecord,
-)
+from meshdesk.core.errors import Fault, PeerProtocolError
+from meshdesk.core.gossip_message import MAX_SET_SIZE, GossipMessage
+from meshdesk.core.gossip_values import MembershipError
+from meshdesk.core.membership import Membership
+from meshdesk.core.model_advert import ModelAdvert
+from meshdesk.core.node_record import MAX_RECORDS, ROLES, NodeRecord
 
 SUSPECT_AFTER, DEAD_AFTER, INTERVAL = 3.0, 6.0, 1.0
 FIVE = ("A", "B", "C", "D", "E")
@@ -35,7 +32,7 @@ def make_record(node_id: str, generation: int = 0, **overrides) -> NodeRecord:
         name=f"node {node_id}",
         addresses=(("10.0.0.1", 9400),),
         capacity_bytes=8 * 2**30,
-        models=({"name": "x.gguf", "digest": "sha256:ab12", "size": 123},),
+        models=(ModelAdvert("x.gguf", 123, "sha256:ab12"),),
         serving=None,
         role="worker",
         versions={"app": "0.1.0", "protocol": 1, "rpc": 3},
@@ -534,13 +531,23 @@ json_scalars = (
     | st.text(max_size=20)
 )
 node_ids = st.text(min_size=1, max_size=64)
+adverts = st.builds(
+    ModelAdvert,
+    name=st.text(min_size=1, max_size=30),
+    size=st.integers(0, 2**63 - 1),
+    digest=st.text(min_size=1, max_size=70),
+    layers=st.none() | st.integers(0, 1000),
+    wanted=st.booleans(),
+    split=st.booleans(),
+    tensor_split=st.none() | st.lists(st.floats(0, 1e6), min_size=1, max_size=4).map(tuple),
+)
 records = st.builds(
     NodeRecord,
     node_id=node_ids,
     name=st.text(max_size=40),
     addresses=st.lists(st.tuples(st.text(min_size=1, max_size=30), st.integers(1, 65535)), max_size=4).map(tuple),
     capacity_bytes=st.integers(0, 2**63 - 1),
-    models=st.lists(st.dictionaries(st.text(max_size=10), json_scalars, max_size=4), max_size=4).map(tuple),
+    models=st.lists(adverts, max_size=4).map(tuple),
     serving=st.none() | st.text(min_size=1, max_size=30),
     role=st.sampled_from(ROLES),
     versions=st.dictionaries(st.text(max_size=10), json_scalars | st.lists(json_scalars, max_size=3), max_size=4),
@@ -557,15 +564,30 @@ def test_records_round_trip_through_json(record):
 
 
 def test_a_record_is_normalised_and_owns_its_data():
-    models = [{"name": "x.gguf", "tags": ("a", "b")}]
-    record = make_record("A", addresses=[["h", 1]], models=models, rtt_ms={"B": 12})
+    models = [ModelAdvert("x.gguf", 5, "d", wanted=True, tensor_split=[1, 2])]
+    versions = {"app": "1", "tags": ("a", "b")}
+    record = make_record("A", addresses=[["h", 1]], models=models, rtt_ms={"B": 12}, versions=versions)
     assert record.addresses == (("h", 1),) and record.rtt_ms == {"B": 12.0}
-    assert record.models == ({"name": "x.gguf", "tags": ["a", "b"]},)
-    models[0]["name"] = "changed"
-    assert record.models[0]["name"] == "x.gguf"
+    assert record.models == (ModelAdvert("x.gguf", 5, "d", wanted=True, tensor_split=(1.0, 2.0)),)
+    assert record.versions == {"app": "1", "tags": ["a", "b"]}
+    models.clear()
+    versions["app"] = "changed"
+    assert len(record.models) == 1 and record.versions["app"] == "1"
     wire = record.to_wire()
     wire["models"][0]["name"] = "changed again"
-    assert record.models[0]["name"] == "x.gguf"
+    wire["versions"]["tags"].append("c")
+    assert record.models[0].name == "x.gguf" and record.versions["tags"] == ["a", "b"]
+
+
+def test_a_record_holds_model_adverts_not_dicts():
+    with pytest.raises(MembershipError, match="models must hold model adverts"):
+        make_record("A", models=({"name": "x.gguf", "size": 1, "digest": "d"},))
+
+
+def test_malformed_gossip_is_the_peers_fault():
+    with pytest.raises(PeerProtocolError) as caught:
+        GossipMessage.from_wire({"type": "gossip"})
+    assert isinstance(caught.value, MembershipError) and caught.value.fault is Fault.MALFORMED
 
 
 # ---------------------------------------------------------------- malformed input
@@ -592,6 +614,11 @@ def valid_message() -> dict:
 
 def with_changes(**changes):
     return lambda message: {**message, **changes}
+
+
+def advert_wire(without: str | None = None, **changes) -> dict:
+    fields = {"name": "x.gguf", "size": 1, "digest": "d", "layers": 2, **changes}
+    return {key: value for key, value in fields.items() if key != without}
 
 
 def with_record_changes(**changes):
@@ -647,11 +674,26 @@ BAD_MESSAGES = {
     "capacity as text": with_record_changes(capacity_bytes="1"),
     "model not an object": with_record_changes(models=[1]),
     "models not a list": with_record_changes(models={"name": "x"}),
-    "model with nan": with_record_changes(models=[{"size": float("nan")}]),
-    "model nested too deeply": with_record_changes(models=[{"deep": nested(20)}]),
-    "model too large": with_record_changes(models=[{"list": list(range(5000))}]),
-    "model holding a set": with_record_changes(models=[{"tags": {"a"}}]),
+    "model with a nan size": with_record_changes(models=[advert_wire(size=float("nan"))]),
+    "model without a digest": with_record_changes(models=[advert_wire(without="digest")]),
+    "model with an empty name": with_record_changes(models=[advert_wire(name="")]),
+    "model with a negative size": with_record_changes(models=[advert_wire(size=-1)]),
+    "model with a bool size": with_record_changes(models=[advert_wire(size=True)]),
+    "model with text layers": with_record_changes(models=[advert_wire(layers="18")]),
+    "model wanted as text": with_record_changes(models=[advert_wire(wanted="yes")]),
+    "model split as null": with_record_changes(models=[advert_wire(split=None)]),
+    "model ratios negative": with_record_changes(models=[advert_wire(tensor_split=[1, -1])]),
+    "model ratios infinite": with_record_changes(models=[advert_wire(tensor_split=[float("inf")])]),
+    "model ratios too many": with_record_changes(models=[advert_wire(tensor_split=list(range(5000)))]),
+    "model ratios a set": with_record_changes(models=[advert_wire(tensor_split={1.0})]),
+    "model with a long digest": with_record_changes(models=[advert_wire(digest="d" * 129)]),
+    "model with too many fields": with_record_changes(models=[advert_wire(**{f"f{i}": 1 for i in range(40)})]),
+    "too many models": with_record_changes(models=[advert_wire()] * 257),
     "versions not an object": with_record_changes(versions=[]),
+    "versions nested too deeply": with_record_changes(versions={"deep": nested(20)}),
+    "versions too large": with_record_changes(versions={"list": list(range(5000))}),
+    "versions holding a set": with_record_changes(versions={"tags": {"a"}}),
+    "versions with nan": with_record_changes(versions={"n": float("nan")}),
     "versions with a numeric key": with_record_changes(versions={1: 2}),
     "negative rtt": with_record_changes(rtt_ms={"C": -1}),
     "rtt as text": with_record_changes(rtt_ms={"C": "fast"}),

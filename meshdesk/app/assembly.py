@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from meshdesk.app.model_choice import (ChosenModel, ModelChoiceError, bundled_ca
 from meshdesk.app.runtime import Runtime
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
+from meshdesk.core.model_advert import ModelAdvert, SplitOptions
 from meshdesk.core.rpc_stream import ReferenceExpander, WeightReferencer, WeightTensor
 from meshdesk.node.child_process import python_module_command
 from meshdesk.node.model_host import ModelHost
@@ -30,7 +32,7 @@ from meshdesk.node.offer import Offer
 from meshdesk.node.own_state import OwnState
 from meshdesk.node.rpc_tunnel import Traffic, serve_member_side
 from meshdesk.node.rpc_worker import RpcWorker
-from meshdesk.node.serving import Serving, SplitOptions
+from meshdesk.node.serving import Serving
 
 DEFAULT_CONTEXT = 4096
 RPC_PURPOSE = "rpc"
@@ -129,16 +131,15 @@ def own_record_source(own: OwnState, offer: Offer, inventory: ModelInventory, op
     """
     def own_record() -> dict:
         wanted = [digest for digest in map(inventory.digest_of, own.wants) if digest]
-        models = tuple(with_split_options(model, options) if model["digest"] in wanted else model
+        models = tuple(with_split_options(model, options) if model.digest in wanted else model
                        for model in inventory.public_models())
         return {"name": own.name, "capacity_bytes": offer.capacity_bytes, "models": models,
                 "serving": wanted[0] if wanted else None, "role": own.role, "versions": node_versions()}
     return own_record
 
 
-def with_split_options(model: dict, options: SplitOptions) -> dict:
-    return {**model, "wanted": True, "split": options.force_split,
-            "tensor_split": list(options.manual_split) if options.manual_split else None}
+def with_split_options(model: ModelAdvert, options: SplitOptions) -> ModelAdvert:
+    return replace(model, wanted=True, split=options.force_split, tensor_split=options.manual_split)
 
 
 def split_options(arguments: argparse.Namespace) -> SplitOptions:

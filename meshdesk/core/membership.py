@@ -19,288 +19,25 @@ How it works (Scuttlebutt-style anti-entropy with a SWIM-style heartbeat table):
   peer sends only records newer than what we have; a lost message is repaired on the next round.
 - Removed node ids and revoked invite token ids are grow-only sets, merged by union.
 
-Wire format, version 1 (a JSON object)::
-
-    {"type": "gossip", "v": 1, "records": [record, ...], "heartbeats": {node_id: int},
-     "generations": {node_id: int}, "removed": [node_id, ...], "revoked": [token_id, ...]}
-
-Anything malformed raises `MembershipError` (a one-line `ValueError`) and changes nothing.
+Wire formats: `core.gossip_message` (messages), `core.node_record` (records) and
+`core.model_advert` (the models in a record). Anything malformed raises `MembershipError`
+(one line, a `core.errors.PeerProtocolError`) and changes nothing.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 
-MESSAGE_TYPE = "gossip"
-PROTOCOL_VERSION = 1
-ROLES = ("host", "worker", "client", "standby")
+from meshdesk.core.gossip_message import MAX_SET_SIZE, MAX_TOKEN_ID_LENGTH, GossipMessage
+from meshdesk.core.gossip_values import MAX_COUNTER, MembershipError, check, read_node_id, read_text
+from meshdesk.core.gossip_schedule import GossipSchedule
+from meshdesk.core.heartbeats import HeartbeatTable
+from meshdesk.core.node_record import MAX_RECORDS, RECORD_FIELDS, NodeRecord
+
 LIVENESS_STATES = ("alive", "suspect", "dead", "left", "removed")
 
-MAX_RECORDS = 1024  # per message, and records held (own included)
-MAX_ID_LENGTH = 64
-MAX_TOKEN_ID_LENGTH = 128
-MAX_SET_SIZE = 4096  # removed node ids, revoked token ids
-MAX_NAME_LENGTH = 256
-MAX_TEXT_LENGTH = 1024
-MAX_HOST_LENGTH = 253
-MAX_ADDRESSES = 16
-MAX_MODELS = 256
-MAX_JSON_DEPTH = 8
-MAX_JSON_VALUES = 4096  # per opaque field (models, versions)
-MAX_COUNTER = 2**63 - 1
-FORGET_AFTER_DEAD_AFTER_TIMES = 10
-
-
-class MembershipError(ValueError):
-    """A malformed record or gossip message; the text is one line."""
-
-
-# ---------------------------------------------------------------- validation helpers
-
-
-def _check(condition: bool, problem: str) -> None:
-    if not condition:
-        raise MembershipError(problem)
-
-
-def _quote(value: object) -> str:
-    return repr(value)[:40]  # repr escapes newlines, so errors stay one line
-
-
-def _text(value: object, what: str, max_length: int = MAX_TEXT_LENGTH, *, empty_ok: bool = True) -> str:
-    _check(isinstance(value, str), f"{what} must be a string")
-    _check(len(value) <= max_length, f"{what} is longer than {max_length} characters")
-    _check(empty_ok or value != "", f"{what} is empty")
-    return value
-
-
-def _node_id(value: object, what: str = "node id") -> str:
-    return _text(value, what, MAX_ID_LENGTH, empty_ok=False)
-
-
-def _counter(value: object, what: str) -> int:
-    _check(type(value) is int, f"{what} must be an integer")
-    _check(0 <= value <= MAX_COUNTER, f"{what} is out of range")
-    return value
-
-
-def _sequence(value: object, what: str, max_items: int) -> list | tuple:
-    _check(isinstance(value, (list, tuple)), f"{what} must be a list")
-    _check(len(value) <= max_items, f"{what} has more than {max_items} items")
-    return value
-
-
-def _mapping(value: object, what: str, max_items: int) -> dict:
-    _check(isinstance(value, dict), f"{what} must be an object")
-    _check(len(value) <= max_items, f"{what} has more than {max_items} entries")
-    return value
-
-
-def _require_fields(data: dict, expected: frozenset[str], what: str) -> None:
-    missing = sorted(expected - data.keys())
-    if missing:
-        raise MembershipError(f"{what} lacks {missing[0]}")
-    unknown = [key for key in data if key not in expected]
-    if unknown:
-        raise MembershipError(f"{what} has unknown field {_quote(unknown[0])}")
-
-
-class _Budget:
-    """Counts the values of one opaque JSON field, so a hostile peer cannot make it huge."""
-
-    def __init__(self, values: int):
-        self.remaining = values
-
-    def spend(self, what: str) -> None:
-        self.remaining -= 1
-        _check(self.remaining >= 0, f"{what} is too large")
-
-
-def _json_copy(value: object, what: str, budget: _Budget, depth: int = 0) -> object:
-    """A deep copy of plain JSON data (tuples become lists); anything else is refused."""
-    budget.spend(what)
-    _check(depth <= MAX_JSON_DEPTH, f"{what} is nested too deeply")
-    if value is None or type(value) is bool:
-        return value
-    if type(value) is int:
-        _check(abs(value) <= MAX_COUNTER, f"{what} holds an integer out of range")
-        return value
-    if type(value) is float:
-        _check(math.isfinite(value), f"{what} holds a number that is not finite")
-        return value
-    if type(value) is str:
-        return _text(value, what)
-    if type(value) in (list, tuple):
-        return [_json_copy(item, what, budget, depth + 1) for item in value]
-    if type(value) is dict:
-        return {
-            _text(key, f"{what} key"): _json_copy(item, what, budget, depth + 1) for key, item in value.items()
-        }
-    raise MembershipError(f"{what} holds a {type(value).__name__}, which is not JSON")
-
-
-def _json_object(value: object, what: str, budget: _Budget) -> dict:
-    _check(type(value) is dict, f"{what} must be an object")
-    return _json_copy(value, what, budget)
-
-
-def _address(value: object) -> tuple[str, int]:
-    _check(isinstance(value, (list, tuple)) and len(value) == 2, "each address must be a [host, port] pair")
-    host, port = value
-    _text(host, "address host", MAX_HOST_LENGTH, empty_ok=False)
-    _check(type(port) is int and 1 <= port <= 65535, "address port is out of range")
-    return (host, port)
-
-
-def _rtt(value: object, what: str) -> float:
-    _check(type(value) in (int, float), f"{what} must be a number")
-    _check(math.isfinite(value) and value >= 0, f"{what} must be finite and not negative")
-    return float(value)
-
-
-# ---------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    """What one node tells the mesh about itself. Validated and normalised on construction;
-    `models` and `versions` are opaque JSON, `rtt_ms` maps peer ids to this node's round trip
-    times. Treat the dicts inside as read-only."""
-
-    node_id: str
-    name: str
-    addresses: tuple[tuple[str, int], ...]
-    capacity_bytes: int
-    models: tuple[dict, ...]
-    serving: str | None
-    role: str
-    versions: dict
-    rtt_ms: dict
-    public_key: str
-    generation: int
-    leaving: bool = False
-
-    def __post_init__(self) -> None:
-        for name, value in _validated_fields(self).items():
-            object.__setattr__(self, name, value)
-
-    def to_wire(self) -> dict:
-        return {
-            "node_id": self.node_id,
-            "name": self.name,
-            "addresses": [[host, port] for host, port in self.addresses],
-            "capacity_bytes": self.capacity_bytes,
-            "models": copy.deepcopy(list(self.models)),
-            "serving": self.serving,
-            "role": self.role,
-            "versions": copy.deepcopy(self.versions),
-            "rtt_ms": dict(self.rtt_ms),
-            "public_key": self.public_key,
-            "generation": self.generation,
-            "leaving": self.leaving,
-        }
-
-    @classmethod
-    def from_wire(cls, data: object) -> NodeRecord:
-        _check(isinstance(data, dict), "a node record must be an object")
-        _require_fields(data, RECORD_FIELDS, "node record")
-        return cls(**data)
-
-
-RECORD_FIELDS = frozenset(field.name for field in fields(NodeRecord))
-
-
-def _validated_fields(record: NodeRecord) -> dict:
-    _check(isinstance(record.role, str) and record.role in ROLES, f"role must be one of {', '.join(ROLES)}")
-    _check(type(record.leaving) is bool, "leaving must be true or false")
-    serving = record.serving
-    return {
-        "node_id": _node_id(record.node_id),
-        "name": _text(record.name, "name", MAX_NAME_LENGTH),
-        "addresses": tuple(_address(item) for item in _sequence(record.addresses, "addresses", MAX_ADDRESSES)),
-        "capacity_bytes": _counter(record.capacity_bytes, "capacity_bytes"),
-        "models": _models(record.models),
-        "serving": None if serving is None else _text(serving, "serving", empty_ok=False),
-        "versions": _json_object(record.versions, "versions", _Budget(MAX_JSON_VALUES)),
-        "rtt_ms": _rtt_table(record.rtt_ms),
-        "public_key": _text(record.public_key, "public_key"),
-        "generation": _counter(record.generation, "generation"),
-    }
-
-
-def _models(value: object) -> tuple[dict, ...]:
-    budget = _Budget(MAX_JSON_VALUES)
-    return tuple(_json_object(item, "models", budget) for item in _sequence(value, "models", MAX_MODELS))
-
-
-def _rtt_table(value: object) -> dict[str, float]:
-    table = _mapping(value, "rtt_ms", MAX_RECORDS)
-    return {_node_id(peer, "rtt_ms peer id"): _rtt(rtt, "rtt_ms value") for peer, rtt in table.items()}
-
-
-# ---------------------------------------------------------------- messages
-
-
-MESSAGE_FIELDS = frozenset({"type", "v", "records", "heartbeats", "generations", "removed", "revoked"})
-
-
-@dataclass(frozen=True)
-class GossipMessage:
-    """One validated gossip message."""
-
-    records: tuple[NodeRecord, ...]
-    heartbeats: dict[str, int]
-    generations: dict[str, int]
-    removed: frozenset[str]
-    revoked: frozenset[str]
-
-    def to_wire(self) -> dict:
-        return {
-            "type": MESSAGE_TYPE,
-            "v": PROTOCOL_VERSION,
-            "records": [record.to_wire() for record in self.records],
-            "heartbeats": dict(self.heartbeats),
-            "generations": dict(self.generations),
-            "removed": sorted(self.removed),
-            "revoked": sorted(self.revoked),
-        }
-
-    @classmethod
-    def from_wire(cls, data: object) -> GossipMessage:
-        _check(isinstance(data, dict), "a gossip message must be an object")
-        _require_fields(data, MESSAGE_FIELDS, "gossip message")
-        _check(isinstance(data["type"], str) and data["type"] == MESSAGE_TYPE, "not a gossip message")
-        _check(type(data["v"]) is int and data["v"] == PROTOCOL_VERSION, "unsupported gossip version")
-        return cls(
-            records=_records(data["records"]),
-            heartbeats=_counter_table(data["heartbeats"], "heartbeats"),
-            generations=_counter_table(data["generations"], "generations"),
-            removed=_id_set(data["removed"], "removed", MAX_ID_LENGTH),
-            revoked=_id_set(data["revoked"], "revoked", MAX_TOKEN_ID_LENGTH),
-        )
-
-
-def _records(value: object) -> tuple[NodeRecord, ...]:
-    records = tuple(NodeRecord.from_wire(item) for item in _sequence(value, "records", MAX_RECORDS))
-    _check(len({record.node_id for record in records}) == len(records), "records repeat a node id")
-    return records
-
-
-def _counter_table(value: object, what: str) -> dict[str, int]:
-    table = _mapping(value, what, MAX_RECORDS)
-    return {
-        _node_id(node_id, f"{what} node id"): _counter(count, f"{what} value") for node_id, count in table.items()
-    }
-
-
-def _id_set(value: object, what: str, max_length: int) -> frozenset[str]:
-    items = _sequence(value, what, MAX_SET_SIZE)
-    return frozenset(_text(item, f"{what} id", max_length, empty_ok=False) for item in items)
-
-
-# ---------------------------------------------------------------- membership
+# node.mesh imports the record and the error from here, with Membership.
+__all__ = ["LIVENESS_STATES", "Membership", "MembershipError", "NodeRecord"]
 
 
 def _worth_sending(record: NodeRecord, peer_has: dict[str, int]) -> bool:
@@ -313,33 +50,18 @@ def _worth_sending(record: NodeRecord, peer_has: dict[str, int]) -> bool:
 class Membership:
     """The gossip state of one node. See the module docstring for the protocol."""
 
-    def __init__(
-        self,
-        own: NodeRecord,
-        *,
-        suspect_after: float = 3.0,
-        dead_after: float = 6.0,
-        heartbeat_interval: float = 1.0,
-    ):
+    def __init__(self, own: NodeRecord, *, suspect_after: float = 3.0, dead_after: float = 6.0,
+                 heartbeat_interval: float = 1.0):
         if not (0 < heartbeat_interval and 0 < suspect_after < dead_after):
             raise ValueError("need 0 < heartbeat_interval and 0 < suspect_after < dead_after")
         self._own = own
-        self._suspect_after = suspect_after
-        self._dead_after = dead_after
-        self._forget_after = dead_after * FORGET_AFTER_DEAD_AFTER_TIMES
-        self._heartbeat_interval = heartbeat_interval
-        self._heartbeat = 0
         self._records: dict[str, NodeRecord] = {}  # other nodes only
-        self._heartbeats: dict[str, int] = {}
-        self._last_heard: dict[str, float] = {}
-        self._reported_dead: set[str] = set()
+        self._heartbeats = HeartbeatTable(suspect_after, dead_after)
         self._removed: set[str] = set()
         self._revoked: set[str] = set()
         self._connected: set[str] = set()
         self._known_by_peer: dict[str, dict[str, int]] = {}  # peer -> node id -> generation it has
-        self._due_peers: set[str] = set()
-        self._send_due_at: float | None = None
-        self._next_round: float | None = None  # set by the first event
+        self._schedule = GossipSchedule(heartbeat_interval)
         self.own_id_conflicts = 0  # rival records for our id seen; a steady rise means a copied key
 
     # ------------------------------------------------------------ local events
@@ -361,23 +83,23 @@ class Membership:
 
     def remove(self, now: float, node_id: str) -> None:
         """Removes a node from the whole mesh, for good."""
-        node_id = _node_id(node_id)
+        node_id = read_node_id(node_id)
         if node_id == self._own.node_id:
             raise ValueError("a node cannot remove itself; use leave()")
-        _check(len(self._removed | {node_id}) <= MAX_SET_SIZE, "too many removed nodes")
-        self._observe(now)
+        check(len(self._removed | {node_id}) <= MAX_SET_SIZE, "too many removed nodes")
+        self._schedule.observe(now)
         self._removed.add(node_id)
         self._make_due(now, self._connected)
 
     def revoke_token(self, now: float, token_id: str) -> None:
-        token_id = _text(token_id, "token id", MAX_TOKEN_ID_LENGTH, empty_ok=False)
-        _check(len(self._revoked | {token_id}) <= MAX_SET_SIZE, "too many revoked tokens")
-        self._observe(now)
+        token_id = read_text(token_id, "token id", MAX_TOKEN_ID_LENGTH, empty_ok=False)
+        check(len(self._revoked | {token_id}) <= MAX_SET_SIZE, "too many revoked tokens")
+        self._schedule.observe(now)
         self._revoked.add(token_id)
         self._make_due(now, self._connected)
 
     def _replace_own(self, now: float, record: NodeRecord) -> None:
-        self._observe(now)
+        self._schedule.observe(now)
         self._own = record
         self._make_due(now, self._connected)
 
@@ -386,7 +108,7 @@ class Membership:
     def peer_connected(self, now: float, peer_id: str) -> None:
         """An authenticated connection to `peer_id` is up: we tell it everything at once."""
         peer_id = self._peer_id(peer_id)
-        self._observe(now)
+        self._schedule.observe(now)
         self._connected.add(peer_id)
         self._known_by_peer[peer_id] = {}
         self._make_due(now, {peer_id})
@@ -394,13 +116,13 @@ class Membership:
     def peer_disconnected(self, now: float, peer_id: str) -> None:
         """The connection is gone; that alone says nothing about the peer being alive."""
         peer_id = self._peer_id(peer_id)
-        self._observe(now)
+        self._schedule.observe(now)
         self._connected.discard(peer_id)
-        self._due_peers.discard(peer_id)
+        self._schedule.due_peers.discard(peer_id)
         self._known_by_peer.pop(peer_id, None)
 
     def _peer_id(self, peer_id: object) -> str:
-        peer_id = _node_id(peer_id, "peer id")
+        peer_id = read_node_id(peer_id, "peer id")
         if peer_id == self._own.node_id:
             raise ValueError("a node is not its own peer")
         return peer_id
@@ -409,19 +131,21 @@ class Membership:
 
     def receive(self, now: float, sender_id: str, message: object) -> None:
         """Merges a gossip message from an authenticated, directly connected peer."""
-        sender_id = _node_id(sender_id, "sender id")
-        _check(sender_id != self._own.node_id, "gossip cannot come from our own id")
+        sender_id = read_node_id(sender_id, "sender id")
+        check(sender_id != self._own.node_id, "gossip cannot come from our own id")
         gossip = GossipMessage.from_wire(message)
-        _check(len(self._removed | gossip.removed) <= MAX_SET_SIZE, "too many removed nodes")
-        _check(len(self._revoked | gossip.revoked) <= MAX_SET_SIZE, "too many revoked tokens")
-        self._observe(now)
+        check(len(self._removed | gossip.removed) <= MAX_SET_SIZE, "too many removed nodes")
+        check(len(self._revoked | gossip.revoked) <= MAX_SET_SIZE, "too many revoked tokens")
+        self._schedule.observe(now)
         if sender_id in self._removed:
             return  # a removed node has no say any more
         news = self._merge_sets(gossip)
         self._resolve_own_id_rivals(gossip)
         for record in gossip.records:
             news = self._merge_record(now, record) or news
-        self._merge_heartbeats(now, gossip.heartbeats)
+        for node_id, count in gossip.heartbeats.items():
+            if node_id in self._records and node_id not in self._removed:
+                self._heartbeats.count_heartbeat(now, node_id, count)
         self._note_what_peer_has(sender_id, gossip)
         if news:
             self._make_due(now, self._connected - {sender_id})
@@ -444,7 +168,7 @@ class Membership:
             self._own = replace(self._own, generation=min(highest + 1, MAX_COUNTER))
             self.own_id_conflicts += 1  # sent with the next round, so two rivals cannot flood the mesh
         # A restarted process counts from 0 again; continue above what the mesh last heard.
-        self._heartbeat = max(self._heartbeat, gossip.heartbeats.get(own_id, -1))
+        self._schedule.heartbeat = max(self._schedule.heartbeat, gossip.heartbeats.get(own_id, -1))
 
     def _merge_record(self, now: float, record: NodeRecord) -> bool:
         """Keeps `record` if it is newer; returns whether it is news to pass on at once.
@@ -461,16 +185,8 @@ class Membership:
         if held is not None and record.generation <= held.generation:
             return False
         self._records[node_id] = record
-        self._hear_from(now, node_id)
+        self._heartbeats.hear_from(now, node_id)
         return held is not None
-
-    def _merge_heartbeats(self, now: float, heartbeats: dict[str, int]) -> None:
-        for node_id, count in heartbeats.items():
-            if node_id not in self._records or node_id in self._removed:
-                continue
-            if count > self._heartbeats.get(node_id, -1):
-                self._heartbeats[node_id] = count
-                self._hear_from(now, node_id)
 
     def _note_what_peer_has(self, sender_id: str, gossip: GossipMessage) -> None:
         if sender_id not in self._connected:
@@ -484,31 +200,17 @@ class Membership:
         has = self._known_by_peer.get(peer_id)
         return has is not None and any(_worth_sending(r, has) for r in self._shareable_records(now))
 
-    def _hear_from(self, now: float, node_id: str) -> None:
-        self._last_heard[node_id] = now
-        self._reported_dead.discard(node_id)
-
     # ------------------------------------------------------------ gossip out
 
     def messages_to_send(self, now: float) -> list[tuple[str, dict]]:
         """(peer id, message) pairs due now: every connected peer once per heartbeat interval,
         and at once after a local change, a new connection, or news from another peer."""
-        self._observe(now)
-        if now >= self._next_round:
-            self._start_round(now)
-        recipients = sorted(self._due_peers & self._connected - self._removed)
-        self._due_peers.clear()
-        self._send_due_at = None
+        due = self._schedule.take_due(now, self._connected)
+        recipients = sorted(due & self._connected - self._removed)
         if not recipients:
             return []
         shareable = self._shareable_records(now)
         return [(peer, self._message_for(peer, shareable).to_wire()) for peer in recipients]
-
-    def _start_round(self, now: float) -> None:
-        self._heartbeat = min(self._heartbeat + 1, MAX_COUNTER)
-        on_schedule = self._next_round + self._heartbeat_interval
-        self._next_round = on_schedule if on_schedule > now else now + self._heartbeat_interval
-        self._make_due(now, self._connected)
 
     def _shareable_records(self, now: float) -> list[NodeRecord]:
         """Our record and every record we hold as alive, suspect or just left; never the dead."""
@@ -531,51 +233,35 @@ class Membership:
         )
 
     def _heartbeat_of(self, node_id: str) -> int:
-        return self._heartbeat if node_id == self._own.node_id else self._heartbeats.get(node_id, -1)
+        own = node_id == self._own.node_id
+        return self._schedule.heartbeat if own else self._heartbeats.heartbeat_of(node_id)
 
     # ------------------------------------------------------------ time
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `messages_to_send` or `expire` has work; None before any event."""
-        candidates = [time for time in (self._next_round, self._send_due_at) if time is not None]
-        for node_id, heard in self._last_heard.items():
-            candidates.append(heard + self._forget_after)
-            if self._may_still_die(node_id):
-                candidates.append(heard + self._dead_after)
-        return min(candidates, default=None)
+        return min(self._schedule.deadlines() + self._heartbeats.deadlines(self._may_still_die), default=None)
 
     def expire(self, now: float) -> list[str]:
         """Returns the ids that became dead since the last call; forgets long-gone nodes."""
-        self._observe(now)
+        self._schedule.observe(now)
         just_dead = [i for i in sorted(self._records) if self._may_still_die(i) and self._state_of(i, now) == "dead"]
-        self._reported_dead.update(just_dead)
+        self._heartbeats.reported_dead.update(just_dead)
         self._forget_long_gone(now)
         return just_dead
 
     def _may_still_die(self, node_id: str) -> bool:
-        gone_already = node_id in self._reported_dead or node_id in self._removed
+        gone_already = node_id in self._heartbeats.reported_dead or node_id in self._removed
         return not gone_already and not self._records[node_id].leaving
 
     def _forget_long_gone(self, now: float) -> None:
-        gone = [
-            node_id
-            for node_id, heard in self._last_heard.items()
-            if now >= heard + self._forget_after and self._state_of(node_id, now) in ("dead", "left", "removed")
-        ]
-        for node_id in gone:
-            for table in (self._records, self._heartbeats, self._last_heard):
-                del table[node_id]
-            self._reported_dead.discard(node_id)
-
-    def _observe(self, now: float) -> None:
-        if self._next_round is None:
-            self._next_round = now
+        for node_id in self._heartbeats.long_silent(now):
+            if self._state_of(node_id, now) in ("dead", "left", "removed"):
+                del self._records[node_id]
+                self._heartbeats.forget(node_id)
 
     def _make_due(self, now: float, peers: set[str]) -> None:
-        peers = peers - self._removed
-        if peers:
-            self._due_peers |= peers
-            self._send_due_at = now if self._send_due_at is None else min(self._send_due_at, now)
+        self._schedule.make_due(now, peers - self._removed)
 
     # ------------------------------------------------------------ queries
 
@@ -584,10 +270,7 @@ class Membership:
             return "removed"
         if self._records[node_id].leaving:
             return "left"
-        heard = self._last_heard[node_id]  # compared as sums, exactly as next_deadline computes them
-        if now >= heard + self._dead_after:
-            return "dead"
-        return "suspect" if now >= heard + self._suspect_after else "alive"
+        return self._heartbeats.state(node_id, now)
 
     @property
     def own(self) -> NodeRecord:
@@ -611,6 +294,6 @@ class Membership:
     def peer_states(self, now: float) -> dict[str, dict]:
         """node id -> {"state": one of LIVENESS_STATES, "last_seen_s": seconds since last heard}, peers only."""
         return {
-            node_id: {"state": self._state_of(node_id, now), "last_seen_s": now - self._last_heard[node_id]}
+            node_id: {"state": self._state_of(node_id, now), "last_seen_s": self._heartbeats.silent_for(node_id, now)}
             for node_id in sorted(self._records)
         }

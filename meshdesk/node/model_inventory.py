@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from meshdesk.core.model_advert import ModelAdvert
+
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "digests.json"
@@ -34,7 +36,8 @@ def cache_key(path: Path) -> str:
 
 
 class ModelInventory:
-    """Entries: name, size, digest, layers, path (the path never leaves this node)."""
+    """Entries (`models`): name, size, digest, layers, path. What the mesh learns of them is
+    `public_models()`, adverts without the path: the path never leaves this node."""
 
     def __init__(self, home: Path, folders: list[Path], extra_files: list[Path],
                  describe: Callable[[Path], dict]):
@@ -72,15 +75,17 @@ class ModelInventory:
             details = self.describe(path)
             key = cache_key(path)
             digest = self.cache.get(key) or file_digest(path)
-        except Exception as error:  # an unusable file is skipped, never fatal
+            advert = ModelAdvert(path.name, path.stat().st_size, digest, details.get("layers"))
+        except Exception as error:  # an unusable file (or one no advert can describe) is skipped, never fatal
             log.warning("skipping model file %s: %s", path, error)
             return None
         self.cache[key] = digest
-        return {"name": path.name, "size": path.stat().st_size, "digest": digest,
-                "layers": details.get("layers"), "path": str(path)}
+        return {"name": advert.name, "size": advert.size, "digest": advert.digest,
+                "layers": advert.layers, "path": str(path)}
 
-    def public_models(self) -> tuple[dict, ...]:
-        return tuple({key: value for key, value in model.items() if key != "path"}
+    def public_models(self) -> tuple[ModelAdvert, ...]:
+        """What this node tells the mesh about its files (not yet asking it to serve any)."""
+        return tuple(ModelAdvert(model["name"], model["size"], model["digest"], model["layers"])
                      for model in self.models)
 
     def path_for_digest(self, digest: str) -> Path | None:

@@ -13,9 +13,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.core.model_advert import ModelAdvert, SplitOptions
 from meshdesk.core.assignment import MeshNode, WantedModel, plan_mesh
 from meshdesk.core.planning import SPLIT, WAITING, ModelNeeds, Plan
 from meshdesk.node.api_tunnel import RemoteModel
@@ -40,12 +40,6 @@ class RunningHost:
     config: HostConfig
     host: ModelHost
     task: asyncio.Task
-
-
-@dataclass(frozen=True)
-class SplitOptions:
-    force_split: bool = False
-    manual_split: tuple[float, ...] | None = None
 
 
 MakeModelHost = Callable[[dict, list[str], list[float]], ModelHost]
@@ -76,7 +70,7 @@ class Serving:
         wanted = wanted_models(records)
         self.model_info.update({model.digest: model.info for model in wanted})
         nodes = [MeshNode(record.node_id, record.capacity_bytes,
-                          frozenset(str(model.get("digest")) for model in record.models),
+                          frozenset(model.digest for model in record.models),
                           record.serving, dict(record.rtt_ms)) for record in records]
         self.plans = plan_mesh(nodes, [model.wanted for model in wanted])
         self.changed.set()
@@ -219,14 +213,14 @@ class Serving:
                                         "remote" if served else "waiting", reason))
         return statuses
 
-    def plans_status(self) -> list[dict]:
-        return [plan.to_dict() for plans in self.plans.values() for plan in plans]
+    def plans_status(self) -> list[Plan]:
+        return [plan for plans in self.plans.values() for plan in plans]
 
 
 @dataclass(frozen=True)
 class Wanted:
     wanted: WantedModel
-    info: dict
+    info: ModelAdvert
 
     @property
     def digest(self) -> str:
@@ -238,39 +232,26 @@ def wanted_models(records) -> list[Wanted]:
     found: dict[str, Wanted] = {}
     for record in records:
         for entry in record.models:
-            digest = entry.get("digest")
-            wants = entry.get("wanted") is True or digest == record.serving
-            if wants and digest not in found and isinstance(entry.get("size"), int):
-                found[digest] = Wanted(wanted_model(entry, records), entry)
+            wants = entry.wanted or entry.digest == record.serving
+            if wants and entry.digest not in found:
+                found[entry.digest] = Wanted(wanted_model(entry, records), entry)
     return list(found.values())
 
 
-def wanted_model(entry: dict, records) -> WantedModel:
-    digest = entry["digest"]
-    options = seeded_options(digest, records)
-    needs = ModelNeeds(model_id(entry), int(entry["size"]), int(entry.get("layers") or 1))
-    return WantedModel(digest, needs, options.force_split, options.manual_split)
+def wanted_model(entry: ModelAdvert, records) -> WantedModel:
+    options = seeded_options(entry.digest, records)
+    needs = ModelNeeds(entry.model_id, entry.size, entry.layers or 1)
+    return WantedModel(entry.digest, needs, options.force_split, options.manual_split)
 
 
 def seeded_options(digest: str, records) -> SplitOptions:
     """Split if any seeding node asks to; manual ratios from the lowest id that gives them."""
     entries = [model for record in sorted(records, key=lambda record: record.node_id)
-               for model in record.models if model.get("digest") == digest
-               and (model.get("wanted") is True or record.serving == digest)]
-    options = [split_options_of(entry) for entry in entries]
-    manual = next((option.manual_split for option in options if option.manual_split), None)
-    return SplitOptions(any(option.force_split for option in options), manual)
+               for model in record.models if model.digest == digest
+               and (model.wanted or record.serving == digest)]
+    manual = next((entry.tensor_split for entry in entries if entry.tensor_split), None)
+    return SplitOptions(any(entry.force_split for entry in entries), manual)
 
 
-def split_options_of(info: dict) -> SplitOptions:
-    manual = info.get("tensor_split")
-    valid = isinstance(manual, list) and manual and all(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 for value in manual)
-    return SplitOptions(force_split=info.get("split") is True or bool(valid),
-                        manual_split=tuple(float(value) for value in manual) if valid else None)
-
-
-def model_id(info: dict) -> str:
-    return Path(str(info.get("name", "model"))).stem
-
-
+def model_id(info: ModelAdvert) -> str:
+    return info.model_id

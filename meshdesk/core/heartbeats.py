@@ -1,0 +1,65 @@
+"""The SWIM-style heartbeat table of `core.membership`: when each node was last heard of.
+
+A node is "heard" when its heartbeat count or its record's generation goes up, whoever relays
+it. Silent for `suspect_after` seconds it is suspect, for `dead_after` dead; a node that has
+been silent `forget_after` seconds is forgotten. All times are the caller's `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+FORGET_AFTER_DEAD_AFTER_TIMES = 10
+
+
+@dataclass
+class HeartbeatTable:
+    suspect_after: float
+    dead_after: float
+    heartbeats: dict[str, int] = field(default_factory=dict)  # the highest count seen, by node
+    last_heard: dict[str, float] = field(default_factory=dict)
+    reported_dead: set[str] = field(default_factory=set)  # dead, and already returned by `expire`
+
+    @property
+    def forget_after(self) -> float:
+        return self.dead_after * FORGET_AFTER_DEAD_AFTER_TIMES
+
+    def hear_from(self, now: float, node_id: str) -> None:
+        self.last_heard[node_id] = now
+        self.reported_dead.discard(node_id)
+
+    def count_heartbeat(self, now: float, node_id: str, count: int) -> None:
+        if count > self.heartbeats.get(node_id, -1):
+            self.heartbeats[node_id] = count
+            self.hear_from(now, node_id)
+
+    def heartbeat_of(self, node_id: str) -> int:
+        return self.heartbeats.get(node_id, -1)
+
+    def state(self, node_id: str, now: float) -> str:
+        """"alive", "suspect" or "dead", for a node heard at least once."""
+        heard = self.last_heard[node_id]  # compared as sums, exactly as `deadlines` computes them
+        if now >= heard + self.dead_after:
+            return "dead"
+        return "suspect" if now >= heard + self.suspect_after else "alive"
+
+    def silent_for(self, node_id: str, now: float) -> float:
+        return now - self.last_heard[node_id]
+
+    def deadlines(self, may_still_die: Callable[[str], bool]) -> list[float]:
+        """When a node may be forgotten, and when one that can still die will be dead."""
+        found = []
+        for node_id, heard in self.last_heard.items():
+            found.append(heard + self.forget_after)
+            if may_still_die(node_id):
+                found.append(heard + self.dead_after)
+        return found
+
+    def long_silent(self, now: float) -> list[str]:
+        return [node_id for node_id, heard in self.last_heard.items() if now >= heard + self.forget_after]
+
+    def forget(self, node_id: str) -> None:
+        self.heartbeats.pop(node_id, None)
+        del self.last_heard[node_id]
+        self.reported_dead.discard(node_id)

@@ -1,0 +1,115 @@
+"""What a node tells the mesh about one model file on its disk, and whether it asks the mesh
+to serve it.
+
+Wire format (a JSON object inside a node record's `models`)::
+
+    {"name": "gemma-3-270m.gguf", "size": 253000000, "digest": "<sha256 hex>", "layers": 18,
+     "wanted": true, "split": false, "tensor_split": [1.0, 2.0] or null}
+
+`name`, `size` and `digest` are required. Older nodes send `layers` but leave out the last
+three fields for models they do not want served, so a missing field means null / false.
+Unknown fields are ignored, so that a later version can add one without older nodes dropping
+its gossip. The file's path never leaves its node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from meshdesk.core.gossip_values import (
+    MAX_COUNTER,
+    check,
+    read_counter,
+    read_flag,
+    read_list,
+    read_mapping,
+    read_number,
+    read_text,
+)
+
+MAX_NAME_LENGTH = 256
+MAX_DIGEST_LENGTH = 128
+MAX_LAYERS = 1_000_000
+MAX_SPLIT_RATIOS = 1024  # one per device, and a split has no more devices than the mesh has nodes
+MAX_ADVERT_FIELDS = 32
+REQUIRED_FIELDS = ("name", "size", "digest")
+
+
+@dataclass(frozen=True)
+class ModelAdvert:
+    """One model file a node holds. `wanted`, `split` and `tensor_split` are the node's request
+    to the mesh: serve this model, split it even if it fits one node (`--split`), with these
+    ratios (`--tensor-split`). Validated on construction."""
+
+    name: str                 # the file name, e.g. "gemma-3-270m-q4_k_m.gguf"
+    size: int                 # bytes
+    digest: str               # SHA-256 of the file, hex: equal digests are the same file
+    layers: int | None = None  # transformer blocks, when the file says
+    wanted: bool = False
+    split: bool = False
+    tensor_split: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensor_split", _ratios(self.tensor_split))
+        read_text(self.name, "model name", MAX_NAME_LENGTH, empty_ok=False)
+        read_counter(self.size, "model size", MAX_COUNTER)
+        read_text(self.digest, "model digest", MAX_DIGEST_LENGTH, empty_ok=False)
+        if self.layers is not None:
+            read_counter(self.layers, "model layers", MAX_LAYERS)
+        read_flag(self.wanted, "model wanted")
+        read_flag(self.split, "model split")
+
+    @property
+    def model_id(self) -> str:
+        """The name clients ask for: the file name without its extension."""
+        return file_stem(self.name)
+
+    @property
+    def force_split(self) -> bool:
+        """Ratios given by hand ask for a split as much as `split` does."""
+        return self.split or self.tensor_split is not None
+
+    def to_wire(self) -> dict:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "digest": self.digest,
+            "layers": self.layers,
+            "wanted": self.wanted,
+            "split": self.split,
+            "tensor_split": None if self.tensor_split is None else list(self.tensor_split),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> ModelAdvert:
+        data = read_mapping(data, "a model advert", MAX_ADVERT_FIELDS)
+        missing = [name for name in REQUIRED_FIELDS if name not in data]
+        check(not missing, f"model advert lacks {missing[0] if missing else ''}")
+        return cls(**{name: data[name] for name in ADVERT_FIELDS if name in data})
+
+
+ADVERT_FIELDS = tuple(field.name for field in fields(ModelAdvert))
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How a node asks for the models it wants served to be split (`--split`, `--tensor-split`);
+    they travel in its adverts as `split` and `tensor_split`."""
+
+    force_split: bool = False
+    manual_split: tuple[float, ...] | None = None
+
+
+def _ratios(value: object) -> tuple[float, ...] | None:
+    """Manual split ratios: null, or finite non-negative numbers. An empty list means none."""
+    if value is None:
+        return None
+    items = read_list(value, "tensor_split", MAX_SPLIT_RATIOS)
+    ratios = tuple(read_number(ratio, "tensor_split ratio") for ratio in items)
+    return ratios or None
+
+
+def file_stem(name: str) -> str:
+    """`pathlib.PurePosixPath(name).stem`, without pathlib (core handles no paths)."""
+    base = name.rstrip("/").rpartition("/")[2]
+    dot = base.rfind(".")
+    return base[:dot] if 0 < dot < len(base) - 1 else base

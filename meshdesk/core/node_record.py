@@ -1,0 +1,126 @@
+"""What one node tells the mesh about itself: the record that gossip spreads (`core.membership`).
+
+Wire format (a JSON object)::
+
+    {"node_id": str, "name": str, "addresses": [[host, port], ...], "capacity_bytes": int,
+     "models": [model advert, ...], "serving": digest or null, "role": str, "versions": {...},
+     "rtt_ms": {node_id: float}, "public_key": hex, "generation": int, "leaving": bool}
+
+Model adverts are `core.model_advert`; `versions` is opaque JSON, compared by the handshake.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, fields
+
+from meshdesk.core.gossip_values import (
+    MembershipError,
+    check,
+    read_counter,
+    read_flag,
+    read_json_object,
+    read_list,
+    read_mapping,
+    read_node_id,
+    read_number,
+    read_text,
+    require_fields,
+)
+from meshdesk.core.model_advert import ModelAdvert
+
+ROLES = ("host", "worker", "client", "standby")
+
+MAX_RECORDS = 1024  # per message, and records held (own included)
+MAX_NAME_LENGTH = 256
+MAX_HOST_LENGTH = 253
+MAX_ADDRESSES = 16
+MAX_MODELS = 256
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What one node tells the mesh about itself. Validated and normalised on construction;
+    `versions` is opaque JSON, `rtt_ms` maps peer ids to this node's round trip times. Treat
+    the dicts inside as read-only."""
+
+    node_id: str
+    name: str
+    addresses: tuple[tuple[str, int], ...]
+    capacity_bytes: int
+    models: tuple[ModelAdvert, ...]
+    serving: str | None  # the digest of the model this node was asked to serve
+    role: str
+    versions: dict
+    rtt_ms: dict
+    public_key: str
+    generation: int
+    leaving: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value in _validated_fields(self).items():
+            object.__setattr__(self, name, value)
+
+    def to_wire(self) -> dict:
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "addresses": [[host, port] for host, port in self.addresses],
+            "capacity_bytes": self.capacity_bytes,
+            "models": [model.to_wire() for model in self.models],
+            "serving": self.serving,
+            "role": self.role,
+            "versions": copy.deepcopy(self.versions),
+            "rtt_ms": dict(self.rtt_ms),
+            "public_key": self.public_key,
+            "generation": self.generation,
+            "leaving": self.leaving,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> NodeRecord:
+        check(isinstance(data, dict), "a node record must be an object")
+        require_fields(data, RECORD_FIELDS, "node record")
+        models = read_list(data["models"], "models", MAX_MODELS)
+        return cls(**{**data, "models": tuple(ModelAdvert.from_wire(model) for model in models)})
+
+
+RECORD_FIELDS = frozenset(field.name for field in fields(NodeRecord))
+
+
+def _validated_fields(record: NodeRecord) -> dict:
+    check(isinstance(record.role, str) and record.role in ROLES, f"role must be one of {', '.join(ROLES)}")
+    read_flag(record.leaving, "leaving")
+    serving = record.serving
+    return {
+        "node_id": read_node_id(record.node_id),
+        "name": read_text(record.name, "name", MAX_NAME_LENGTH),
+        "addresses": tuple(_address(item) for item in read_list(record.addresses, "addresses", MAX_ADDRESSES)),
+        "capacity_bytes": read_counter(record.capacity_bytes, "capacity_bytes"),
+        "models": _models(record.models),
+        "serving": None if serving is None else read_text(serving, "serving", empty_ok=False),
+        "versions": read_json_object(record.versions, "versions"),
+        "rtt_ms": _rtt_table(record.rtt_ms),
+        "public_key": read_text(record.public_key, "public_key"),
+        "generation": read_counter(record.generation, "generation"),
+    }
+
+
+def _models(value: object) -> tuple[ModelAdvert, ...]:
+    models = tuple(read_list(value, "models", MAX_MODELS))
+    if not all(isinstance(model, ModelAdvert) for model in models):
+        raise MembershipError("models must hold model adverts")
+    return models
+
+
+def _address(value: object) -> tuple[str, int]:
+    check(isinstance(value, (list, tuple)) and len(value) == 2, "each address must be a [host, port] pair")
+    host, port = value
+    read_text(host, "address host", MAX_HOST_LENGTH, empty_ok=False)
+    check(type(port) is int and 1 <= port <= 65535, "address port is out of range")
+    return (host, port)
+
+
+def _rtt_table(value: object) -> dict[str, float]:
+    table = read_mapping(value, "rtt_ms", MAX_RECORDS)
+    return {read_node_id(peer, "rtt_ms peer id"): read_number(rtt, "rtt_ms value") for peer, rtt in table.items()}
