@@ -1,4 +1,5 @@
 import errno
+import mmap
 import os
 import struct
 import time
@@ -12,7 +13,6 @@ from gguf.quants import quantize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdesk.adapters import gguf_metadata
 from meshdesk.adapters.gguf_metadata import ModelFileError, ModelFileInfo, read_model_info, read_tensor_infos
 
 CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
@@ -205,7 +205,7 @@ def test_os_errors_while_opening(tmp_path, tiny_blob, monkeypatch, error, expect
     def failing_mmap(*_args, **_kwargs):
         raise error
 
-    monkeypatch.setattr(gguf_metadata.mmap, "mmap", failing_mmap)
+    monkeypatch.setattr(mmap, "mmap", failing_mmap)
     assert_model_error(path, expected.format(path=path))
 
 
