@@ -14,7 +14,9 @@ def child_in(tmp_path, starter: ProcessStarter) -> ChildProcess:
     return ChildProcess("test child", ["child-program", "--flag"], tmp_path / "logs" / "child.log", starter)
 
 
-def test_a_child_starts_with_its_command_a_pipe_for_stdin_and_stderr_in_its_log_file(tmp_path):
+def test_a_child_starts_with_its_command_a_pipe_for_stdin_and_stderr_in_its_log_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+
     async def scenario():
         starter = ProcessStarter()
         child = child_in(tmp_path, starter)
