@@ -164,7 +164,7 @@ class Bench:
         token = self.runtime.node.mint_invite(3600)["token"]
         self.peer = await asyncio.to_thread(
             start_node, self.work / "peer", "--client", "--join", token, "--name", "bench-peer")
-        await until(lambda: len(self.runtime.node.status()["peers"]) >= 1, 30, "the peer to join")
+        await until(lambda: len(self.runtime.node.status().peers) >= 1, 30, "the peer to join")
         await asyncio.sleep(self.arguments.gossip_seconds)
 
     def stop_peer(self) -> None:

@@ -13,6 +13,7 @@ import urllib.request
 import openai
 import pytest
 
+from meshdesk.core.status import StatusSnapshot
 from tests.nodes import poll
 
 pytestmark = pytest.mark.slow
@@ -121,6 +122,7 @@ def test_models_and_status(shared_node):
     assert status["models"][0]["id"] == MODEL
     assert status["models"][0]["state"] == "ready"
     assert status["models"][0]["path"].endswith(".gguf")
+    assert StatusSnapshot.from_wire(status).to_wire() == status  # the typed snapshot is the whole wire
 
 
 # --- errors --------------------------------------------------------------------------------

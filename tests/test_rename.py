@@ -42,11 +42,14 @@ def test_bad_names_are_refused(node_factory, name):
 
 
 def test_settings_rename_button_asks_for_the_new_name(qtbot):
+    from dataclasses import replace
+
     from meshdesk.ui.settings_view import SettingsView
+    from tests.test_ui_snapshots import starting
 
     view = SettingsView()
     qtbot.addWidget(view)
-    view.show_status({"node": {"name": "old", "id": "x"}, "offer": {}})
+    view.show_status(replace(starting(), node=replace(starting().node, name="old")))
     view.name_edit.setText("new name")
     with qtbot.waitSignal(view.rename_requested) as signal:
         view.rename_button.click()

@@ -19,18 +19,24 @@ from meshdesk.ui.chat_view import ChatView
 
 
 class TalkingNode:
-    """Generates a fixed reply word by word, like `Node.generate`; records each request."""
+    """Generates a fixed reply word by word, like `Node.generate`; records each request.
 
-    def __init__(self, words=("Hello", " there", "!"), pause: float = 0.0, failure=None):
-        self.words, self.pause, self.failure = words, pause, failure
+    With `hold_after=N` it stops after N words, sets `holding` and waits there until the reply
+    is cancelled, like a model still generating when the user presses Stop."""
+
+    def __init__(self, words=("Hello", " there", "!"), failure=None, hold_after: int | None = None):
+        self.words, self.failure, self.hold_after = words, failure, hold_after
         self.requests = []
+        self.holding = asyncio.Event()
 
     async def generate(self, request):
         self.requests.append(request)
         if isinstance(self.failure, Exception):
             raise self.failure
-        for word in self.words:
-            await asyncio.sleep(self.pause)
+        for count, word in enumerate(self.words):
+            if count == self.hold_after:
+                self.holding.set()
+                await asyncio.Future()  # until cancelled
             yield {"type": "delta", "text": word}
         if self.failure:
             yield {"type": "error", "kind": "server", "message": self.failure}
@@ -69,17 +75,17 @@ def test_history_survives_closing_and_reopening(tmp_path):
 
 def test_history_survives_a_killed_process(tmp_path):
     writer = textwrap.dedent(f"""
-        import time
+        import sys
         from meshdesk.node.chat_store import ChatStore
         store = ChatStore.in_home({str(tmp_path)!r})
         conversation = store.create_conversation("gemma")
         for number in range(5):
             store.add_message(conversation.id, "user", f"message {{number}}")
         print("written", flush=True)
-        time.sleep(60)
+        sys.stdin.read()  # until killed (or, should the test die first, until its pipe closes)
     """)
-    process = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True,
-                               cwd=os.getcwd())
+    process = subprocess.Popen([sys.executable, "-c", writer], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, cwd=os.getcwd())
     assert process.stdout.readline().strip() == "written"
     process.send_signal(signal.SIGKILL)
     process.wait(10)
@@ -107,19 +113,19 @@ def test_a_reply_streams_to_the_listener_and_is_stored(store):
 
 
 def test_stop_keeps_what_was_said_and_regenerate_replaces_it(store):
-    node, heard = TalkingNode(words=["one"] + [" more"] * 50, pause=0.01), Heard()
+    node, heard = TalkingNode(words=["one"] + [" more"] * 50, hold_after=3), Heard()
     service = ChatService(node, store)
     conversation = store.create_conversation("gemma")
 
     async def chat():
         task = service.send(conversation.id, "Count", "gemma", heard.listener())
-        while len(heard.deltas) < 3:
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(node.holding.wait(), 10)
+        assert heard.deltas == ["one", " more", " more"]
         service.stop()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not service.busy
-        node.words, node.pause = ["Done."], 0
+        node.words, node.hold_after = ["Done."], None
         await service.regenerate(conversation.id, "gemma", heard.listener())
 
     asyncio.run(chat())

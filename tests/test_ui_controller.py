@@ -11,6 +11,7 @@ from meshdesk.app.assembly import build_runtime
 from meshdesk.app.cli import build_parser
 from meshdesk.app.home import Home
 from meshdesk.core.invite import decode_token
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.controller import DesktopController, DesktopServices
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.qr_images import qr_image
@@ -45,7 +46,7 @@ class FakeMeshNode:
         self.snapshot = solo()
         self.listeners, self.minted, self.revoked, self.join_error = [], [], [], None
 
-    def status(self) -> dict:
+    def status(self) -> StatusSnapshot:
         return self.snapshot
 
     def subscribe(self, listener) -> None:
@@ -60,7 +61,6 @@ class FakeMeshNode:
         self.revoked.append(token)
 
     async def join(self, text: str) -> None:
-        await asyncio.sleep(0)
         if self.join_error:
             raise ValueError(self.join_error)
 
@@ -75,7 +75,7 @@ class QuietTray:
     def __init__(self):
         self.told = 0
 
-    def show_status(self, snapshot: dict) -> None: ...
+    def show_status(self, snapshot: StatusSnapshot) -> None: ...
 
     def say_still_running(self) -> None:
         self.told += 1
@@ -123,7 +123,7 @@ def test_the_slider_changes_what_the_node_advertises(qtbot, real_node):
         settings.slider.setValue(position)
     assert real_node.offer.capacity_bytes == 16 * GB
     qtbot.waitUntil(lambda: real_node.offer.capacity_bytes == 8 * GB, timeout=2000)
-    assert real_node.status()["offer"]["capacity_bytes"] == 8 * GB
+    assert real_node.status().offer.capacity_bytes == 8 * GB
     [own_record] = real_node.mesh.alive_records()  # what gossip tells the other nodes
     assert own_record.capacity_bytes == 8 * GB
     qtbot.waitUntil(lambda: settings.advertised.text() == "8.0 GB of 16 GB measured", timeout=2000)
@@ -157,7 +157,7 @@ def test_an_invite_is_ready_once_in_a_mesh_and_can_be_revoked_and_copied(qtbot):
 def test_a_real_node_in_a_mesh_gets_a_real_invite(qtbot, real_node):
     _, window, _, _ = desktop(qtbot, real_node)
     token = decode_token(window.invite.link.text())
-    assert token.mesh_id == real_node.status()["mesh"]["id"]
+    assert token.mesh_id == real_node.status().mesh.id
     window.invite.revoke_button.click()
     assert "revoked" in window.invite.message.text()
 

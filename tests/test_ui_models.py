@@ -3,10 +3,14 @@ against it (pytest-qt, offscreen): rows, buttons per row, intents, progress bars
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshdesk.ui.model_table import STOPPING, DownloadProgress, capacities, model_table
 from meshdesk.ui.models_view import ModelsView
 from meshdesk.ui.text import DASH
-from tests.test_ui_snapshots import GB, QWEN, solo, split
+from meshdesk.core.states import Liveness
+from meshdesk.core.status import OfferStatus
+from tests.test_ui_snapshots import GB, QWEN, solo, split, starting
 
 DRAFT = "Qwen2.5-0.5B-Instruct"
 
@@ -90,23 +94,23 @@ def test_a_running_download_replaces_the_disk_state_and_can_be_cancelled():
 
 
 def test_fit_follows_the_offer_and_the_live_peers():
-    capped = split() | {"offer": {"capacity_bytes": 4 * GB}}
+    capped = replace(split(), offer=OfferStatus(24 * GB, 4 * GB, donating=True, capacity_bytes=4 * GB))
     assert capacities(capped) == (4 * GB, 28 * GB)
     rows = by_name(model_table(listing(), capped, {}))
     assert (rows["Qwen2.5-32B-Instruct"].fit_here, rows["Qwen2.5-32B-Instruct"].fit_mesh) == ("too large", "fits the mesh")
-    gone = split()
-    gone["peers"][0]["state"] = "dead"
+    first, *others = split().peers
+    gone = replace(split(), peers=(replace(first, state=Liveness.DEAD), *others))
     assert capacities(gone) == (24 * GB, 32 * GB)
 
 
 def test_a_new_model_asked_for_but_not_planned_yet_says_so():
-    rows = by_name(model_table(listing(), solo() | {"wants": ["gemma-3-270m-q4_k_m", f"{DRAFT}-Q4_K_M"]}, {}))
+    rows = by_name(model_table(listing(), replace(solo(), wants=("gemma-3-270m-q4_k_m", f"{DRAFT}-Q4_K_M")), {}))
     assert (rows[DRAFT].serving, rows[DRAFT].can_drop, rows[DRAFT].can_serve) == ("asked", True, False)
     assert rows["Gemma-3-270M"].serving == "ready"
 
 
-def test_odd_listings_and_snapshots_read_as_dashes():
-    rows = model_table([{"name": "x"}, "junk", {}], {}, {})
+def test_odd_listings_read_as_dashes():
+    rows = model_table([{"name": "x"}, "junk", {}], starting(), {})
     assert [row.cells() for row in rows] == [("x", DASH, DASH, DASH, "no", DASH, DASH, DASH),
                                               (DASH, DASH, DASH, DASH, "no", DASH, DASH, DASH)]
     assert not any(row.can_download or row.can_serve for row in rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
 
 from meshdesk.node.chat_store import Message
 from meshdesk.ui.main_window import MainWindow
@@ -67,7 +68,8 @@ def show_models(view) -> None:
 
 
 def save(widget, name: str, qtbot) -> Path:
-    qtbot.wait(20)  # let layouts settle
+    QApplication.sendPostedEvents()  # the pending layout requests, so the grab shows the settled layout
+    QApplication.processEvents()
     path = FOLDER / f"{name}.png"
     FOLDER.mkdir(parents=True, exist_ok=True)
     assert widget.grab().save(str(path))

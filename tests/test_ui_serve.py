@@ -34,7 +34,7 @@ def node_and_loop(tmp_path):
 
 
 def planned(node) -> list[str]:
-    return [plan["model"] for plan in node.status()["plans"]]
+    return [plan.model for plan in node.status().plans]
 
 
 def test_serve_then_drop_from_the_models_tab(qtbot, node_and_loop):
@@ -50,15 +50,15 @@ def test_serve_then_drop_from_the_models_tab(qtbot, node_and_loop):
         models.buttons["Serve"].click()
         await asyncio.gather(*controller.tasks)
     loop.run_until_complete(click_serve())
-    assert node.status()["wants"] == [TINY] and planned(node) == [TINY]
+    assert node.status().wants == (TINY,) and planned(node) == [TINY]
     assert models.message.text().startswith(f"This node now serves {TINY}")
     controller.redraw()
-    [status] = node.status()["models"]
-    assert status["id"] == TINY and models.rows[0].serving == status["state"] and models.rows[0].can_drop
+    [status] = node.status().models
+    assert status.id == TINY and models.rows[0].serving == status.state and models.rows[0].can_drop
     assert models.buttons["Drop"].isEnabled() and not models.buttons["Serve"].isEnabled()
 
     models.buttons["Drop"].click()
-    assert node.status()["wants"] == [] and planned(node) == []
+    assert node.status().wants == () and planned(node) == []
     assert models.message.text().startswith(f"Dropped {TINY}")
 
 
@@ -67,4 +67,4 @@ def test_serving_something_that_is_not_a_model_says_why(qtbot, node_and_loop):
     controller, window, _, _ = desktop(qtbot, node)
     loop.run_until_complete(controller.serve("no-such-model"))
     assert window.models.message.text().startswith("Cannot serve no-such-model: unknown model 'no-such-model'")
-    assert node.status()["wants"] == []
+    assert node.status().wants == ()

@@ -1,16 +1,21 @@
 """Realistic status snapshots for the desktop views, and the pure functions that read them.
 
-`solo` is `/api/status` as a real node serving the bundled model answers it; `bare` is the
-older, smaller snapshot (no plans, role or traffic); `split` and `waiting` are what the mesh
-shows with three machines sharing a model and with too little capacity, plus keys still to
-come (a draft model), so the views are checked against past, present and future shapes.
+Each snapshot is written as the JSON of `/api/status` (`*_wire`) and read with
+`StatusSnapshot.from_wire`, so the views' fixtures are checked against the wire as well:
+`solo` is what a real node serving the bundled model answers; `split` and `waiting` are what
+the mesh shows with three machines sharing a model and with too little capacity; `unplanned`
+is a node whose mesh has planned nothing yet, and `starting` one that is in no mesh yet.
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 
-from meshdesk.ui.mesh_model import (cluster_segments, mesh_summary, proportions, tray_state,
+import pytest
+
+from meshdesk.core.states import ModelState, Role
+from meshdesk.core.status import SnapshotError, StatusSnapshot
+from meshdesk.ui.mesh_model import (TrayState, cluster_segments, mesh_summary, proportions, tray_state,
                                     waiting_reasons)
 from meshdesk.ui.models_model import chat_model_choices, local_model_rows, peer_model_rows
 from meshdesk.ui.text import DASH, expiry, gigabytes, layer_range, share_percent
@@ -18,56 +23,53 @@ from meshdesk.ui.text import DASH, expiry, gigabytes, layer_range, share_percent
 GB = 1024 ** 3
 ALICE, BOB, CAROL, DAVE = "a1" * 10, "b2" * 10, "c3" * 10, "d4" * 10
 QWEN = "Qwen2.5-32B-Instruct-Q4_K_M"
+GEMMA = "gemma-3-270m-q4_k_m"
 
 
-def solo() -> dict:
+def model_wire(model_id: str, state: str, path: str = "", error: str | None = None, pid: int | None = None,
+               draft: str | None = None) -> dict:
+    return {"id": model_id, "state": state, "path": path, "error": error, "pid": pid, "requests": 0,
+            "draft": draft, "speculative": None}
+
+
+def solo_wire() -> dict:
     return {
         "node": {"id": ALICE, "name": "alice", "home": "/home/alice/.local/share/meshdesk",
                  "version": "0.1.0", "role": "host"},
-        "models": [{"id": "gemma-3-270m-q4_k_m", "state": "ready", "path": "/models/gemma.gguf",
-                    "error": None, "pid": 4242}],
+        "models": [model_wire(GEMMA, "ready", "/models/gemma.gguf", pid=4242)],
         "api_port": 9337,
-        "plans": [{"model": "gemma-3-270m-q4_k_m", "host": ALICE, "state": "solo",
+        "plans": [{"model": GEMMA, "host": ALICE, "state": "solo",
                    "members": [{"id": ALICE, "share": 1.0, "layers": 18}], "waiting_reason": None}],
         "traffic": {"weights_sent_bytes": 0, "weights_referenced_bytes": 0, "activations_bytes": 0},
         "secrets": {"backend": "keyring (SecretService)", "warning": None},
         "offer": {"measured_bytes": 24 * GB, "cap_bytes": None, "donating": True,
                   "capacity_bytes": 24 * GB},
-        "wants": ["gemma-3-270m-q4_k_m"],
+        "wants": [GEMMA],
         "mesh": {"id": "4b18fd3f932dfff5", "members": 1, "port": 38489, "removed_from_mesh": False},
         "peers": [],
         "refusals": [],
     }
 
 
-def bare() -> dict:
-    """The snapshot before plans, roles and traffic existed."""
-    snapshot = solo()
-    del snapshot["node"]["role"], snapshot["plans"], snapshot["traffic"], snapshot["wants"]
-    return snapshot
-
-
-def peer(node_id: str, name: str, role: str, gigabytes_offered: float, rtt: float | None,
-         models=()) -> dict:
+def peer_wire(node_id: str, name: str, role: str, gigabytes_offered: float, rtt: float | None,
+              models=()) -> dict:
     return {"id": node_id, "name": name, "role": role, "capacity_bytes": int(gigabytes_offered * GB),
             "rtt_ms": rtt, "models": list(models), "state": "alive", "last_seen_s": 0.4,
             "linked": True, "addresses": [["192.168.1.20", 38489]], "versions": {}}
 
 
-def split() -> dict:
+def split_wire() -> dict:
     """Alice hosts a 32B model split over three machines; Dave is a lite client."""
-    snapshot = solo()
-    snapshot["node"]["role"] = "host"
-    snapshot["models"] = [{"id": QWEN, "state": "ready", "path": f"/models/{QWEN}.gguf",
-                           "error": None, "pid": 4242, "draft": "Qwen2.5-0.5B-Instruct-Q4_K_M"}]
+    snapshot = solo_wire()
+    snapshot["models"] = [model_wire(QWEN, "ready", f"/models/{QWEN}.gguf", pid=4242,
+                                     draft="Qwen2.5-0.5B-Instruct-Q4_K_M")]
     snapshot["wants"] = [QWEN]
     snapshot["mesh"]["members"] = 4
+    advert = {"name": f"{QWEN}.gguf", "size": int(19.9 * GB), "digest": "ab" * 32}
     snapshot["peers"] = [
-        peer(BOB, "bob-desktop", "worker", 16, 3.2,
-             [{"name": f"{QWEN}.gguf", "size": int(19.9 * GB), "digest": "ab" * 32}]),
-        peer(CAROL, "carol-laptop", "worker", 8, 11.8,
-             [{"name": f"{QWEN}.gguf", "size": int(19.9 * GB), "digest": "ab" * 32}]),
-        peer(DAVE, "dave-phone", "client", 0, 24.0),
+        peer_wire(BOB, "bob-desktop", "worker", 16, 3.2, [advert]),
+        peer_wire(CAROL, "carol-laptop", "worker", 8, 11.8, [advert]),
+        peer_wire(DAVE, "dave-phone", "client", 0, 24.0),
     ]
     snapshot["plans"] = [{"model": QWEN, "host": ALICE, "state": "split", "waiting_reason": None,
                           "members": [{"id": BOB, "share": 0.3333, "layers": 21},
@@ -78,26 +80,69 @@ def split() -> dict:
     return snapshot
 
 
-def waiting() -> dict:
+def waiting_wire() -> dict:
     """A 72B model that the two machines present cannot hold yet."""
-    snapshot = solo()
+    snapshot = solo_wire()
     snapshot["node"]["role"] = "standby"
     reason = "waiting for more peers: need 52.0 GB, have 36.0 GB"
-    snapshot["models"] = [{"id": "Qwen2.5-72B-Instruct-Q4_K_M", "state": "waiting", "path": "",
-                           "error": reason, "pid": None}]
+    snapshot["models"] = [model_wire("Qwen2.5-72B-Instruct-Q4_K_M", "waiting", error=reason)]
     snapshot["offer"] = {"measured_bytes": 24 * GB, "cap_bytes": 20 * GB, "donating": True,
                          "capacity_bytes": 20 * GB}
     snapshot["mesh"]["members"] = 2
-    snapshot["peers"] = [peer(BOB, "bob-desktop", "standby", 16, 3.2)]
+    snapshot["peers"] = [peer_wire(BOB, "bob-desktop", "standby", 16, 3.2)]
     snapshot["plans"] = [{"model": "Qwen2.5-72B-Instruct-Q4_K_M", "host": None, "state": "waiting",
                           "members": [], "waiting_reason": reason}]
     return snapshot
 
 
-def with_model_state(snapshot: dict, state: str, error: str | None = None) -> dict:
-    changed = copy.deepcopy(snapshot)
-    changed["models"][0].update(state=state, error=error)
-    return changed
+def solo() -> StatusSnapshot:
+    return StatusSnapshot.from_wire(solo_wire())
+
+
+def split() -> StatusSnapshot:
+    return StatusSnapshot.from_wire(split_wire())
+
+
+def waiting() -> StatusSnapshot:
+    return StatusSnapshot.from_wire(waiting_wire())
+
+
+def unplanned() -> StatusSnapshot:
+    """Alice's model is ready, but the mesh has not planned anything: no plans, no role yet."""
+    return replace(solo(), plans=(), node=replace(solo().node, role=Role.STANDBY))
+
+
+def starting() -> StatusSnapshot:
+    """A node that has just started: in no mesh, serving nothing, its API not listening yet."""
+    return replace(solo(), models=(), api_port=None, plans=(), wants=(), mesh=None,
+                   node=replace(solo().node, role=Role.STANDBY))
+
+
+def with_model_state(snapshot: StatusSnapshot, state: ModelState, error: str | None = None) -> StatusSnapshot:
+    first, *others = snapshot.models
+    return replace(snapshot, models=(replace(first, state=state, error=error), *others))
+
+
+def test_the_fixtures_are_the_wire_form_field_for_field():
+    for wire in (solo_wire(), split_wire(), waiting_wire()):
+        assert StatusSnapshot.from_wire(wire).to_wire() == wire
+    assert starting().to_wire()["mesh"] is None and StatusSnapshot.from_wire(starting().to_wire()) == starting()
+
+
+@pytest.mark.parametrize("broken", [
+    lambda wire: wire.pop("offer"),
+    lambda wire: wire["node"].update(role="boss"),
+    lambda wire: wire["models"][0].update(state="asleep"),
+    lambda wire: wire["models"][0].update(pid="4242"),
+    lambda wire: wire["peers"][0].update(addresses=[["192.168.1.20"]]),
+    lambda wire: wire["plans"][0]["members"][0].update(layers=True),
+    lambda wire: wire.update(mesh=[]),
+])
+def test_a_snapshot_that_is_not_one_is_refused_with_the_reason(broken):
+    wire = split_wire()
+    broken(wire)
+    with pytest.raises(SnapshotError):
+        StatusSnapshot.from_wire(wire)
 
 
 def test_segments_cover_every_node_with_roles_shares_and_rtt():
@@ -119,19 +164,19 @@ def test_a_solo_node_is_the_host_of_its_whole_model():
     assert mesh_summary(split()).traffic == "weights sent 0 B, by reference 9.9 GB, activations 50.0 MB"
 
 
-def test_an_older_snapshot_reads_with_dashes_for_what_it_lacks():
-    [segment] = cluster_segments(bare())
-    assert (segment.name, segment.role, segment.share, segment.capacity_bytes) == ("alice", DASH, DASH, 24 * GB)
-    summary = mesh_summary(bare())
+def test_a_node_before_any_plan_reads_with_dashes_for_what_it_lacks():
+    [segment] = cluster_segments(unplanned())
+    assert (segment.name, segment.role, segment.share, segment.capacity_bytes) == ("alice", "standby", DASH, 24 * GB)
+    summary = mesh_summary(unplanned())
     assert summary.draft == DASH and summary.plans == [] and summary.waiting == []
-    assert summary.api == "http://127.0.0.1:9337/v1" and summary.traffic == DASH
+    assert summary.api == "http://127.0.0.1:9337/v1"
     assert summary.models == "gemma-3-270m-q4_k_m (ready)"
 
 
-def test_an_empty_snapshot_does_not_break_anything():
-    assert mesh_summary({}).mesh == "not in a mesh yet"
-    assert cluster_segments({})[0].name == DASH
-    assert tray_state({}) == "no-mesh" and chat_model_choices({}) == []
+def test_a_node_that_has_just_started_is_in_no_mesh():
+    assert mesh_summary(starting()).mesh == "not in a mesh yet" and mesh_summary(starting()).api == "starting…"
+    assert cluster_segments(starting())[0].name == "alice"
+    assert tray_state(starting()) == TrayState.NO_MESH and chat_model_choices(starting()) == []
 
 
 def test_waiting_plans_explain_themselves():
@@ -152,12 +197,12 @@ def test_widths_follow_capacity_but_a_client_stays_visible():
 
 def test_tray_state_follows_models_and_mesh():
     assert tray_state(solo()) == "ready"
-    assert tray_state(with_model_state(solo(), "loading")) == "loading"
-    assert tray_state(with_model_state(solo(), "failed", "bad file")) == "failed"
-    client = bare() | {"models": []}
+    assert tray_state(with_model_state(solo(), ModelState.LOADING)) == "loading"
+    assert tray_state(with_model_state(solo(), ModelState.FAILED, "bad file")) == "failed"
+    client = replace(unplanned(), models=())
     assert tray_state(client) == "no-mesh"
-    assert tray_state(client | {"peers": split()["peers"]}) == "ready"
-    routed = solo() | {"models": [{"id": QWEN, "state": "remote", "path": "", "error": None}]}
+    assert tray_state(replace(client, peers=split().peers)) == "ready"
+    routed = StatusSnapshot.from_wire(solo_wire() | {"models": [model_wire(QWEN, "remote")]})
     assert tray_state(routed) == "ready" and chat_model_choices(routed) == [QWEN, "gemma-3-270m-q4_k_m"]
     assert local_model_rows(routed)[0].where == "the mesh"
 
@@ -168,7 +213,8 @@ def test_model_rows_and_chat_choices():
         (QWEN, "bob-desktop", "20 GB"), (QWEN, "carol-laptop", "20 GB")]
     assert chat_model_choices(split()) == [QWEN]
     assert chat_model_choices(waiting()) == ["Qwen2.5-72B-Instruct-Q4_K_M"]
-    loading_first = bare() | {"models": [{"id": "b", "state": "loading"}, {"id": "a", "state": "ready"}]}
+    loading_first = StatusSnapshot.from_wire(solo_wire() | {"plans": [], "models": [
+        model_wire("b", "loading"), model_wire("a", "ready")]})
     assert chat_model_choices(loading_first) == ["a", "b"]
 
 

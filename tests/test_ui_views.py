@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtWidgets import QSystemTrayIcon
 
 from meshdesk.ui.chat_view import ChatView
@@ -11,7 +13,10 @@ from meshdesk.ui.settings_view import SettingsView, cap_to_position, position_to
 from meshdesk.ui.throttle import Throttle
 from meshdesk.ui.tray import TrayMenu, tray_available
 from meshdesk.ui.transcript import is_code_block
-from tests.test_ui_snapshots import GB, QWEN, bare, solo, split, waiting, with_model_state
+from meshdesk.core.states import ModelState
+from meshdesk.core.status import OfferStatus
+from meshdesk.ui.mesh_model import TrayState
+from tests.test_ui_snapshots import GB, QWEN, solo, split, starting, unplanned, waiting, with_model_state
 
 
 def test_mesh_view_shows_the_split_and_the_host(qtbot):
@@ -31,15 +36,15 @@ def test_mesh_view_shows_the_split_and_the_host(qtbot):
     assert view.waiting.isHidden()
 
 
-def test_mesh_view_explains_waiting_and_copes_with_an_older_snapshot(qtbot):
+def test_mesh_view_explains_waiting_and_shows_a_node_before_any_plan(qtbot):
     view = MeshView()
     qtbot.addWidget(view)
     view.show_status(waiting())
     assert not view.waiting.isHidden()
     assert "need 52.0 GB, have 36.0 GB" in view.waiting.text()
-    view.show_status(bare())
+    view.show_status(unplanned())
     assert view.waiting.isHidden() and view.draft.text() == "—" and view.plans.text() == "—"
-    assert [s.role for s in view.cluster_bar.segments] == ["—"]
+    assert [s.role for s in view.cluster_bar.segments] == ["standby"]
 
 
 def test_settings_view_shows_offer_node_ports_and_agent_commands(qtbot):
@@ -61,7 +66,8 @@ def test_settings_view_shows_offer_node_ports_and_agent_commands(qtbot):
 def test_settings_view_without_a_measurement_or_a_model(qtbot):
     view = SettingsView()
     qtbot.addWidget(view)
-    view.show_status({"node": {"name": "x"}, "offer": {"measured_bytes": 0, "capacity_bytes": 0}})
+    view.show_status(replace(starting(), offer=OfferStatus(measured_bytes=0, cap_bytes=None, donating=True,
+                                                           capacity_bytes=0)))
     assert not view.slider.isEnabled() and view.advertised.text() == "0.0 GB"
     assert view.agent_boxes == {} and not view.agents_note.isHidden()
 
@@ -110,10 +116,10 @@ def test_window_has_every_tab_and_shows_the_node_state(qtbot):
     qtbot.addWidget(window)
     names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
     assert names == ["Mesh", "Chat", "Models", "Invite", "Join", "Settings"]
-    window.show_status(with_model_state(solo(), "loading") | {"api_port": None})
+    window.show_status(replace(with_model_state(solo(), ModelState.LOADING), api_port=None))
     assert "alice" in window.title.text() and "Loading" in window.title.text()
     assert window.api_address.text() == "API: starting…"
-    window.show_status(with_model_state(solo(), "failed", "bad file"))
+    window.show_status(with_model_state(solo(), ModelState.FAILED, "bad file"))
     assert "Failed" in window.title.text()
     assert window.models.local.item(0, 4).text() == "bad file"
 
@@ -123,7 +129,7 @@ def test_tray_menu_reflects_donating_and_the_model(qtbot):
     qtbot.addWidget(menu)
     toggled = []
     menu.donate_toggled.connect(toggled.append)
-    menu.show_status(split() | {"offer": split()["offer"] | {"donating": False}})
+    menu.show_status(replace(split(), offer=replace(split().offer, donating=False)))
     assert not menu.donate.isChecked() and toggled == []  # a redraw is not a user's intent
     assert menu.model.text() == f"Model: {QWEN}" and not menu.model.isEnabled()
     menu.donate.trigger()
@@ -144,7 +150,7 @@ def test_throttle_coalesces_bursts_and_ends_on_the_latest(qtbot):
         throttle.poke()
     assert len(calls) == 1  # the first poke draws at once
     qtbot.waitUntil(lambda: len(calls) == 2, timeout=1000)
-    qtbot.wait(120)
+    qtbot.waitUntil(lambda: not throttle.timer.isActive(), timeout=1000)  # the interval after it ended
     assert len(calls) == 2  # one trailing redraw for the whole burst, then quiet
 
 
@@ -153,11 +159,12 @@ def test_tray_icon_follows_the_node_state(qtbot):
     from meshdesk.ui.tray import Tray
 
     tray = Tray(TrayMenu())  # constructible offscreen, though no tray will show it
-    tray.show_status(with_model_state(solo(), "loading"))
+    tray.show_status(with_model_state(solo(), ModelState.LOADING))
     assert tray.state == "loading" and "alice — loading" in tray.icon.toolTip()
     tray.show_status(solo())
     assert tray.state == "ready" and tray.menu.model.text() == "Model: gemma-3-270m-q4_k_m"
     corner_colours = {state: state_pixmap(state, 32).toImage().pixelColor(8, 4).name()
                       for state in STATE_COLOURS}
     assert corner_colours == STATE_COLOURS  # one colour a state, as the icon's background
+    assert set(STATE_COLOURS) == set(TrayState)
     tray.hide()

@@ -87,7 +87,7 @@ class OpenAiServer:
         return web.json_response(api.models_list(ids, created=int(time.time())))
 
     async def node_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.gateway.status())
+        return web.json_response(self.gateway.status().to_wire())
 
     async def invite(self, request: web.Request) -> web.Response:
         expires = request.query.get("expires", "7d")
@@ -146,7 +146,7 @@ class OpenAiServer:
             if not isinstance(body["donating"], bool):
                 raise RequestError("'donating' must be true or false", param="donating")
             self.gateway.set_donating(body["donating"])
-        return web.json_response(self.gateway.status()["offer"])
+        return web.json_response(self.gateway.status().offer.to_wire())
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = api.parse_json_body(await request.read())

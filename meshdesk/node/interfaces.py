@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
 from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.core.status import ModelStatus, StatusSnapshot
+
+__all__ = ["Gateway", "LinkClosed", "MessageLink", "ModelStatus", "ModelUnavailable", "SecretStore",
+           "UnknownModel"]  # ModelStatus lives in core.status, with the rest of the snapshot
 
 
 class ModelUnavailable(Exception):
@@ -21,25 +24,6 @@ class UnknownModel(Exception):
     """No model of that name is served here."""
 
 
-@dataclass(frozen=True)
-class ModelStatus:
-    id: str
-    path: str
-    state: str
-    error: str | None = None
-    pid: int | None = None  # the model host child, for diagnostics
-    requests: int = 0       # generations this node's model host has answered
-    draft: str | None = None  # the speculative-decoding draft's file name, when one runs
-    # Cumulative speculative decoding counts, with "acceptance_rate" (accepted / proposed draft
-    # tokens) and "tokens_per_step" (tokens per main-model pass); None without a draft.
-    speculative: dict | None = None
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "state": self.state, "path": self.path, "error": self.error,
-                "pid": self.pid, "requests": self.requests, "draft": self.draft,
-                "speculative": self.speculative}
-
-
 class Gateway(Protocol):
     """What the API server needs from a node."""
 
@@ -49,7 +33,7 @@ class Gateway(Protocol):
         """Events: {"type": "delta", "text"}..., then {"type": "finish", "finish_reason", "usage"}."""
         ...
 
-    def status(self) -> dict: ...
+    def status(self) -> StatusSnapshot: ...
 
     def mint_invite(self, expires_in: int) -> dict: ...
 

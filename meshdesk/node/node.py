@@ -10,6 +10,7 @@ from pathlib import Path
 
 from meshdesk.core.invite import decode_token
 from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.core.status import NodeInfo, OfferStatus, SecretsNote, StatusSnapshot, TrafficStatus
 from meshdesk.node.api_tunnel import API_PURPOSE, serve_remote_request
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
 from meshdesk.node.mesh import JoinRefused, MeshService
@@ -129,24 +130,22 @@ class Node:
         async for event in self.serving.generate(request, local_only):
             yield event
 
-    def status(self) -> dict:
-        return {
-            "node": {
-                "id": self.identity.id,
-                "name": self.identity.name,
-                "home": str(self.identity.home),
-                "version": self.identity.version,
-                "role": self.serving.role(self.offer.client),
-            },
-            "models": [status.to_dict() for status in self.model_statuses()],
-            "api_port": self.api_port,
-            "plans": self.serving.plans_status(),
-            "traffic": self.serving.traffic.to_dict(),
-            "secrets": self.secrets_note,
-            "offer": self.offer.to_dict(),
-            "wants": [path.stem for path in self.wants],
-            **self.mesh.status(),
-        }
+    def status(self) -> StatusSnapshot:
+        """What this node is and does now, for `/api/status` (`to_wire()`) and the views."""
+        identity, offer, traffic, mesh = self.identity, self.offer, self.serving.traffic, self.mesh.status()
+        return StatusSnapshot(
+            node=NodeInfo(identity.id, identity.name, str(identity.home), identity.version,
+                          self.serving.role(offer.client)),
+            models=tuple(self.model_statuses()),
+            api_port=self.api_port,
+            plans=tuple(self.serving.plans_status()),
+            traffic=TrafficStatus(traffic.weights_sent_bytes, traffic.weights_referenced_bytes,
+                                  traffic.activations_bytes),
+            secrets=SecretsNote.from_wire(self.secrets_note),
+            offer=OfferStatus(offer.measured_bytes, offer.cap_bytes, offer.donating, offer.capacity_bytes),
+            wants=tuple(path.stem for path in self.wants),
+            mesh=mesh.mesh, peers=mesh.peers, refusals=mesh.refusals,
+        )
 
     def mint_invite(self, expires_in: int) -> dict:
         token = self._mesh().mint_invite(expires_in)

@@ -7,8 +7,10 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.models_model import chat_model_choices
-from meshdesk.ui.transcript import Transcript, transcript_markdown
+from meshdesk.ui.chat_text import transcript_markdown
+from meshdesk.ui.transcript import Transcript
 
 RENDER_INTERVAL_MS = 50  # streamed text is redrawn at most 20 times a second
 
@@ -157,5 +159,5 @@ class ChatView(QWidget):
         self.transcript.show_markdown(transcript_markdown(self.messages, self.streaming,
                                                           self.streaming_model))
 
-    def show_status(self, snapshot: dict) -> None:
+    def show_status(self, snapshot: StatusSnapshot) -> None:
         self.show_models(chat_model_choices(snapshot))

@@ -16,6 +16,7 @@ from typing import Callable
 from PySide6.QtGui import QGuiApplication, QImage
 
 from meshdesk.core.invite import TokenError, decode_token
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.throttle import Throttle
 from meshdesk.ui.tray import TrayMenu
@@ -101,10 +102,9 @@ class DesktopController:
             self.tray.show_status(snapshot)
         self._keep_invite_current(snapshot)
 
-    def _keep_invite_current(self, snapshot: dict) -> None:
+    def _keep_invite_current(self, snapshot: StatusSnapshot) -> None:
         """Mints an invite when the node enters a mesh (or another mesh) so the tab is ready."""
-        mesh = snapshot.get("mesh")
-        mesh_id = mesh.get("id") if isinstance(mesh, dict) else None
+        mesh_id = None if snapshot.mesh is None else snapshot.mesh.id
         if mesh_id and mesh_id != self.invite_mesh_id:
             self.mint_invite(INVITE_SECONDS)
 
@@ -114,7 +114,8 @@ class DesktopController:
         except ValueError as error:
             self.window.invite.show_message(str(error))
             return None
-        self.invite_mesh_id = (self.node.status().get("mesh") or {}).get("id")
+        mesh = self.node.status().mesh
+        self.invite_mesh_id = None if mesh is None else mesh.id
         self.window.invite.show_invite(invite)
         return invite
 

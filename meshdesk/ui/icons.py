@@ -5,13 +5,16 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 
-STATE_COLOURS = {"ready": "#2e9d5a", "loading": "#d99a1e", "failed": "#c94040", "no-mesh": "#8a8f98"}
+from meshdesk.ui.mesh_model import TrayState
+
+STATE_COLOURS = {TrayState.READY: "#2e9d5a", TrayState.LOADING: "#d99a1e", TrayState.FAILED: "#c94040",
+                 TrayState.NO_MESH: "#8a8f98"}
 # Three nodes of a mesh, as fractions of the icon's side.
 NODES = (QPointF(0.30, 0.32), QPointF(0.72, 0.40), QPointF(0.45, 0.74))
 
 
-def state_pixmap(state: str, side: int = 64) -> QPixmap:
-    colour = QColor(STATE_COLOURS.get(state, STATE_COLOURS["no-mesh"]))
+def state_pixmap(state: TrayState, side: int = 64) -> QPixmap:
+    colour = QColor(STATE_COLOURS[state])
     pixmap = QPixmap(side, side)
     pixmap.fill(Qt.GlobalColor.transparent)
     painter = QPainter(pixmap)
@@ -31,7 +34,7 @@ def state_pixmap(state: str, side: int = 64) -> QPixmap:
     return pixmap
 
 
-def state_icon(state: str) -> QIcon:
+def state_icon(state: TrayState) -> QIcon:
     icon = QIcon()
     for side in (16, 32, 64):
         icon.addPixmap(state_pixmap(state, side))

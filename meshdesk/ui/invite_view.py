@@ -9,6 +9,7 @@ from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
                                QVBoxLayout, QWidget)
 
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.qr_images import qr_image
 from meshdesk.ui.text import expiry
 from meshdesk.ui.widgets import CopyField, selectable_label
@@ -72,9 +73,8 @@ class InviteView(QWidget):
         if self.invite:
             self.revoke_requested.emit(self.invite["token"])
 
-    def show_status(self, snapshot: dict) -> None:
-        mesh = snapshot.get("mesh")
-        self.in_mesh = isinstance(mesh, dict) and bool(mesh.get("id"))
+    def show_status(self, snapshot: StatusSnapshot) -> None:
+        self.in_mesh = snapshot.in_mesh
         self.mint_button.setEnabled(self.in_mesh)
         if not self.in_mesh and self.invite is None:
             self.message.setText("Not in a mesh yet: invites appear once the mesh is up.")

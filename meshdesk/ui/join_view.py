@@ -7,6 +7,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.camera import UNAVAILABLE_REASON, StillCamera, camera_supported
 from meshdesk.ui.widgets import selectable_label
 
@@ -113,5 +114,5 @@ class JoinView(QWidget):
     def show_result(self, message: str) -> None:
         self.result.setText(message)
 
-    def show_status(self, snapshot: dict) -> None:
+    def show_status(self, snapshot: StatusSnapshot) -> None:
         """Nothing here depends on the snapshot; present so every tab is driven alike."""

@@ -9,12 +9,14 @@ from meshdesk.ui.chat_view import ChatView
 from meshdesk.ui.icons import state_icon
 from meshdesk.ui.invite_view import InviteView
 from meshdesk.ui.join_view import JoinView
-from meshdesk.ui.mesh_model import api_line, tray_state
+from meshdesk.core.status import StatusSnapshot
+from meshdesk.ui.mesh_model import TrayState, api_line, tray_state
 from meshdesk.ui.mesh_view import MeshView
 from meshdesk.ui.models_view import ModelsView
 from meshdesk.ui.settings_view import SettingsView
 
-STATE_WORDS = {"ready": "Ready", "loading": "Loading", "failed": "Failed", "no-mesh": "No mesh yet"}
+STATE_WORDS = {TrayState.READY: "Ready", TrayState.LOADING: "Loading", TrayState.FAILED: "Failed",
+               TrayState.NO_MESH: "No mesh yet"}
 
 
 def scrollable(view: QWidget) -> QScrollArea:
@@ -35,7 +37,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("MeshDesk")
         self.resize(900, 640)
         self.keep_running_in_tray = False
-        self.state = ""
+        self.state: TrayState | None = None
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.api_address = QLabel()
@@ -57,11 +59,10 @@ class MainWindow(QMainWindow):
         return [(self.mesh, "Mesh"), (self.chat, "Chat"), (self.models, "Models"),
                 (self.invite, "Invite"), (self.join, "Join"), (self.settings, "Settings")]
 
-    def show_status(self, snapshot: dict) -> None:
-        node = snapshot.get("node") or {}
+    def show_status(self, snapshot: StatusSnapshot) -> None:
+        node = snapshot.node
         state = tray_state(snapshot)
-        self.title.setText(f"{node.get('name', '—')}  ·  {STATE_WORDS.get(state, state)}  ·  "
-                           f"MeshDesk {node.get('version', '')}")
+        self.title.setText(f"{node.name}  ·  {STATE_WORDS[state]}  ·  MeshDesk {node.version}")
         self.api_address.setText(f"API: {api_line(snapshot)}")
         if state != self.state:
             self.state = state

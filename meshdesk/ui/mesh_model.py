@@ -1,27 +1,37 @@
 """What the Mesh view and the tray show, computed from a status snapshot by pure functions.
 
-Snapshots grow over time (plans, roles, traffic, a catalog); every key is optional here and a
-missing one reads as a dash, so these views work with older and newer nodes alike.
+A view model: Qt-free (tests/test_layering.py checks it), so the views stay thin and these
+functions are tested without a window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from meshdesk.ui.text import (DASH, byte_size, gigabytes, layer_range, milliseconds, share_percent,
-                              text_or_dash)
+from meshdesk.core.planning import Plan, PlanMember
+from meshdesk.core.status import PeerStatus, StatusSnapshot
+from meshdesk.core.states import ModelState, PlanState, Role
+from meshdesk.ui.text import DASH, byte_size, gigabytes, layer_range, milliseconds, share_percent
 
 MINIMUM_SEGMENT = 0.08  # a node offering nothing (a client) still gets a visible segment
-READY, LOADING, FAILED, NO_MESH = "ready", "loading", "failed", "no-mesh"
-WAITING, REMOTE = "waiting", "remote"
-STATE_NOTES = {REMOTE: "served by another node", WAITING: "waiting for capacity"}
+STATE_NOTES = {ModelState.REMOTE: "served by another node", ModelState.WAITING: "waiting for capacity"}
+
+
+class TrayState(StrEnum):
+    """The one word the tray icon, its tooltip and the window title show for the whole node."""
+
+    READY = "ready"
+    LOADING = "loading"
+    FAILED = "failed"
+    NO_MESH = "no-mesh"
 
 
 @dataclass(frozen=True)
 class ClusterSegment:
     node_id: str
     name: str
-    role: str
+    role: Role
     capacity_bytes: int
     share: str
     layers: str
@@ -47,74 +57,50 @@ class MeshSummary:
     refusals: list[str] = field(default_factory=list)
 
 
-def plans_of(snapshot: dict) -> list[dict]:
-    plans = snapshot.get("plans")
-    return [plan for plan in plans if isinstance(plan, dict)] if isinstance(plans, list) else []
-
-
-def members_by_id(snapshot: dict) -> dict[str, dict]:
+def members_by_id(snapshot: StatusSnapshot) -> dict[str, PlanMember]:
     """Each plan member's entry, keyed by node id (a node serves one model, so one plan)."""
-    found: dict[str, dict] = {}
-    for plan in plans_of(snapshot):
-        for member in plan.get("members") or []:
-            if isinstance(member, dict) and isinstance(member.get("id"), str):
-                found.setdefault(member["id"], member)
+    found: dict[str, PlanMember] = {}
+    for plan in snapshot.plans:
+        for member in plan.members:
+            found.setdefault(member.node_id, member)
     return found
 
 
-def host_ids(snapshot: dict) -> set[str]:
-    hosts = {plan["host"] for plan in plans_of(snapshot) if isinstance(plan.get("host"), str)}
-    hosts |= {peer.get("id") for peer in peers_of(snapshot) if peer.get("role") == "host"}
-    if own_role(snapshot) == "host":
-        hosts.add(own_id(snapshot))
+def host_ids(snapshot: StatusSnapshot) -> set[str]:
+    hosts = {plan.host for plan in snapshot.plans if plan.host is not None}
+    hosts |= {peer.id for peer in snapshot.peers if peer.role == Role.HOST}
+    if snapshot.node.role == Role.HOST:
+        hosts.add(snapshot.node.id)
     return hosts
 
 
-def peers_of(snapshot: dict) -> list[dict]:
-    peers = snapshot.get("peers")
-    return [peer for peer in peers if isinstance(peer, dict)] if isinstance(peers, list) else []
+def own_segment(snapshot: StatusSnapshot, members: dict[str, PlanMember], hosts: set[str]) -> ClusterSegment:
+    node = snapshot.node
+    member = members.get(node.id)
+    return ClusterSegment(node.id, node.name or DASH, node.role, snapshot.offer.capacity_bytes,
+                          member_share(member), member_layers(member), "this node",
+                          is_self=True, is_host=node.id in hosts)
 
 
-def own_id(snapshot: dict) -> str:
-    return str((snapshot.get("node") or {}).get("id", ""))
+def peer_segment(peer: PeerStatus, members: dict[str, PlanMember], hosts: set[str]) -> ClusterSegment:
+    member = members.get(peer.id)
+    return ClusterSegment(peer.id, peer.name or DASH, peer.role, peer.capacity_bytes,
+                          member_share(member), member_layers(member), milliseconds(peer.rtt_ms),
+                          is_host=peer.id in hosts)
 
 
-def own_role(snapshot: dict) -> str:
-    role = (snapshot.get("node") or {}).get("role")
-    if isinstance(role, str):
-        return role
-    node_id = own_id(snapshot)
-    for plan in plans_of(snapshot):
-        if plan.get("host") == node_id:
-            return "host"
-    return "worker" if node_id in members_by_id(snapshot) else DASH
+def member_share(member: PlanMember | None) -> str:
+    return DASH if member is None else share_percent(member.share)
 
 
-def own_segment(snapshot: dict, members: dict, hosts: set[str]) -> ClusterSegment:
-    node = snapshot.get("node") or {}
-    node_id = own_id(snapshot)
-    member = members.get(node_id, {})
-    capacity = (snapshot.get("offer") or {}).get("capacity_bytes")
-    return ClusterSegment(node_id, text_or_dash(node.get("name")), own_role(snapshot),
-                          capacity if isinstance(capacity, int) else 0,
-                          share_percent(member.get("share")), layer_range(member.get("layers")),
-                          "this node", is_self=True, is_host=node_id in hosts)
+def member_layers(member: PlanMember | None) -> str:
+    return DASH if member is None else layer_range(member.layers)
 
 
-def peer_segment(peer: dict, members: dict, hosts: set[str]) -> ClusterSegment:
-    node_id = str(peer.get("id", ""))
-    member = members.get(node_id, {})
-    capacity = peer.get("capacity_bytes")
-    return ClusterSegment(node_id, text_or_dash(peer.get("name")), text_or_dash(peer.get("role")),
-                          capacity if isinstance(capacity, int) else 0,
-                          share_percent(member.get("share")), layer_range(member.get("layers")),
-                          milliseconds(peer.get("rtt_ms")), is_host=node_id in hosts)
-
-
-def cluster_segments(snapshot: dict) -> list[ClusterSegment]:
+def cluster_segments(snapshot: StatusSnapshot) -> list[ClusterSegment]:
     """One segment per node, this one first, then peers by capacity (largest first)."""
     members, hosts = members_by_id(snapshot), host_ids(snapshot)
-    peers = sorted(peers_of(snapshot), key=lambda peer: -(peer.get("capacity_bytes") or 0))
+    peers = sorted(snapshot.peers, key=lambda peer: -peer.capacity_bytes)
     return [own_segment(snapshot, members, hosts)] + [peer_segment(p, members, hosts) for p in peers]
 
 
@@ -129,88 +115,78 @@ def proportions(capacities: list[int], minimum: float = MINIMUM_SEGMENT) -> list
     return [fraction / scale for fraction in floored]
 
 
-def plan_line(plan: dict, names: dict[str, str]) -> str:
-    members = [names.get(m.get("id"), str(m.get("id", "?"))[:8]) for m in plan.get("members") or []
-               if isinstance(m, dict)]
-    host = names.get(plan.get("host"), text_or_dash(plan.get("host")))
+def plan_line(plan: Plan, names: dict[str, str]) -> str:
+    members = [names.get(node_id, node_id[:8]) for node_id in plan.member_ids()]
+    host = DASH if plan.host is None else names.get(plan.host, plan.host)
     spread = f" split over {', '.join(members)}" if len(members) > 1 else ""
-    return f"{text_or_dash(plan.get('model'))} on {host}{spread} ({text_or_dash(plan.get('state'))})"
+    return f"{plan.model} on {host}{spread} ({plan.state})"
 
 
-def waiting_reasons(snapshot: dict) -> list[str]:
-    return [f"{plan.get('model', DASH)}: {plan['waiting_reason']}" for plan in plans_of(snapshot)
-            if plan.get("waiting_reason")]
+def waiting_reasons(snapshot: StatusSnapshot) -> list[str]:
+    return [f"{plan.model}: {plan.waiting_reason}" for plan in snapshot.plans if plan.waiting_reason]
 
 
-def node_names(snapshot: dict) -> dict[str, str]:
-    names = {peer.get("id"): str(peer.get("name", "?")) for peer in peers_of(snapshot)}
-    names[own_id(snapshot)] = str((snapshot.get("node") or {}).get("name", "?"))
+def node_names(snapshot: StatusSnapshot) -> dict[str, str]:
+    names = {peer.id: peer.name for peer in snapshot.peers}
+    names[snapshot.node.id] = snapshot.node.name
     return names
 
 
-def served_models_line(snapshot: dict) -> str:
-    models = [m for m in snapshot.get("models") or [] if isinstance(m, dict)]
-    if not models:
+def served_models_line(snapshot: StatusSnapshot) -> str:
+    if not snapshot.models:
         return "none"
-    return ", ".join(f"{m.get('id', DASH)} ({STATE_NOTES.get(m.get('state'), m.get('state', DASH))})"
-                     for m in models)
+    return ", ".join(f"{model.id} ({STATE_NOTES.get(model.state, model.state)})" for model in snapshot.models)
 
 
-def draft_line(snapshot: dict) -> str:
-    drafts = [entry.get("draft") for entry in [*(snapshot.get("models") or []), *plans_of(snapshot)]
-              if isinstance(entry, dict) and entry.get("draft")]
-    return ", ".join(str(d if not isinstance(d, dict) else d.get("id", DASH)) for d in drafts) or DASH
+def draft_line(snapshot: StatusSnapshot) -> str:
+    return ", ".join(model.draft for model in snapshot.models if model.draft) or DASH
 
 
-def api_line(snapshot: dict) -> str:
-    port = snapshot.get("api_port")
+def api_line(snapshot: StatusSnapshot) -> str:
+    port = snapshot.api_port
     return f"http://127.0.0.1:{port}/v1" if port else "starting…"
 
 
-def mesh_line(snapshot: dict) -> str:
-    mesh = snapshot.get("mesh")
-    if not isinstance(mesh, dict) or not mesh.get("id"):
+def mesh_line(snapshot: StatusSnapshot) -> str:
+    mesh = snapshot.mesh
+    if mesh is None:
         return "not in a mesh yet"
-    if mesh.get("removed_from_mesh"):
-        return f"removed from mesh {mesh['id']}"
-    return f"{mesh['id']} · {mesh.get('members', DASH)} members"
+    if mesh.removed_from_mesh:
+        return f"removed from mesh {mesh.id}"
+    return f"{mesh.id} · {mesh.members} members"
 
 
-def refusal_lines(snapshot: dict) -> list[str]:
-    return [f"{r.get('address', DASH)}: {r.get('reason', DASH)}" for r in snapshot.get("refusals") or []
-            if isinstance(r, dict)]
+def refusal_lines(snapshot: StatusSnapshot) -> list[str]:
+    return [f"{refusal.address}: {refusal.reason}" for refusal in snapshot.refusals]
 
 
-def mesh_summary(snapshot: dict) -> MeshSummary:
+def mesh_summary(snapshot: StatusSnapshot) -> MeshSummary:
     names = node_names(snapshot)
     total = sum(segment.capacity_bytes for segment in cluster_segments(snapshot))
     return MeshSummary(mesh=mesh_line(snapshot), models=served_models_line(snapshot),
                        draft=draft_line(snapshot), api=api_line(snapshot), capacity=gigabytes(total),
                        traffic=traffic_line(snapshot),
-                       plans=[plan_line(plan, names) for plan in plans_of(snapshot)],
+                       plans=[plan_line(plan, names) for plan in snapshot.plans],
                        waiting=waiting_reasons(snapshot), refusals=refusal_lines(snapshot))
 
 
-def tray_state(snapshot: dict) -> str:
-    """ready, loading, failed, or no-mesh (nothing served here and nobody to ask).
+def tray_state(snapshot: StatusSnapshot) -> TrayState:
+    """Failed when a model host here failed; loading while a model loads or waits for capacity;
+    ready when a model answers here or through another node, or (serving nothing) when there
+    are peers to ask; no mesh otherwise."""
+    states = {model.state for model in snapshot.models}
+    if ModelState.FAILED in states:
+        return TrayState.FAILED
+    waiting_plan = any(plan.state == PlanState.WAITING for plan in snapshot.plans)
+    if states & {ModelState.LOADING, ModelState.WAITING} or waiting_plan:
+        return TrayState.LOADING
+    if states & {ModelState.READY, ModelState.REMOTE}:
+        return TrayState.READY
+    return TrayState.READY if snapshot.in_mesh and snapshot.peers else TrayState.NO_MESH
 
-    Model states: loading, ready, failed (a host here), waiting (for capacity), remote (served
-    by another node; requests are routed there)."""
-    states = {m.get("state") for m in snapshot.get("models") or [] if isinstance(m, dict)}
-    if FAILED in states:
-        return FAILED
-    if states & {LOADING, WAITING} or any(p.get("state") == WAITING for p in plans_of(snapshot)):
-        return LOADING
-    if states & {READY, REMOTE}:
-        return READY
-    in_mesh = isinstance(snapshot.get("mesh"), dict) and bool(peers_of(snapshot))
-    return READY if in_mesh else NO_MESH
 
-
-def traffic_line(snapshot: dict) -> str:
-    traffic = snapshot.get("traffic")
-    if not isinstance(traffic, dict):
-        return DASH
-    return (f"weights sent {byte_size(traffic.get('weights_sent_bytes'))}, "
-            f"by reference {byte_size(traffic.get('weights_referenced_bytes'))}, "
-            f"activations {byte_size(traffic.get('activations_bytes'))}")
+def traffic_line(snapshot: StatusSnapshot) -> str:
+    traffic = snapshot.traffic
+    return (f"weights sent {byte_size(traffic.weights_sent_bytes)}, "
+            f"by reference {byte_size(traffic.weights_referenced_bytes)}, "
+            f"activations {byte_size(traffic.activations_bytes)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFormLayout, QVBoxLayout, QWidget
 
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.cluster_bar import ClusterBar
 from meshdesk.ui.mesh_model import MeshSummary, cluster_segments, mesh_summary
 from meshdesk.ui.widgets import selectable_label
@@ -36,7 +37,7 @@ class MeshView(QWidget):
             form.addRow(title, label)
         return form
 
-    def show_status(self, snapshot: dict) -> None:
+    def show_status(self, snapshot: StatusSnapshot) -> None:
         self.cluster_bar.show_segments(cluster_segments(snapshot))
         self.show_summary(mesh_summary(snapshot))
 

@@ -3,7 +3,7 @@
 The app lists the models folder (`app.model_listing.model_rows`: catalog entries and other GGUF
 files, as plain dicts) and reports running downloads; fit labels are judged here against the
 snapshot's offers, so they follow the capacity slider and peers joining without another look
-at the disk.
+at the disk. A Qt-free view model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from meshdesk.core.catalog import fit_label
-from meshdesk.ui.mesh_model import peers_of
+from meshdesk.core.states import Liveness
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.text import DASH, byte_size, text_or_dash
 
 DOWNLOADING, STOPPING = "downloading", "stopping"
@@ -60,20 +61,21 @@ class ModelTableRow:
 HEADERS = ["Model", "Quant", "Size", "Draft", "On disk", "This node", "Mesh", "Serving"]
 
 
-def capacities(snapshot: dict) -> tuple[int, int]:
+def capacities(snapshot: StatusSnapshot) -> tuple[int, int]:
     """What this node offers, and what the mesh offers: this node and every live peer."""
-    own = (snapshot.get("offer") or {}).get("capacity_bytes")
-    own = own if isinstance(own, int) else 0
-    peers = [peer.get("capacity_bytes") for peer in peers_of(snapshot) if peer.get("state", "alive") == "alive"]
-    return own, own + sum(value for value in peers if isinstance(value, int))
+    own = snapshot.offer.capacity_bytes
+    return own, own + sum(peer.capacity_bytes for peer in snapshot.peers if peer.state == Liveness.ALIVE)
 
 
-def model_table(listing: list[dict], snapshot: dict,
+def model_table(listing: list[dict], snapshot: StatusSnapshot | None,
                 downloads: dict[str, DownloadProgress]) -> list[ModelTableRow]:
-    node_bytes, mesh_bytes = capacities(snapshot)
-    states = {str(model.get("id")): str(model.get("state")) for model in snapshot.get("models") or []
-              if isinstance(model, dict)}
-    wants = set(snapshot.get("wants") or [])
+    """`snapshot` is None before the node's first status: nothing offered, served or asked for."""
+    if snapshot is None:
+        node_bytes, mesh_bytes, states, wants = 0, 0, {}, set()
+    else:
+        node_bytes, mesh_bytes = capacities(snapshot)
+        states = {model.id: model.state.value for model in snapshot.models}
+        wants = set(snapshot.wants)
     return [table_row(row, downloads.get(str(row.get("name"))), node_bytes, mesh_bytes, states, wants)
             for row in listing if isinstance(row, dict)]
 

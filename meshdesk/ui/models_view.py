@@ -7,6 +7,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
 
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.model_table import HEADERS, DownloadProgress, ModelTableRow, model_table
 from meshdesk.ui.models_model import local_model_rows, peer_model_rows
 from meshdesk.ui.widgets import fill_table, read_only_table, selectable_label
@@ -28,7 +29,7 @@ class ModelsView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.listing: list[dict] | None = None
-        self.snapshot: dict = {}
+        self.snapshot: StatusSnapshot | None = None  # until the first show_status
         self.downloads: dict[str, DownloadProgress] = {}
         self.rows: list[ModelTableRow] = []
         self.progress_bars: dict[str, QProgressBar] = {}
@@ -75,7 +76,7 @@ class ModelsView(QWidget):
 
     # --- what the app and node tell the view ---------------------------------------------
 
-    def show_status(self, snapshot: dict) -> None:
+    def show_status(self, snapshot: StatusSnapshot) -> None:
         self.snapshot = snapshot
         fill_table(self.local, [tuple(vars(row).values()) for row in local_model_rows(snapshot)])
         fill_table(self.peers, [tuple(vars(row).values()) for row in peer_model_rows(snapshot)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget)
 
+from meshdesk.core.status import OfferStatus, StatusSnapshot
 from meshdesk.ui.agents import agent_commands
 from meshdesk.ui.agent_box import AgentBox
 from meshdesk.ui.models_model import chat_model_choices
@@ -16,10 +17,10 @@ STEPS_PER_GB = 10
 DEBOUNCE_MS = 300  # the cap is sent once the slider rests, not on every pixel of a drag
 
 
-def cap_to_position(cap_bytes, measured_bytes: int) -> int:
+def cap_to_position(cap_bytes: int | None, measured_bytes: int) -> int:
     """Slider position (tenths of a GB) for a cap; no cap is the far right."""
     top = measured_bytes * STEPS_PER_GB // GIB
-    if not isinstance(cap_bytes, int):
+    if cap_bytes is None:
         return top
     return max(0, min(top, round(cap_bytes * STEPS_PER_GB / GIB)))
 
@@ -106,42 +107,42 @@ class SettingsView(QWidget):
         self.debounce.stop()
         self.capacity_cap_requested.emit(position_to_cap(self.slider.value(), self.slider.maximum()))
 
-    def show_status(self, snapshot: dict) -> None:
-        self._show_offer(snapshot.get("offer") or {})
+    def show_status(self, snapshot: StatusSnapshot) -> None:
+        self._show_offer(snapshot.offer)
         self._show_node(snapshot)
         choices = chat_model_choices(snapshot)
-        self._show_agents(snapshot.get("api_port"), choices[0] if choices else None)
+        self._show_agents(snapshot.api_port, choices[0] if choices else None)
 
-    def _show_offer(self, offer: dict) -> None:
-        measured = offer.get("measured_bytes")
-        if not isinstance(measured, int) or measured <= 0:
+    def _show_offer(self, offer: OfferStatus) -> None:
+        measured = offer.measured_bytes
+        if measured <= 0:
             self.slider.setEnabled(False)
-            self.advertised.setText(gigabytes(offer.get("capacity_bytes")))
+            self.advertised.setText(gigabytes(offer.capacity_bytes))
             return
         if not (self.slider.isSliderDown() or self.debounce.isActive()):
             self.slider.blockSignals(True)
             self.slider.setMaximum(measured * STEPS_PER_GB // GIB)
-            self.slider.setValue(cap_to_position(offer.get("cap_bytes"), measured))
+            self.slider.setValue(cap_to_position(offer.cap_bytes, measured))
             self.slider.blockSignals(False)
             self._show_cap_label()
         self.slider.setEnabled(True)
-        note = "" if offer.get("donating", True) else " (donating is off in the tray menu)"
-        self.advertised.setText(f"{gigabytes(offer.get('capacity_bytes'))} of "
+        note = "" if offer.donating else " (donating is off in the tray menu)"
+        self.advertised.setText(f"{gigabytes(offer.capacity_bytes)} of "
                                 f"{gigabytes(measured)} measured{note}")
 
-    def _show_node(self, snapshot: dict) -> None:
-        node = snapshot.get("node") or {}
-        mesh = snapshot.get("mesh") or {}
-        self.name.setText(text_or_dash(node.get("name")))
+    def _show_node(self, snapshot: StatusSnapshot) -> None:
+        node, mesh, secrets = snapshot.node, snapshot.mesh, snapshot.secrets
+        self.name.setText(text_or_dash(node.name))
         if not self.name_edit.hasFocus():
-            self.name_edit.setText(node.get("name") or "")
-        self.node_id.setText(text_or_dash(node.get("id")))
-        self.home.setText(text_or_dash(node.get("home")))
-        self.api_port.setText(text_or_dash(snapshot.get("api_port")))
-        self.mesh_port.setText(text_or_dash(mesh.get("port") if isinstance(mesh, dict) else None))
-        secrets = snapshot.get("secrets") or {}
-        warning = secrets.get("warning")
-        self.secrets.setText(text_or_dash(secrets.get("backend")) + (f"\n{warning}" if warning else ""))
+            self.name_edit.setText(node.name)
+        self.node_id.setText(text_or_dash(node.id))
+        self.home.setText(text_or_dash(node.home))
+        self.api_port.setText(text_or_dash(snapshot.api_port))
+        self.mesh_port.setText(text_or_dash(None if mesh is None else mesh.port))
+        if secrets is None:
+            self.secrets.setText(DASH)
+        else:
+            self.secrets.setText(secrets.backend + (f"\n{secrets.warning}" if secrets.warning else ""))
 
     def _show_agents(self, port, model) -> None:
         commands = agent_commands(port, model)

@@ -6,10 +6,12 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from meshdesk.ui.icons import state_icon
-from meshdesk.ui.mesh_model import tray_state
+from meshdesk.core.status import StatusSnapshot
+from meshdesk.ui.mesh_model import TrayState, tray_state
 from meshdesk.ui.models_model import chat_model_choices
 
-STATE_WORDS = {"ready": "ready", "loading": "loading", "failed": "failed", "no-mesh": "no mesh yet"}
+STATE_WORDS = {TrayState.READY: "ready", TrayState.LOADING: "loading", TrayState.FAILED: "failed",
+               TrayState.NO_MESH: "no mesh yet"}
 
 
 def tray_available() -> bool:
@@ -38,11 +40,11 @@ class TrayMenu(QMenu):
         self.addSeparator()
         self.addAction("Quit MeshDesk").triggered.connect(self.quit_requested)
 
-    def show_status(self, snapshot: dict) -> None:
-        donating = (snapshot.get("offer") or {}).get("donating", True)
-        if self.donate.isChecked() != bool(donating):
+    def show_status(self, snapshot: StatusSnapshot) -> None:
+        donating = snapshot.offer.donating
+        if self.donate.isChecked() != donating:
             self.donate.blockSignals(True)
-            self.donate.setChecked(bool(donating))
+            self.donate.setChecked(donating)
             self.donate.blockSignals(False)
         choices = chat_model_choices(snapshot)
         self.model.setText(f"Model: {choices[0]}" if choices else "No model")
@@ -52,7 +54,7 @@ class Tray(QObject):
     def __init__(self, menu: TrayMenu, parent=None):
         super().__init__(parent)
         self.menu = menu
-        self.state = "no-mesh"
+        self.state = TrayState.NO_MESH
         self.told_still_running = False
         self.icon = QSystemTrayIcon(state_icon(self.state), self)
         self.icon.setContextMenu(menu)
@@ -63,14 +65,13 @@ class Tray(QObject):
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
             self.menu.open_requested.emit()
 
-    def show_status(self, snapshot: dict) -> None:
+    def show_status(self, snapshot: StatusSnapshot) -> None:
         self.menu.show_status(snapshot)
         state = tray_state(snapshot)
         if state != self.state:
             self.state = state
             self.icon.setIcon(state_icon(state))
-        name = (snapshot.get("node") or {}).get("name", "")
-        self.icon.setToolTip(f"MeshDesk {name} — {STATE_WORDS.get(state, state)}")
+        self.icon.setToolTip(f"MeshDesk {snapshot.node.name} — {STATE_WORDS[state]}")
 
     def say_still_running(self) -> None:
         """Once per run: where the window went, the first time it is closed."""

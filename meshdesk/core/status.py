@@ -1,0 +1,208 @@
+"""A node's status snapshot: what `/api/status` shows and the desktop's views draw.
+
+`Node.status()` builds one `StatusSnapshot` of frozen values; `to_wire()` is the JSON of
+`/api/status`, field for field as it has always been, and `StatusSnapshot.from_wire()` reads that
+JSON back (raising `SnapshotError`, a ValueError). The views read the typed fields; nothing in a
+snapshot is optional except where the node really may not know yet (`api_port`, `mesh`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from meshdesk.core import snapshot_fields as read
+from meshdesk.core.mesh_snapshot import MeshInfo, MeshStatus, PeerStatus, Refusal
+from meshdesk.core.planning import Plan, PlanMember
+from meshdesk.core.snapshot_fields import SnapshotError
+from meshdesk.core.states import ModelState, PlanState, Role
+
+__all__ = ["MeshInfo", "ModelStatus", "NodeInfo", "OfferStatus", "PeerStatus", "Refusal",
+           "SecretsNote", "SnapshotError", "StatusSnapshot", "TrafficStatus", "plan_from_wire"]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    id: str
+    name: str
+    home: str     # the node's data folder
+    version: str
+    role: Role
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", Role(self.role))
+
+    def to_wire(self) -> dict:
+        return {"id": self.id, "name": self.name, "home": self.home, "version": self.version,
+                "role": self.role.value}
+
+    @classmethod
+    def from_wire(cls, data: object, what: str = "node") -> NodeInfo:
+        data = read.section(data, what)
+        return cls(read.text(data, "id", what), read.text(data, "name", what),
+                   read.text(data, "home", what), read.text(data, "version", what),
+                   read.state(data, "role", Role, what))
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model this node serves or routes to."""
+
+    id: str
+    path: str  # the model file here; "" when another node hosts it
+    state: ModelState
+    error: str | None = None  # why it failed, or what it waits for
+    pid: int | None = None    # the model host child, for diagnostics
+    requests: int = 0         # generations this node's model host has answered
+    draft: str | None = None  # the speculative-decoding draft's file name, when one runs
+    # The model host's cumulative speculative-decoding counts, with "acceptance_rate" (accepted /
+    # proposed draft tokens) and "tokens_per_step" (tokens per main-model pass), or {"error"}
+    # when the draft could not load; None without a draft. Read-only.
+    speculative: dict | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", ModelState(self.state))
+
+    def to_wire(self) -> dict:
+        return {"id": self.id, "state": self.state.value, "path": self.path, "error": self.error,
+                "pid": self.pid, "requests": self.requests, "draft": self.draft,
+                "speculative": copy.deepcopy(self.speculative)}
+
+    @classmethod
+    def from_wire(cls, data: object, what: str = "model") -> ModelStatus:
+        data = read.section(data, what)
+        speculative = read.field(data, "speculative", (dict, type(None)), what)
+        return cls(read.text(data, "id", what), read.text(data, "path", what),
+                   read.state(data, "state", ModelState, what), read.optional_text(data, "error", what),
+                   read.optional_whole(data, "pid", what), read.whole(data, "requests", what),
+                   read.optional_text(data, "draft", what), copy.deepcopy(speculative))
+
+
+@dataclass(frozen=True)
+class TrafficStatus:
+    """Bytes that crossed the data plane for split inference since the node started."""
+
+    weights_sent_bytes: int = 0
+    weights_referenced_bytes: int = 0  # weights the far side read from its own copy instead
+    activations_bytes: int = 0
+
+    def to_wire(self) -> dict:
+        return {"weights_sent_bytes": self.weights_sent_bytes,
+                "weights_referenced_bytes": self.weights_referenced_bytes,
+                "activations_bytes": self.activations_bytes}
+
+    @classmethod
+    def from_wire(cls, data: object, what: str = "traffic") -> TrafficStatus:
+        data = read.section(data, what)
+        return cls(read.whole(data, "weights_sent_bytes", what),
+                   read.whole(data, "weights_referenced_bytes", what),
+                   read.whole(data, "activations_bytes", what))
+
+
+@dataclass(frozen=True)
+class OfferStatus:
+    """What this node offers the mesh: measured, capped by the user, switched on or off."""
+
+    measured_bytes: int
+    cap_bytes: int | None
+    donating: bool
+    capacity_bytes: int  # what it advertises: 0 for a lite client or with donating off
+
+    def to_wire(self) -> dict:
+        return {"measured_bytes": self.measured_bytes, "cap_bytes": self.cap_bytes,
+                "donating": self.donating, "capacity_bytes": self.capacity_bytes}
+
+    @classmethod
+    def from_wire(cls, data: object, what: str = "offer") -> OfferStatus:
+        data = read.section(data, what)
+        return cls(read.whole(data, "measured_bytes", what), read.optional_whole(data, "cap_bytes", what),
+                   read.flag(data, "donating", what), read.whole(data, "capacity_bytes", what))
+
+
+@dataclass(frozen=True)
+class SecretsNote:
+    """Where the node keeps its key and mesh secret, and a warning when not in an OS keyring."""
+
+    backend: str
+    warning: str | None = None
+
+    def to_wire(self) -> dict:
+        return {"backend": self.backend, "warning": self.warning}
+
+    @classmethod
+    def from_wire(cls, data: object, what: str = "secrets") -> SecretsNote | None:
+        """None for `{}`: a node assembled without a secret store to describe."""
+        data = read.section(data, what)
+        if not data:
+            return None
+        return cls(read.text(data, "backend", what), read.optional_text(data, "warning", what))
+
+
+def plan_to_wire(plan: Plan) -> dict:
+    return plan.to_dict()
+
+
+def plan_from_wire(data: object, what: str = "plan") -> Plan:
+    data = read.section(data, what)
+    return Plan(read.text(data, "model", what), read.optional_text(data, "host", what),
+                read.state(data, "state", PlanState, what),
+                read.listed(data, "members", _plan_member, what),
+                read.optional_text(data, "waiting_reason", what))
+
+
+def _plan_member(data: object, what: str) -> PlanMember:
+    data = read.section(data, what)
+    return PlanMember(read.text(data, "id", what), float(read.number(data, "share", what)),
+                      read.whole(data, "layers", what))
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    node: NodeInfo
+    models: tuple[ModelStatus, ...]
+    api_port: int | None  # None until the API listens
+    plans: tuple[Plan, ...]
+    traffic: TrafficStatus
+    secrets: SecretsNote | None
+    offer: OfferStatus
+    wants: tuple[str, ...]  # ids of the model files this node asks the mesh to serve
+    mesh: MeshInfo | None   # None until this node founds or joins a mesh
+    peers: tuple[PeerStatus, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def in_mesh(self) -> bool:
+        return self.mesh is not None
+
+    def to_wire(self) -> dict:
+        return {
+            "node": self.node.to_wire(),
+            "models": [model.to_wire() for model in self.models],
+            "api_port": self.api_port,
+            "plans": [plan_to_wire(plan) for plan in self.plans],
+            "traffic": self.traffic.to_wire(),
+            "secrets": {} if self.secrets is None else self.secrets.to_wire(),
+            "offer": self.offer.to_wire(),
+            "wants": list(self.wants),
+            **MeshStatus(self.mesh, self.peers, self.refusals).to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> StatusSnapshot:
+        data = read.section(data, "status")
+        mesh = MeshStatus.from_wire(data)
+        return cls(NodeInfo.from_wire(read.field(data, "node", dict, "status")),
+                   read.listed(data, "models", ModelStatus.from_wire, "status"),
+                   read.optional_whole(data, "api_port", "status"),
+                   read.listed(data, "plans", plan_from_wire, "status"),
+                   TrafficStatus.from_wire(read.field(data, "traffic", dict, "status")),
+                   SecretsNote.from_wire(read.field(data, "secrets", dict, "status")),
+                   OfferStatus.from_wire(read.field(data, "offer", dict, "status")),
+                   read.listed(data, "wants", _want, "status"),
+                   mesh.mesh, mesh.peers, mesh.refusals)
+
+
+def _want(item: object, what: str) -> str:
+    if not isinstance(item, str):
+        raise SnapshotError(f"{what} must be a model id")
+    return item
