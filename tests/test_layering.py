@@ -305,7 +305,8 @@ def test_the_check_sees_every_layer():
 
 def test_adapters_each_wrap_their_library():
     """Guards the checker's stdlib and third-party recognition against silent drift."""
-    expected = {"gguf_metadata/header": "gguf", "gguf_metadata/tensor_table": "gguf", "llama/host": "llama_cpp", "llama/common": "llama_cpp",
+    expected = {"gguf_metadata/header": "gguf", "gguf_metadata/tensor_table": "gguf",
+                "llama/host": "llama_cpp", "llama/common": "llama_cpp",
                 "openai_server": "aiohttp"}
     for name, library in expected.items():
         path = PACKAGE_ROOT / "adapters" / f"{name}.py"
