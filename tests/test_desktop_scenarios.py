@@ -41,11 +41,14 @@ DRIVER = textwrap.dedent("""
         print(*words, flush=True)
 
     async def until(condition, timeout=90):
-        for _ in range(int(timeout / 0.05)):
-            if condition():
-                return
+        # Re-checks `condition` until it holds or the deadline passes. Polled: these are widget
+        # states that Qt sets from its own timers and signals, with no one event to wait on.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if loop.time() > deadline:
+                raise SystemExit(f"timed out after {timeout} s")
             await asyncio.sleep(0.05)
-        raise SystemExit("timed out")
 
     async def ask():
         say("SHOWN AT START", repr(chat.transcript.toPlainText()))

@@ -54,13 +54,28 @@ class Setup:
         self.controller = DownloadController(self.view, self.catalog, self.folder, self.rescan, endpoint=hub.url)
         self.progress: list[dict[str, int]] = []
         self.bars: list[int] = []
+        self.shown_again: asyncio.Event | None = None  # set on each showing, while a test waits
         shown = self.view.show_downloads
 
         def record(downloads):  # what the view was shown, as it was shown
             shown(downloads)
             self.progress.append({name: download.percent for name, download in downloads.items()})
             self.bars += [bar.value() for bar in self.view.progress_bars.values()]
+            if self.shown_again is not None:
+                self.shown_again.set()
         self.view.show_downloads = record
+
+    async def until_shown(self, condition, timeout: float = 10.0) -> None:
+        """Waits until the view has been shown downloads for which `condition` holds: it is
+        checked again each time the controller shows the view something new."""
+        self.shown_again = asyncio.Event()  # made here: each scenario runs in a loop of its own
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    self.shown_again.clear()
+                    await self.shown_again.wait()
+        finally:
+            self.shown_again = None
 
     async def rescan(self, path) -> None:
         self.rescanned.append(path.name)
@@ -76,14 +91,6 @@ class Setup:
 @pytest.fixture
 def setup(qtbot, hub, files, tmp_path):
     return Setup(qtbot, hub, files, tmp_path)
-
-
-async def until(condition, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("timed out")
 
 
 def test_a_download_with_its_draft_reports_progress_to_the_view(setup, files, hub):
@@ -115,7 +122,7 @@ def test_cancel_keeps_the_partial_file_and_resume_completes_it(setup, files, hub
     async def cancel_mid_way():
         await setup.controller.refresh_listing()
         setup.click("Download", MODEL)
-        await until(lambda: setup.row(MODEL).progress and setup.row(MODEL).progress >= 20)
+        await setup.until_shown(lambda: setup.row(MODEL).progress and setup.row(MODEL).progress >= 20)
         setup.click("Cancel", MODEL)
         assert setup.row(MODEL).on_disk == "stopping…"
         await setup.controller.wait()
