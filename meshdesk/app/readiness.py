@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshdesk.core.states import ModelState
 from meshdesk.node.node import Node
 
 
@@ -17,7 +18,7 @@ class ReadinessPrinter:
             if self.last_states.get(status.id) == status.state:
                 continue
             self.last_states[status.id] = status.state
-            if status.state == "ready":
+            if status.state == ModelState.READY:
                 print(f"Model {status.id} is ready.", flush=True)
-            elif status.state == "failed":
+            elif status.state == ModelState.FAILED:
                 print(f"Model {status.id} failed: {status.error}", flush=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from meshdesk.core.states import Liveness
+
 FORGET_AFTER_DEAD_AFTER_TIMES = 10
 
 
@@ -37,12 +39,12 @@ class HeartbeatTable:
     def heartbeat_of(self, node_id: str) -> int:
         return self.heartbeats.get(node_id, -1)
 
-    def state(self, node_id: str, now: float) -> str:
-        """"alive", "suspect" or "dead", for a node heard at least once."""
+    def state(self, node_id: str, now: float) -> Liveness:
+        """Alive, suspect or dead, for a node heard at least once."""
         heard = self.last_heard[node_id]  # compared as sums, exactly as `deadlines` computes them
         if now >= heard + self.dead_after:
-            return "dead"
-        return "suspect" if now >= heard + self.suspect_after else "alive"
+            return Liveness.DEAD
+        return Liveness.SUSPECT if now >= heard + self.suspect_after else Liveness.ALIVE
 
     def silent_for(self, node_id: str, now: float) -> float:
         return now - self.last_heard[node_id]

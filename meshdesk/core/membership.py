@@ -33,8 +33,11 @@ from meshdesk.core.gossip_values import MAX_COUNTER, MembershipError, check, rea
 from meshdesk.core.gossip_schedule import GossipSchedule
 from meshdesk.core.heartbeats import HeartbeatTable
 from meshdesk.core.node_record import MAX_RECORDS, RECORD_FIELDS, NodeRecord
+from meshdesk.core.states import LIVENESS_STATES, Liveness
 
-LIVENESS_STATES = ("alive", "suspect", "dead", "left", "removed")
+MEMBERS = (Liveness.ALIVE, Liveness.SUSPECT)  # still counted in the mesh
+SHAREABLE = (*MEMBERS, Liveness.LEFT)          # records worth gossiping on
+GONE = (Liveness.DEAD, Liveness.LEFT, Liveness.REMOVED)  # forgotten after long silence
 
 # node.mesh imports the record and the error from here, with Membership.
 __all__ = ["LIVENESS_STATES", "Membership", "MembershipError", "NodeRecord"]
@@ -214,7 +217,7 @@ class Membership:
 
     def _shareable_records(self, now: float) -> list[NodeRecord]:
         """Our record and every record we hold as alive, suspect or just left; never the dead."""
-        others = [r for i, r in self._records.items() if self._state_of(i, now) in ("alive", "suspect", "left")]
+        others = [r for i, r in self._records.items() if self._state_of(i, now) in SHAREABLE]
         return [self._own, *others]
 
     def _message_for(self, peer_id: str, shareable: list[NodeRecord]) -> GossipMessage:
@@ -245,7 +248,7 @@ class Membership:
     def expire(self, now: float) -> list[str]:
         """Returns the ids that became dead since the last call; forgets long-gone nodes."""
         self._schedule.observe(now)
-        just_dead = [i for i in sorted(self._records) if self._may_still_die(i) and self._state_of(i, now) == "dead"]
+        just_dead = [i for i in sorted(self._records) if self._may_still_die(i) and self._state_of(i, now) == Liveness.DEAD]
         self._heartbeats.reported_dead.update(just_dead)
         self._forget_long_gone(now)
         return just_dead
@@ -256,7 +259,7 @@ class Membership:
 
     def _forget_long_gone(self, now: float) -> None:
         for node_id in self._heartbeats.long_silent(now):
-            if self._state_of(node_id, now) in ("dead", "left", "removed"):
+            if self._state_of(node_id, now) in GONE:
                 del self._records[node_id]
                 self._heartbeats.forget(node_id)
 
@@ -265,11 +268,11 @@ class Membership:
 
     # ------------------------------------------------------------ queries
 
-    def _state_of(self, node_id: str, now: float) -> str:
+    def _state_of(self, node_id: str, now: float) -> Liveness:
         if node_id in self._removed:
-            return "removed"
+            return Liveness.REMOVED
         if self._records[node_id].leaving:
-            return "left"
+            return Liveness.LEFT
         return self._heartbeats.state(node_id, now)
 
     @property
@@ -286,7 +289,7 @@ class Membership:
 
     def alive_records(self, now: float) -> list[NodeRecord]:
         """Every node we hold as alive or suspect, ourselves included unless we left or were removed."""
-        alive = [r for i, r in self._records.items() if self._state_of(i, now) in ("alive", "suspect")]
+        alive = [r for i, r in self._records.items() if self._state_of(i, now) in MEMBERS]
         if not self._own.leaving and self._own.node_id not in self._removed:
             alive.append(self._own)
         return sorted(alive, key=lambda record: record.node_id)

@@ -28,8 +28,8 @@ from meshdesk.core.gossip_values import (
     require_fields,
 )
 from meshdesk.core.model_advert import ModelAdvert
+from meshdesk.core.states import ROLES
 
-ROLES = ("host", "worker", "client", "standby")
 
 MAX_RECORDS = 1024  # per message, and records held (own included)
 MAX_NAME_LENGTH = 256

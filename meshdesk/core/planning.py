@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshdesk.core.states import PlanState
+
 FIT_MARGIN = 1.1        # a model needs its bytes x 1.1 (KV cache, buffers)
 MAX_SPLIT_RTT_MS = 80.0  # farther members stay in the mesh as API clients only
 GB = 1e9
 
-SOLO, SPLIT, WAITING = "solo", "split", "waiting"
+SOLO, SPLIT, WAITING = PlanState.SOLO, PlanState.SPLIT, PlanState.WAITING
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class PlanMember:
 class Plan:
     model: str
     host: str | None
-    state: str
+    state: PlanState
     members: tuple[PlanMember, ...] = ()
     waiting_reason: str | None = None
 

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.core.states import ModelState
 from meshdesk.node.child_process import Backoff, ChildProcess, Sleep, StartProcess, supervise
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED = "loading", "ready", "failed"
+LOADING, READY, FAILED = ModelState.LOADING, ModelState.READY, ModelState.FAILED
 EVENT_LINE_LIMIT = 16 * 1024 * 1024
 
 
@@ -118,7 +119,7 @@ class ModelHost:
             log.warning("model host for %s exited with code %s", self.model_id, code)
             self._set_state(LOADING, f"model host exited with code {code}; restarting")
 
-    def _set_state(self, state: str, error: str | None = None) -> None:
+    def _set_state(self, state: ModelState, error: str | None = None) -> None:
         self.state, self.error = state, error
         self.on_change()
 

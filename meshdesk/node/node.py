@@ -10,6 +10,7 @@ from pathlib import Path
 
 from meshdesk.core.invite import decode_token
 from meshdesk.core.openai_api import GenerationRequest
+from meshdesk.core.states import ModelState
 from meshdesk.core.status import NodeInfo, OfferStatus, SecretsNote, StatusSnapshot, TrafficStatus
 from meshdesk.node.api_tunnel import API_PURPOSE, serve_remote_request
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
@@ -116,7 +117,7 @@ class Node:
     def model_statuses(self) -> list[ModelStatus]:
         statuses = self.serving.model_statuses()
         if self.pending_model and all(status.id != self.pending_model for status in statuses):
-            statuses.append(ModelStatus(self.pending_model, "", "loading"))
+            statuses.append(ModelStatus(self.pending_model, "", ModelState.LOADING))
         return statuses
 
     def model_ids(self) -> list[str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STANDBY = "standby"
+from meshdesk.core.states import Role
+
+STANDBY = Role.STANDBY
 
 
 @dataclass
@@ -21,4 +23,4 @@ class OwnState:
 
     name: str
     wants: list[Path] = field(default_factory=list)
-    role: str = STANDBY
+    role: Role = STANDBY
