@@ -186,7 +186,8 @@ def build_desktop(arguments, work: Path):
         ["--home", str(work / "desktop"), "--port", "0", "--bind-host", "127.0.0.1",
          "--model", str(model), "--threads", str(arguments.threads), "--name", "bench-desktop"])
     home = open_home(options)
-    runtime = build_runtime(options, home, choose_model(options.model, home.models), [])
+    models = [choose_model(choice, home.models) for choice in options.model]  # --model repeats
+    runtime = build_runtime(options, home, models, [])
     application = QApplication.instance() or QApplication([])
     application.setQuitOnLastWindowClosed(False)
     desktop = Desktop(runtime, application)

@@ -145,6 +145,16 @@ def median(values) -> float:
 
 
 def report(totals: dict[tuple[str, str], Totals], arguments, model: Path, draft: Path) -> None:
+    passes_per_token = report_kinds(totals)
+    report_pair(totals, arguments, model, draft)
+    # The verdict is on what a draft is for: fewer passes of the main model per token (each a
+    # network round trip when the main model is split); without a draft it is one per token.
+    verdict = "PASS" if passes_per_token < 1.0 else "FAIL"
+    print(f"\nmain-model passes per token with the draft = {passes_per_token:.3f} target < 1.000 {verdict}")
+
+
+def report_kinds(totals: dict[tuple[str, str], Totals]) -> float:
+    """Prints the table per kind of prompt; returns the main-model passes per token over all."""
     print("\nper kind (median tokens/s over runs; acceptance and tokens per step over all steps):")
     print(f"  {'kind':6} {'plain tok/s':>12} {'draft tok/s':>12} {'ratio':>7} {'acceptance':>11} "
           f"{'tok/step':>9} {'main passes/token':>18}")
@@ -163,8 +173,13 @@ def report(totals: dict[tuple[str, str], Totals], arguments, model: Path, draft:
         # the prompt pass) included; without a draft this is 1 pass per token.
         tokens = sum(run.tokens for run in drafted.runs)
         passes = drafted.steps + len(drafted.runs)
+        passes_per_token = passes / tokens if tokens else float("nan")
         print(f"  {kind:6} {plain_speed:12.1f} {draft_speed:12.1f} {draft_speed / plain_speed:7.2f} "
-              f"{acceptance:11.1%} {per_step:9.2f} {passes / tokens if tokens else float('nan'):18.3f}")
+              f"{acceptance:11.1%} {per_step:9.2f} {passes_per_token:18.3f}")
+    return passes_per_token  # the last kind is "all"
+
+
+def report_pair(totals: dict[tuple[str, str], Totals], arguments, model: Path, draft: Path) -> None:
     same = [(run_p.text == run_d.text) for (run_p, run_d) in zip(
         [r for k in ("prose", "code") for r in totals[(PLAIN, k)].runs],
         [r for k in ("prose", "code") for r in totals[(DRAFT, k)].runs])]

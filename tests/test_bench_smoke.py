@@ -16,6 +16,9 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 @pytest.mark.parametrize("script, verdict", [
     ("transport.py", "tls / raw tcp ="),
     ("api_overhead.py", "ratio (api / in-process) ="),
+    ("gui_latency.py", "longest stall "),
+    ("speculative.py", "main-model passes per token with the draft ="),
+    ("split.py", "MeshDesk / direct RPC tokens/s ="),
 ])
 def test_bench_quick_mode_prints_its_verdict(script, verdict):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
