@@ -18,6 +18,14 @@ PACKAGE_ROOT = Path(meshdesk.__file__).parent
 # The whole of `node` that adapters may see: the protocols and failures it defines for them.
 NODE_SURFACE_FOR_ADAPTERS = ("meshdesk.node.interfaces",)
 UI_LIBRARIES = {"PySide6", "qrcode"}
+# The ui modules that are view models: the Qt-free state and text the views draw, computed from
+# core's typed snapshots and tested without a window. A view model imports only the standard
+# library, meshdesk.core and other view models: never Qt (PySide6, qasync), qrcode or a view.
+# A new pure module of ui belongs here; move its Qt parts into a view first.
+VIEW_MODELS = {
+    "meshdesk.ui.agents", "meshdesk.ui.chat_text", "meshdesk.ui.mesh_model", "meshdesk.ui.model_table",
+    "meshdesk.ui.models_model", "meshdesk.ui.text",
+}
 # The standard library modules the pure core may use: computation on values only, so no IO,
 # threads, clocks or randomness can slip in with a new import. `pathlib` is left out on purpose:
 # pure path arithmetic would be harmless, but `Path` also reads and writes files, and core has
@@ -156,6 +164,15 @@ def ui_problem(target: str) -> str | None:
     return f"ui may import PySide6, qrcode, meshdesk.core and meshdesk.node only, not {target}"
 
 
+def view_model_problem(module: str, target: str) -> str | None:
+    if is_stdlib(target) or within(target, "meshdesk.core"):
+        return None
+    if any(within(target, view_model) for view_model in VIEW_MODELS):
+        return None
+    return (f"view model {module} may import only the standard library, meshdesk.core and other "
+            f"view models (no Qt, no views), not {target}")
+
+
 def problem(module: str, target: str) -> str | None:
     layer = layer_of(module)
     if layer != "app" and within(target, "meshdesk.app"):
@@ -167,7 +184,7 @@ def problem(module: str, target: str) -> str | None:
     if layer == "adapters":
         return adapter_problem(module, target)
     if layer == "ui":
-        return ui_problem(target)
+        return view_model_problem(module, target) if module in VIEW_MODELS else ui_problem(target)
     if layer == "app":
         return None
     return f"{module} is in no layer of ARCHITECTURE section 2 (core, node, adapters, ui, app)"
@@ -330,7 +347,19 @@ BROKEN = {
         "from meshdesk.node._secret import x\n", [3, 4]),
     "meshdesk.node.wires": (
         "import importlib\nimportlib.import_module('meshdesk.app.launch')\n", [2]),
+    "meshdesk.ui.mesh_model": (
+        "from PySide6.QtCore import QTimer\nfrom meshdesk.core.status import StatusSnapshot\n"
+        "from meshdesk.ui.text import DASH\nfrom meshdesk.ui.mesh_view import MeshView\n"
+        "def later():\n    import qasync\n", [1, 4, 6]),
 }
+
+
+def test_the_view_models_named_exist_and_import_no_qt():
+    modules = {module_name(path) for path in project_modules()}
+    assert VIEW_MODELS <= modules, VIEW_MODELS - modules
+    for module in VIEW_MODELS:
+        source = (PACKAGE_ROOT.parent / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+        assert not {top_level(item.target) for item in imports_of(source, module)} & {"PySide6", "qasync"}, module
 
 
 def test_the_checker_reports_each_broken_rule_with_its_line():
