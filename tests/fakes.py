@@ -38,6 +38,49 @@ async def within(awaitable: Awaitable, timeout: float = 2.0) -> Any:
     return await asyncio.wait_for(awaitable, timeout)
 
 
+def run_on_loopback(scenario: Callable[[Loopback], Coroutine], timeout: float = DEADLINE_SECONDS) -> Any:
+    """`run` for a scenario that opens real 127.0.0.1 sockets; they are closed when it ends."""
+    async def main():
+        loopback = Loopback()
+        try:
+            return await scenario(loopback)
+        finally:
+            await loopback.close()
+    return run(main(), timeout)
+
+
+class Loopback:
+    """Real 127.0.0.1 connections and listeners opened by a test, closed together at its end."""
+
+    def __init__(self):
+        self._writers: list[asyncio.StreamWriter] = []
+        self._servers: list[asyncio.Server] = []
+
+    async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        self._writers.append(writer)
+        return reader, writer
+
+    async def listen(self, on_connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable]) -> int:
+        async def accepted(reader, writer):
+            self._writers.append(writer)
+            await on_connection(reader, writer)
+        server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for closable in [*self._servers, *self._writers]:
+            closable.close()
+        for writer in self._writers:
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
+        for server in self._servers:
+            await server.wait_closed()
+
+
 # --- byte streams ----------------------------------------------------------------------------------
 
 class MemoryConnection:
@@ -66,20 +109,15 @@ class MemoryStreamWriter:
     def __init__(self, connection: MemoryConnection, peer_reader: asyncio.StreamReader):
         self.connection = connection
         self.peer_reader = peer_reader
-        self.written_bytes = 0
 
     def write(self, data: bytes) -> None:
         if not self.connection.closed:  # like a closing transport, later writes are dropped
             self.peer_reader.feed_data(bytes(data))
-            self.written_bytes += len(data)
 
     async def drain(self) -> None:
         if self.connection.closed:
             raise ConnectionResetError("connection closed")
         await asyncio.sleep(0)
-
-    def write_eof(self) -> None:
-        self.close()
 
     def close(self) -> None:
         self.connection.close()
@@ -115,7 +153,6 @@ class MemoryLink:
         self.peer: MemoryLink | None = None
         self.closed = False
         self.close_reasons: list[str] = []
-        self.sent: list[dict] = []
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._stream = stream
         self._peer_ended = False
@@ -125,7 +162,6 @@ class MemoryLink:
         if self.closed or self.peer.closed:
             raise LinkClosed(f"{self.name}: link closed")
         copy = json.loads(json.dumps(message))  # what crosses a real link is JSON, not objects
-        self.sent.append(copy)
         self.peer._inbox.put_nowait(copy)
         self.peer._unread += 1
         await asyncio.sleep(0)
@@ -134,11 +170,10 @@ class MemoryLink:
         if self.closed or (self._peer_ended and self._inbox.empty()):
             raise LinkClosed(f"{self.name}: link closed")
         item = await self._inbox.get()
-        if item is not _END:
-            self._unread -= 1
         if item is _END:
             self._peer_ended = True
             raise LinkClosed(f"{self.name}: link closed")
+        self._unread -= 1
         if isinstance(item, Exception):
             raise item
         return item
@@ -262,7 +297,7 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # still a suspension point, so a restart loop cannot starve the others
 
 
 # --- requests --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from meshdesk.node.child_process import Backoff
 from meshdesk.node.interfaces import ModelUnavailable
 from meshdesk.node.model_host import ModelHost
-from tests.fakes import ManualClock, ProcessStarter, chat_request, eventually, run, within
+from tests.fakes import Loopback, ManualClock, ProcessStarter, chat_request, eventually, run, run_on_loopback, within
 
 FINISH = {"type": "finish", "finish_reason": "stop", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
 
@@ -23,13 +24,12 @@ FINISH = {"type": "finish", "finish_reason": "stop", "usage": {"prompt_tokens": 
 class GenerationPort:
     """The model host child's 127.0.0.1 port: each connection arrives with its request line."""
 
-    def __init__(self):
+    def __init__(self, loopback: Loopback):
+        self.loopback = loopback
         self.arrivals: asyncio.Queue = asyncio.Queue()
-        self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
+        return await self.loopback.listen(self._accepted)
 
     async def _accepted(self, reader, writer) -> None:
         request = json.loads(await reader.readline())
@@ -49,9 +49,6 @@ class GenerationPort:
     async def _peek(self) -> None:
         while self.arrivals.empty():
             await asyncio.sleep(0.002)
-
-    def close(self) -> None:
-        self.server.close()
 
 
 class Answer:
@@ -183,8 +180,8 @@ def test_a_crash_restarts_the_host_with_growing_delays(tmp_path):
 
 
 def test_generations_run_one_at_a_time_in_arrival_order(tmp_path):
-    async def scenario():
-        port = GenerationPort()
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
         harness = Host(tmp_path)
         await harness.ready(await port.start())
         first, second, third = (asyncio.ensure_future(collect(harness.host, text)) for text in ("a", "b", "c"))
@@ -199,15 +196,14 @@ def test_generations_run_one_at_a_time_in_arrival_order(tmp_path):
         assert [[event.get("text") for event in events] for events in results] == [["A", None], ["B", None],
                                                                                     ["C", None]]
         assert harness.host.status().requests == 3
-        port.close()
         await harness.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_a_generation_yields_the_host_events_and_sends_the_request_as_one_line(tmp_path):
-    async def scenario():
-        port = GenerationPort()
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
         harness = Host(tmp_path)
         await harness.ready(await port.start())
         generation = asyncio.ensure_future(collect(harness.host, "hi there"))
@@ -215,30 +211,28 @@ def test_a_generation_yields_the_host_events_and_sends_the_request_as_one_line(t
         assert answer.request == chat_request("hi there").to_wire()
         await answer.finish("Hello")
         assert await within(generation) == [{"type": "delta", "text": "Hello"}, FINISH]
-        port.close()
         await harness.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_an_error_event_ends_the_generation(tmp_path):
-    async def scenario():
-        port = GenerationPort()
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
         harness = Host(tmp_path)
         await harness.ready(await port.start())
         generation = asyncio.ensure_future(collect(harness.host, "x"))
         answer = await port.next()
         await answer.send({"type": "error", "message": "context full"}, {"type": "delta", "text": "never"})
         assert await within(generation) == [{"type": "error", "message": "context full"}]
-        port.close()
         await harness.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_a_host_that_stops_mid_answer_is_a_retryable_unavailability(tmp_path):
-    async def scenario():
-        port = GenerationPort()
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
         harness = Host(tmp_path)
         await harness.ready(await port.start())
         received = []
@@ -258,19 +252,15 @@ def test_a_host_that_stops_mid_answer_is_a_retryable_unavailability(tmp_path):
         following = asyncio.ensure_future(collect(harness.host, "y"))
         await (await port.next()).finish("ok")
         assert (await within(following))[0] == {"type": "delta", "text": "ok"}
-        port.close()
         await harness.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_an_unreachable_port_is_a_retryable_unavailability(tmp_path):
     async def scenario():
-        port = GenerationPort()
         harness = Host(tmp_path)
-        await harness.ready(await port.start())
-        port.close()
-        await port.server.wait_closed()
+        await harness.ready(closed_port())
         with pytest.raises(ModelUnavailable, match="not reachable"):
             await collect(harness.host, "x")
         await harness.stop()
@@ -278,9 +268,16 @@ def test_an_unreachable_port_is_a_retryable_unavailability(tmp_path):
     run(scenario())
 
 
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on: one the system just handed out and took back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_a_queued_generation_is_refused_once_the_host_crashes(tmp_path):
-    async def scenario():
-        port = GenerationPort()
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
         harness = Host(tmp_path)
         process = await harness.ready(await port.start())
         first = asyncio.ensure_future(collect(harness.host, "a"))
@@ -293,15 +290,14 @@ def test_a_queued_generation_is_refused_once_the_host_crashes(tmp_path):
             await within(first)
         with pytest.raises(ModelUnavailable, match="loading"):
             await within(waiting)
-        port.close()
         await harness.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_speculative_counts_add_up_across_generations(tmp_path):
-    async def scenario():
-        port = GenerationPort()
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
         harness = Host(tmp_path)
         await harness.ready(await port.start(), draft="draft.gguf", draft_max=8)
         assert harness.host.status().draft == "draft.gguf"
@@ -315,10 +311,9 @@ def test_speculative_counts_add_up_across_generations(tmp_path):
         assert harness.host.status().speculative == {
             "proposed": 16, "accepted": 8, "steps": 6, "generated": 14, "draft_max": 8,
             "acceptance_rate": 0.5, "tokens_per_step": round(14 / 6, 3)}
-        port.close()
         await harness.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_a_draft_that_could_not_start_is_reported(tmp_path):

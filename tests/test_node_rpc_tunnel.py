@@ -14,7 +14,7 @@ from meshdesk.core.rpc_stream import ReferenceExpander, WeightReferencer
 from meshdesk.node import rpc_tunnel
 from meshdesk.node.interfaces import LinkClosed
 from meshdesk.node.rpc_tunnel import HostTunnel, Traffic, serve_member_side
-from tests.fakes import eventually, link_pair, run, within
+from tests.fakes import Loopback, eventually, link_pair, run_on_loopback, within
 from tests.test_core_rpc_stream import DIGEST, EMBD, GGUF, HELLO, REFERENCE, TENSORS, message, reference, set_tensor
 
 EMBD_DATA = GGUF[EMBD.file_offset:EMBD.file_offset + EMBD.nbytes]
@@ -42,13 +42,12 @@ def expander() -> ReferenceExpander:
 class RpcWorkerPort:
     """The member's rpc worker: a real 127.0.0.1 listener whose connections the test reads."""
 
-    def __init__(self):
+    def __init__(self, loopback: Loopback):
+        self.loopback = loopback
         self.connections: asyncio.Queue = asyncio.Queue()
-        self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
+        return await self.loopback.listen(self._accepted)
 
     async def _accepted(self, reader, writer) -> None:
         await self.connections.put((reader, writer))
@@ -92,9 +91,6 @@ async def host_tunnel(mesh: Mesh, traffic: Traffic, make_referencer=referencer):
     return tunnel, int(port)
 
 
-async def llama_connects(port: int):
-    """llama.cpp's connection; keep the writer referenced, as a collected StreamWriter closes its socket."""
-    return await asyncio.open_connection("127.0.0.1", port)
 
 
 async def at_eof(reader: asyncio.StreamReader) -> bytes:
@@ -105,10 +101,10 @@ async def at_eof(reader: asyncio.StreamReader) -> bytes:
 # --- the host's side -------------------------------------------------------------------------------
 
 def test_weight_uploads_travel_as_references_and_the_traffic_is_counted():
-    async def scenario():
+    async def scenario(loopback):
         mesh, traffic = Mesh(), Traffic()
         tunnel, port = await host_tunnel(mesh, traffic)
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         member_reader, member_writer = await mesh.member_end()
         llama_writer.write(HELLO_MESSAGE + WEIGHTS + CHANGED)
         expected = HELLO_MESSAGE + REFERENCED + CHANGED
@@ -123,14 +119,14 @@ def test_weight_uploads_travel_as_references_and_the_traffic_is_counted():
         }
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_without_a_referencer_every_byte_passes_unchanged_as_activations():
-    async def scenario():
+    async def scenario(loopback):
         mesh, traffic = Mesh(), Traffic()
         tunnel, port = await host_tunnel(mesh, traffic, make_referencer=lambda: None)
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         llama_writer.write(HELLO_MESSAGE + WEIGHTS)
         assert await within(member_reader.readexactly(len(HELLO_MESSAGE + WEIGHTS))) == HELLO_MESSAGE + WEIGHTS
@@ -138,15 +134,15 @@ def test_without_a_referencer_every_byte_passes_unchanged_as_activations():
                                      "activations_bytes": len(HELLO_MESSAGE + WEIGHTS)}
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_each_llama_connection_gets_its_own_link_and_referencer():
-    async def scenario():
+    async def scenario(loopback):
         mesh, traffic = Mesh(), Traffic()
         tunnel, port = await host_tunnel(mesh, traffic)
         for _ in range(2):
-            _, llama_writer = await llama_connects(port)
+            _, llama_writer = await loopback.connect(port)
             member_reader, _ = await mesh.member_end()
             llama_writer.write(WEIGHTS)  # a fresh stream: it starts with a message header again
             assert await within(member_reader.readexactly(len(REFERENCED))) == REFERENCED
@@ -154,14 +150,14 @@ def test_each_llama_connection_gets_its_own_link_and_referencer():
         assert traffic.weights_referenced_bytes == 2 * EMBD.nbytes
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_llama_closing_its_connection_closes_the_member_side():
-    async def scenario():
+    async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         llama_writer.write(HELLO_MESSAGE)
         llama_writer.close()
@@ -169,14 +165,14 @@ def test_llama_closing_its_connection_closes_the_member_side():
         await eventually(lambda: not tunnel.connections)
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_the_member_side_closing_closes_llamas_connection():
-    async def scenario():
+    async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         _, member_writer = await mesh.member_end()
         member_writer.write(REPLY)
         member_writer.close()
@@ -184,49 +180,50 @@ def test_the_member_side_closing_closes_llamas_connection():
         await eventually(lambda: not tunnel.connections)
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_llama_is_disconnected_when_no_link_to_the_member_opens():
-    async def scenario():
+    async def scenario(loopback):
         mesh = Mesh()
         mesh.failure = LinkClosed("member-1 is not connected")
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         assert await at_eof(llama_reader) == b""
         await eventually(lambda: not tunnel.connections)
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_a_stream_that_is_not_llama_rpc_is_dropped_on_both_sides():
-    async def scenario():
+    async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         forged = REFERENCED  # only the tunnel itself may send a reference
         llama_writer.write(forged)
         assert await at_eof(member_reader) == b""
         assert await at_eof(llama_reader) == b""
+        await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_stop_closes_the_listener_and_the_open_connections():
-    async def scenario():
+    async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await llama_connects(port)
+        llama_reader, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         await tunnel.stop()
         assert await at_eof(llama_reader) == b""
         assert await at_eof(member_reader) == b""
         with pytest.raises(ConnectionRefusedError):
-            await llama_connects(port)
+            await loopback.connect(port)
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 # --- the member's side -----------------------------------------------------------------------------
@@ -239,8 +236,8 @@ async def member_side(worker_port, traffic: Traffic):
 
 
 def test_the_member_side_expands_references_for_its_worker_and_relays_the_replies():
-    async def scenario():
-        worker, traffic = RpcWorkerPort(), Traffic()
+    async def scenario(loopback):
+        worker, traffic = RpcWorkerPort(loopback), Traffic()
         port = await worker.start()
         host_link, _, serving = await member_side(lambda: port, traffic)
         host_reader, host_writer = host_link.detach()
@@ -256,7 +253,7 @@ def test_the_member_side_expands_references_for_its_worker_and_relays_the_replie
         await within(serving)
         assert await at_eof(worker_reader) == b""  # the worker is free for the next client
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 @pytest.mark.parametrize("malformed", [
@@ -265,8 +262,8 @@ def test_the_member_side_expands_references_for_its_worker_and_relays_the_replie
     reference("token_embd.weight", 0, EMBD.file_offset, EMBD.nbytes, "ab" * 32),  # a file it lacks
 ], ids=["unknown command", "short reference", "unknown file"])
 def test_the_member_side_drops_a_stream_with_malformed_framing(malformed):
-    async def scenario():
-        worker = RpcWorkerPort()
+    async def scenario(loopback):
+        worker = RpcWorkerPort(loopback)
         port = await worker.start()
         host_link, _, serving = await member_side(lambda: port, Traffic())
         host_reader, host_writer = host_link.detach()
@@ -278,12 +275,12 @@ def test_the_member_side_drops_a_stream_with_malformed_framing(malformed):
         assert await at_eof(host_reader) == b""
         await within(serving)
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_the_worker_closing_closes_the_host_side():
-    async def scenario():
-        worker = RpcWorkerPort()
+    async def scenario(loopback):
+        worker = RpcWorkerPort(loopback)
         port = await worker.start()
         host_link, _, serving = await member_side(lambda: port, Traffic())
         host_reader, _ = host_link.detach()
@@ -292,12 +289,12 @@ def test_the_worker_closing_closes_the_host_side():
         assert await at_eof(host_reader) == b""
         await within(serving)
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_the_member_side_waits_for_a_worker_that_is_still_starting():
-    async def scenario():
-        worker = RpcWorkerPort()
+    async def scenario(loopback):
+        worker = RpcWorkerPort(loopback)
         port = await worker.start()
         answers = iter([None, None, port])
         host_link, _, serving = await member_side(lambda: next(answers), Traffic())
@@ -306,30 +303,30 @@ def test_the_member_side_waits_for_a_worker_that_is_still_starting():
         assert await within(worker_reader.readexactly(len(HELLO_MESSAGE))) == HELLO_MESSAGE
         serving.cancel()
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 def test_a_member_without_a_worker_closes_the_link(monkeypatch):
     monkeypatch.setattr(rpc_tunnel, "WORKER_WAIT_SECONDS", 0.0)
 
-    async def scenario():
+    async def scenario(loopback):
         host_link, member_link, serving = await member_side(lambda: None, Traffic())
         await within(serving)
         assert member_link.close_reasons == ["no rpc worker here"]
         assert await at_eof(host_link.detach()[0]) == b""
 
-    run(scenario())
+    run_on_loopback(scenario)
 
 
 # --- both sides ------------------------------------------------------------------------------------
 
 def test_llama_and_the_worker_see_the_same_bytes_while_weights_cross_as_references():
-    async def scenario():
-        worker, host_traffic, member_traffic = RpcWorkerPort(), Traffic(), Traffic()
+    async def scenario(loopback):
+        worker, host_traffic, member_traffic = RpcWorkerPort(loopback), Traffic(), Traffic()
         port = await worker.start()
         mesh = Mesh(lambda link: serve_member_side(link, lambda: port, expander, member_traffic))
         tunnel, tunnel_port = await host_tunnel(mesh, host_traffic)
-        llama_reader, llama_writer = await llama_connects(tunnel_port)
+        llama_reader, llama_writer = await loopback.connect(tunnel_port)
         sent = HELLO_MESSAGE + WEIGHTS + CHANGED + HELLO_MESSAGE
         llama_writer.write(sent)
         worker_reader, worker_writer = await worker.next()
@@ -343,4 +340,4 @@ def test_llama_and_the_worker_see_the_same_bytes_while_weights_cross_as_referenc
         await within(asyncio.gather(*mesh.serving))
         await tunnel.stop()
 
-    run(scenario())
+    run_on_loopback(scenario)
