@@ -23,4 +23,4 @@ class OwnState:
 
     name: str
     wants: list[Path] = field(default_factory=list)
-    role: Role = STANDBY
+    role: Role = Role.STANDBY  # until the node notes the role its first plans give it
