@@ -256,6 +256,24 @@ def test_the_member_side_expands_references_for_its_worker_and_relays_the_replie
     run_on_loopback(scenario)
 
 
+def test_a_reference_arriving_one_byte_at_a_time_still_expands():
+    async def scenario(loopback):
+        worker = RpcWorkerPort(loopback)
+        port = await worker.start()
+        host_link, _, serving = await member_side(lambda: port, Traffic())
+        _, host_writer = host_link.detach()
+        worker_reader, worker_writer = await worker.next()
+        await host_writer.drain()  # lets the member side start reading before the first byte
+        for index in range(len(REFERENCED)):
+            host_writer.write(REFERENCED[index:index + 1])
+            await host_writer.drain()
+        assert await within(worker_reader.readexactly(len(WEIGHTS))) == WEIGHTS
+        host_writer.close()
+        await within(serving)
+
+    run_on_loopback(scenario)
+
+
 @pytest.mark.parametrize("malformed", [
     message(0x77, b"junk"),                                          # not an RPC command
     message(REFERENCE, b"short"),                                    # a reference of the wrong size
