@@ -61,7 +61,6 @@ class Mesh:
 
     def __init__(self, serve_member=None):
         self.opened: list[tuple[str, str]] = []
-        self.links = []
         self.member_ends: asyncio.Queue = asyncio.Queue()
         self.serve_member = serve_member
         self.serving: list[asyncio.Task] = []
@@ -72,7 +71,6 @@ class Mesh:
         if self.failure is not None:
             raise self.failure
         near, far = link_pair(("host", "member"))
-        self.links.append((near, far))
         if self.serve_member is not None:
             self.serving.append(asyncio.ensure_future(self.serve_member(far)))
         else:
@@ -89,8 +87,6 @@ async def host_tunnel(mesh: Mesh, traffic: Traffic, make_referencer=referencer):
     host, port = address.split(":")
     assert host == "127.0.0.1"  # llama.cpp's RPC is never reachable from the network
     return tunnel, int(port)
-
-
 
 
 async def at_eof(reader: asyncio.StreamReader) -> bytes:
@@ -126,7 +122,7 @@ def test_without_a_referencer_every_byte_passes_unchanged_as_activations():
     async def scenario(loopback):
         mesh, traffic = Mesh(), Traffic()
         tunnel, port = await host_tunnel(mesh, traffic, make_referencer=lambda: None)
-        llama_reader, llama_writer = await loopback.connect(port)
+        _, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         llama_writer.write(HELLO_MESSAGE + WEIGHTS)
         assert await within(member_reader.readexactly(len(HELLO_MESSAGE + WEIGHTS))) == HELLO_MESSAGE + WEIGHTS
@@ -157,7 +153,7 @@ def test_llama_closing_its_connection_closes_the_member_side():
     async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await loopback.connect(port)
+        _, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         llama_writer.write(HELLO_MESSAGE)
         llama_writer.close()
@@ -172,7 +168,7 @@ def test_the_member_side_closing_closes_llamas_connection():
     async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await loopback.connect(port)
+        llama_reader, _ = await loopback.connect(port)
         _, member_writer = await mesh.member_end()
         member_writer.write(REPLY)
         member_writer.close()
@@ -188,7 +184,7 @@ def test_llama_is_disconnected_when_no_link_to_the_member_opens():
         mesh = Mesh()
         mesh.failure = LinkClosed("member-1 is not connected")
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await loopback.connect(port)
+        llama_reader, _ = await loopback.connect(port)
         assert await at_eof(llama_reader) == b""
         await eventually(lambda: not tunnel.connections)
         await tunnel.stop()
@@ -215,7 +211,7 @@ def test_stop_closes_the_listener_and_the_open_connections():
     async def scenario(loopback):
         mesh = Mesh()
         tunnel, port = await host_tunnel(mesh, Traffic())
-        llama_reader, llama_writer = await loopback.connect(port)
+        llama_reader, _ = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         await tunnel.stop()
         assert await at_eof(llama_reader) == b""
@@ -262,7 +258,7 @@ def test_a_reference_arriving_one_byte_at_a_time_still_expands():
         port = await worker.start()
         host_link, _, serving = await member_side(lambda: port, Traffic())
         _, host_writer = host_link.detach()
-        worker_reader, worker_writer = await worker.next()
+        worker_reader, _ = await worker.next()
         await host_writer.drain()  # lets the member side start reading before the first byte
         for index in range(len(REFERENCED)):
             host_writer.write(REFERENCED[index:index + 1])
@@ -286,7 +282,7 @@ def test_the_member_side_drops_a_stream_with_malformed_framing(malformed):
         host_link, _, serving = await member_side(lambda: port, Traffic())
         host_reader, host_writer = host_link.detach()
         host_writer.write(HELLO_MESSAGE)
-        worker_reader, worker_writer = await worker.next()
+        worker_reader, _ = await worker.next()
         assert await within(worker_reader.readexactly(len(HELLO_MESSAGE))) == HELLO_MESSAGE
         host_writer.write(malformed + HELLO_MESSAGE)
         assert await at_eof(worker_reader) == b""  # nothing from the bad message on
@@ -317,7 +313,7 @@ def test_the_member_side_waits_for_a_worker_that_is_still_starting():
         answers = iter([None, None, port])
         host_link, _, serving = await member_side(lambda: next(answers), Traffic())
         host_link.detach()[1].write(HELLO_MESSAGE)
-        worker_reader, worker_writer = await worker.next()
+        worker_reader, _ = await worker.next()
         assert await within(worker_reader.readexactly(len(HELLO_MESSAGE))) == HELLO_MESSAGE
         serving.cancel()
 
