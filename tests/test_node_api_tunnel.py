@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from meshdesk.core.openai_api import GenerationRequest, RequestError
-from meshdesk.node.api_tunnel import API_PURPOSE, RemoteModel, serve_remote_request
+from meshdesk.node.api_tunnel import API_PURPOSE, RemoteModel, raise_remote_error, serve_remote_request
 from meshdesk.node.interfaces import LinkClosed, ModelUnavailable, UnknownModel
 from tests.fakes import chat_request, eventually, link_pair, run, within
 
@@ -214,3 +214,27 @@ def test_a_requester_that_goes_away_stops_the_generation_on_the_host():
         assert hosting.links[0][1].closed
 
     run(scenario())
+
+
+@pytest.mark.parametrize("event, raised, retry_after", [
+    ({"type": "error", "kind": "unavailable", "message": "busy", "retry_after": 9}, ModelUnavailable, 9),
+    ({"type": "error", "kind": "unavailable", "message": "busy", "retry_after": "9"}, ModelUnavailable, 2),
+    ({"type": "error", "kind": "unavailable"}, ModelUnavailable, 2),
+    ({"type": "error", "kind": "unknown", "message": "no such model"}, UnknownModel, None),
+    ({"type": "error", "kind": "request", "message": "bad"}, None, None),  # passed on as an event
+    ({"type": "error", "kind": "something new"}, None, None),
+])
+def test_remote_error_kinds(event, raised, retry_after):
+    if raised is None:
+        raise_remote_error(event)
+        return
+    with pytest.raises(raised) as caught:
+        raise_remote_error(event)
+    if retry_after is not None:
+        assert caught.value.retry_after == retry_after
+
+
+def test_a_remote_error_message_is_cut_to_a_sane_length():
+    with pytest.raises(UnknownModel) as caught:
+        raise_remote_error({"type": "error", "kind": "unknown", "message": "x" * 5000})
+    assert len(str(caught.value)) == 1000

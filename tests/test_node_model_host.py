@@ -263,6 +263,7 @@ def test_an_unreachable_port_is_a_retryable_unavailability(tmp_path):
         await harness.ready(closed_port())
         with pytest.raises(ModelUnavailable, match="not reachable"):
             await collect(harness.host, "x")
+        assert harness.host.status().requests == 0  # a request that never reached the host does not count
         await harness.stop()
 
     run(scenario())
