@@ -15,6 +15,7 @@ from meshdesk.core.catalog import (
     FITS_HERE, FITS_MESH, TOO_LARGE, CatalogError, entry_kv_cache_bytes, fit_label, kv_cache_bytes, parse_catalog)
 from tests.hub_stand_in import write_tiny_gguf
 from tests.nodes import run_meshdesk
+from tests.test_ui_snapshots import GB as GIB, peer_wire, solo_wire
 
 GB = 10 ** 9
 CATALOG_FILE = Path(__file__).parent.parent / "meshdesk" / "core" / "catalog.json"
@@ -256,8 +257,9 @@ def test_models_lists_catalog_and_local_models_with_fit_for_node_and_mesh(tmp_pa
     assert rows["Qwen2.5-72B-Instruct"]["fit_here"] == TOO_LARGE and rows["Qwen2.5-72B-Instruct"]["fit_mesh"] is None
     assert rows["Qwen2.5-32B-Instruct"]["fit"] == FITS_HERE
 
-    server = StatusServer({"offer": {"capacity_bytes": 24 * 1024 ** 3},
-                           "peers": [{"capacity_bytes": 8 * 1024 ** 3}, {"capacity_bytes": 8 * 1024 ** 3}]})
+    server = StatusServer(solo_wire() | {
+        "offer": {"measured_bytes": 24 * GIB, "cap_bytes": None, "donating": True, "capacity_bytes": 24 * GIB},
+        "peers": [peer_wire("b2" * 10, "bob", "worker", 8, 3.0), peer_wire("c3" * 10, "carol", "standby", 8, 9.0)]})
     (home / "runtime.json").write_text(json.dumps({"api_port": server.port}))
     listing = models_json(home, tmp_path, "--max-vram", "8")
     server.server.shutdown()

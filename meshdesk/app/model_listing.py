@@ -20,6 +20,7 @@ from meshdesk.app.home import Home
 from meshdesk.app.model_choice import find_catalog_file
 from meshdesk.app.running_node import running_api_port
 from meshdesk.core.catalog import Catalog, CatalogEntry, entry_kv_cache_bytes, fit_label, kv_cache_bytes
+from meshdesk.core.status import StatusSnapshot
 
 QUANT_IN_NAME = re.compile(r"[-_.]((?:I?Q\d[A-Z0-9_]*?)|BF16|F16|F32)$", re.IGNORECASE)
 
@@ -37,22 +38,23 @@ class Capacity:
         return {"fit_here": here, "fit_mesh": mesh, "fit": mesh or here}
 
 
-def running_node_status(home: Home) -> dict | None:
+def running_node_status(home: Home) -> StatusSnapshot | None:
+    """The status of this home's running node; None when none answers, or when what answers is
+    not a status snapshot of this version (SnapshotError is a ValueError)."""
     port = running_api_port(home)
     if port is None:
         return None
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as response:
-            return json.loads(response.read())
+            return StatusSnapshot.from_wire(json.loads(response.read()))
     except (OSError, ValueError):
         return None
 
 
-def mesh_capacity(status: dict) -> tuple[int, int]:
+def mesh_capacity(status: StatusSnapshot) -> tuple[int, int]:
     """Total capacity and member count: the node's own offer and every peer's."""
-    offers = [(status.get("offer") or {}).get("capacity_bytes")]
-    offers += [peer.get("capacity_bytes") for peer in status.get("peers") or [] if isinstance(peer, dict)]
-    return sum(value for value in offers if isinstance(value, int)), len(offers)
+    offers = [status.offer.capacity_bytes] + [peer.capacity_bytes for peer in status.peers]
+    return sum(offers), len(offers)
 
 
 def catalog_row(entry: CatalogEntry, catalog: Catalog, folders: list[Path], capacity: Capacity) -> dict:
