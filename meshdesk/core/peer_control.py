@@ -132,7 +132,10 @@ class PeerControl:
     def linked_peers(self) -> list[str]:
         return sorted(self._by_peer)
 
-    def next_deadline(self) -> float:
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` has work next; None once removed, when only an input can matter."""
+        if self.removed_from_mesh:
+            return None
         candidates = [self._next_ping, self._next_save, self._next_rtt_report]
         gossip = self.membership.next_deadline()
         if gossip is not None:

@@ -262,9 +262,10 @@ class MeshService(MeshCommands):
     async def _sleep_until_due(self, deadline: float | None) -> None:
         self._wake.clear()
         delay = None if deadline is None else max(MIN_TIMER_SECONDS, deadline - self.clock())
-        try:
-            await asyncio.wait_for(self._wake.wait(), delay)
-        except asyncio.TimeoutError:
+        try:  # not wait_for: on 3.11 it can swallow a cancellation that races the wake-up
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        except TimeoutError:
             pass
 
     def _spawn(self, work) -> None:

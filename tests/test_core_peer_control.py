@@ -1,0 +1,288 @@
+"""Peer control, driven by a manual clock over an in-memory network of links that can lose,
+delay and reorder messages. Dials, link ups and closes are carried out by the simulation as
+the node's IO loop would. No real time, no sleeps."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import random
+
+import pytest
+
+from meshdesk.core import peer_control as pc
+from meshdesk.core.errors import Fault, PeerProtocolError
+from meshdesk.core.membership import Membership
+from meshdesk.core.node_record import NodeRecord
+
+PORT = 9400
+THREE = ("a1", "b2", "c3")
+
+
+def address_of(node_id: str) -> tuple[str, int]:
+    return (f"10.0.0.{ord(node_id[0]) - 96}", PORT)
+
+
+def make_control(node_id: str, now: float = 0.0) -> pc.PeerControl:
+    record = NodeRecord(node_id=node_id, name=f"node {node_id}", addresses=(address_of(node_id),),
+                        capacity_bytes=2**30, models=(), serving=None, role="standby",
+                        versions={"protocol": 1}, rtt_ms={}, public_key="ab" * 32, generation=1)
+    membership = Membership(record, suspect_after=3.0, dead_after=6.0, heartbeat_interval=1.0)
+    return pc.PeerControl(membership, now, [address_of(node_id)])
+
+
+class SimulatedLinks:
+    """PeerControl machines on one clock; links are pairs of numbered ends."""
+
+    def __init__(self, node_ids, *, seed=0, delay=0.01, jitter=0.0, loss=0.0):
+        self.now = 0.0
+        self.random = random.Random(seed)
+        self.delay, self.jitter, self.loss = delay, jitter, loss
+        self.nodes = {node_id: make_control(node_id) for node_id in node_ids}
+        self.numbers = itertools.count(1)
+        self.ends: dict[int, tuple[str, int]] = {}   # link end -> (its node, the far end)
+        self.in_flight: list = []
+        self.sequence = itertools.count()
+        self.unreachable: set[tuple[str, int]] = set()
+        self.dials: list[tuple[float, str, tuple[str, int]]] = []
+        self.events: list[tuple[str, object]] = []
+        self.protocol_errors: list[tuple[str, PeerProtocolError]] = []
+
+    # ---- what the IO loop would do
+
+    def link(self, dialler: str, acceptor: str) -> tuple[int, int]:
+        near, far = next(self.numbers), next(self.numbers)
+        self.ends[near], self.ends[far] = (dialler, far), (acceptor, near)
+        self.apply(acceptor, self.nodes[acceptor].link_up(self.now, far, dialler, dialled_by_us=False))
+        self.apply(dialler, self.nodes[dialler].link_up(self.now, near, acceptor, dialled_by_us=True))
+        return near, far
+
+    def apply(self, node_id: str, outputs) -> None:
+        for output in outputs:
+            self.events.append((node_id, output))
+            if isinstance(output, pc.SendMessage):
+                self.transmit(output.link, output.message)
+            elif isinstance(output, pc.CloseLink):
+                self.close(output.link)
+            elif isinstance(output, pc.DialAddress):
+                self.dial(node_id, output.address)
+            elif isinstance(output, pc.RefreshOwnRecord):
+                self.apply(node_id, self.nodes[node_id].update_own(self.now, {}))
+            elif isinstance(output, pc.PeerBrokeProtocol):
+                self.protocol_errors.append((node_id, output.error))
+
+    def dial(self, node_id: str, address: tuple[str, int]) -> None:
+        self.dials.append((self.now, node_id, address))
+        target = next((other for other in self.nodes if address_of(other) == address), None)
+        if target is not None and address not in self.unreachable and target != node_id:
+            self.link(node_id, target)
+
+    def transmit(self, end: int, message: dict) -> None:
+        if end not in self.ends or self.random.random() < self.loss:
+            return
+        arrival = self.now + self.delay + self.random.uniform(0, self.jitter)
+        heapq.heappush(self.in_flight, (arrival, next(self.sequence), self.ends[end][1], json.dumps(message)))
+
+    def close(self, end: int) -> None:
+        """Either end closing takes down both, as a real connection does."""
+        for number in (end, self.ends.get(end, (None, None))[1]):
+            if number in self.ends:
+                owner, _ = self.ends.pop(number)
+                self.apply(owner, self.nodes[owner].link_down(self.now, number))
+
+    # ---- running
+
+    def run_until(self, condition, limit: float) -> float | None:
+        start, end = self.now, self.now + limit
+        while not condition():
+            deadlines = [node.next_deadline() for node in self.nodes.values()]
+            next_time = min([self.in_flight[0][0]] if self.in_flight else []
+                            + [deadline for deadline in deadlines if deadline is not None], default=end + 1)
+            if next_time > end:
+                self.now = end
+                return None
+            self.now = max(self.now, next_time)
+            while self.in_flight and self.in_flight[0][0] <= self.now:
+                _, _, end_number, text = heapq.heappop(self.in_flight)
+                if end_number in self.ends:
+                    owner = self.ends[end_number][0]
+                    self.apply(owner, self.nodes[owner].message_received(self.now, end_number, json.loads(text)))
+            for node_id, node in self.nodes.items():
+                self.apply(node_id, node.handle_timer(self.now))
+                deadline = node.next_deadline()
+                assert deadline is None or deadline > self.now, "a deadline in the past would make the loop spin"
+        return self.now - start
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(lambda: False, seconds)
+
+    # ---- views
+
+    def linked(self, node_id: str) -> set[str]:
+        return set(self.nodes[node_id].linked_peers())
+
+    def fully_linked(self) -> bool:
+        return all(self.linked(node_id) == set(self.nodes) - {node_id} for node_id in self.nodes)
+
+    def alive(self, observer: str) -> set[str]:
+        return {record.node_id for record in self.nodes[observer].membership.alive_records(self.now)}
+
+
+# ---------------------------------------------------------------- forming a mesh
+
+
+def test_joiners_of_one_founder_end_up_linked_with_each_other():
+    mesh = SimulatedLinks(THREE)
+    mesh.link("b2", "a1")   # both joined through a1
+    mesh.link("c3", "a1")
+    assert mesh.run_until(mesh.fully_linked, limit=5.0) is not None
+    assert all(mesh.alive(node_id) == set(THREE) for node_id in THREE)
+    # b2 and c3 learned of each other by gossip; the lower id dialled
+    assert any(dialler == "b2" and address == address_of("c3") for _, dialler, address in mesh.dials)
+    assert not any(dialler == "c3" and address == address_of("b2") for _, dialler, address in mesh.dials)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_links_form_under_loss_delay_and_reordering(seed):
+    mesh = SimulatedLinks(THREE, seed=seed, delay=0.02, jitter=0.3, loss=0.2)
+    mesh.link("b2", "a1")
+    mesh.link("c3", "a1")
+    assert mesh.run_until(lambda: mesh.fully_linked() and all(mesh.alive(n) == set(THREE) for n in THREE),
+                          limit=15.0) is not None
+
+
+def test_an_alone_node_dials_where_members_were_last_seen_but_never_itself():
+    mesh = SimulatedLinks(("a1", "b2"))
+    mesh.nodes["b2"].set_fallback_addresses([address_of("b2"), address_of("a1")])
+    assert mesh.run_until(lambda: mesh.linked("b2") == {"a1"}, limit=1.0) is not None
+    assert all(address != address_of("b2") for _, _, address in mesh.dials)
+
+
+def test_an_unreachable_address_is_retried_at_the_retry_interval_and_no_faster():
+    mesh = SimulatedLinks(("a1",))
+    mesh.unreachable.add(("10.9.9.9", PORT))
+    mesh.nodes["a1"].set_fallback_addresses([("10.9.9.9", PORT)])
+    mesh.run_for(10.0)
+    times = [when for when, _, address in mesh.dials if address == ("10.9.9.9", PORT)]
+    assert times == [pc.DIAL_RETRY_SECONDS * step for step in range(6)]  # 0, 2, ... 10 s
+
+
+# ---------------------------------------------------------------- duplicate links
+
+
+@pytest.mark.parametrize("first", ["a1", "b2"])
+def test_of_two_links_both_ends_keep_the_one_the_lower_id_dialled(first):
+    mesh = SimulatedLinks(("a1", "b2"))
+    second = "b2" if first == "a1" else "a1"
+    by_first = mesh.link(first, second)
+    by_second = mesh.link(second, first)
+    kept_ends = by_first if first == "a1" else by_second
+    lost_ends = by_second if first == "a1" else by_first
+    assert mesh.nodes["a1"].link_to("b2").link == kept_ends[0]
+    assert mesh.nodes["b2"].link_to("a1").link == kept_ends[1]
+    assert lost_ends[0] not in mesh.ends and lost_ends[1] not in mesh.ends
+    mesh.run_for(2.0)
+    assert mesh.linked("a1") == {"b2"} and mesh.linked("b2") == {"a1"}
+
+
+def test_losing_a_duplicate_does_not_disconnect_the_peer_from_gossip():
+    mesh = SimulatedLinks(("a1", "b2"))
+    mesh.link("a1", "b2")
+    mesh.link("b2", "a1")  # loses at once
+    mesh.run_for(8.0)      # longer than dead_after: heartbeats must still flow
+    assert mesh.alive("a1") == {"a1", "b2"} and mesh.alive("b2") == {"a1", "b2"}
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_ping_round_trips_are_measured_smoothed_and_gossiped():
+    mesh = SimulatedLinks(("a1", "b2"), delay=0.02)
+    mesh.link("a1", "b2")
+    mesh.run_for(12.0)
+    rtt = mesh.nodes["a1"].link_to("b2").rtt_ms
+    assert rtt == pytest.approx(40.0, abs=0.5)
+    b2_as_seen_by_a1 = next(r for r in mesh.nodes["a1"].membership.alive_records(mesh.now) if r.node_id == "b2")
+    assert b2_as_seen_by_a1.rtt_ms["a1"] == pytest.approx(40.0, abs=0.5)
+
+
+def test_a_pong_from_the_future_or_of_the_wrong_type_is_ignored():
+    control = make_control("a1")
+    control.link_up(0.0, 1, "b2", dialled_by_us=True)
+    for stamp in [5.0, "0", True, None]:
+        assert control.message_received(1.0, 1, {"type": "pong", "t": stamp}) == []
+    assert control.link_to("b2").rtt_ms is None
+
+
+# ---------------------------------------------------------------- removal
+
+
+def test_a_removed_member_is_told_and_unlinked_and_stops_dialling():
+    mesh = SimulatedLinks(THREE)
+    mesh.link("b2", "a1")
+    mesh.link("c3", "a1")
+    mesh.run_until(mesh.fully_linked, limit=5.0)
+    mesh.apply("a1", mesh.nodes["a1"].remove(mesh.now, "c3"))
+    assert mesh.run_until(lambda: mesh.nodes["c3"].removed_from_mesh, limit=1.0) is not None
+    assert any(node == "c3" and isinstance(event, pc.RemovedFromMesh) for node, event in mesh.events)
+    assert mesh.run_until(lambda: not mesh.linked("c3") and "c3" not in mesh.linked("b2"), limit=3.0) is not None
+    dials_before = len(mesh.dials)
+    mesh.run_for(10.0)
+    assert not [dial for dial in mesh.dials[dials_before:] if dial[1] == "c3"]
+    assert "c3" not in mesh.alive("b2") and mesh.linked("a1") == {"b2"}
+
+
+def test_a_refusal_saying_we_were_removed_takes_us_out_and_others_do_not():
+    control = make_control("a1")
+    assert control.dial_refused(0.0, PeerProtocolError("no", Fault.REFUSED)) == []
+    outputs = control.dial_refused(0.0, PeerProtocolError("removed", Fault.REMOVED))
+    assert any(isinstance(output, pc.RemovedFromMesh) for output in outputs)
+    assert control.removed_from_mesh
+    assert control.link_up(1.0, 7, "b2", dialled_by_us=True) == [pc.CloseLink(7, "removed")]
+
+
+# ---------------------------------------------------------------- the peer's faults, not ours
+
+
+def test_a_peer_that_breaks_the_protocol_is_dropped_alone():
+    mesh = SimulatedLinks(THREE)
+    mesh.link("b2", "a1")
+    mesh.link("c3", "a1")
+    mesh.run_until(mesh.fully_linked, limit=5.0)
+    end = mesh.nodes["a1"].link_to("c3").link
+    mesh.apply("a1", mesh.nodes["a1"].message_received(mesh.now, end, {"type": "launch-missiles"}))
+    assert [(node, error.fault) for node, error in mesh.protocol_errors] == [("a1", Fault.UNEXPECTED)]
+    assert "c3" not in mesh.linked("a1")
+    mesh.link("a1", "b2")  # a1 keeps working with the others
+    assert mesh.run_until(lambda: mesh.linked("a1") >= {"b2"}, limit=1.0) is not None
+
+
+def test_malformed_gossip_drops_the_link_with_a_typed_fault():
+    control = make_control("a1")
+    control.link_up(0.0, 1, "b2", dialled_by_us=True)
+    outputs = control.message_received(0.5, 1, {"type": "gossip", "v": 1, "records": "nope"})
+    broke = [output for output in outputs if isinstance(output, pc.PeerBrokeProtocol)]
+    assert broke and broke[0].peer_id == "b2" and broke[0].error.fault is Fault.MALFORMED
+    assert pc.CloseLink(1, "protocol error") in outputs and control.linked_peers() == []
+
+
+# ---------------------------------------------------------------- leaving and saving
+
+
+def test_a_leaving_node_is_dropped_by_its_peers_at_once():
+    mesh = SimulatedLinks(("a1", "b2"))
+    mesh.link("a1", "b2")
+    mesh.run_for(2.0)
+    mesh.apply("b2", mesh.nodes["b2"].leave(mesh.now))
+    assert mesh.run_until(lambda: "b2" not in mesh.alive("a1"), limit=0.5) is not None
+
+
+def test_state_is_saved_and_the_own_record_refreshed_on_their_intervals():
+    mesh = SimulatedLinks(("a1",))
+    mesh.run_for(20.0)
+    saves = [event for node, event in mesh.events if isinstance(event, pc.SaveState)]
+    refreshes = [event for node, event in mesh.events if isinstance(event, pc.RefreshOwnRecord)]
+    expected = 20.0 / pc.SAVE_INTERVAL
+    assert expected <= len(saves) <= expected + 1
+    assert expected <= len(refreshes) <= expected + 1
