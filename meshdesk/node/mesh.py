@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshdesk.core import peer_control as pc
-from meshdesk.core.admission import MeshView, admit
 from meshdesk.core.errors import PeerProtocolError
-from meshdesk.core.handshake import HandshakeError, Hello
 from meshdesk.core.identity import mesh_id_for, node_id_for
 from meshdesk.core.membership import Membership, NodeRecord
 from meshdesk.node.handshake import Credentials, PeerIdentity
 from meshdesk.node.interfaces import LinkClosed, MessageLink, SecretStore
-from meshdesk.node.linking import (Dial, HandshakeFailed, Unreachable, accept_and_authenticate,
-                                   connect_and_authenticate)
+from meshdesk.node.linking import Dial, HandshakeFailed, Unreachable, connect_and_authenticate
+from meshdesk.node.mesh_admission import MeshAdmission
 from meshdesk.node.mesh_commands import MESH_SECRET, JoinRefused, MeshCommands  # noqa: F401 (JoinRefused is public here)
 from meshdesk.node.mesh_links import LinkTable
 from meshdesk.node.mesh_state import MeshMemory, load_memory, save_memory
@@ -34,11 +32,9 @@ from meshdesk.node.mesh_status import mesh_status, peer_status
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 3.0
-DATA_LINK_TIMEOUT = 5.0
 LEAVE_TIMEOUT = 2.0
 MIN_TIMER_SECONDS = 0.005  # never spin, whatever a deadline says
 AFTER_BUG_SECONDS = 1.0    # a bug in the loop is logged, then the loop waits this long
-MAX_REFUSALS_SHOWN = 10
 
 
 @dataclass
@@ -49,7 +45,7 @@ class MeshSettings:
     advertise_hosts: list[str] = field(default_factory=list)
 
 
-class MeshService(MeshCommands):
+class MeshService(MeshAdmission, MeshCommands):
     def __init__(self, settings: MeshSettings, credentials: Credentials, secrets: SecretStore,
                  control_transport, data_transport, own_record: Callable[[], dict],
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
@@ -144,50 +140,6 @@ class MeshService(MeshCommands):
         self.memory.remember_peer_addresses(addresses)
         if self.control is not None:
             self.control.set_fallback_addresses([tuple(a) for a in self.memory.peer_addresses])
-
-    # --- accepting -----------------------------------------------------------------------
-
-    def _admit(self, hello: Hello) -> None:
-        if self.membership is None or self.removed_from_mesh:
-            raise HandshakeError("this node is not in a mesh")
-        view = MeshView(self.mesh_id, frozenset(self.memory.members), self.membership.removed_node_ids,
-                        self.membership.revoked_token_ids, self.credentials.versions)
-        admit(hello, view, self.wall_clock(), self.credentials.verify)
-
-    def _admit_data(self, hello: Hello) -> None:
-        if hello.invite is not None:
-            raise HandshakeError("invites are accepted on the control plane only")
-        self._admit(hello)
-
-    async def _authenticated(self, link: MessageLink, admission, plane: str) -> PeerIdentity | None:
-        try:
-            return await accept_and_authenticate(link, self.credentials, self.mesh_id or "-",
-                                                 self.mesh_secret or b"", admission)
-        except (PeerProtocolError, TimeoutError) as error:
-            self._note_refusal(link.remote_address, f"{plane}{error or 'handshake timed out'}")
-            return None
-
-    async def _accepted(self, link: MessageLink) -> None:
-        identity = await self._authenticated(link, self._admit, "")
-        if identity is not None:
-            self._link_up(identity, link, dialled_by_us=False)
-
-    async def _accepted_data(self, link: MessageLink) -> None:
-        identity = await self._authenticated(link, self._admit_data, "data plane: ")
-        if identity is None:
-            return
-        handler = self.data_plane_handlers.get(identity.hello.purpose)
-        if handler is None:
-            link.close("no such channel")
-            return
-        await handler(identity, link)
-
-    def _note_refusal(self, address, reason: str) -> None:
-        log.warning("refused a peer at %s: %s", address, reason)
-        entry = {"address": f"{address[0]}:{address[1]}", "reason": reason,
-                 "at": round(self.wall_clock())}
-        self.refusals = (self.refusals + [entry])[-MAX_REFUSALS_SHOWN:]
-        self.on_change()
 
     # --- links ---------------------------------------------------------------------------
 
@@ -301,34 +253,10 @@ class MeshService(MeshCommands):
         if self.control is not None:
             self._carry_out(self.control.update_own(self.clock(), self.own_record()))
 
-    # --- data plane ----------------------------------------------------------------------
-
-    async def open_data_link(self, node_id: str, purpose: str) -> MessageLink:
-        """An authenticated TLS connection to a member, for `purpose` ("rpc", "api")."""
-        record = self._alive_record(node_id)
-        if record is None or not record.addresses:
-            raise LinkClosed(f"node {node_id} is not in the mesh")
-        dial = Dial(self.mesh_id, self.mesh_secret, purpose=purpose,
-                    expected_node_key=bytes.fromhex(record.public_key))
-        last_error: Exception | None = None
-        for address in record.addresses:
-            try:
-                link, _ = await connect_and_authenticate(
-                    self.data_transport, address, self.credentials, dial, DATA_LINK_TIMEOUT)
-                return link
-            except Unreachable as error:
-                last_error = error
-            except HandshakeFailed as failure:
-                raise LinkClosed(f"data plane to {node_id}: {failure}") from None
-        raise LinkClosed(f"cannot reach node {node_id}: {last_error}")
-
-    def _alive_record(self, node_id: str) -> NodeRecord | None:
-        return next((record for record in self.alive_records() if record.node_id == node_id), None)
-
     def alive_records(self) -> list[NodeRecord]:
         return [] if self.membership is None else self.membership.alive_records(self.clock())
 
-    # --- leaving and saving --------------------------------------------------------------
+    # --- leaving, saving and status ------------------------------------------------------
 
     async def leave(self) -> None:
         """Tells every peer we are going, so they drop us at once, then closes the links."""
@@ -352,8 +280,6 @@ class MeshService(MeshCommands):
             save_memory(self.settings.home, self.memory)
         except OSError as error:
             log.warning("cannot save mesh state: %s", error)
-
-    # --- status --------------------------------------------------------------------------
 
     def status(self):
         if self.membership is None:

@@ -1,0 +1,92 @@
+"""Who may come in, on either plane, and this node's own data-plane links (part of MeshService).
+
+Control links (QUIC) carry gossip once authenticated; data links (TLS over TCP) carry one
+tunnel each, for the purpose named in the dialler's hello ("rpc", "api"). Both planes run
+the same handshake and the same admission: removals, versions, invites, mesh membership.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from meshdesk.core.admission import MeshView, admit
+from meshdesk.core.errors import PeerProtocolError
+from meshdesk.core.handshake import HandshakeError, Hello
+from meshdesk.core.node_record import NodeRecord
+from meshdesk.node.handshake import PeerIdentity
+from meshdesk.node.interfaces import LinkClosed, MessageLink
+from meshdesk.node.linking import (Dial, HandshakeFailed, Unreachable, accept_and_authenticate,
+                                   connect_and_authenticate)
+
+log = logging.getLogger(__name__)
+
+DATA_LINK_TIMEOUT = 5.0
+MAX_REFUSALS_SHOWN = 10
+
+
+class MeshAdmission:
+    """Mixed into MeshService: accepting links on both planes, and dialling data links."""
+
+    def _admit(self, hello: Hello) -> None:
+        if self.membership is None or self.removed_from_mesh:
+            raise HandshakeError("this node is not in a mesh")
+        view = MeshView(self.mesh_id, frozenset(self.memory.members), self.membership.removed_node_ids,
+                        self.membership.revoked_token_ids, self.credentials.versions)
+        admit(hello, view, self.wall_clock(), self.credentials.verify)
+
+    def _admit_data(self, hello: Hello) -> None:
+        if hello.invite is not None:
+            raise HandshakeError("invites are accepted on the control plane only")
+        self._admit(hello)
+
+    async def _authenticated(self, link: MessageLink, admission, plane: str) -> PeerIdentity | None:
+        try:
+            return await accept_and_authenticate(link, self.credentials, self.mesh_id or "-",
+                                                 self.mesh_secret or b"", admission)
+        except (PeerProtocolError, TimeoutError) as error:
+            self._note_refusal(link.remote_address, f"{plane}{error or 'handshake timed out'}")
+            return None
+
+    async def _accepted(self, link: MessageLink) -> None:
+        identity = await self._authenticated(link, self._admit, "")
+        if identity is not None:
+            self._link_up(identity, link, dialled_by_us=False)
+
+    async def _accepted_data(self, link: MessageLink) -> None:
+        identity = await self._authenticated(link, self._admit_data, "data plane: ")
+        if identity is None:
+            return
+        handler = self.data_plane_handlers.get(identity.hello.purpose)
+        if handler is None:
+            link.close("no such channel")
+            return
+        await handler(identity, link)
+
+    def _note_refusal(self, address, reason: str) -> None:
+        log.warning("refused a peer at %s: %s", address, reason)
+        entry = {"address": f"{address[0]}:{address[1]}", "reason": reason,
+                 "at": round(self.wall_clock())}
+        self.refusals = (self.refusals + [entry])[-MAX_REFUSALS_SHOWN:]
+        self.on_change()
+
+    async def open_data_link(self, node_id: str, purpose: str) -> MessageLink:
+        """An authenticated TLS connection to a member, for `purpose` ("rpc", "api")."""
+        record = self._alive_record(node_id)
+        if record is None or not record.addresses:
+            raise LinkClosed(f"node {node_id} is not in the mesh")
+        dial = Dial(self.mesh_id, self.mesh_secret, purpose=purpose,
+                    expected_node_key=bytes.fromhex(record.public_key))
+        last_error: Exception | None = None
+        for address in record.addresses:
+            try:
+                link, _ = await connect_and_authenticate(
+                    self.data_transport, address, self.credentials, dial, DATA_LINK_TIMEOUT)
+                return link
+            except Unreachable as error:
+                last_error = error
+            except HandshakeFailed as failure:
+                raise LinkClosed(f"data plane to {node_id}: {failure}") from None
+        raise LinkClosed(f"cannot reach node {node_id}: {last_error}")
+
+    def _alive_record(self, node_id: str) -> NodeRecord | None:
+        return next((record for record in self.alive_records() if record.node_id == node_id), None)
