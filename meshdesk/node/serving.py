@@ -123,8 +123,9 @@ class Serving:
 
     async def _next_change(self) -> None:
         """Until the plan may have changed, or, while a host is held back, `retry_after`."""
-        try:
-            await asyncio.wait_for(self.changed.wait(), self.retry_after)
+        try:  # not wait_for: on 3.11 it can swallow a cancellation that races the event
+            async with asyncio.timeout(self.retry_after):
+                await self.changed.wait()
         except TimeoutError:
             pass
         self.changed.clear()
