@@ -12,6 +12,7 @@ import random
 import pytest
 
 from meshdesk.core import peer_control as pc
+from meshdesk.core.dial_schedule import DIAL_RETRY_SECONDS
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.membership import Membership
 from meshdesk.core.node_record import NodeRecord
@@ -45,6 +46,7 @@ class SimulatedLinks:
         self.in_flight: list = []
         self.sequence = itertools.count()
         self.unreachable: set[tuple[str, int]] = set()
+        self.hanging: set[tuple[str, int]] = set()
         self.dials: list[tuple[float, str, tuple[str, int]]] = []
         self.events: list[tuple[str, object]] = []
         self.protocol_errors: list[tuple[str, PeerProtocolError]] = []
@@ -55,7 +57,8 @@ class SimulatedLinks:
         near, far = next(self.numbers), next(self.numbers)
         self.ends[near], self.ends[far] = (dialler, far), (acceptor, near)
         self.apply(acceptor, self.nodes[acceptor].link_up(self.now, far, dialler, dialled_by_us=False))
-        self.apply(dialler, self.nodes[dialler].link_up(self.now, near, acceptor, dialled_by_us=True))
+        if near in self.ends:  # the acceptor may have closed it at once, as a duplicate
+            self.apply(dialler, self.nodes[dialler].link_up(self.now, near, acceptor, dialled_by_us=True))
         return near, far
 
     def apply(self, node_id: str, outputs) -> None:
@@ -74,9 +77,12 @@ class SimulatedLinks:
 
     def dial(self, node_id: str, address: tuple[str, int]) -> None:
         self.dials.append((self.now, node_id, address))
+        if address in self.hanging:
+            return  # a dial still under way: it ends when the test says so
         target = next((other for other in self.nodes if address_of(other) == address), None)
         if target is not None and address not in self.unreachable and target != node_id:
             self.link(node_id, target)
+        self.nodes[node_id].dial_ended(self.now, address)
 
     def transmit(self, end: int, message: dict) -> None:
         if end not in self.ends or self.random.random() < self.loss:
@@ -165,7 +171,19 @@ def test_an_unreachable_address_is_retried_at_the_retry_interval_and_no_faster()
     mesh.nodes["a1"].set_fallback_addresses([("10.9.9.9", PORT)])
     mesh.run_for(10.0)
     times = [when for when, _, address in mesh.dials if address == ("10.9.9.9", PORT)]
-    assert times == [pc.DIAL_RETRY_SECONDS * step for step in range(6)]  # 0, 2, ... 10 s
+    assert times == [DIAL_RETRY_SECONDS * step for step in range(6)]  # 0, 2, ... 10 s
+
+
+def test_an_address_is_never_dialled_twice_at_once():
+    mesh = SimulatedLinks(("a1",))
+    slow = ("10.9.9.8", PORT)
+    mesh.hanging.add(slow)
+    mesh.nodes["a1"].set_fallback_addresses([slow])
+    mesh.run_for(10.0)
+    assert [address for _, _, address in mesh.dials] == [slow]
+    mesh.nodes["a1"].dial_ended(mesh.now, slow)  # it gave up at last
+    mesh.run_for(0.1)
+    assert [address for _, _, address in mesh.dials] == [slow, slow]
 
 
 # ---------------------------------------------------------------- duplicate links
@@ -192,6 +210,22 @@ def test_losing_a_duplicate_does_not_disconnect_the_peer_from_gossip():
     mesh.link("b2", "a1")  # loses at once
     mesh.run_for(8.0)      # longer than dead_after: heartbeats must still flow
     assert mesh.alive("a1") == {"a1", "b2"} and mesh.alive("b2") == {"a1", "b2"}
+
+
+def test_a_restarted_peer_replaces_the_silent_link_it_left_behind():
+    mesh = SimulatedLinks(("a1", "b2"))
+    old = mesh.link("a1", "b2")     # the lower id dialled: this link would win any tie
+    mesh.run_for(2.0)
+    # b2 is killed and restarts with no links: a1's end of the old link hears nothing more
+    del mesh.ends[old[1]]
+    mesh.nodes["b2"] = make_control("b2", now=mesh.now)
+    mesh.run_for(pc.STALE_LINK_SECONDS / 2)
+    fresh = mesh.link("b2", "a1")   # too soon: the old link may still be alive
+    assert mesh.nodes["a1"].link_to("b2").link == old[0] and fresh[1] not in mesh.ends
+    mesh.run_for(pc.STALE_LINK_SECONDS)
+    fresh = mesh.link("b2", "a1")
+    assert mesh.nodes["a1"].link_to("b2").link == fresh[1]
+    assert mesh.nodes["b2"].link_to("a1").link == fresh[0]
 
 
 # ---------------------------------------------------------------- round trips

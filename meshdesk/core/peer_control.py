@@ -25,14 +25,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshdesk.core.dial_schedule import DialAddress, DialSchedule
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.membership import Membership
 
 PING_INTERVAL = 1.0
-DIAL_RETRY_SECONDS = 2.0
 SAVE_INTERVAL = 5.0
 RTT_REPORT_INTERVAL = 5.0
 REMOVAL_LINGER_SECONDS = 1.0  # lets a removal notice arrive before its link goes
+STALE_LINK_SECONDS = 3 * PING_INTERVAL  # a link silent this long loses to a new one (a restarted peer)
 RTT_SMOOTHING = 0.2           # weight of a new sample in the moving average
 MAX_MESSAGE_TYPE_SHOWN = 40
 
@@ -52,12 +53,6 @@ class SendMessage:
 class CloseLink:
     link: int
     reason: str
-
-
-@dataclass(frozen=True)
-class DialAddress:
-    address: Address
-    node_id: str | None  # None: an address remembered from before, owner unknown
 
 
 @dataclass(frozen=True)
@@ -98,6 +93,7 @@ class LinkState:
     link: int
     peer_id: str
     dialled_by_us: bool
+    last_heard: float = 0.0        # when anything last arrived on this link
     rtt_ms: float | None = None
     close_at: float | None = None  # set once the peer has been told it was removed
 
@@ -106,20 +102,18 @@ class PeerControl:
     def __init__(self, membership: Membership, now: float, own_addresses: list[Address] = ()):
         self.membership = membership
         self.node_id = membership.own.node_id
-        self.own_addresses = {tuple(address) for address in own_addresses}
-        self.fallback_addresses: list[Address] = []
+        self.dials = DialSchedule(own_addresses)
         self._now = now  # the time of the latest input, for questions asked between inputs
         self.removed_from_mesh = False
         self._links: dict[int, LinkState] = {}
         self._by_peer: dict[str, int] = {}
-        self._last_dial: dict[Address, float] = {}
         self._next_ping = self._next_save = self._next_rtt_report = now
 
     # ------------------------------------------------------------ queries
 
     def set_fallback_addresses(self, addresses: list[Address]) -> None:
         """Where members were last seen: dialled while this node has no link at all."""
-        self.fallback_addresses = [tuple(address) for address in addresses]
+        self.dials.fallback_addresses = [tuple(address) for address in addresses]
 
     def link_to(self, peer_id: str) -> LinkState | None:
         link = self._by_peer.get(peer_id)
@@ -141,8 +135,9 @@ class PeerControl:
         if gossip is not None:
             candidates.append(gossip)
         candidates += [state.close_at for state in self._links.values() if state.close_at is not None]
-        candidates += [self._last_dial.get(address, 0.0) + DIAL_RETRY_SECONDS
-                       for address, _ in self._dial_targets()]
+        dial_at = self.dials.next_deadline(self._dial_targets())
+        if dial_at is not None:
+            candidates.append(dial_at)
         return min(candidates)
 
     # ------------------------------------------------------------ links up and down
@@ -152,9 +147,9 @@ class PeerControl:
         self._now = now
         if self.removed_from_mesh:
             return [CloseLink(link, "removed")]
-        new = LinkState(link, peer_id, dialled_by_us)
+        new = LinkState(link, peer_id, dialled_by_us, last_heard=now)
         existing = self.link_to(peer_id)
-        if existing is not None and not self._prefer(new, existing):
+        if existing is not None and not self._prefer(now, new, existing):
             return [CloseLink(link, "duplicate connection")]
         outputs: list[Output] = []
         if existing is not None:
@@ -165,7 +160,11 @@ class PeerControl:
         self.membership.peer_connected(now, peer_id)
         return outputs + self._gossip(now) + [PeersChanged()]
 
-    def _prefer(self, new: LinkState, existing: LinkState) -> bool:
+    def _prefer(self, now: float, new: LinkState, existing: LinkState) -> bool:
+        """Both ends keep the link the lower id dialled, so they agree without talking; but a
+        silent link is a dead one (its peer restarted), and the peer's new link replaces it."""
+        if now - existing.last_heard > STALE_LINK_SECONDS:
+            return True
         we_are_lower = self.node_id < new.peer_id
         return new.dialled_by_us == we_are_lower and existing.dialled_by_us != we_are_lower
 
@@ -193,6 +192,7 @@ class PeerControl:
         state = self._links.get(link)
         if state is None or self.removed_from_mesh:
             return []
+        state.last_heard = now
         try:
             return self._dispatch(now, state, message)
         except PeerProtocolError as error:
@@ -254,8 +254,10 @@ class PeerControl:
         self._now = now
         if self.removed_from_mesh:
             return []
+        before = self.membership.own
         self.membership.update_own(now, rtt_ms=self._rtt_table(), **fields)
-        return self._gossip(now) + [PeersChanged()]
+        changed = self.membership.own != before
+        return self._gossip(now) + ([PeersChanged()] if changed else [])
 
     def _rtt_table(self) -> dict[str, float]:
         return {peer_id: round(self._links[link].rtt_ms, 2) for peer_id, link in self._by_peer.items()
@@ -284,6 +286,11 @@ class PeerControl:
         self.membership.leave(now)
         return self._gossip(now)
 
+    def dial_ended(self, now: float, address: Address) -> None:
+        """A dial finished, however it went: the address may be dialled again after the retry wait."""
+        self._now = now
+        self.dials.ended(address)
+
     def dial_refused(self, now: float, error: PeerProtocolError) -> list[Output]:
         """A dial ended in a refusal; one that says we were removed takes us out of the mesh."""
         self._now = now
@@ -299,7 +306,7 @@ class PeerControl:
         if self.membership.expire(now):
             outputs.append(PeersChanged())
         outputs += self._gossip(now) + self._close_lingering(now) + self._due_pings(now)
-        outputs += self._due_dials(now)
+        outputs += self.dials.due(now, self._dial_targets())
         if now >= self._next_rtt_report:
             self._next_rtt_report = now + RTT_REPORT_INTERVAL
             outputs.append(RefreshOwnRecord())
@@ -325,14 +332,6 @@ class PeerControl:
         self._next_ping = now + PING_INTERVAL
         return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._links)]
 
-    def _due_dials(self, now: float) -> list[Output]:
-        dials = []
-        for address, node_id in self._dial_targets():
-            if now - self._last_dial.get(address, -DIAL_RETRY_SECONDS) >= DIAL_RETRY_SECONDS:
-                self._last_dial[address] = now
-                dials.append(DialAddress(address, node_id))
-        return dials
-
     def _dial_targets(self) -> list[tuple[Address, str | None]]:
         """Members we hold alive and lack a link to, when we have the lower id (their first
         address); while alone, where members were last seen."""
@@ -344,6 +343,6 @@ class PeerControl:
                     and self.node_id < record.node_id and record.addresses:
                 targets.append((tuple(record.addresses[0]), record.node_id))
         if not self._by_peer:
-            targets += [(address, None) for address in self.fallback_addresses
-                        if address not in self.own_addresses]
+            targets += [(address, None) for address in self.dials.fallback_addresses
+                        if address not in self.dials.own_addresses]
         return targets

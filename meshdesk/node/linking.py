@@ -51,7 +51,7 @@ async def connect_and_authenticate(transport, address: tuple[str, int], credenti
     try:
         link = await transport.connect(tuple(address), timeout)
     except (OSError, asyncio.TimeoutError, ConnectionError) as error:
-        raise Unreachable(f"{address[0]}:{address[1]}: {error or type(error).__name__}") from None
+        raise Unreachable(f"{address[0]}:{address[1]}: {str(error) or type(error).__name__}") from None
     try:
         identity = await handshake.dial(link, credentials, dial.mesh_id, dial.mesh_secret,
                                         invite=dial.invite, purpose=dial.purpose,

@@ -24,10 +24,12 @@ from meshdesk.node.handshake import Credentials, PeerIdentity
 from meshdesk.node.interfaces import LinkClosed, MessageLink, SecretStore
 from meshdesk.node.linking import Dial, HandshakeFailed, Unreachable, connect_and_authenticate
 from meshdesk.node.mesh_admission import MeshAdmission
-from meshdesk.node.mesh_commands import MESH_SECRET, JoinRefused, MeshCommands  # noqa: F401 (JoinRefused is public here)
+from meshdesk.node.mesh_commands import MESH_SECRET, JoinRefused, MeshCommands
+
+__all__ = ["JoinRefused", "MeshService", "MeshSettings"]
 from meshdesk.node.mesh_links import LinkTable
 from meshdesk.node.mesh_state import MeshMemory, load_memory, save_memory
-from meshdesk.node.mesh_status import mesh_status, peer_status
+from meshdesk.node.mesh_status import MeshStatus, status_of
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class MeshService(MeshAdmission, MeshCommands):
         self.data_plane_handlers: dict[str, Callable] = {}
         self.on_change: Callable[[], None] = lambda: None
         self._group: asyncio.TaskGroup | None = None
+        self._stopped = False         # run() has ended: no new links, no new tasks
         self._before_run: list = []   # coroutines started when run() opens its TaskGroup
         self._wake = asyncio.Event()  # an input may have moved the next deadline
 
@@ -103,6 +106,7 @@ class MeshService(MeshAdmission, MeshCommands):
     def _enter_mesh(self, secret: bytes) -> None:
         if self.memory.mesh_id != mesh_id_for(secret):
             self.memory.forget_mesh()
+            self.links.close_all("left for another mesh")
         self.mesh_secret = secret
         self.memory.mesh_id = mesh_id_for(secret)
         self.memory.port = self.port
@@ -144,8 +148,8 @@ class MeshService(MeshAdmission, MeshCommands):
     # --- links ---------------------------------------------------------------------------
 
     def _link_up(self, identity: PeerIdentity, link: MessageLink, dialled_by_us: bool) -> None:
-        if self.control is None:
-            link.close("not in a mesh")
+        if self.control is None or self._stopped:
+            link.close("not in a mesh" if self.control is None else "stopping")
             return
         link_id = self.links.add(identity, link)
         if identity.node_id not in self.memory.members:
@@ -173,32 +177,36 @@ class MeshService(MeshAdmission, MeshCommands):
         self._carry_out(self.control.link_down(self.clock(), link_id))
 
     async def _dial(self, address: tuple[str, int], node_id: str | None) -> None:
-        dial = Dial(self.mesh_id, self.mesh_secret)
+        control, dial = self.control, Dial(self.mesh_id, self.mesh_secret)
         try:
             link, identity = await connect_and_authenticate(
                 self.control_transport, address, self.credentials, dial, DIAL_TIMEOUT)
-        except Unreachable:
+        except (Unreachable, HandshakeFailed) as failure:
+            quiet = isinstance(failure, Unreachable)  # while alone this repeats every few seconds
+            log.log(logging.DEBUG if quiet else logging.INFO, "could not link with %s: %s", address, failure)
+            if isinstance(getattr(failure, "cause", None), PeerProtocolError):
+                self._carry_out(control.dial_refused(self.clock(), failure.cause))
             return
-        except HandshakeFailed as failure:
-            log.info("could not link with %s: %s", address, failure)
-            if isinstance(failure.cause, PeerProtocolError):
-                self._carry_out(self.control.dial_refused(self.clock(), failure.cause))
-            return
+        finally:
+            control.dial_ended(self.clock(), address)
         if identity.node_id == self.node_id:
             link.close("that is us")
-            return
-        self._link_up(identity, link, dialled_by_us=True)
+        else:
+            self._link_up(identity, link, dialled_by_us=True)
 
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            for work in self._before_run:
-                group.create_task(work)
-            self._before_run.clear()
-            while True:
-                await self._sleep_until_due(self._on_timer())
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for work in self._before_run:
+                    group.create_task(work)
+                self._before_run.clear()
+                while True:
+                    await self._sleep_until_due(self._on_timer())
+        finally:
+            self._group, self._stopped = None, True
 
     def _on_timer(self) -> float | None:
         """Carries out what is due; returns the next deadline (None: wait for an input)."""
@@ -221,7 +229,9 @@ class MeshService(MeshAdmission, MeshCommands):
             pass
 
     def _spawn(self, work) -> None:
-        if self._group is None:
+        if self._stopped:
+            work.close()  # never started: the node is stopping
+        elif self._group is None:
             self._before_run.append(guarded(work))
         else:
             self._group.create_task(guarded(work))
@@ -281,19 +291,8 @@ class MeshService(MeshAdmission, MeshCommands):
         except OSError as error:
             log.warning("cannot save mesh state: %s", error)
 
-    def status(self):
-        if self.membership is None:
-            return mesh_status(None, self.port, self.removed_from_mesh, [], [], self.refusals)
-        now = self.clock()
-        states = self.membership.peer_states(now)
-        alive = self.membership.alive_records(now)
-        peers = [self._peer_status(record, states.get(record.node_id, {}))
-                 for record in alive if record.node_id != self.node_id]
-        return mesh_status(self.mesh_id, self.port, self.removed_from_mesh, alive, peers, self.refusals)
-
-    def _peer_status(self, record: NodeRecord, state: dict):
-        link = self.control.link_to(record.node_id)
-        return peer_status(record, state, None if link is None else link.rtt_ms, link is not None)
+    def status(self) -> MeshStatus:
+        return status_of(self)
 
 
 async def guarded(work) -> None:

@@ -44,7 +44,7 @@ class MeshAdmission:
             return await accept_and_authenticate(link, self.credentials, self.mesh_id or "-",
                                                  self.mesh_secret or b"", admission)
         except (PeerProtocolError, TimeoutError) as error:
-            self._note_refusal(link.remote_address, f"{plane}{error or 'handshake timed out'}")
+            self._note_refusal(link.remote_address, f"{plane}{str(error) or 'handshake timed out'}")
             return None
 
     async def _accepted(self, link: MessageLink) -> None:

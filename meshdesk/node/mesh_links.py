@@ -83,5 +83,9 @@ class LinkTable:
                 except (LinkClosed, ConnectionError):
                     link.close()
         if sends:
-            await asyncio.wait_for(asyncio.gather(*map(send, sends), return_exceptions=True), timeout)
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*map(send, sends), return_exceptions=True)
+            except TimeoutError:
+                log.info("not every peer heard that we are leaving")
             await asyncio.sleep(0.05)  # let QUIC put the datagrams on the wire before closing

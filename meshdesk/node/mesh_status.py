@@ -29,3 +29,19 @@ def mesh_status(mesh_id: str | None, port: int | None, removed: bool, alive: lis
 
 def as_refusal(refusal) -> Refusal:
     return refusal if isinstance(refusal, Refusal) else Refusal.from_wire(refusal)
+
+
+def status_of(mesh) -> MeshStatus:
+    """The mesh part of the snapshot, from a MeshService: its membership, links and refusals."""
+    if mesh.membership is None:
+        return mesh_status(None, mesh.port, mesh.removed_from_mesh, [], [], mesh.refusals)
+    now = mesh.clock()
+    states = mesh.membership.peer_states(now)
+    alive = mesh.membership.alive_records(now)
+    peers = []
+    for record in alive:
+        if record.node_id != mesh.node_id:
+            link = mesh.control.link_to(record.node_id)
+            peers.append(peer_status(record, states.get(record.node_id, {}),
+                                     None if link is None else link.rtt_ms, link is not None))
+    return mesh_status(mesh.mesh_id, mesh.port, mesh.removed_from_mesh, alive, peers, mesh.refusals)

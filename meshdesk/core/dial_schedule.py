@@ -1,0 +1,44 @@
+"""When to dial whom: retry waits per address, one dial at a time to each (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DIAL_RETRY_SECONDS = 2.0
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class DialAddress:
+    address: Address
+    node_id: str | None  # None: an address remembered from before, owner unknown
+
+
+class DialSchedule:
+    """Targets come from peer control each time; this remembers only what was dialled when."""
+
+    def __init__(self, own_addresses: list[Address] = ()):
+        self.own_addresses = {tuple(address) for address in own_addresses}
+        self.fallback_addresses: list[Address] = []  # where members were last seen
+        self._last_dial: dict[Address, float] = {}
+        self._dialling: set[Address] = set()
+
+    def due(self, now: float, targets: list[tuple[Address, str | None]]) -> list[DialAddress]:
+        dials = []
+        for address, node_id in targets:
+            if address not in self._dialling and now >= self._retry_at(address):
+                self._last_dial[address] = now
+                self._dialling.add(address)
+                dials.append(DialAddress(address, node_id))
+        return dials
+
+    def next_deadline(self, targets: list[tuple[Address, str | None]]) -> float | None:
+        return min((self._retry_at(address) for address, _ in targets if address not in self._dialling),
+                   default=None)
+
+    def ended(self, address: Address) -> None:
+        self._dialling.discard(tuple(address))
+
+    def _retry_at(self, address: Address) -> float:
+        return self._last_dial.get(address, -DIAL_RETRY_SECONDS) + DIAL_RETRY_SECONDS
