@@ -238,3 +238,19 @@ def test_a_remote_error_message_is_cut_to_a_sane_length():
     with pytest.raises(UnknownModel) as caught:
         raise_remote_error({"type": "error", "kind": "unknown", "message": "x" * 5000})
     assert len(str(caught.value)) == 1000
+
+
+def test_a_bug_on_the_hosting_node_is_reported_as_its_own_failure_not_the_requester_mistake():
+    async def broken_generator(request: GenerationRequest):
+        raise TypeError("our own bug")
+        yield  # pragma: no cover
+
+    async def scenario():
+        near, far = link_pair()
+        serving = asyncio.ensure_future(serve_remote_request(far, broken_generator))
+        await near.send({"type": "generate", "request": chat_request("hi").to_wire()})
+        event = await within(near.receive())
+        assert event["type"] == "error" and event["kind"] == "server"
+        assert "our own bug" not in event["message"]  # internals stay in the host's log
+        await within(serving)
+    run(scenario())

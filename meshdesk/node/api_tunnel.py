@@ -69,10 +69,10 @@ async def serve_remote_request(link: MessageLink, generate: LocalGenerate) -> No
     """The hosting node's end: one request, answered from this node's own model hosts."""
     try:
         message = await link.receive()
-        request = GenerationRequest.from_wire(message.get("request"))
+        request = GenerationRequest.from_wire(message.get("request") if isinstance(message, dict) else None)
         async for event in generate(request):
             await link.send(event)
-    except (RequestError, ValueError, TypeError, AttributeError) as error:
+    except RequestError as error:
         await send_error(link, "request", f"bad forwarded request: {error}")
     except ModelUnavailable as error:
         await send_error(link, "unavailable", str(error), retry_after=error.retry_after)
@@ -80,6 +80,9 @@ async def serve_remote_request(link: MessageLink, generate: LocalGenerate) -> No
         await send_error(link, "unknown", str(error))
     except (LinkClosed, FrameError, ConnectionError):
         pass  # the requesting node went away: its generation stops with this connection
+    except Exception:  # our bug, not the requester's: say so there, and log it here
+        log.exception("answering a forwarded request failed")
+        await send_error(link, "server", "the hosting node failed to answer; its log says why")
     finally:
         link.close()
 
