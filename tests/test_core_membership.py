@@ -18,18 +18,21 @@ from meshdesk.core.gossip_message import MAX_SET_SIZE, GossipMessage
 from meshdesk.core.gossip_values import MembershipError
 from meshdesk.core.membership import Membership
 from meshdesk.core.model_advert import ModelAdvert
-from meshdesk.core.node_record import MAX_RECORDS, ROLES, NodeRecord
+from meshdesk.core.node_record import MAX_RECORDS, ROLES, NodeRecord, signed
+from tests.gossip_keys import ID, key, key_hex, sign_as, verify
 
 SUSPECT_AFTER, DEAD_AFTER, INTERVAL = 3.0, 6.0, 1.0
 FIVE = ("A", "B", "C", "D", "E")
 FULL_MESH = [(a, b) for a, b in itertools.combinations(FIVE, 2)]
 CHAIN = [("A", "B"), ("B", "C"), ("C", "D"), ("D", "E")]
+A, B = ID["A"], ID["B"]  # node ids, for the tests that drive one node by hand
 
 
-def make_record(node_id: str, generation: int = 0, **overrides) -> NodeRecord:
+def make_record(label: str, generation: int = 0, **overrides) -> NodeRecord:
+    """The record of node `label` (its id and key are the label's, `tests.gossip_keys`), signed."""
     fields = dict(
-        node_id=node_id,
-        name=f"node {node_id}",
+        node_id=ID[label],
+        name=f"node {label}",
         addresses=(("10.0.0.1", 9400),),
         capacity_bytes=8 * 2**30,
         models=(ModelAdvert("x.gguf", 123, "sha256:ab12"),),
@@ -37,15 +40,19 @@ def make_record(node_id: str, generation: int = 0, **overrides) -> NodeRecord:
         role="worker",
         versions={"app": "0.1.0", "protocol": 1, "rpc": 3},
         rtt_ms={},
-        public_key="ab" * 32,
+        public_key=key_hex(label),
         generation=generation,
     )
-    return NodeRecord(**{**fields, **overrides})
+    return signed(NodeRecord(**{**fields, **overrides}), sign_as(label))
 
 
-def make_membership(node_id: str, generation: int = 0, **overrides) -> Membership:
+def make_membership(label: str, generation: int = 0, founder: str | None = "A", **overrides) -> Membership:
+    """Node `label` of a mesh that `founder` founded."""
     return Membership(
-        make_record(node_id, generation, **overrides),
+        make_record(label, generation, **overrides),
+        sign=sign_as(label),
+        verify=verify,
+        authority_key=None if founder is None else key_hex(founder),
         suspect_after=SUSPECT_AFTER,
         dead_after=DEAD_AFTER,
         heartbeat_interval=INTERVAL,
@@ -83,12 +90,12 @@ class SimulatedMesh:
         self.stopped.discard(node_id)
 
     def connect(self, a, b):
-        self.nodes[a].peer_connected(self.now, b)
-        self.nodes[b].peer_connected(self.now, a)
+        self.nodes[a].peer_connected(self.now, ID[b])
+        self.nodes[b].peer_connected(self.now, ID[a])
 
     def disconnect(self, a, b):
-        self.nodes[a].peer_disconnected(self.now, b)
-        self.nodes[b].peer_disconnected(self.now, a)
+        self.nodes[a].peer_disconnected(self.now, ID[b])
+        self.nodes[b].peer_disconnected(self.now, ID[a])
 
     def kill(self, node_id):
         """SIGKILL: the node neither ticks nor sends, and what was in flight is lost."""
@@ -140,14 +147,14 @@ class SimulatedMesh:
         while self.in_flight and self.in_flight[0][0] <= self.now:
             _, _, sender, recipient, text = heapq.heappop(self.in_flight)
             if self.can_talk(sender, recipient):
-                self.nodes[recipient].receive(self.now, sender, json.loads(text))
+                self.nodes[recipient].receive(self.now, ID[sender], json.loads(text))
 
     def _tick_nodes(self):
         for node_id in self.running():
             node = self.nodes[node_id]
-            self.deaths += [(self.now, node_id, dead) for dead in node.expire(self.now)]
+            self.deaths += [(self.now, node_id, ID.label(dead)) for dead in node.expire(self.now)]
             for peer_id, message in node.messages_to_send(self.now):
-                self._transmit(node_id, peer_id, message)
+                self._transmit(node_id, ID.label(peer_id), message)
 
     def _transmit(self, sender, recipient, message):
         if not self.can_talk(sender, recipient) or self.random.random() < self.loss:
@@ -161,10 +168,18 @@ class SimulatedMesh:
     # ---- views
 
     def view(self, observer) -> dict[str, int]:
-        return {record.node_id: record.generation for record in self.nodes[observer].alive_records(self.now)}
+        """label -> generation of the nodes `observer` holds alive."""
+        return {ID.label(r.node_id): r.generation for r in self.nodes[observer].alive_records(self.now)}
 
-    def state(self, observer, node_id) -> str | None:
-        return self.nodes[observer].peer_states(self.now).get(node_id, {}).get("state")
+    def state(self, observer, label) -> str | None:
+        return self.nodes[observer].peer_states(self.now).get(ID[label], {}).get("state")
+
+    def states(self, observer) -> dict[str, dict]:
+        """label -> state and silence, as `observer` holds them."""
+        return {ID.label(node_id): state for node_id, state in self.nodes[observer].peer_states(self.now).items()}
+
+    def removed(self, observer) -> set[str]:
+        return {ID.label(node_id) for node_id in self.nodes[observer].removed_node_ids}
 
     def converged(self) -> bool:
         expected = {node_id: self.nodes[node_id].own.generation for node_id in self.running()}
@@ -239,9 +254,9 @@ def test_periodic_gossip_carries_only_records_the_peer_lacks():
     node = mesh.nodes["A"]
     node.expire(mesh.now + INTERVAL)
     messages = node.messages_to_send(mesh.now + INTERVAL)
-    assert sorted(peer for peer, _ in messages) == ["B", "C", "D", "E"]
-    assert all(message["records"] == [] for _, message in messages)
-    assert all(set(message["heartbeats"]) == set(FIVE) for _, message in messages)
+    assert sorted(ID.label(peer) for peer, _ in messages) == ["B", "C", "D", "E"]
+    assert all(message["records"] == [] and message["entries"] == [] for _, message in messages)
+    assert all(set(message["heartbeats"]) == {ID[label] for label in FIVE} for _, message in messages)
 
 
 # ---------------------------------------------------------------- failure detection
@@ -260,7 +275,7 @@ def test_a_killed_node_is_dead_everywhere_within_ten_seconds():
     seen_alive_again = set()
     mesh.run_for(10 * DEAD_AFTER + 5.0, check=lambda: seen_alive_again.update(mesh.observers_seeing("C", "ABDE")))
     assert seen_alive_again == set() and len(mesh.deaths) == 4
-    assert all("C" not in mesh.nodes[o].peer_states(mesh.now) for o in "ABDE")  # forgotten, for good
+    assert all("C" not in mesh.states(o) for o in "ABDE")  # forgotten, for good
     assert mesh.view("A") == {"A": 100, "B": 101, "D": 103, "E": 104}
 
 
@@ -282,7 +297,7 @@ def test_a_dead_node_is_forgotten_for_good(seed):
     seen_alive_again = set()
     mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive_again.update(mesh.observers_seeing("E", "ABCD")))
     assert seen_alive_again == set() and len(mesh.deaths) == 4
-    assert all("E" not in mesh.nodes[o].peer_states(mesh.now) for o in "ABCD")
+    assert all("E" not in mesh.states(o) for o in "ABCD")
 
 
 def test_a_killed_middle_node_splits_a_chain_into_two_views():
@@ -326,7 +341,7 @@ def test_a_partition_longer_than_the_forgetting_time_heals_too():
     mesh.run_for(5.0)
     mesh.split({"A", "B"}, {"C", "D", "E"})
     mesh.run_for(10 * DEAD_AFTER + 10.0)
-    assert "C" not in mesh.nodes["A"].peer_states(mesh.now)  # forgotten
+    assert "C" not in mesh.states("A")  # forgotten
     mesh.heal()
     assert mesh.run_until(mesh.converged, limit=3 * INTERVAL) is not None
 
@@ -342,7 +357,7 @@ def test_a_restarted_node_with_the_same_id_wins_over_its_old_record():
         mesh.connect("A", peer)
     assert mesh.run_until(mesh.converged, limit=3.0) is not None
     assert mesh.nodes["A"].own.generation > old_generation
-    assert all(mesh.nodes[o].peer_states(mesh.now)["A"]["state"] == "alive" for o in "BCDE")
+    assert all(mesh.states(o)["A"]["state"] == "alive" for o in "BCDE")
     states = set()
     mesh.run_for(30.0, check=lambda: states.update(mesh.state(o, "A") for o in "BCDE"))
     assert states == {"alive"}  # its heartbeat continued above what the mesh had heard
@@ -376,16 +391,17 @@ def test_a_leaving_node_is_gone_from_every_view_within_one_gossip_round(links):
     assert mesh.everyone_sees("A", {"left"})
     mesh.run_for(10 * DEAD_AFTER + 5.0)
     assert mesh.deaths == []  # leaving is not dying
-    assert all("A" not in mesh.nodes[o].peer_states(mesh.now) for o in "BCDE")  # forgotten in the end
+    assert all("A" not in mesh.states(o) for o in "BCDE")  # forgotten in the end
 
 
 def test_removal_spreads_and_is_permanent():
     mesh = SimulatedMesh([*FIVE, "F"], FULL_MESH)
+    mesh.nodes["A"].grant_admin(mesh.now, key("E").public_bytes)  # what E decides later must not count
     mesh.run_for(5.0)
-    mesh.nodes["A"].remove(mesh.now, "E")
+    mesh.nodes["A"].remove(mesh.now, ID["E"])
     others = ["A", "B", "C", "D"]
     assert mesh.run_until(lambda: all("E" not in mesh.view(o) for o in others), limit=INTERVAL) is not None
-    assert all(mesh.nodes[o].removed_node_ids == {"E"} for o in others)
+    assert all(mesh.removed(o) == {"E"} for o in others)
     assert mesh.everyone_sees("E", {"removed"}, observers=others)
     # E keeps running and talking: nothing it says counts any more.
     mesh.nodes["E"].update_own(mesh.now, name="E, trying again")
@@ -394,17 +410,19 @@ def test_removal_spreads_and_is_permanent():
     seen_alive = set()
     mesh.run_for(10 * DEAD_AFTER + 10.0, check=lambda: seen_alive.update(mesh.observers_seeing("E", [*others, "F"])))
     assert seen_alive == set()
-    assert mesh.nodes["F"].removed_node_ids == {"E"}
+    assert mesh.removed("F") == {"E"}
     assert all("token-revoked-by-e" not in mesh.nodes[o].revoked_token_ids for o in [*others, "F"])
     with pytest.raises(ValueError):
-        mesh.nodes["A"].remove(mesh.now, "A")
+        mesh.nodes["A"].remove(mesh.now, ID["A"])
 
 
 @pytest.mark.parametrize("links", [FULL_MESH, CHAIN], ids=["full mesh", "chain"])
 def test_revocations_spread(links):
     mesh = SimulatedMesh(FIVE, links)
     mesh.run_for(3.0)
-    mesh.nodes["C"].revoke_token(mesh.now, "token-1")
+    mesh.nodes["A"].grant_admin(mesh.now, key("E").public_bytes)  # A founded the mesh
+    mesh.run_for(3.0)  # the grant reaches E along the chain too
+    mesh.nodes["A"].revoke_token(mesh.now, "token-1")
     mesh.nodes["E"].revoke_token(mesh.now, "token-2")
     def everyone_has_both():
         return all(node.revoked_token_ids == {"token-1", "token-2"} for node in mesh.nodes.values())
@@ -422,23 +440,23 @@ def gossip_from(sender: Membership, to: str, now: float = 0.0) -> dict:
 
 def test_a_rival_record_for_our_own_id_makes_us_bump_our_generation():
     node = make_membership("A", generation=5)
-    node.peer_connected(0.0, "B")
-    rival = GossipMessage((make_record("A", 9, name="impostor"),), {}, {}, frozenset(), frozenset())
-    node.receive(0.0, "B", rival.to_wire())
+    node.peer_connected(0.0, B)
+    rival = GossipMessage((make_record("A", 9, name="impostor"),), {}, {})
+    node.receive(0.0, B, rival.to_wire())
     assert node.own.generation == 10 and node.own.name == "node A"
     assert node.own_id_conflicts == 1
-    echo = GossipMessage((node.own,), {}, {"A": 10}, frozenset(), frozenset())
-    node.receive(0.1, "B", echo.to_wire())  # our own record coming back is no rival
+    echo = GossipMessage((node.own,), {}, {A: 10})
+    node.receive(0.1, B, echo.to_wire())  # our own record coming back is no rival
     assert node.own.generation == 10 and node.own_id_conflicts == 1
-    same_generation = GossipMessage((make_record("A", 10, name="twin"),), {}, {}, frozenset(), frozenset())
-    node.receive(0.2, "B", same_generation.to_wire())
+    same_generation = GossipMessage((make_record("A", 10, name="twin"),), {}, {})
+    node.receive(0.2, B, same_generation.to_wire())
     assert node.own.generation == 11
-    digest_only = GossipMessage((), {"A": 50}, {"A": 20}, frozenset(), frozenset())
-    node.receive(0.3, "B", digest_only.to_wire())
-    assert node.own.generation == 21
-    sent = dict(node.messages_to_send(0.3))["B"]
-    assert sent["records"][0]["generation"] == 21
-    assert sent["heartbeats"]["A"] == 51  # continues above the heartbeat the mesh last heard
+    digest_only = GossipMessage((), {A: 50}, {A: 20})
+    node.receive(0.3, B, digest_only.to_wire())
+    assert node.own.generation == 11  # an unsigned claim moves nothing; a restart's old record would
+    sent = dict(node.messages_to_send(0.3))[B]
+    assert sent["generations"][A] == 11
+    assert sent["heartbeats"][A] == 51  # continues above the heartbeat the mesh last heard
 
 
 def test_heartbeats_count_once_per_interval_and_local_changes_go_out_at_once():
@@ -446,13 +464,13 @@ def test_heartbeats_count_once_per_interval_and_local_changes_go_out_at_once():
     assert node.next_deadline() is None
     assert node.messages_to_send(10.0) == []  # nobody to talk to yet
     assert node.next_deadline() == 11.0
-    node.peer_connected(10.2, "B")
+    node.peer_connected(10.2, B)
     assert node.next_deadline() == 10.2
     [(peer, first)] = node.messages_to_send(10.2)
-    assert peer == "B" and first["heartbeats"] == {"A": 1} and [r["node_id"] for r in first["records"]] == ["A"]
+    assert peer == B and first["heartbeats"] == {A: 1} and [r["node_id"] for r in first["records"]] == [A]
     assert node.messages_to_send(10.9) == []
     [(_, second)] = node.messages_to_send(11.0)
-    assert second["heartbeats"] == {"A": 2} and second["records"] == []
+    assert second["heartbeats"] == {A: 2} and second["records"] == []
     node.update_own(11.4, serving="x.gguf")
     assert node.next_deadline() == 11.4
     [(_, third)] = node.messages_to_send(11.4)
@@ -464,39 +482,39 @@ def test_heartbeats_count_once_per_interval_and_local_changes_go_out_at_once():
 
 def test_a_lost_record_is_sent_again_after_the_peer_digest_shows_it_missing():
     a, b = make_membership("A"), make_membership("B")
-    lost = gossip_from(a, "B")
+    lost = gossip_from(a, B)
     assert lost["records"]
-    b_message = gossip_from(b, "A")  # b never got a's record: its digest says so
-    a.receive(0.1, "B", b_message)
+    b_message = gossip_from(b, A)  # b never got a's record: its digest says so
+    a.receive(0.1, B, b_message)
     assert a.next_deadline() == 0.1  # answered at once, not a round later
     [(_, resent)] = a.messages_to_send(0.1)
-    assert [record["node_id"] for record in resent["records"]] == ["A"]
-    a.receive(0.2, "B", b_message)  # a duplicate of the old digest: sent once more, harmlessly
+    assert [record["node_id"] for record in resent["records"]] == [A]
+    a.receive(0.2, B, b_message)  # a duplicate of the old digest: sent once more, harmlessly
     assert a.messages_to_send(0.2)[0][1]["records"]
-    b.receive(0.3, "A", resent)
-    a.receive(0.4, "B", dict(b.messages_to_send(1.0))["A"])
-    assert a.messages_to_send(0.4) == [] and dict(a.messages_to_send(1.0))["B"]["records"] == []
+    b.receive(0.3, A, resent)
+    a.receive(0.4, B, dict(b.messages_to_send(1.0))[A])
+    assert a.messages_to_send(0.4) == [] and dict(a.messages_to_send(1.0))[B]["records"] == []
 
 
 def test_liveness_times_are_exact():
     a, b = make_membership("A"), make_membership("B")
-    a.receive(0.0, "B", gossip_from(b, "A"))
-    assert a.peer_states(2.9)["B"] == {"state": "alive", "last_seen_s": 2.9}
-    assert a.peer_states(3.0)["B"]["state"] == "suspect"
-    assert [r.node_id for r in a.alive_records(5.9)] == ["A", "B"]
+    a.receive(0.0, B, gossip_from(b, A))
+    assert a.peer_states(2.9)[B] == {"state": "alive", "last_seen_s": 2.9}
+    assert a.peer_states(3.0)[B]["state"] == "suspect"
+    assert [r.node_id for r in a.alive_records(5.9)] == sorted([A, B])
     assert a.next_deadline() == 0.0  # our first round is due
     a.messages_to_send(0.0)
     assert a.next_deadline() == 1.0
     assert a.expire(5.99) == []
-    assert a.expire(6.0) == ["B"] and a.expire(7.0) == []
-    assert a.peer_states(6.0)["B"]["state"] == "dead" and [r.node_id for r in a.alive_records(6.0)] == ["A"]
+    assert a.expire(6.0) == [B] and a.expire(7.0) == []
+    assert a.peer_states(6.0)[B]["state"] == "dead" and [r.node_id for r in a.alive_records(6.0)] == [A]
     b.messages_to_send(1.0)
     [(_, later)] = b.messages_to_send(10.0)  # heartbeat 2 or more: B is back
-    a.receive(10.0, "B", later)
-    assert a.peer_states(10.0)["B"]["state"] == "alive"
-    assert a.expire(15.99) == [] and a.expire(16.0) == ["B"]  # reported again after dying again
+    a.receive(10.0, B, later)
+    assert a.peer_states(10.0)[B]["state"] == "alive"
+    assert a.expire(15.99) == [] and a.expire(16.0) == [B]  # reported again after dying again
     a.expire(10.0 + 10 * DEAD_AFTER)
-    assert "B" not in a.peer_states(70.0)
+    assert B not in a.peer_states(70.0)
 
 
 def test_update_own_refuses_identity_changes_and_ignores_non_changes():
@@ -516,9 +534,10 @@ def test_public_surface():
     assert public == {
         "update_own", "receive", "peer_connected", "peer_disconnected", "remove", "revoke_token", "leave",
         "messages_to_send", "next_deadline", "expire", "alive_records", "peer_states",
-        "removed_node_ids", "revoked_token_ids", "own",
+        "removed_node_ids", "revoked_token_ids", "own", "grant_admin", "restore_entries", "authority",
     }  # fmt: skip
-    assert [name for name in vars(make_membership("A")) if not name.startswith("_")] == ["own_id_conflicts"]
+    assert [name for name in vars(make_membership("A")) if not name.startswith("_")] == [
+        "own_id_conflicts", "refused_records"]
 
 
 # ---------------------------------------------------------------- records on the wire
@@ -597,7 +616,9 @@ def busy_membership() -> Membership:
     """Node A of a converged five-node mesh: real state that malformed input must not touch."""
     mesh = SimulatedMesh(FIVE, FULL_MESH)
     mesh.run_for(5.0)
-    mesh.nodes["B"].remove(mesh.now, "E")
+    mesh.nodes["A"].grant_admin(mesh.now, key("B").public_bytes)
+    mesh.run_for(1.0)
+    mesh.nodes["B"].remove(mesh.now, ID["E"])
     mesh.nodes["B"].revoke_token(mesh.now, "token-1")
     mesh.run_for(1.0)
     return mesh.nodes["A"]
@@ -609,7 +630,7 @@ def busy():
 
 
 def valid_message() -> dict:
-    return gossip_from(make_membership("B", 7), "A")
+    return gossip_from(make_membership("B", 10**6), A)  # newer than the B the busy node holds
 
 
 def with_changes(**changes):
@@ -629,6 +650,10 @@ def without(key):
     return lambda message: {k: v for k, v in message.items() if k != key}
 
 
+def entry_wire(**changes) -> dict:
+    return {"kind": "remove", "subject": ID["E"], "by": key_hex("A"), "at": 1, "signature": "00" * 64, **changes}
+
+
 def nested(depth):
     value: object = 1
     for _ in range(depth):
@@ -645,7 +670,7 @@ BAD_MESSAGES = {
     "unknown field with a newline": with_changes(**{"bad\nkey": 1}),
     "wrong type": with_changes(type="ping"),
     "unhashable type": with_changes(type=["gossip"]),
-    "future version": with_changes(v=2),
+    "future version": with_changes(v=3),
     "version as bool": with_changes(v=True),
     "version as text": with_changes(v="1"),
     "records not a list": with_changes(records={}),
@@ -712,14 +737,25 @@ BAD_MESSAGES = {
     "heartbeat for a long id": with_changes(heartbeats={"x" * 65: 1}),
     "bool generation in digest": with_changes(generations={"B": True}),
     "too many heartbeats": with_changes(heartbeats={f"n{i}": 1 for i in range(MAX_RECORDS + 1)}),
-    "removed as text": with_changes(removed="abc"),
-    "removed numbers": with_changes(removed=[1]),
-    "removed empty id": with_changes(removed=[""]),
-    "removed long id": with_changes(removed=["x" * 65]),
-    "removed too many": with_changes(removed=[f"n{i}" for i in range(MAX_SET_SIZE + 1)]),
-    "removed beyond the limit with ours": with_changes(removed=[f"n{i}" for i in range(MAX_SET_SIZE)]),
-    "revoked long id": with_changes(revoked=["x" * 129]),
-    "revoked null": with_changes(revoked=None),
+    "entries as text": with_changes(entries="abc"),
+    "entry a number": with_changes(entries=[1]),
+    "entry of no kind": with_changes(entries=[entry_wire(kind="ban")]),
+    "entry with an empty subject": with_changes(entries=[entry_wire(subject="")]),
+    "entry removing a long id": with_changes(entries=[entry_wire(subject="x" * 65)]),
+    "entry revoking a long id": with_changes(entries=[entry_wire(kind="revoke", subject="x" * 129)]),
+    "entry without a signer": with_changes(entries=[entry_wire(by=None)]),
+    "entry at a negative time": with_changes(entries=[entry_wire(at=-1)]),
+    "entry with an unknown field": with_changes(entries=[entry_wire(colour="red")]),
+    "too many entries": with_changes(entries=[entry_wire(subject=f"n{i}") for i in range(MAX_SET_SIZE + 1)]),
+    "entries null": with_changes(entries=None),
+    "authority a number": with_changes(authority=7),
+    "authority too long": with_changes(authority="ab" * 33),
+    "record with a foreign key": with_record_changes(public_key=key_hex("C")),
+    "record with a changed name": with_record_changes(name="forged"),
+    "record with a forged generation": with_record_changes(generation=2**63 - 1),
+    "record unsigned": with_record_changes(signature=""),
+    "record signed in capitals": lambda message: with_record_changes(
+        signature=message["records"][0]["signature"].upper())(message),
 }
 
 
@@ -728,17 +764,22 @@ def test_malformed_messages_are_refused_and_change_nothing(busy, make_bad):
     assert_refused(busy, make_bad(valid_message()))
 
 
-@pytest.mark.parametrize("sender", ["", 7, "x" * 65, "A"])
+@pytest.mark.parametrize("sender", ["", 7, "x" * 65, A])
 def test_a_bad_sender_id_is_refused(busy, sender):
     assert_refused(busy, valid_message(), sender=sender)
 
 
-def assert_refused(membership: Membership, message: object, sender: object = "B") -> None:
-    before = copy.deepcopy(vars(membership))
+def state_of(membership: Membership) -> dict:
+    """Everything a Membership holds, as comparable values (not its signing callables)."""
+    return copy.deepcopy({name: value for name, value in vars(membership).items() if name not in ("_sign", "_verify")})
+
+
+def assert_refused(membership: Membership, message: object, sender: object = B) -> None:
+    before = state_of(membership)
     with pytest.raises(MembershipError) as caught:
         membership.receive(100.0, sender, message)
     assert "\n" not in str(caught.value) and str(caught.value)
-    assert vars(membership) == before
+    assert state_of(membership) == before
 
 
 json_like = st.recursive(
@@ -771,12 +812,12 @@ def test_a_valid_message_with_one_junk_field_is_refused_or_accepted_never_crashe
         message["records"][0][record_key] = junk
     else:
         message[message_key] = junk
-    before = copy.deepcopy(vars(membership))
+    before = state_of(membership)
     try:
-        membership.receive(100.0, "B", message)
+        membership.receive(100.0, B, message)
     except MembershipError as error:
         assert "\n" not in str(error)
-        assert vars(membership) == before
+        assert state_of(membership) == before
 
 
 @given(json_like)

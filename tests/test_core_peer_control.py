@@ -16,9 +16,11 @@ from meshdesk.core.dial_schedule import DIAL_RETRY_SECONDS
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.membership import Membership
 from meshdesk.core.node_record import NodeRecord
+from tests.gossip_keys import ID, key_hex, sign_as, verify
 
 PORT = 9400
-THREE = ("a1", "b2", "c3")
+A1, B2, C3 = ID["a1"], ID["b2"], ID["c3"]  # ids that sort as their labels do
+THREE = (A1, B2, C3)
 
 
 def address_of(node_id: str) -> tuple[str, int]:
@@ -26,10 +28,12 @@ def address_of(node_id: str) -> tuple[str, int]:
 
 
 def make_control(node_id: str, now: float = 0.0) -> pc.PeerControl:
+    label = ID.label(node_id)
     record = NodeRecord(node_id=node_id, name=f"node {node_id}", addresses=(address_of(node_id),),
                         capacity_bytes=2**30, models=(), serving=None, role="standby",
-                        versions={"protocol": 1}, rtt_ms={}, public_key="ab" * 32, generation=1)
-    membership = Membership(record, suspect_after=3.0, dead_after=6.0, heartbeat_interval=1.0)
+                        versions={"protocol": 1}, rtt_ms={}, public_key=key_hex(label), generation=1)
+    membership = Membership(record, sign=sign_as(label), verify=verify, authority_key=key_hex("a1"),
+                            suspect_after=3.0, dead_after=6.0, heartbeat_interval=1.0)
     return pc.PeerControl(membership, now, [address_of(node_id)])
 
 
@@ -140,48 +144,48 @@ class SimulatedLinks:
 
 def test_joiners_of_one_founder_end_up_linked_with_each_other():
     mesh = SimulatedLinks(THREE)
-    mesh.link("b2", "a1")   # both joined through a1
-    mesh.link("c3", "a1")
+    mesh.link(B2, A1)   # both joined through a1
+    mesh.link(C3, A1)
     assert mesh.run_until(mesh.fully_linked, limit=5.0) is not None
     assert all(mesh.alive(node_id) == set(THREE) for node_id in THREE)
     # b2 and c3 learned of each other by gossip; the lower id dialled
-    assert any(dialler == "b2" and address == address_of("c3") for _, dialler, address in mesh.dials)
-    assert not any(dialler == "c3" and address == address_of("b2") for _, dialler, address in mesh.dials)
+    assert any(dialler == B2 and address == address_of(C3) for _, dialler, address in mesh.dials)
+    assert not any(dialler == C3 and address == address_of(B2) for _, dialler, address in mesh.dials)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_links_form_under_loss_delay_and_reordering(seed):
     mesh = SimulatedLinks(THREE, seed=seed, delay=0.02, jitter=0.3, loss=0.2)
-    mesh.link("b2", "a1")
-    mesh.link("c3", "a1")
+    mesh.link(B2, A1)
+    mesh.link(C3, A1)
     assert mesh.run_until(lambda: mesh.fully_linked() and all(mesh.alive(n) == set(THREE) for n in THREE),
                           limit=15.0) is not None
 
 
 def test_an_alone_node_dials_where_members_were_last_seen_but_never_itself():
-    mesh = SimulatedLinks(("a1", "b2"))
-    mesh.nodes["b2"].set_fallback_addresses([address_of("b2"), address_of("a1")])
-    assert mesh.run_until(lambda: mesh.linked("b2") == {"a1"}, limit=1.0) is not None
-    assert all(address != address_of("b2") for _, _, address in mesh.dials)
+    mesh = SimulatedLinks((A1, B2))
+    mesh.nodes[B2].set_fallback_addresses([address_of(B2), address_of(A1)])
+    assert mesh.run_until(lambda: mesh.linked(B2) == {A1}, limit=1.0) is not None
+    assert all(address != address_of(B2) for _, _, address in mesh.dials)
 
 
 def test_an_unreachable_address_is_retried_at_the_retry_interval_and_no_faster():
-    mesh = SimulatedLinks(("a1",))
+    mesh = SimulatedLinks((A1,))
     mesh.unreachable.add(("10.9.9.9", PORT))
-    mesh.nodes["a1"].set_fallback_addresses([("10.9.9.9", PORT)])
+    mesh.nodes[A1].set_fallback_addresses([("10.9.9.9", PORT)])
     mesh.run_for(10.0)
     times = [when for when, _, address in mesh.dials if address == ("10.9.9.9", PORT)]
     assert times == [DIAL_RETRY_SECONDS * step for step in range(6)]  # 0, 2, ... 10 s
 
 
 def test_an_address_is_never_dialled_twice_at_once():
-    mesh = SimulatedLinks(("a1",))
+    mesh = SimulatedLinks((A1,))
     slow = ("10.9.9.8", PORT)
     mesh.hanging.add(slow)
-    mesh.nodes["a1"].set_fallback_addresses([slow])
+    mesh.nodes[A1].set_fallback_addresses([slow])
     mesh.run_for(10.0)
     assert [address for _, _, address in mesh.dials] == [slow]
-    mesh.nodes["a1"].dial_ended(mesh.now, slow)  # it gave up at last
+    mesh.nodes[A1].dial_ended(mesh.now, slow)  # it gave up at last
     mesh.run_for(0.1)
     assert [address for _, _, address in mesh.dials] == [slow, slow]
 
@@ -189,64 +193,64 @@ def test_an_address_is_never_dialled_twice_at_once():
 # ---------------------------------------------------------------- duplicate links
 
 
-@pytest.mark.parametrize("first", ["a1", "b2"])
+@pytest.mark.parametrize("first", [A1, B2])
 def test_of_two_links_both_ends_keep_the_one_the_lower_id_dialled(first):
-    mesh = SimulatedLinks(("a1", "b2"))
-    second = "b2" if first == "a1" else "a1"
+    mesh = SimulatedLinks((A1, B2))
+    second = B2 if first == A1 else A1
     by_first = mesh.link(first, second)
     by_second = mesh.link(second, first)
-    kept_ends = by_first if first == "a1" else by_second
-    lost_ends = by_second if first == "a1" else by_first
-    assert mesh.nodes["a1"].link_to("b2").link == kept_ends[0]
-    assert mesh.nodes["b2"].link_to("a1").link == kept_ends[1]
+    kept_ends = by_first if first == A1 else by_second
+    lost_ends = by_second if first == A1 else by_first
+    assert mesh.nodes[A1].link_to(B2).link == kept_ends[0]
+    assert mesh.nodes[B2].link_to(A1).link == kept_ends[1]
     assert lost_ends[0] not in mesh.ends and lost_ends[1] not in mesh.ends
     mesh.run_for(2.0)
-    assert mesh.linked("a1") == {"b2"} and mesh.linked("b2") == {"a1"}
+    assert mesh.linked(A1) == {B2} and mesh.linked(B2) == {A1}
 
 
 def test_losing_a_duplicate_does_not_disconnect_the_peer_from_gossip():
-    mesh = SimulatedLinks(("a1", "b2"))
-    mesh.link("a1", "b2")
-    mesh.link("b2", "a1")  # loses at once
+    mesh = SimulatedLinks((A1, B2))
+    mesh.link(A1, B2)
+    mesh.link(B2, A1)  # loses at once
     mesh.run_for(8.0)      # longer than dead_after: heartbeats must still flow
-    assert mesh.alive("a1") == {"a1", "b2"} and mesh.alive("b2") == {"a1", "b2"}
+    assert mesh.alive(A1) == {A1, B2} and mesh.alive(B2) == {A1, B2}
 
 
 def test_a_restarted_peer_replaces_the_silent_link_it_left_behind():
-    mesh = SimulatedLinks(("a1", "b2"))
-    old = mesh.link("a1", "b2")     # the lower id dialled: this link would win any tie
+    mesh = SimulatedLinks((A1, B2))
+    old = mesh.link(A1, B2)     # the lower id dialled: this link would win any tie
     mesh.run_for(2.0)
     # b2 is killed and restarts with no links: a1's end of the old link hears nothing more
     del mesh.ends[old[1]]
-    mesh.nodes["b2"] = make_control("b2", now=mesh.now)
+    mesh.nodes[B2] = make_control(B2, now=mesh.now)
     mesh.run_for(pc.STALE_LINK_SECONDS / 2)
-    fresh = mesh.link("b2", "a1")   # too soon: the old link may still be alive
-    assert mesh.nodes["a1"].link_to("b2").link == old[0] and fresh[1] not in mesh.ends
+    fresh = mesh.link(B2, A1)   # too soon: the old link may still be alive
+    assert mesh.nodes[A1].link_to(B2).link == old[0] and fresh[1] not in mesh.ends
     mesh.run_for(pc.STALE_LINK_SECONDS)
-    fresh = mesh.link("b2", "a1")
-    assert mesh.nodes["a1"].link_to("b2").link == fresh[1]
-    assert mesh.nodes["b2"].link_to("a1").link == fresh[0]
+    fresh = mesh.link(B2, A1)
+    assert mesh.nodes[A1].link_to(B2).link == fresh[1]
+    assert mesh.nodes[B2].link_to(A1).link == fresh[0]
 
 
 # ---------------------------------------------------------------- round trips
 
 
 def test_ping_round_trips_are_measured_smoothed_and_gossiped():
-    mesh = SimulatedLinks(("a1", "b2"), delay=0.02)
-    mesh.link("a1", "b2")
+    mesh = SimulatedLinks((A1, B2), delay=0.02)
+    mesh.link(A1, B2)
     mesh.run_for(12.0)
-    rtt = mesh.nodes["a1"].link_to("b2").rtt_ms
+    rtt = mesh.nodes[A1].link_to(B2).rtt_ms
     assert rtt == pytest.approx(40.0, abs=0.5)
-    b2_as_seen_by_a1 = next(r for r in mesh.nodes["a1"].membership.alive_records(mesh.now) if r.node_id == "b2")
-    assert b2_as_seen_by_a1.rtt_ms["a1"] == pytest.approx(40.0, abs=0.5)
+    b2_as_seen_by_a1 = next(r for r in mesh.nodes[A1].membership.alive_records(mesh.now) if r.node_id == B2)
+    assert b2_as_seen_by_a1.rtt_ms[A1] == pytest.approx(40.0, abs=0.5)
 
 
 def test_a_pong_from_the_future_or_of_the_wrong_type_is_ignored():
-    control = make_control("a1")
-    control.link_up(0.0, 1, "b2", dialled_by_us=True)
+    control = make_control(A1)
+    control.link_up(0.0, 1, B2, dialled_by_us=True)
     for stamp in [5.0, "0", True, None]:
         assert control.message_received(1.0, 1, {"type": "pong", "t": stamp}) == []
-    assert control.link_to("b2").rtt_ms is None
+    assert control.link_to(B2).rtt_ms is None
 
 
 # ---------------------------------------------------------------- removal
@@ -254,26 +258,26 @@ def test_a_pong_from_the_future_or_of_the_wrong_type_is_ignored():
 
 def test_a_removed_member_is_told_and_unlinked_and_stops_dialling():
     mesh = SimulatedLinks(THREE)
-    mesh.link("b2", "a1")
-    mesh.link("c3", "a1")
+    mesh.link(B2, A1)
+    mesh.link(C3, A1)
     mesh.run_until(mesh.fully_linked, limit=5.0)
-    mesh.apply("a1", mesh.nodes["a1"].remove(mesh.now, "c3"))
-    assert mesh.run_until(lambda: mesh.nodes["c3"].removed_from_mesh, limit=1.0) is not None
-    assert any(node == "c3" and isinstance(event, pc.RemovedFromMesh) for node, event in mesh.events)
-    assert mesh.run_until(lambda: not mesh.linked("c3") and "c3" not in mesh.linked("b2"), limit=3.0) is not None
+    mesh.apply(A1, mesh.nodes[A1].remove(mesh.now, C3))
+    assert mesh.run_until(lambda: mesh.nodes[C3].removed_from_mesh, limit=1.0) is not None
+    assert any(node == C3 and isinstance(event, pc.RemovedFromMesh) for node, event in mesh.events)
+    assert mesh.run_until(lambda: not mesh.linked(C3) and C3 not in mesh.linked(B2), limit=3.0) is not None
     dials_before = len(mesh.dials)
     mesh.run_for(10.0)
-    assert not [dial for dial in mesh.dials[dials_before:] if dial[1] == "c3"]
-    assert "c3" not in mesh.alive("b2") and mesh.linked("a1") == {"b2"}
+    assert not [dial for dial in mesh.dials[dials_before:] if dial[1] == C3]
+    assert C3 not in mesh.alive(B2) and mesh.linked(A1) == {B2}
 
 
 def test_a_refusal_saying_we_were_removed_takes_us_out_and_others_do_not():
-    control = make_control("a1")
+    control = make_control(A1)
     assert control.dial_refused(0.0, PeerProtocolError("no", Fault.REFUSED)) == []
     outputs = control.dial_refused(0.0, PeerProtocolError("removed", Fault.REMOVED))
     assert any(isinstance(output, pc.RemovedFromMesh) for output in outputs)
     assert control.removed_from_mesh
-    assert control.link_up(1.0, 7, "b2", dialled_by_us=True) == [pc.CloseLink(7, "removed")]
+    assert control.link_up(1.0, 7, B2, dialled_by_us=True) == [pc.CloseLink(7, "removed")]
 
 
 # ---------------------------------------------------------------- the peer's faults, not ours
@@ -281,23 +285,23 @@ def test_a_refusal_saying_we_were_removed_takes_us_out_and_others_do_not():
 
 def test_a_peer_that_breaks_the_protocol_is_dropped_alone():
     mesh = SimulatedLinks(THREE)
-    mesh.link("b2", "a1")
-    mesh.link("c3", "a1")
+    mesh.link(B2, A1)
+    mesh.link(C3, A1)
     mesh.run_until(mesh.fully_linked, limit=5.0)
-    end = mesh.nodes["a1"].link_to("c3").link
-    mesh.apply("a1", mesh.nodes["a1"].message_received(mesh.now, end, {"type": "launch-missiles"}))
-    assert [(node, error.fault) for node, error in mesh.protocol_errors] == [("a1", Fault.UNEXPECTED)]
-    assert "c3" not in mesh.linked("a1")
-    mesh.link("a1", "b2")  # a1 keeps working with the others
-    assert mesh.run_until(lambda: mesh.linked("a1") >= {"b2"}, limit=1.0) is not None
+    end = mesh.nodes[A1].link_to(C3).link
+    mesh.apply(A1, mesh.nodes[A1].message_received(mesh.now, end, {"type": "launch-missiles"}))
+    assert [(node, error.fault) for node, error in mesh.protocol_errors] == [(A1, Fault.UNEXPECTED)]
+    assert C3 not in mesh.linked(A1)
+    mesh.link(A1, B2)  # a1 keeps working with the others
+    assert mesh.run_until(lambda: mesh.linked(A1) >= {B2}, limit=1.0) is not None
 
 
 def test_malformed_gossip_drops_the_link_with_a_typed_fault():
-    control = make_control("a1")
-    control.link_up(0.0, 1, "b2", dialled_by_us=True)
+    control = make_control(A1)
+    control.link_up(0.0, 1, B2, dialled_by_us=True)
     outputs = control.message_received(0.5, 1, {"type": "gossip", "v": 1, "records": "nope"})
     broke = [output for output in outputs if isinstance(output, pc.PeerBrokeProtocol)]
-    assert broke and broke[0].peer_id == "b2" and broke[0].error.fault is Fault.MALFORMED
+    assert broke and broke[0].peer_id == B2 and broke[0].error.fault is Fault.MALFORMED
     assert pc.CloseLink(1, "protocol error") in outputs and control.linked_peers() == []
 
 
@@ -305,15 +309,15 @@ def test_malformed_gossip_drops_the_link_with_a_typed_fault():
 
 
 def test_a_leaving_node_is_dropped_by_its_peers_at_once():
-    mesh = SimulatedLinks(("a1", "b2"))
-    mesh.link("a1", "b2")
+    mesh = SimulatedLinks((A1, B2))
+    mesh.link(A1, B2)
     mesh.run_for(2.0)
-    mesh.apply("b2", mesh.nodes["b2"].leave(mesh.now))
-    assert mesh.run_until(lambda: "b2" not in mesh.alive("a1"), limit=0.5) is not None
+    mesh.apply(B2, mesh.nodes[B2].leave(mesh.now))
+    assert mesh.run_until(lambda: B2 not in mesh.alive(A1), limit=0.5) is not None
 
 
 def test_state_is_saved_and_the_own_record_refreshed_on_their_intervals():
-    mesh = SimulatedLinks(("a1",))
+    mesh = SimulatedLinks((A1,))
     mesh.run_for(20.0)
     saves = [event for node, event in mesh.events if isinstance(event, pc.SaveState)]
     refreshes = [event for node, event in mesh.events if isinstance(event, pc.RefreshOwnRecord)]

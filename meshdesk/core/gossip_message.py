@@ -1,19 +1,24 @@
-"""The gossip message, version 1: what one node sends another each round (`core.membership`).
+"""The gossip message, version 2: what one node sends another each round (`core.membership`).
 
 Wire format (a JSON object)::
 
-    {"type": "gossip", "v": 1, "records": [record, ...], "heartbeats": {node_id: int},
-     "generations": {node_id: int}, "removed": [node_id, ...], "revoked": [token_id, ...]}
+    {"type": "gossip", "v": 2, "records": [record, ...], "heartbeats": {node_id: int},
+     "generations": {node_id: int}, "entries": [authority entry, ...], "authority": key hex or null}
 
-Anything malformed raises `MembershipError` (one line).
+Records are `core.node_record` (each signed by its node), entries `core.authority` (removals,
+revocations and admin grants, each signed by its maker). Anything malformed raises
+`MembershipError` (one line). `split` cuts what one round says into messages that each fit a
+frame (`core.frames.MAX_FRAME_BYTES`), however large the records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 
+from meshdesk.core.authority import MAX_ENTRIES, Entry
+from meshdesk.core.frames import MAX_FRAME_BYTES
 from meshdesk.core.gossip_values import (
-    MAX_ID_LENGTH,
     check,
     read_counter,
     read_list,
@@ -25,11 +30,11 @@ from meshdesk.core.gossip_values import (
 from meshdesk.core.node_record import MAX_RECORDS, NodeRecord
 
 MESSAGE_TYPE = "gossip"
-PROTOCOL_VERSION = 1
-MAX_TOKEN_ID_LENGTH = 128
-MAX_SET_SIZE = 4096  # removed node ids, revoked token ids
+PROTOCOL_VERSION = 2
+MAX_SET_SIZE = MAX_ENTRIES  # entries per message, and held
+MESSAGE_BUDGET = MAX_FRAME_BYTES * 3 // 4  # what `split` fills a message to, leaving room to spare
 
-MESSAGE_FIELDS = frozenset({"type", "v", "records", "heartbeats", "generations", "removed", "revoked"})
+MESSAGE_FIELDS = frozenset({"type", "v", "records", "heartbeats", "generations", "entries", "authority"})
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,8 @@ class GossipMessage:
     records: tuple[NodeRecord, ...]
     heartbeats: dict[str, int]
     generations: dict[str, int]
-    removed: frozenset[str]
-    revoked: frozenset[str]
+    entries: tuple[Entry, ...] = ()
+    authority: str | None = None
 
     def to_wire(self) -> dict:
         return {
@@ -49,8 +54,8 @@ class GossipMessage:
             "records": [record.to_wire() for record in self.records],
             "heartbeats": dict(self.heartbeats),
             "generations": dict(self.generations),
-            "removed": sorted(self.removed),
-            "revoked": sorted(self.revoked),
+            "entries": [entry.to_wire() for entry in self.entries],
+            "authority": self.authority,
         }
 
     @classmethod
@@ -63,9 +68,36 @@ class GossipMessage:
             records=_records(data["records"]),
             heartbeats=_counter_table(data["heartbeats"], "heartbeats"),
             generations=_counter_table(data["generations"], "generations"),
-            removed=_id_set(data["removed"], "removed", MAX_ID_LENGTH),
-            revoked=_id_set(data["revoked"], "revoked", MAX_TOKEN_ID_LENGTH),
+            entries=tuple(Entry.from_wire(item) for item in read_list(data["entries"], "entries", MAX_SET_SIZE)),
+            authority=None if data["authority"] is None else read_text(data["authority"], "authority", 64),
         )
+
+    def split(self, budget: int = MESSAGE_BUDGET) -> tuple[list[GossipMessage], int]:
+        """Messages that together say what this one says, each at most `budget` bytes of JSON
+        (each carries the heartbeats and digest; records and entries are shared out). Returns
+        them and how many records were left out, each larger than a message can be."""
+        base = _size(replace(self, records=(), entries=()).to_wire())
+        parts: list[list] = [[]]
+        room = budget - base
+        left_out = 0
+        for item in [*self.records, *self.entries]:
+            size = _size(item.to_wire()) + 1  # and a comma
+            if size > budget - base:
+                left_out += 1
+                continue
+            if size > room:
+                parts.append([])
+                room = budget - base
+            parts[-1].append(item)
+            room -= size
+        messages = [replace(self, records=tuple(i for i in part if isinstance(i, NodeRecord)),
+                            entries=tuple(i for i in part if isinstance(i, Entry))) for part in parts]
+        return messages, left_out
+
+
+def _size(wire: dict) -> int:
+    """Bytes of JSON, as `core.frames.encode_frame` writes them."""
+    return len(json.dumps(wire, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
 
 
 def _records(value: object) -> tuple[NodeRecord, ...]:
@@ -78,8 +110,3 @@ def _counter_table(value: object, what: str) -> dict[str, int]:
     table = read_mapping(value, what, MAX_RECORDS)
     return {read_node_id(node_id, f"{what} node id"): read_counter(count, f"{what} value")
             for node_id, count in table.items()}
-
-
-def _id_set(value: object, what: str, max_length: int) -> frozenset[str]:
-    items = read_list(value, what, MAX_SET_SIZE)
-    return frozenset(read_text(item, f"{what} id", max_length, empty_ok=False) for item in items)

@@ -6,18 +6,28 @@ Sans-IO: one `Membership` object per node. Events go in (`update_own`, `receive`
 
 How it works (Scuttlebutt-style anti-entropy with a SWIM-style heartbeat table):
 
-- Each node owns one `NodeRecord` and bumps its `generation` on every change; the higher
-  generation wins everywhere. Only the owner changes its record: when a peer shows us a rival
-  record for our own id (a restarted process, or a copied key), we bump ours above it.
-  A node should start from a wall-clock-based generation (e.g. milliseconds since the epoch) so
-  that a restart wins at once; starting from 0 also works, through the rival rule, a round later.
+- Each node owns one `NodeRecord`, signs it (`sign`), and bumps its `generation` on every
+  change; the higher generation wins everywhere. Only the owner can change its record: a
+  record is taken only when its key derives to its id and signed it (`verify`); one that does
+  not is the sender's fault (an honest relayer checked it too) and drops the sender. When a
+  peer shows us a validly signed rival record for our own id (a restarted process, or a copied
+  key), we bump ours above it; a mere claim in a digest moves nothing.
+- Generations are bounded: a node starts from a wall-clock-based generation (milliseconds
+  since the epoch), so a restart wins at once; a record more than GENERATION_MARGIN_MS ahead
+  of that clock, as this node keeps it from its own start, is left out and counted
+  (`refused_records`), so no record can be pushed to 2^63-1 and frozen there.
 - Each node counts its own heartbeat up once per `heartbeat_interval` and every message carries
   the heartbeats of all nodes the sender holds as not dead. A node is "heard" when its heartbeat
   or its generation goes up, whoever relays it, so liveness spreads to nodes with no direct
   connection, and a killed node stops counting and is declared dead everywhere.
 - Every message also carries a digest (`generations`) of the records the sender holds, so a
   peer sends only records newer than what we have; a lost message is repaired on the next round.
-- Removed node ids and revoked invite token ids are grow-only sets, merged by union.
+- Removals, revocations and admin grants are signed entries (`core.authority`), grow-only,
+  admitted only from the mesh's authority (the founder's key) and the admins it names, and
+  bounded per signer and in all; the rest are ignored and counted (`ignored_entries`). A
+  node without an authority learns it from the peer named by `learn_authority_from` (the
+  inviter it joined through).
+- What one round tells a peer is split into messages that each fit a frame.
 
 Wire formats: `core.gossip_message` (messages), `core.node_record` (records) and
 `core.model_advert` (the models in a record). Anything malformed raises `MembershipError`
@@ -26,84 +36,73 @@ Wire formats: `core.gossip_message` (messages), `core.node_record` (records) and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
-from meshdesk.core.gossip_message import MAX_SET_SIZE, MAX_TOKEN_ID_LENGTH, GossipMessage
-from meshdesk.core.gossip_values import MAX_COUNTER, MembershipError, check, read_node_id, read_text
+from meshdesk.core import authority
+from meshdesk.core.authority import Ledger, NotAuthorised
+from meshdesk.core.gossip_message import GossipMessage
+from meshdesk.core.gossip_out import GossipOut, worth_sending
+from meshdesk.core.membership_decrees import Decrees
 from meshdesk.core.gossip_schedule import GossipSchedule
+from meshdesk.core.gossip_values import MAX_COUNTER, MembershipError, read_node_id
 from meshdesk.core.heartbeats import HeartbeatTable
-from meshdesk.core.node_record import MAX_RECORDS, RECORD_FIELDS, NodeRecord
+from meshdesk.core.node_record import MAX_RECORDS, RECORD_FIELDS, NodeRecord, check_signed, signed
 from meshdesk.core.states import LIVENESS_STATES, Liveness
 
 MEMBERS = (Liveness.ALIVE, Liveness.SUSPECT)  # still counted in the mesh
 SHAREABLE = (*MEMBERS, Liveness.LEFT)          # records worth gossiping on
 GONE = (Liveness.DEAD, Liveness.LEFT, Liveness.REMOVED)  # forgotten after long silence
+GENERATION_MARGIN_MS = 7 * 24 * 3600 * 1000  # how far ahead of our clock a peer's clock may run
+MAX_ADOPTED_HEARTBEAT = 2**40  # a restart continues above the mesh's count, up to this
 
 # node.mesh imports the record and the error from here, with Membership.
-__all__ = ["LIVENESS_STATES", "Membership", "MembershipError", "NodeRecord"]
+__all__ = ["LIVENESS_STATES", "Membership", "MembershipError", "NodeRecord", "NotAuthorised"]
 
 
-def _worth_sending(record: NodeRecord, peer_has: dict[str, int]) -> bool:
-    """Newer than the peer's copy; a farewell only to peers that know the node at all."""
-    if record.leaving and record.node_id not in peer_has:
-        return False
-    return record.generation > peer_has.get(record.node_id, -1)
-
-
-class Membership:
+class Membership(Decrees, GossipOut):
     """The gossip state of one node. See the module docstring for the protocol."""
 
-    def __init__(self, own: NodeRecord, *, suspect_after: float = 3.0, dead_after: float = 6.0,
-                 heartbeat_interval: float = 1.0):
+    def __init__(self, own: NodeRecord, *, sign: Callable[[bytes], bytes],
+                 verify: Callable[[bytes, bytes, bytes], bool], authority_key: str | None = None,
+                 learn_authority_from: str | None = None, suspect_after: float = 3.0,
+                 dead_after: float = 6.0, heartbeat_interval: float = 1.0):
         if not (0 < heartbeat_interval and 0 < suspect_after < dead_after):
             raise ValueError("need 0 < heartbeat_interval and 0 < suspect_after < dead_after")
-        self._own = own
+        self._sign, self._verify = sign, verify
+        self._own = signed(own, sign)
         self._records: dict[str, NodeRecord] = {}  # other nodes only
         self._heartbeats = HeartbeatTable(suspect_after, dead_after)
-        self._removed: set[str] = set()
-        self._revoked: set[str] = set()
+        self._ledger = Ledger(authority_key, verify)
+        self._learn_from = learn_authority_from
         self._connected: set[str] = set()
         self._known_by_peer: dict[str, dict[str, int]] = {}  # peer -> node id -> generation it has
+        self._entries_sent: dict[str, set] = {}  # peer -> keys of the entries it has had from us or sent us
         self._schedule = GossipSchedule(heartbeat_interval)
+        self._clock_origin: tuple[float, int] | None = None  # (now, our generation) at the first event
         self.own_id_conflicts = 0  # rival records for our id seen; a steady rise means a copied key
+        self.refused_records = 0   # records with a generation too far ahead, left out
 
     # ------------------------------------------------------------ local events
 
     def update_own(self, now: float, **changes: object) -> None:
         """Changes our record (not its id, generation or leaving flag) and gossips it at once."""
-        forbidden = sorted(set(changes) & {"node_id", "generation", "leaving"})
+        forbidden = sorted(set(changes) & {"node_id", "generation", "leaving", "signature", "public_key"})
         unknown = sorted(set(changes) - RECORD_FIELDS)
         if forbidden or unknown:
             raise ValueError(f"update_own cannot change {', '.join(forbidden + unknown)}")
-        candidate = replace(self._own, **changes)
-        if candidate == self._own:
+        candidate = replace(self._own, **changes, signature="")
+        if candidate == replace(self._own, signature=""):
             return
-        self._replace_own(now, replace(candidate, generation=self._own.generation + 1))
+        self._replace_own(now, replace(candidate, generation=_next(self._own.generation)))
 
     def leave(self, now: float) -> None:
         """We quit normally: peers drop us as soon as this record reaches them."""
-        self._replace_own(now, replace(self._own, leaving=True, generation=self._own.generation + 1))
-
-    def remove(self, now: float, node_id: str) -> None:
-        """Removes a node from the whole mesh, for good."""
-        node_id = read_node_id(node_id)
-        if node_id == self._own.node_id:
-            raise ValueError("a node cannot remove itself; use leave()")
-        check(len(self._removed | {node_id}) <= MAX_SET_SIZE, "too many removed nodes")
-        self._schedule.observe(now)
-        self._removed.add(node_id)
-        self._make_due(now, self._connected)
-
-    def revoke_token(self, now: float, token_id: str) -> None:
-        token_id = read_text(token_id, "token id", MAX_TOKEN_ID_LENGTH, empty_ok=False)
-        check(len(self._revoked | {token_id}) <= MAX_SET_SIZE, "too many revoked tokens")
-        self._schedule.observe(now)
-        self._revoked.add(token_id)
-        self._make_due(now, self._connected)
+        self._replace_own(now, replace(self._own, leaving=True, generation=_next(self._own.generation)))
 
     def _replace_own(self, now: float, record: NodeRecord) -> None:
-        self._schedule.observe(now)
-        self._own = record
+        self._observe(now)
+        self._own = signed(record, self._sign)
         self._make_due(now, self._connected)
 
     # ------------------------------------------------------------ connection events
@@ -111,18 +110,20 @@ class Membership:
     def peer_connected(self, now: float, peer_id: str) -> None:
         """An authenticated connection to `peer_id` is up: we tell it everything at once."""
         peer_id = self._peer_id(peer_id)
-        self._schedule.observe(now)
+        self._observe(now)
         self._connected.add(peer_id)
         self._known_by_peer[peer_id] = {}
+        self._entries_sent[peer_id] = set()
         self._make_due(now, {peer_id})
 
     def peer_disconnected(self, now: float, peer_id: str) -> None:
         """The connection is gone; that alone says nothing about the peer being alive."""
         peer_id = self._peer_id(peer_id)
-        self._schedule.observe(now)
+        self._observe(now)
         self._connected.discard(peer_id)
         self._schedule.due_peers.discard(peer_id)
         self._known_by_peer.pop(peer_id, None)
+        self._entries_sent.pop(peer_id, None)
 
     def _peer_id(self, peer_id: object) -> str:
         peer_id = read_node_id(peer_id, "peer id")
@@ -133,17 +134,23 @@ class Membership:
     # ------------------------------------------------------------ gossip in
 
     def receive(self, now: float, sender_id: str, message: object) -> None:
-        """Merges a gossip message from an authenticated, directly connected peer."""
+        """Merges a gossip message from an authenticated, directly connected peer. Raises
+        MembershipError, and changes nothing, when the message is malformed or carries a
+        record its node did not sign."""
         sender_id = read_node_id(sender_id, "sender id")
-        check(sender_id != self._own.node_id, "gossip cannot come from our own id")
+        if sender_id == self._own.node_id:
+            raise MembershipError("gossip cannot come from our own id")
         gossip = GossipMessage.from_wire(message)
-        check(len(self._removed | gossip.removed) <= MAX_SET_SIZE, "too many removed nodes")
-        check(len(self._revoked | gossip.revoked) <= MAX_SET_SIZE, "too many revoked tokens")
-        self._schedule.observe(now)
+        for record in gossip.records:
+            if self._would_take(record):
+                check_signed(record, self._verify)
+        self._observe(now)
         if sender_id in self._removed:
             return  # a removed node has no say any more
-        news = self._merge_sets(gossip)
-        self._resolve_own_id_rivals(gossip)
+        self._learn_authority(sender_id, gossip.authority)
+        news = self._ledger.admit_all(gossip.entries)
+        self._entries_sent.setdefault(sender_id, set()).update(entry.key for entry in gossip.entries)
+        self._resolve_own_id_rivals(now, gossip)
         for record in gossip.records:
             news = self._merge_record(now, record) or news
         for node_id, count in gossip.heartbeats.items():
@@ -155,23 +162,24 @@ class Membership:
         if self._peer_lacks_records(sender_id, now):
             self._make_due(now, {sender_id})  # its digest shows it is behind: answer now, not next round
 
-    def _merge_sets(self, gossip: GossipMessage) -> bool:
-        before = len(self._removed), len(self._revoked)
-        self._removed |= gossip.removed
-        self._revoked |= gossip.revoked
-        return before != (len(self._removed), len(self._revoked))
+    def _would_take(self, record: NodeRecord) -> bool:
+        """Whether `record` could change what we hold (only those are worth a signature check)."""
+        if record.node_id == self._own.node_id:
+            return record.generation >= self._own.generation and record != self._own
+        held = self._records.get(record.node_id)
+        return held is None or record.generation > held.generation
 
-    def _resolve_own_id_rivals(self, gossip: GossipMessage) -> None:
+    def _resolve_own_id_rivals(self, now: float, gossip: GossipMessage) -> None:
         own_id, own_generation = self._own.node_id, self._own.generation
-        rivals = [r.generation for r in gossip.records if r.node_id == own_id and r != self._own]
-        if gossip.generations.get(own_id, -1) > own_generation:
-            rivals.append(gossip.generations[own_id])
+        rivals = [r.generation for r in gossip.records if r.node_id == own_id and r != self._own
+                  and r.generation <= self._generation_limit(now)]
         highest = max(rivals, default=-1)
         if highest >= own_generation:
-            self._own = replace(self._own, generation=min(highest + 1, MAX_COUNTER))
+            self._own = signed(replace(self._own, generation=_next(highest)), self._sign)
             self.own_id_conflicts += 1  # sent with the next round, so two rivals cannot flood the mesh
         # A restarted process counts from 0 again; continue above what the mesh last heard.
-        self._schedule.heartbeat = max(self._schedule.heartbeat, gossip.heartbeats.get(own_id, -1))
+        heard = min(gossip.heartbeats.get(own_id, -1), MAX_ADOPTED_HEARTBEAT)  # never frozen at the top
+        self._schedule.heartbeat = max(self._schedule.heartbeat, heard)
 
     def _merge_record(self, now: float, record: NodeRecord) -> bool:
         """Keeps `record` if it is newer; returns whether it is news to pass on at once.
@@ -187,6 +195,9 @@ class Membership:
             return False  # a stranger's farewell means nothing to us
         if held is not None and record.generation <= held.generation:
             return False
+        if record.generation > self._generation_limit(now):
+            self.refused_records += 1
+            return False
         self._records[node_id] = record
         self._heartbeats.hear_from(now, node_id)
         return held is not None
@@ -201,45 +212,27 @@ class Membership:
 
     def _peer_lacks_records(self, peer_id: str, now: float) -> bool:
         has = self._known_by_peer.get(peer_id)
-        return has is not None and any(_worth_sending(r, has) for r in self._shareable_records(now))
-
-    # ------------------------------------------------------------ gossip out
-
-    def messages_to_send(self, now: float) -> list[tuple[str, dict]]:
-        """(peer id, message) pairs due now: every connected peer once per heartbeat interval,
-        and at once after a local change, a new connection, or news from another peer."""
-        due = self._schedule.take_due(now, self._connected)
-        recipients = sorted(due & self._connected - self._removed)
-        if not recipients:
-            return []
-        shareable = self._shareable_records(now)
-        return [(peer, self._message_for(peer, shareable).to_wire()) for peer in recipients]
+        return has is not None and any(worth_sending(r, has) for r in self._shareable_records(now))
 
     def _shareable_records(self, now: float) -> list[NodeRecord]:
         """Our record and every record we hold as alive, suspect or just left; never the dead."""
         others = [r for i, r in self._records.items() if self._state_of(i, now) in SHAREABLE]
         return [self._own, *others]
 
-    def _message_for(self, peer_id: str, shareable: list[NodeRecord]) -> GossipMessage:
-        has = self._known_by_peer.setdefault(peer_id, {})
-        records = tuple(record for record in shareable if _worth_sending(record, has))
-        for record in records:
-            has[record.node_id] = record.generation  # optimistic; the peer's next digest corrects it
-        relayed_ids = [record.node_id for record in shareable] + [peer_id]  # the peer's own, for restarts
-        heartbeats = {node_id: self._heartbeat_of(node_id) for node_id in relayed_ids}
-        return GossipMessage(
-            records=records,
-            heartbeats={node_id: count for node_id, count in heartbeats.items() if count >= 0},
-            generations={i: r.generation for i, r in [(self._own.node_id, self._own), *self._records.items()]},
-            removed=frozenset(self._removed),
-            revoked=frozenset(self._revoked),
-        )
-
-    def _heartbeat_of(self, node_id: str) -> int:
-        own = node_id == self._own.node_id
-        return self._schedule.heartbeat if own else self._heartbeats.heartbeat_of(node_id)
-
     # ------------------------------------------------------------ time
+
+    def _observe(self, now: float) -> None:
+        if self._clock_origin is None:
+            self._clock_origin = (now, self._own.generation)
+        self._schedule.observe(now)
+
+    def _clock_ms(self, now: float) -> int:
+        """Our wall clock in milliseconds, as our start generation and `now` tell it."""
+        origin_now, origin_generation = self._clock_origin or (now, self._own.generation)
+        return min(origin_generation + max(0, int((now - origin_now) * 1000)), MAX_COUNTER)
+
+    def _generation_limit(self, now: float) -> int:
+        return min(self._clock_ms(now) + GENERATION_MARGIN_MS, MAX_COUNTER)
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `messages_to_send` or `expire` has work; None before any event."""
@@ -247,7 +240,7 @@ class Membership:
 
     def expire(self, now: float) -> list[str]:
         """Returns the ids that became dead since the last call; forgets long-gone nodes."""
-        self._schedule.observe(now)
+        self._observe(now)
         just_dead = [i for i in sorted(self._records) if self._may_still_die(i) and self._state_of(i, now) == Liveness.DEAD]
         self._heartbeats.reported_dead.update(just_dead)
         self._forget_long_gone(now)
@@ -268,6 +261,10 @@ class Membership:
 
     # ------------------------------------------------------------ queries
 
+    @property
+    def _removed(self) -> set[str]:
+        return self._ledger.subjects(authority.REMOVE)
+
     def _state_of(self, node_id: str, now: float) -> Liveness:
         if node_id in self._removed:
             return Liveness.REMOVED
@@ -285,7 +282,12 @@ class Membership:
 
     @property
     def revoked_token_ids(self) -> frozenset[str]:
-        return frozenset(self._revoked)
+        return frozenset(self._ledger.subjects(authority.REVOKE))
+
+    @property
+    def authority(self) -> Ledger:
+        """The mesh's authority key (`.authority`), the entries held, and `.ignored` entries."""
+        return self._ledger
 
     def alive_records(self, now: float) -> list[NodeRecord]:
         """Every node we hold as alive or suspect, ourselves included unless we left or were removed."""
@@ -300,3 +302,7 @@ class Membership:
             node_id: {"state": self._state_of(node_id, now), "last_seen_s": self._heartbeats.silent_for(node_id, now)}
             for node_id in sorted(self._records)
         }
+
+
+def _next(generation: int) -> int:
+    return min(generation + 1, MAX_COUNTER)

@@ -4,15 +4,26 @@ Wire format (a JSON object)::
 
     {"node_id": str, "name": str, "addresses": [[host, port], ...], "capacity_bytes": int,
      "models": [model advert, ...], "serving": digest or null, "role": str, "versions": {...},
-     "rtt_ms": {node_id: float}, "public_key": hex, "generation": int, "leaving": bool}
+     "rtt_ms": {node_id: float}, "public_key": hex, "generation": int, "leaving": bool,
+     "signature": hex}
 
 Model adverts are `core.model_advert`; `versions` is opaque JSON, compared by the handshake.
+
+A record is signed by the node it describes: `signature` is its Ed25519 signature over
+`signing_bytes` (a domain tag, then the canonical JSON of every other field), and
+`check_signed` accepts it only when `public_key` derives to `node_id` (`core.identity`) and
+the signature holds. Only the owner of a key can speak for its id.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+from meshdesk.core.errors import Fault
+from meshdesk.core.identity import PUBLIC_KEY_LENGTH, node_id_for
 
 from meshdesk.core.gossip_values import (
     MembershipError,
@@ -36,6 +47,8 @@ MAX_NAME_LENGTH = 256
 MAX_HOST_LENGTH = 253
 MAX_ADDRESSES = 16
 MAX_MODELS = 256
+SIGNATURE_LENGTH = 64  # raw Ed25519
+_SIGNING_DOMAIN = b"meshdesk/1 node record\0"
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class NodeRecord:
     public_key: str
     generation: int
     leaving: bool = False
+    signature: str = ""  # hex; empty until `signed`
 
     def __post_init__(self) -> None:
         for name, value in _validated_fields(self).items():
@@ -75,6 +89,7 @@ class NodeRecord:
             "public_key": self.public_key,
             "generation": self.generation,
             "leaving": self.leaving,
+            "signature": self.signature,
         }
 
     @classmethod
@@ -86,6 +101,36 @@ class NodeRecord:
 
 
 RECORD_FIELDS = frozenset(field.name for field in fields(NodeRecord))
+
+
+def signing_bytes(record: NodeRecord) -> bytes:
+    """What the owner signs: every field but the signature, as canonical JSON."""
+    wire = record.to_wire()
+    del wire["signature"]
+    return _SIGNING_DOMAIN + json.dumps(wire, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def signed(record: NodeRecord, sign: Callable[[bytes], bytes]) -> NodeRecord:
+    return replace(record, signature=sign(signing_bytes(record)).hex())
+
+
+def check_signed(record: NodeRecord, verify: Callable[[bytes, bytes, bytes], bool]) -> None:
+    """Raises MembershipError (Fault.UNAUTHENTICATED) unless the record's key derives to its id
+    and signed it."""
+    key, signature = _hex(record.public_key, PUBLIC_KEY_LENGTH), _hex(record.signature, SIGNATURE_LENGTH)
+    if key is None or node_id_for(key) != record.node_id:
+        raise MembershipError(f"the record for {record.node_id} carries a key that is not its own",
+                              Fault.UNAUTHENTICATED)
+    if signature is None or not verify(key, signing_bytes(record), signature):
+        raise MembershipError(f"the record for {record.node_id} is not signed by its node", Fault.UNAUTHENTICATED)
+
+
+def _hex(text: str, length: int) -> bytes | None:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return value if len(value) == length and value.hex() == text else None  # one spelling only
 
 
 def _validated_fields(record: NodeRecord) -> dict:
@@ -103,6 +148,7 @@ def _validated_fields(record: NodeRecord) -> dict:
         "rtt_ms": _rtt_table(record.rtt_ms),
         "public_key": read_text(record.public_key, "public_key"),
         "generation": read_counter(record.generation, "generation"),
+        "signature": read_text(record.signature, "signature", 2 * SIGNATURE_LENGTH),
     }
 
 

@@ -8,6 +8,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from meshdesk.core.membership import Membership
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "mesh.json"
@@ -23,6 +25,8 @@ class MeshMemory:
     members: list[str] = field(default_factory=list)          # node ids known to belong
     removed: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
+    authority: str | None = None    # the founder's node key (hex): who may remove and revoke
+    entries: list[dict] = field(default_factory=list)  # signed removals, revocations, admin grants
 
     def remember_peer_addresses(self, addresses: list[tuple[str, int]]) -> None:
         known = [list(address) for address in addresses]
@@ -32,6 +36,26 @@ class MeshMemory:
     def forget_mesh(self) -> None:
         self.mesh_id = None
         self.peer_addresses, self.members, self.removed, self.revoked = [], [], [], []
+        self.authority, self.entries = None, []
+
+    def remember_decisions(self, membership: Membership) -> None:
+        self.authority = membership.authority.authority
+        self.entries = [entry.to_wire() for entry in membership.authority.entries()]
+        self.removed = sorted(membership.removed_node_ids)
+        self.revoked = sorted(membership.revoked_token_ids)
+
+
+def restore_decisions(membership: Membership, memory: MeshMemory, now: float) -> None:
+    """Gives a new Membership the signed entries remembered, then the removals and revocations
+    asked for while the node was stopped (`meshdesk remove`), if this node may make them."""
+    membership.restore_entries(now, memory.entries)
+    asks = [(membership.remove, node_id) for node_id in memory.removed]
+    asks += [(membership.revoke_token, token_id) for token_id in memory.revoked]
+    for ask, subject in asks:
+        try:
+            ask(now, subject)
+        except ValueError as refusal:  # NotAuthorised, or our own id
+            log.warning("not applying %s %s: %s", ask.__name__, subject[:40], refusal)
 
 
 def load_memory(home: Path) -> MeshMemory:
@@ -57,3 +81,11 @@ def save_memory(home: Path, memory: MeshMemory) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(asdict(memory), indent=1))
     os.replace(temporary, path)
+
+
+def save_memory_or_warn(home: Path, memory: MeshMemory) -> None:
+    """For a running node: a failure (a full disk, a removed home) is logged, never raised."""
+    try:
+        save_memory(home, memory)
+    except OSError as error:
+        log.warning("cannot save mesh state: %s", error)
