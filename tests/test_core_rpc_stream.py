@@ -19,17 +19,31 @@ from meshdesk.core.rpc_stream import (
     REFERENCE,
     SET_TENSOR,
     SET_TENSOR_HEADER_BYTES,
-    ReferenceExpander,
     RpcStreamError,
     TrafficCounts,
     WeightReferencer,
     WeightTensor,
 )
+from meshdesk.core.rpc_commands import ALLOWED_FIXED_SIZES
+from meshdesk.core.rpc_expander import FilePiece, ReferenceExpander
 
 # --- encoding RPC traffic the way llama.cpp does -------------------------------------------------
 
 HELLO, ALLOC_BUFFER, GET_ALIGNMENT, BUFFER_GET_BASE, GRAPH_COMPUTE, MEMSET_TENSOR = 14, 0, 1, 3, 10, 17
 OTHER_COMMANDS = [command for command in range(18) if command != SET_TENSOR]
+
+
+def request(command: int, filler: int = 0) -> bytes:
+    """A request of `command` as a host sends it: its fixed size, or a well-formed graph."""
+    if command == GRAPH_COMPUTE:
+        return message(command, graph(3, 2, filler))
+    return message(command, bytes([filler]) * ALLOWED_FIXED_SIZES[command])
+
+
+def graph(nodes: int, tensors: int, filler: int = 0) -> bytes:
+    """GRAPH_COMPUTE's payload: device, n_nodes, node ids, n_tensors, rpc_tensors."""
+    return (struct.pack("<II", 0, nodes) + bytes([filler]) * (8 * nodes) + struct.pack("<I", tensors)
+            + bytes([filler]) * (DESCRIPTOR_BYTES * tensors))
 
 
 def message(command: int, payload: bytes = b"") -> bytes:
@@ -107,9 +121,24 @@ def host(file: FakeFile | None = None, tensors=TENSORS, **options) -> WeightRefe
     return WeightReferencer(tensors, file.read, file.digest, **options)
 
 
-def member(file: FakeFile | None = None) -> ReferenceExpander:
-    file = file or FakeFile()
-    return ReferenceExpander(file.read_by_digest, {file.digest})
+class Member:
+    """The member's expander with its FilePieces read from a fake file, as the node reads them."""
+
+    def __init__(self, file: FakeFile, tensors):
+        self.machine = ReferenceExpander({file.digest: tensors})
+        self.file = file
+
+    @property
+    def counts(self) -> TrafficCounts:
+        return self.machine.counts
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return [part.check(self.file.read_by_digest(part.digest, part.offset, part.length))
+                if isinstance(part, FilePiece) else part for part in self.machine.feed(data)]
+
+
+def member(file: FakeFile | None = None, tensors=TENSORS) -> Member:
+    return Member(file or FakeFile(), tensors)
 
 
 def chop(data: bytes, sizes) -> list[bytes]:
@@ -141,7 +170,7 @@ def relay(stream: bytes, host_sizes=(1 << 20,), member_sizes=(1 << 20,)) -> tupl
 def mixed_stream() -> bytes:
     """Loading then one decoding step, much as llama.cpp talks to an rpc server."""
     return b"".join([
-        message(HELLO, bytes(4)),
+        message(HELLO, bytes(24)),
         message(GET_ALIGNMENT, struct.pack("<I", 0)),
         message(ALLOC_BUFFER, struct.pack("<IQ", 0, 4096)),
         message(BUFFER_GET_BASE, struct.pack("<Q", 1)),
@@ -150,8 +179,8 @@ def mixed_stream() -> bytes:
         set_tensor("output_norm.weight", 0, weight_bytes(TENSORS["output_norm.weight"])),
         set_tensor("inp_embd", 0, bytes(range(200))),
         set_tensor("blk.0.attn_q.weight", 0, b"\xff" + weight_bytes(ATTN_Q, 1)),
-        message(GRAPH_COMPUTE, bytes(range(256)) * 3),
-        message(MEMSET_TENSOR),
+        message(GRAPH_COMPUTE, graph(5, 3, filler=7)),
+        request(MEMSET_TENSOR),
     ])
 
 
@@ -165,7 +194,7 @@ def test_public_surface_and_constants():
     assert TrafficCounts() == TrafficCounts(weights_sent_bytes=0, weights_referenced_bytes=0, other_bytes=0)
     assert sorted(rpc_stream.__all__) == sorted([
         "DESCRIPTOR_BYTES", "MAX_MESSAGE_BYTES", "READ_PIECE_BYTES", "REFERENCE", "REFERENCE_PAYLOAD_BYTES",
-        "SET_TENSOR", "SET_TENSOR_HEADER_BYTES", "ReferenceExpander", "RpcStreamError", "TrafficCounts",
+        "SET_TENSOR", "SET_TENSOR_HEADER_BYTES", "RpcStreamError", "TrafficCounts",
         "WeightReferencer", "WeightTensor"])
 
 
@@ -178,7 +207,7 @@ def test_file_digest_must_be_sha256_hex():
 
 @pytest.mark.parametrize("command", OTHER_COMMANDS)
 def test_other_commands_pass_byte_identical(command):
-    stream = message(command, bytes(range(37))) + message(command)
+    stream = request(command, 37) + request(command)
     for machine in (host(), member()):
         assert b"".join(run(machine, [stream])) == stream
         assert machine.counts == TrafficCounts(other_bytes=len(stream))
@@ -201,9 +230,11 @@ def test_unknown_tensor_names_pass_unchanged_as_other_traffic():
     assert referencer.counts == TrafficCounts(other_bytes=len(stream))
 
 
-def test_set_tensor_too_short_for_its_header_passes_unchanged():
+def test_set_tensor_too_short_for_its_header_passes_the_host_and_stops_at_the_member():
     stream = message(SET_TENSOR, descriptor("token_embd.weight")[:200])
-    assert relay(stream) == (stream, stream)
+    assert b"".join(run(host(), [stream])) == stream
+    with pytest.raises(RpcStreamError, match="SET_TENSOR of 200 bytes"):
+        run(member(), [stream])
 
 
 # --- matching weights become references and come back identical -----------------------------------
@@ -291,7 +322,7 @@ def test_large_tensors_are_compared_and_expanded_in_bounded_reads():
     host_file, member_file = FakeFile(big_gguf, digest), FakeFile(big_gguf, digest)
 
     sent = run(host(host_file, big_tensors), [original])
-    delivered = run(member(member_file), sent)
+    delivered = run(member(member_file, big_tensors), sent)
 
     assert len(b"".join(sent)) == 9 + rpc_stream.REFERENCE_PAYLOAD_BYTES
     assert b"".join(delivered) == original
@@ -340,7 +371,7 @@ def traffic(draw):
     """One request: (what llama.cpp sends, what the host should send, referenced bytes, weight bytes sent)."""
     kind = draw(st.sampled_from(["other", "match", "mismatch", "unknown name"]))
     if kind == "other":
-        original = message(draw(st.sampled_from(OTHER_COMMANDS)), draw(st.binary(max_size=40)))
+        original = request(draw(st.sampled_from(OTHER_COMMANDS)), draw(st.integers(0, 255)))
         return original, original, 0, 0
     if kind == "unknown name":
         original = set_tensor("kq_mask", 0, draw(st.binary(max_size=40)))
@@ -389,8 +420,8 @@ OTHER_DIGEST = hashlib.sha256(b"another model").hexdigest()
 
 @pytest.mark.parametrize("machine", [host, member])
 @pytest.mark.parametrize("stream, complaint", [
-    (message(18), "unknown RPC command 18"),
-    (message(0x7F, b"x"), "unknown RPC command 127"),
+    (message(18), "unknown RPC command 18|command 18 is not a request"),
+    (message(0x7F, b"x"), "unknown RPC command 127|command 127 is not a request"),
     (struct.pack("<BQ", GRAPH_COMPUTE, MAX_MESSAGE_BYTES + 1), "over"),
     (struct.pack("<BQ", SET_TENSOR, 2**64 - 1), "over"),
 ])
@@ -416,12 +447,21 @@ def test_a_reference_from_llama_cpp_is_refused_by_the_host():
     (message(REFERENCE, VALID_REFERENCE[9:] + b"\0"), "reference of 354 bytes"),
     (reference("token_embd.weight", 0, EMBD.file_offset, 0, DIGEST), "0 data bytes"),
     (reference("token_embd.weight", 0, 0, MAX_MESSAGE_BYTES, DIGEST), "data bytes"),
-    (reference("token_embd.weight", 0, len(GGUF) - 5, 10, DIGEST), "gave 5 bytes"),
-    (reference("token_embd.weight", 0, 2**64 - 1, 10, DIGEST), "gave 0 bytes"),
+    (reference("token_embd.weight", 0, len(GGUF) - 5, 10, DIGEST), "not token_embd.weight's data"),
+    (reference("token_embd.weight", 0, 2**64 - 1, 10, DIGEST), "not token_embd.weight's data"),
+    (reference("inp_embd", 0, EMBD.file_offset, 10, DIGEST), "tensor 'inp_embd', which file"),
+    (reference("token_embd.weight", 1, EMBD.file_offset + 1, EMBD.nbytes, DIGEST), "lies outside"),
+    (reference("token_embd.weight", 2**64 - 1, EMBD.file_offset, 1, DIGEST), "lies outside"),
 ])
 def test_invalid_references_are_refused_by_the_member(stream, complaint):
     with pytest.raises(RpcStreamError, match=complaint):
         run(member(), chop(stream, [7]))
+
+
+def test_a_member_file_shorter_than_its_index_says_stops_the_stream():
+    tensors = {"tail": WeightTensor("tail", len(GGUF) - 5, 10)}
+    with pytest.raises(RpcStreamError, match="gave 5 bytes"):
+        run(member(tensors=tensors), [reference("tail", 0, len(GGUF) - 5, 10, DIGEST)])
 
 
 @pytest.mark.parametrize("machine, stream", [(host, message(99)), (member, message(REFERENCE))])

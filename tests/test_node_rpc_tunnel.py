@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from meshdesk.core.rpc_stream import ReferenceExpander, WeightReferencer
+from meshdesk.core.rpc_expander import FilePiece, ReferenceExpander
+from meshdesk.core.rpc_stream import WeightReferencer
 from meshdesk.node import rpc_tunnel
 from meshdesk.node.interfaces import LinkClosed
 from meshdesk.node.rpc_tunnel import HostTunnel, Traffic, serve_member_side
@@ -23,7 +24,7 @@ REFERENCED = reference("token_embd.weight", 0, EMBD.file_offset, EMBD.nbytes, DI
 CHANGED_DATA = bytes(255 - byte for byte in EMBD_DATA)
 CHANGED = set_tensor("token_embd.weight", 0, CHANGED_DATA)  # same tensor, bytes not in the file
 SET_TENSOR_HEADER = len(WEIGHTS) - len(EMBD_DATA)
-HELLO_MESSAGE = message(HELLO)
+HELLO_MESSAGE = message(HELLO, bytes(24))
 REPLY = bytes(range(24))
 
 
@@ -36,7 +37,12 @@ def referencer() -> WeightReferencer:
 
 
 def expander() -> ReferenceExpander:
-    return ReferenceExpander(lambda digest, offset, length: read_gguf(offset, length), {DIGEST})
+    return ReferenceExpander({DIGEST: TENSORS})
+
+
+def read_piece(piece: FilePiece) -> bytes:
+    assert piece.digest == DIGEST
+    return read_gguf(piece.offset, piece.length)
 
 
 class RpcWorkerPort:
@@ -227,7 +233,7 @@ def test_stop_closes_the_listener_and_the_open_connections():
 async def member_side(worker_port, traffic: Traffic):
     """A link whose member end is served by serve_member_side; the host's end as a byte stream."""
     host_link, member_link = link_pair(("host", "member"))
-    serving = asyncio.ensure_future(serve_member_side(member_link, worker_port, expander, traffic))
+    serving = asyncio.ensure_future(serve_member_side(member_link, worker_port, expander, traffic, read_piece))
     return host_link, member_link, serving
 
 
@@ -338,7 +344,7 @@ def test_llama_and_the_worker_see_the_same_bytes_while_weights_cross_as_referenc
     async def scenario(loopback):
         worker, host_traffic, member_traffic = RpcWorkerPort(loopback), Traffic(), Traffic()
         port = await worker.start()
-        mesh = Mesh(lambda link: serve_member_side(link, lambda: port, expander, member_traffic))
+        mesh = Mesh(lambda link: serve_member_side(link, lambda: port, expander, member_traffic, read_piece))
         tunnel, tunnel_port = await host_tunnel(mesh, host_traffic)
         llama_reader, llama_writer = await loopback.connect(tunnel_port)
         sent = HELLO_MESSAGE + WEIGHTS + CHANGED + HELLO_MESSAGE

@@ -23,14 +23,16 @@ from meshdesk.app.runtime import Runtime
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
 from meshdesk.core.model_advert import ModelAdvert, SplitOptions
-from meshdesk.core.rpc_stream import ReferenceExpander, WeightReferencer, WeightTensor
+from meshdesk.core.rpc_expander import FilePiece
+from meshdesk.core.rpc_stream import WeightReferencer, WeightTensor
 from meshdesk.node.child_process import python_module_command
 from meshdesk.node.model_host import ModelHost
 from meshdesk.node.model_inventory import ModelInventory
 from meshdesk.node.node import Node, NodeHooks, NodeIdentity
 from meshdesk.node.offer import Offer
 from meshdesk.node.own_state import OwnState
-from meshdesk.node.rpc_tunnel import Traffic, serve_member_side
+from meshdesk.node.rpc_member import MemberSide
+from meshdesk.node.rpc_tunnel import Traffic
 from meshdesk.node.rpc_worker import RpcWorker
 from meshdesk.node.serving import Serving
 
@@ -113,13 +115,25 @@ def referencer_factory():
     return make
 
 
-def expander_factory(inventory: ModelInventory):
-    def read_by_digest(digest: str, offset: int, length: int) -> bytes:
-        return file_reader(str(inventory.path_for_digest(digest)))(offset, length)
+def piece_reader(inventory: ModelInventory):
+    """A member reads a reference's bytes from its own copy of the file, one piece at a time."""
+    def read(piece: FilePiece) -> bytes:
+        return file_reader(str(inventory.path_for_digest(piece.digest)))(piece.offset, piece.length)
+    return read
 
-    def make() -> ReferenceExpander:
-        return ReferenceExpander(read_by_digest, {model["digest"] for model in inventory.models})
-    return make
+
+def tensor_tables(inventory: ModelInventory):
+    """A model file's tensor table from this node's own GGUF index, by digest (None if absent)."""
+    def table(digest: str) -> dict[str, WeightTensor] | None:
+        model = next((model for model in inventory.models if model["digest"] == digest), None)
+        if model is None:
+            return None
+        try:
+            return weight_table(model["path"])
+        except (ModelFileError, OSError) as error:
+            log.warning("cannot read the tensors of %s: %s", model["path"], error)
+            return None
+    return table
 
 
 def own_record_source(own: OwnState, offer: Offer, inventory: ModelInventory, options: SplitOptions):
@@ -182,7 +196,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
                       wanted_digest=inventory.digest_of, resolve_model=model_resolver(home),
                       rescan_models=rescan, workers=(worker.run,) if worker is not None else (),
                       background_jobs=(rescan,),
-                      data_plane_handlers={RPC_PURPOSE: rpc_member_side(worker, inventory, traffic)})
+                      data_plane_handlers={RPC_PURPOSE: rpc_member_side(node_id, serving, worker, inventory,
+                                                                        traffic, mesh)})
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
     node = Node(identity, serving, mesh, own, hooks, {"backend": secrets.backend, "warning": secrets.warning},
                 offer, pending_model=models[0].id if models else None,
@@ -203,12 +218,16 @@ def threads_option(arguments: argparse.Namespace) -> list[str]:
     return ["--threads", str(arguments.threads)] if arguments.threads else []
 
 
-def rpc_member_side(worker: RpcWorker | None, inventory: ModelInventory, traffic: Traffic):
-    """Serves a host's tunnel to this node's rpc worker (a lite client has none to offer)."""
-    async def serve_rpc(identity, link) -> None:
-        await serve_member_side(link, lambda: worker.port if worker else None,
-                                expander_factory(inventory), traffic)
-    return serve_rpc
+def rpc_member_side(node_id: str, serving: Serving, worker: RpcWorker | None, inventory: ModelInventory,
+                    traffic: Traffic, mesh):
+    """Serves a host's tunnel to this node's rpc worker, only for the host this node's own plan
+    elects (a lite client has no worker to offer). Refusals show in /api/status."""
+    # lead: MeshService has no public way to note a refusal yet; change this line if it gets one
+    member = MemberSide(node_id, lambda: serving.plan, lambda: worker.port if worker else None,
+                        tensor_tables(inventory), piece_reader(inventory), traffic,
+                        note_refusal=lambda address, reason: mesh._note_refusal(address, reason))
+    serving.plan_listeners.append(member.plan_changed)
+    return member.serve
 
 
 async def scan_models(inventory: ModelInventory, mesh) -> None:

@@ -7,15 +7,14 @@ tensor's bytes in the GGUF file.
 
 The host end of a tunnel (`WeightReferencer`) replaces a SET_TENSOR whose bytes equal the
 file's by a REFERENCE message, our own command that only ever travels between the two tunnel
-ends; the member end (`ReferenceExpander`) rebuilds the identical SET_TENSOR from its own copy
-of the same file. Everything else passes through unchanged, as it arrives.
+ends; the member end (`core.rpc_expander.ReferenceExpander`) rebuilds the identical SET_TENSOR
+from its own copy of the same file. Everything else passes through unchanged, as it arrives.
 
 REFERENCE layout: `u8 0xF0 | u64 353 | descriptor (296) | u8 cache_flag | u64 offset |
 u64 file offset of the data | u64 length | 32-byte sha256 digest of the file`.
 
-File access is injected: `read_file(offset, length)` on the host, and
-`read_file_by_digest(digest_hex, offset, length)` on the member; neither is ever asked for
-more than READ_PIECE_BYTES at once. After an error a machine stays failed: the stream has
+File access is injected on the host, `read_file(offset, length)`, never asked for more than
+READ_PIECE_BYTES at once; the member asks for its file in pieces of that size too. After an error a machine stays failed: the stream has
 lost its framing and the tunnel drops the connection.
 """
 
@@ -24,12 +23,14 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Callable, Collection
+from typing import Callable
+
+from meshdesk.core.rpc_commands import RpcStreamError
 
 __all__ = [
     "DESCRIPTOR_BYTES", "MAX_MESSAGE_BYTES", "READ_PIECE_BYTES", "REFERENCE", "REFERENCE_PAYLOAD_BYTES",
-    "SET_TENSOR", "SET_TENSOR_HEADER_BYTES", "ReferenceExpander", "RpcStreamError", "TrafficCounts",
-    "WeightReferencer", "WeightTensor",
+    "SET_TENSOR", "SET_TENSOR_HEADER_BYTES", "RpcStreamError", "TrafficCounts", "WeightReferencer",
+    "WeightTensor",
 ]
 
 SET_TENSOR = 6
@@ -45,11 +46,6 @@ _SET_TENSOR_FIELDS = struct.Struct("<BQ")  # cache flag, offset: right after the
 _REFERENCE_FIELDS = struct.Struct("<QQ32s")  # file offset of the data, length, file digest
 REFERENCE_PAYLOAD_BYTES = SET_TENSOR_HEADER_BYTES + _REFERENCE_FIELDS.size
 _NAME = slice(228, 292)
-_MAX_REFERENCED_BYTES = MAX_MESSAGE_BYTES - SET_TENSOR_HEADER_BYTES
-
-
-class RpcStreamError(ValueError):
-    """The stream is not llama.cpp RPC (or a reference is invalid); one line."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +72,8 @@ class _Stage(enum.Enum):
     SET_TENSOR_HEADER = "descriptor | cache_flag | offset, held back"
     WEIGHT_DATA = "tensor bytes, held back while they match the file"
     REFERENCE_BODY = "a reference, expanded once complete"
+    GRAPH_HEAD = "GRAPH_COMPUTE's device and node count, held back"
+    GRAPH_PREFIX = "GRAPH_COMPUTE's nodes and tensor count, held back"
 
 
 @dataclass(frozen=True)
@@ -277,62 +275,6 @@ class WeightReferencer(_StreamMachine):
         _Stage.PASSTHROUGH: _StreamMachine._forward_payload,
         _Stage.SET_TENSOR_HEADER: _read_set_tensor_header,
         _Stage.WEIGHT_DATA: _compare_weight_data,
-    }
-
-
-class ReferenceExpander(_StreamMachine):
-    """Member side, sans-IO: feed bytes from the tunnel; get bytes for the local rpc server.
-
-    A reference comes out as the identical SET_TENSOR, its data read from the member's own
-    file; `weights_referenced_bytes` counts those data bytes, `other_bytes` everything else.
-    """
-
-    def __init__(self, read_file_by_digest: Callable[[str, int, int], bytes], known_digests: Collection[str]):
-        super().__init__()
-        self._read_file_by_digest = read_file_by_digest
-        self._known_digests = known_digests
-
-    def _on_message_header(self, command: int, size: int, header: bytes) -> None:
-        _check_command(command, accept_reference=True)
-        if command != REFERENCE:
-            self._pass_through(header, size)
-        elif size != REFERENCE_PAYLOAD_BYTES:
-            raise RpcStreamError(f"a reference of {size} bytes, expected {REFERENCE_PAYLOAD_BYTES}")
-        else:
-            self._continue_with(_Stage.REFERENCE_BODY, size)
-
-    def _read_reference(self, data: bytes, position: int) -> int:
-        position, body = self._assemble(data, position, REFERENCE_PAYLOAD_BYTES)
-        if body is not None:
-            self._expand(body)
-            self._continue_with(_Stage.MESSAGE_HEADER, 0)
-        return position
-
-    def _expand(self, body: bytes) -> None:
-        fields = body[:SET_TENSOR_HEADER_BYTES]
-        file_offset, length, digest = _REFERENCE_FIELDS.unpack_from(body, SET_TENSOR_HEADER_BYTES)
-        digest_hex = digest.hex()
-        if digest_hex not in self._known_digests:
-            raise RpcStreamError(f"a reference to unknown file {digest_hex[:16]}")
-        if not 0 < length <= _MAX_REFERENCED_BYTES:
-            raise RpcStreamError(f"a reference of {length} data bytes")
-        self._emit_other(_MESSAGE_HEADER.pack(SET_TENSOR, SET_TENSOR_HEADER_BYTES + length) + fields)
-        for start in range(0, length, READ_PIECE_BYTES):
-            wanted = min(READ_PIECE_BYTES, length - start)
-            self._output.append(self._read_piece(digest_hex, file_offset + start, wanted))
-            self.counts.weights_referenced_bytes += wanted
-
-    def _read_piece(self, digest_hex: str, offset: int, length: int) -> bytes:
-        piece = self._read_file_by_digest(digest_hex, offset, length)
-        if len(piece) != length:
-            raise RpcStreamError(
-                f"file {digest_hex[:16]} gave {len(piece)} bytes at {offset}, the reference wants {length}")
-        return bytes(piece)
-
-    _handlers = {
-        _Stage.MESSAGE_HEADER: _StreamMachine._read_message_header,
-        _Stage.PASSTHROUGH: _StreamMachine._forward_payload,
-        _Stage.REFERENCE_BODY: _read_reference,
     }
 
 

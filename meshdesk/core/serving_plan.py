@@ -162,6 +162,18 @@ def pick_host(route: Route, own_id: str, in_flight: Mapping[str, int], local_onl
     return min(hosts, key=lambda host: (in_flight.get(host, 0), host != own_id, host))
 
 
+def models_driven_by(plan: ServingPlan, own_id: str, peer_id: str) -> frozenset[str]:
+    """The digests of split plans that elect `peer_id` host and count `own_id` a member: what
+    that peer may drive on this node's rpc worker. Empty for every other peer (and for itself)."""
+    return frozenset(digest for digest, plans in plan.plans.items() for each in plans
+                     if each.state == SPLIT and each.host == peer_id != own_id and own_id in each.member_ids())
+
+
+def host_allowed_to_drive(plan: ServingPlan, own_id: str, peer_id: str) -> bool:
+    """Whether `peer_id` may open rpc tunnels to this node's worker while `plan` stands."""
+    return bool(models_driven_by(plan, own_id, peer_id))
+
+
 # ---------------------------------------------------------------- this node's part
 
 

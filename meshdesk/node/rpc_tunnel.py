@@ -13,14 +13,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from meshdesk.core.rpc_stream import ReferenceExpander, RpcStreamError, TrafficCounts, WeightReferencer
+from meshdesk.core.rpc_expander import FilePiece, ReferenceExpander
+from meshdesk.core.rpc_stream import RpcStreamError, TrafficCounts, WeightReferencer
+from meshdesk.node.loopback_owner import from_this_user
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 16
 WORKER_WAIT_SECONDS = 15.0
 
-Transform = Callable[[bytes], list[bytes]]
+Transform = Callable[[bytes], list]  # bytes in; bytes (and, member side, FilePieces) out
+ReadPiece = Callable[[FilePiece], bytes]  # blocking: run in a thread
 
 
 @dataclass
@@ -59,22 +62,33 @@ def passthrough(traffic: Traffic) -> Transform:
     return transform
 
 
-async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transform: Transform) -> None:
+def no_file_pieces(piece: FilePiece) -> bytes:
+    raise RpcStreamError("a file piece where no file may be read")
+
+
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transform: Transform,
+               read_piece: ReadPiece = no_file_pieces) -> None:
+    """Copies through `transform`; each FilePiece is read and written on its own, after the
+    writer has drained, so an expanded reference never sits in memory as a whole."""
     try:
         while data := await reader.read(READ_CHUNK):
             for piece in transform(data):
+                if isinstance(piece, FilePiece):
+                    await writer.drain()
+                    piece = piece.check(await asyncio.to_thread(read_piece, piece))
                 writer.write(piece)
             await writer.drain()
-    except (ConnectionError, RpcStreamError) as error:
+    except (ConnectionError, RpcStreamError, OSError) as error:
         log.info("rpc tunnel closed: %s", error)
     finally:
         writer.close()
 
 
-async def splice(a: tuple, b: tuple, a_to_b: Transform, b_to_a: Transform) -> None:
+async def splice(a: tuple, b: tuple, a_to_b: Transform, b_to_a: Transform,
+                 read_piece: ReadPiece = no_file_pieces) -> None:
     """Copies both ways until either side ends, then closes both."""
     (a_reader, a_writer), (b_reader, b_writer) = a, b
-    tasks = [asyncio.ensure_future(pump(a_reader, b_writer, a_to_b)),
+    tasks = [asyncio.ensure_future(pump(a_reader, b_writer, a_to_b, read_piece)),
              asyncio.ensure_future(pump(b_reader, a_writer, b_to_a))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -86,22 +100,37 @@ async def splice(a: tuple, b: tuple, a_to_b: Transform, b_to_a: Transform) -> No
 
 
 class HostTunnel:
-    """A 127.0.0.1 listener standing in for one remote member's rpc worker."""
+    """A 127.0.0.1 listener standing in for one remote member's rpc worker.
+
+    Only connections that this node's own user opened (the model host child) are tunnelled:
+    on Linux the connecting socket's owner is checked (`node.loopback_owner`); another local
+    user's connection is closed before any link to the member opens.
+    """
 
     def __init__(self, member_id: str, open_link: Callable[[str, str], Awaitable],
-                 make_referencer: Callable[[], WeightReferencer | None], traffic: Traffic):
+                 make_referencer: Callable[[], WeightReferencer | None], traffic: Traffic,
+                 from_own_user: Callable[[tuple, tuple], bool] = from_this_user):
         self.member_id = member_id
         self.open_link = open_link
         self.make_referencer = make_referencer
         self.traffic = traffic
+        self.from_own_user = from_own_user
         self.server: asyncio.Server | None = None
         self.connections: set[asyncio.Task] = set()
+        self.refused_local = 0  # connections from another local user
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
         return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _accepted(self, reader, writer) -> None:
+        peer, listener = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        if not self.from_own_user(peer, listener):
+            self.refused_local += 1
+            log.warning("refused a local connection to the rpc tunnel for %s from %s:%s: another user's",
+                        self.member_id, peer[0], peer[1])
+            writer.close()
+            return
         task = asyncio.current_task()
         self.connections.add(task)
         try:
@@ -126,14 +155,16 @@ class HostTunnel:
 
 
 async def serve_member_side(link, worker_port: Callable[[], int | None],
-                            make_expander: Callable[[], ReferenceExpander], traffic: Traffic) -> None:
-    """A member's end: the host's tunnel, spliced onto this node's rpc worker."""
+                            make_expander: Callable[[], ReferenceExpander], traffic: Traffic,
+                            read_piece: ReadPiece = no_file_pieces) -> None:
+    """A member's end: the host's tunnel, spliced onto this node's rpc worker; what the host
+    sends passes the expander's allow-list, references come from `read_piece`."""
     port = await wait_for_worker(worker_port)
     if port is None:
         link.close("no rpc worker here")
         return
     worker = await asyncio.open_connection("127.0.0.1", port)
-    await splice(link.detach(), worker, counted(make_expander(), traffic), passthrough(traffic))
+    await splice(link.detach(), worker, counted(make_expander(), traffic), passthrough(traffic), read_piece)
 
 
 async def wait_for_worker(worker_port: Callable[[], int | None]) -> int | None:

@@ -92,12 +92,15 @@ class Serving:
         self.retry_after: float | None = None  # seconds until `run` looks again with no news
         self.changed = asyncio.Event()
         self.on_change: Callable[[], None] = lambda: None
+        self.plan_listeners: list[Callable[[], None]] = []  # told after each replan (rpc member side)
 
     # --- deciding (pure, in core) --------------------------------------------------------
 
     def replan(self) -> None:
         self.plan = plan_serving(self.mesh.alive_records())
         self.changed.set()
+        for listener in self.plan_listeners:
+            listener()
 
     def role(self, client: bool) -> Role:
         return self.plan.role(self.node_id, client)
