@@ -199,3 +199,24 @@ def test_without_an_owner_table_the_listener_accepts_and_says_so(tmp_path):
     missing = (tmp_path / "tcp", tmp_path / "tcp6")
     assert not loopback_owner.can_check_owners(missing)
     assert loopback_owner.from_this_user(("127.0.0.1", 1), ("127.0.0.1", 2), missing)
+
+
+def test_links_waiting_for_the_plan_are_bounded(monkeypatch):
+    from meshdesk.node import rpc_member
+
+    monkeypatch.setattr(rpc_member, "MAX_WAITING_LINKS", 2)
+
+    async def scenario(loopback):
+        worker, refusals = RpcWorkerPort(loopback), []
+        side = member_side(Planner(NOTHING_PLANNED), await worker.start(), refusals, wait=5.0)
+        ends = [link_pair(("other", "member"))[1] for _ in range(3)]
+        waiting = [asyncio.ensure_future(side.serve(Peer(OTHER), end)) for end in ends[:2]]
+        await eventually(lambda: side.waiting == 2)
+        await within(side.serve(Peer(OTHER), ends[2]))
+        assert ends[2].closed and "too many rpc links waiting" in refusals[0]
+        side.plan_changed()  # still not the host: the waiting ones go on waiting, then are refused
+        assert not ends[0].closed
+        for task in waiting:
+            task.cancel()
+
+    run_on_loopback(scenario)

@@ -4,7 +4,8 @@ Every node computes the same plans from gossip (`core.serving_plan`). An inbound
 link is served only if this node's current plan has a split whose host is the peer and whose
 members include this node (`models_driven_by`); a link that arrives a moment before this
 node's plan agrees waits up to `PLAN_WAIT_SECONDS` for it. Anyone else (another member, a lite
-client) is refused: the link is closed and the refusal shows in /api/status. When a new plan
+client) is refused: the link is closed and the refusal shows in /api/status. At most
+`MAX_WAITING_LINKS` links wait for the plan at a time, so waiting costs a peer's victim little. When a new plan
 no longer elects the peer host for the models a tunnel was opened for, that tunnel is closed.
 
 What the host may send on a tunnel is bounded by `core.rpc_expander` (the allow-list, and
@@ -25,6 +26,7 @@ from meshdesk.node.rpc_tunnel import ReadPiece, Traffic, serve_member_side
 log = logging.getLogger(__name__)
 
 PLAN_WAIT_SECONDS = 5.0
+MAX_WAITING_LINKS = 32  # links waiting for the plan at once; more are refused at once
 
 
 @dataclass
@@ -51,6 +53,7 @@ class MemberSide:
         self.plan_wait = plan_wait
         self.sessions: list[Session] = []
         self.refused = 0
+        self.waiting = 0
         self._plan_changed = asyncio.Event()
 
     def driven_models(self, peer_id: str) -> frozenset[str]:
@@ -58,8 +61,15 @@ class MemberSide:
 
     async def serve(self, identity, link) -> None:
         peer_id = identity.node_id
-        digests = await self._wait_until_driven(peer_id)
-        files = self._files(digests)
+        if not self.driven_models(peer_id) and self.waiting >= MAX_WAITING_LINKS:
+            self._refuse(link, peer_id, "too many rpc links waiting for the plan")
+            return
+        self.waiting += 1
+        try:
+            digests = await self._wait_until_driven(peer_id)
+        finally:
+            self.waiting -= 1
+        files = await asyncio.to_thread(self._files, digests)  # a GGUF index is read on first use
         if not files:
             self._refuse(link, peer_id, "not the host of a plan that includes this node" if not digests
                          else "no local copy of the models it hosts")
