@@ -88,9 +88,25 @@ class NodeProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def auth(self) -> dict:
+        """The header that management routes (/api/*) need: the node's secret from its home."""
+        return {"Authorization": f"Bearer {(self.home / 'api-token').read_text().strip()}"}
+
     def get_json(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=self.auth())
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
+
+    def post_json(self, path: str, body, timeout: float = 10) -> tuple[int, dict]:
+        """POSTs `body` (bytes as they are, else as JSON) with the secret: (status, answer)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method="POST",
+                                         headers={"Content-Type": "application/json", **self.auth()})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def status(self) -> dict:
         return self.get_json("/api/status")
@@ -107,7 +123,8 @@ class NodeProcess:
 
         options.setdefault("max_retries", 0)
         options.setdefault("timeout", 120)
-        return openai.OpenAI(base_url=self.base_url, api_key="meshdesk", **options)
+        options.setdefault("api_key", "meshdesk")
+        return openai.OpenAI(base_url=self.base_url, **options)
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.process.poll() is None:

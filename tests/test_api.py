@@ -24,7 +24,7 @@ COUNTING_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,"
 
 def post_raw(node, path: str, body: bytes, content_type: str = "application/json"):
     request = urllib.request.Request(f"http://127.0.0.1:{node.port}{path}", data=body,
-                                     headers={"Content-Type": content_type}, method="POST")
+                                     headers={"Content-Type": content_type, **node.auth()}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())

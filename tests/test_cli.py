@@ -16,7 +16,8 @@ from tests.nodes import NodeProcess, meshdesk_command, poll, run_meshdesk
 from tests.nodes import test_environment as child_environment
 from tests.split_tools import children
 
-OPTIONS = ("--headless", "--model", "--port", "--home", "--name", "--threads", "--verbose", "--version")
+OPTIONS = ("--headless", "--model", "--port", "--home", "--name", "--threads", "--verbose", "--version",
+           "--api-key", "--allow-origin")
 NO_DISPLAY = {"DISPLAY": None, "WAYLAND_DISPLAY": None, "QT_QPA_PLATFORM": None}
 
 
@@ -71,6 +72,9 @@ def test_version_prints_the_package_version():
     (["--threads", "0"], "--threads"),
     (["--threads", "many"], "many"),
     (["--model"], "--model"),
+    (["--allow-origin", "*"], "any web page"),
+    (["--allow-origin", "https://a.example/path"], "not an origin"),
+    (["--api-key", "two words"], "--api-key"),
 ])
 def test_a_bad_option_is_one_line_and_exit_2(tmp_path, arguments, expected):
     home = tmp_path / "home"

@@ -87,7 +87,7 @@ def test_tampered_token_is_refused(node_factory):
 
 def test_revoked_token_is_refused(node_factory):
     founder = node_factory("--client")
-    token = founder.get_json("/api/invite?expires=1h")["token"]
+    token = founder.post_json("/api/invite", {"expires_in": 3600})[1]["token"]
     result = run_meshdesk("revoke", token, "--home", str(founder.home))
     assert result.returncode == 0, result.stderr
     code, output = joined_with(node_factory, token)

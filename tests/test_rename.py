@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def post(node, path: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(f"http://127.0.0.1:{node.port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", **node.auth()}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())

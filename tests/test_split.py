@@ -42,7 +42,7 @@ def split_plan(node) -> dict | None:
 
 def post_json(node, path: str, body: dict) -> dict:
     request = urllib.request.Request(f"http://127.0.0.1:{node.port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", **node.auth()}, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 

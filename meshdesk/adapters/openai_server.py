@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from meshdesk.core import openai_api as api
-from meshdesk.core.invite import parse_duration
+from meshdesk.core.invite import MAX_DURATION_SECONDS
+from meshdesk.core.local_api_policy import ApiAccess, Decision, judge
 from meshdesk.core.openai_api import GenerationRequest, RequestError, Usage
+from meshdesk.core.openai_api.errors import describe
 from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_INVITE_SECONDS = 7 * 24 * 3600
 
 
 def error_response(status: int, message: str, type: str, code: str | None = None, **headers) -> web.Response:
@@ -49,19 +52,52 @@ def http_error_type(status: int) -> str:
         status, "invalid_request_error")
 
 
+class AccessGuard:
+    """Carries out `core.local_api_policy.judge` on each request; `port()` is the bound port."""
+
+    def __init__(self, access: ApiAccess, port):
+        self.access = access
+        self.port = port
+
+    def decide(self, request: web.BaseRequest) -> Decision:
+        return judge(request.method, request.rel_url.path_safe, request.headers.items(), self.port(),
+                     self.access)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        decision = self.decide(request)
+        if decision.refusal is not None:
+            refusal = decision.refusal
+            log.info("API refused %s %r: %s", request.method, request.rel_url.path_safe[:80], refusal.code)
+            return error_response(refusal.status, refusal.message, refusal.type, refusal.code,
+                                  **dict(refusal.headers))
+        if decision.preflight:
+            return web.Response(status=204)
+        return await handler(request)
+
+    async def add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Before any answer goes out, streamed ones included: what an allowed origin gets."""
+        for name, value in self.decide(request).cors_headers:
+            response.headers[name] = value
+
+
 class OpenAiServer:
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, access: ApiAccess):
         self.gateway = gateway
+        self.access = access
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[openai_errors])
+        guard = AccessGuard(self.access, lambda: self.port)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard.middleware, openai_errors])
+        app.on_response_prepare.append(guard.add_cors_headers)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/api/status", self.node_status)
-        app.router.add_get("/api/invite", self.invite)
+        app.router.add_post("/api/invite", self.invite)
+        app.router.add_get("/api/invite", self.invite_by_get)
         app.router.add_post("/api/revoke", self.revoke)
         app.router.add_post("/api/remove", self.remove)
         app.router.add_post("/api/capacity", self.capacity)
@@ -90,12 +126,23 @@ class OpenAiServer:
         return web.json_response(self.gateway.status().to_wire())
 
     async def invite(self, request: web.Request) -> web.Response:
-        expires = request.query.get("expires", "7d")
+        """{"expires_in": seconds, 0 for never} (default 7 days): a new invite, as a POST so
+        that no page can mint one by loading a URL."""
+        body = api.parse_json_body(await request.read())
+        expires_in = body.get("expires_in", DEFAULT_INVITE_SECONDS)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) \
+                or not 0 <= expires_in <= MAX_DURATION_SECONDS:
+            raise RequestError(f"'expires_in' must be whole seconds from 1 to {MAX_DURATION_SECONDS}, "
+                               f"or 0 for never, not {describe(expires_in)}", param="expires_in")
         try:
-            expires_in = parse_duration(expires)
             return web.json_response(self.gateway.mint_invite(expires_in))
         except ValueError as error:
-            raise RequestError(str(error), param="expires") from None
+            raise RequestError(str(error), param="expires_in") from None
+
+    async def invite_by_get(self, request: web.Request) -> web.Response:
+        return error_response(405, "invites are minted with POST /api/invite and a JSON body "
+                              '{"expires_in": SECONDS} (0 for never); GET no longer mints them',
+                              "invalid_request_error", "method_not_allowed", Allow="POST")
 
     async def revoke(self, request: web.Request) -> web.Response:
         await self.string_intent(request, "token", self.gateway.revoke)

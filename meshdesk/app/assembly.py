@@ -12,6 +12,7 @@ from pathlib import Path
 
 from meshdesk import __version__
 from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info, read_tensor_infos
+from meshdesk.adapters.api_token import load_or_create_token
 from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.app.home import Home, default_node_name, save_node_name, saved_node_name
 from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
@@ -22,6 +23,7 @@ from meshdesk.app.model_choice import (ChosenModel, ModelChoiceError, bundled_ca
 from meshdesk.app.runtime import Runtime
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
+from meshdesk.core.local_api_policy import ApiAccess
 from meshdesk.core.model_advert import ModelAdvert, SplitOptions
 from meshdesk.core.rpc_expander import FilePiece
 from meshdesk.core.rpc_stream import WeightReferencer, WeightTensor
@@ -202,7 +204,9 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     node = Node(identity, serving, mesh, own, hooks, {"backend": secrets.backend, "warning": secrets.warning},
                 offer, pending_model=models[0].id if models else None,
                 aliases={alias: model.id for model in models for alias in model.aliases})
-    return Runtime(node, mesh, join_tokens, arguments.port)
+    access = ApiAccess(management_token=load_or_create_token(home.root), api_key=arguments.api_key,
+                       allowed_origins=frozenset(arguments.allow_origin or ()))
+    return Runtime(node, mesh, join_tokens, arguments.port, access)
 
 
 def gpu_memory_user(offer: Offer, mesh):

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
 from meshdesk import __version__
 from meshdesk.app.command_line import (DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length, gigabytes,
                                        ip_address, node_name, port_number, ratios)
+from meshdesk.core.local_api_policy import parse_origin
 
 DEFAULT_API_PORT = 9337
 COMMANDS = ("invite", "revoke", "remove", "drop", "models", "download")
+
+
+def api_key(text: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]{1,256}", text):
+        raise argparse.ArgumentTypeError("an API key is 1 to 256 visible ASCII characters, no spaces")
+    return text
+
+
+def web_origin(text: str) -> str:
+    try:
+        return parse_origin(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no speculative decoding, even when the catalog pairs a draft")
     parser.add_argument("--draft-max", type=draft_length, default=DEFAULT_DRAFT_MAX, metavar="N",
                         help=f"tokens the draft proposes per step (default: {DEFAULT_DRAFT_MAX})")
+    parser.add_argument("--api-key", type=api_key, default=os.environ.get("MESHDESK_API_KEY") or None,
+                        metavar="KEY",
+                        help="make the /v1 API require 'Authorization: Bearer KEY' (default: "
+                        "$MESHDESK_API_KEY, which other local users cannot read from the process list; "
+                        "unset: open to local programs)")
+    parser.add_argument("--allow-origin", type=web_origin, action="append", metavar="ORIGIN",
+                        help="let web pages from ORIGIN (e.g. http://localhost:3000) use the API, with "
+                        "CORS (repeatable; default: no web page)")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | drop MODEL "
                      "| models | download [NAME] (each with --help)")

@@ -13,10 +13,8 @@ from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.app.command_line import CommandFailed, OneLineErrorParser
 from meshdesk.app.home import Home, default_home
 from meshdesk.app.mesh_setup import load_node_key
-from meshdesk.app.running_node import post, running_api_port
-from meshdesk.core.identity import mesh_id_for
+from meshdesk.app.running_node import running_node
 from meshdesk.core.invite import InviteToken, TokenError, decode_token, parse_duration
-from meshdesk.node.mesh import MESH_SECRET
 from meshdesk.node.mesh_state import load_memory, save_memory
 
 
@@ -60,7 +58,7 @@ def run_command(command: str, argv: list[str]) -> int:
     home = Home((arguments.home or default_home()).expanduser().resolve())
     try:
         if command == "invite":
-            print_invite(mint_offline(home, arguments.expires))
+            print_invite(mint(home, arguments.expires))
         elif command == "revoke":
             revoke(home, arguments.token)
         elif command == "drop":
@@ -80,12 +78,24 @@ def print_invite(token: InviteToken) -> None:
         print(f"Expires: {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(token.expires_at))}")
 
 
+def mint(home: Home, expires_in: int) -> InviteToken:
+    """By the running node when there is one (it knows its addresses now), else offline."""
+    node = running_node(home)
+    if node is None:
+        return mint_offline(home, expires_in)
+    answer = node.post("/api/invite", {"expires_in": expires_in})
+    try:
+        return decode_token(answer["token"])
+    except (KeyError, TypeError, TokenError) as error:
+        raise CommandFailed(f"the running node minted no usable invite: {error}") from None
+
+
 def mint_offline(home: Home, expires_in: int) -> InviteToken:
-    """Signs an invite with the node's key; works whether or not the node is running."""
+    """Signs an invite with the node's key, for a node that is not running. (The invite names
+    the mesh by id; the mesh secret, rotated after a removal, is not in it.)"""
     memory = load_memory(home.root)
     secrets = open_secret_store(home.root)
-    secret = secrets.get(MESH_SECRET)
-    if not memory.mesh_id or secret is None or mesh_id_for(secret) != memory.mesh_id:
+    if not memory.mesh_id:
         raise CommandFailed(f"{home.root} has no mesh yet: start `meshdesk --home {home.root}` first")
     if not memory.advertised:
         raise CommandFailed("this node has never listened on a mesh port; start it first")
@@ -102,9 +112,9 @@ def revoke(home: Home, token_text: str) -> None:
         token = decode_token(token_text)
     except TokenError as error:
         raise CommandFailed(str(error)) from None
-    port = running_api_port(home)
-    if port is not None:
-        post(port, "/api/revoke", {"token": token_text})
+    node = running_node(home)
+    if node is not None:
+        node.post("/api/revoke", {"token": token_text})
         print(f"Revoked invite {token.token_id} across the mesh.")
         return
     record_offline(home, "revoked", token.token_id, token.mesh_id)
@@ -114,9 +124,9 @@ def revoke(home: Home, token_text: str) -> None:
 def remove(home: Home, node_id: str) -> None:
     if not re.fullmatch(r"[0-9a-f]{20}", node_id):
         raise CommandFailed(f"not a node id: {node_id!r} (20 hex characters, as in /api/status)")
-    port = running_api_port(home)
-    if port is not None:
-        post(port, "/api/remove", {"node_id": node_id})
+    node = running_node(home)
+    if node is not None:
+        node.post("/api/remove", {"node_id": node_id})
         print(f"Removed node {node_id} from the mesh.")
         return
     record_offline(home, "removed", node_id, None)
@@ -124,10 +134,10 @@ def remove(home: Home, node_id: str) -> None:
 
 
 def drop(home: Home, model: str) -> None:
-    port = running_api_port(home)
-    if port is None:
+    node = running_node(home)
+    if node is None:
         raise CommandFailed(f"no MeshDesk node is running for {home.root}; a stopped node serves nothing")
-    post(port, "/api/drop", {"model": model})
+    node.post("/api/drop", {"model": model})
     print(f"Dropped {model}.")
 
 

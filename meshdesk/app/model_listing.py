@@ -7,9 +7,7 @@ mesh" adds every member's offer, read from the running node of this home, if the
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,8 @@ from meshdesk.adapters.hf_download import partial_path
 from meshdesk.app.assembly import DEFAULT_CONTEXT
 from meshdesk.app.home import Home
 from meshdesk.app.model_choice import find_catalog_file
-from meshdesk.app.running_node import running_api_port
+from meshdesk.app.command_line import CommandFailed
+from meshdesk.app.running_node import running_node
 from meshdesk.core.catalog import Catalog, CatalogEntry, entry_kv_cache_bytes, fit_label, kv_cache_bytes
 from meshdesk.core.status import StatusSnapshot
 
@@ -41,13 +40,12 @@ class Capacity:
 def running_node_status(home: Home) -> StatusSnapshot | None:
     """The status of this home's running node; None when none answers, or when what answers is
     not a status snapshot of this version (SnapshotError is a ValueError)."""
-    port = running_api_port(home)
-    if port is None:
+    node = running_node(home)
+    if node is None:
         return None
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as response:
-            return StatusSnapshot.from_wire(json.loads(response.read()))
-    except (OSError, ValueError):
+        return StatusSnapshot.from_wire(node.request("/api/status", timeout=5))
+    except (CommandFailed, OSError, ValueError):
         return None
 
 

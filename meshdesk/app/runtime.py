@@ -10,6 +10,7 @@ import sys
 
 from meshdesk.adapters.openai_server import OpenAiServer
 from meshdesk.core.invite import InviteToken
+from meshdesk.core.local_api_policy import ApiAccess
 from meshdesk.node.mesh import JoinRefused, MeshService
 from meshdesk.node.node import Node
 
@@ -29,12 +30,13 @@ def say(line: str) -> None:
 
 
 class Runtime:
-    def __init__(self, node: Node, mesh: MeshService, join_tokens: list[InviteToken], api_port: int):
+    def __init__(self, node: Node, mesh: MeshService, join_tokens: list[InviteToken], api_port: int,
+                 api_access: ApiAccess):
         self.node = node
         self.mesh = mesh
         self.join_tokens = join_tokens
         self.api_port = api_port
-        self.server = OpenAiServer(node)
+        self.server = OpenAiServer(node, api_access)
         self.background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
