@@ -108,7 +108,7 @@ def test_a_link_that_comes_just_before_the_plan_agrees_waits_for_it():
         side = member_side(planner, await worker.start(), refusals, wait=5.0)
         host_end, member_end = link_pair(("host", "member"))
         serving = asyncio.ensure_future(side.serve(Peer(HOST), member_end))
-        await asyncio.sleep(0)
+        await eventually(lambda: side.waiting == 1)
         planner.plan = PLAN
         side.plan_changed()
         await worker.next()
