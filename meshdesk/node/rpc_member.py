@@ -79,7 +79,9 @@ class MemberSide:
         session = Session(peer_id, frozenset(files), tunnel)
         self.sessions.append(session)
         try:  # a new plan cancels `tunnel` alone; cancelling this handler cancels it too
-            await asyncio.gather(tunnel, return_exceptions=True)
+            (outcome,) = await asyncio.gather(tunnel, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.warning("the rpc tunnel from %s failed: %s", peer_id, outcome)
         finally:
             self.sessions.remove(session)
             link.close("rpc tunnel ended")
