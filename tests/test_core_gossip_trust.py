@@ -157,12 +157,21 @@ def test_only_the_founder_and_its_admins_may_remove_and_revoke():
 def test_entries_nobody_authorised_are_ignored_and_counted():
     a, _ = founder_and_member()
     by_member = make_entry(authority.REMOVE, C, key("B").public_bytes, 1, sign_as("B"))
-    founder_forged = Entry(authority.REMOVE, C, key_hex("A"), 1, "00" * 64)
     founder_removed = make_entry(authority.REMOVE, A, key("A").public_bytes, 1, sign_as("A"))
     self_granted = make_entry(authority.ADMIN, key_hex("B"), key("B").public_bytes, 1, sign_as("B"))
-    a.receive(1.0, B, message(entries=[by_member, founder_forged, founder_removed, self_granted]))
+    a.receive(1.0, B, message(entries=[by_member, founder_removed, self_granted]))
     assert a.removed_node_ids == frozenset() and a.authority.subjects(authority.ADMIN) == set()
-    assert a.authority.ignored == 4
+    assert a.authority.ignored == 3
+
+
+def test_an_entry_forged_in_the_founders_name_drops_the_sender_and_changes_nothing():
+    a, _ = founder_and_member()
+    before = state_of(a)
+    good = make_entry(authority.REVOKE, "t1", key("A").public_bytes, 1, sign_as("A"))
+    forged = Entry(authority.REMOVE, C, key_hex("A"), 1, "00" * 64)
+    with pytest.raises(MembershipError) as caught:
+        a.receive(1.0, B, message(entries=[good, forged]))
+    assert caught.value.fault is Fault.UNAUTHENTICATED and state_of(a) == before
 
 
 def test_a_flood_of_removals_fills_nothing():

@@ -17,8 +17,10 @@ the signer's clock in milliseconds, for the record. The rules (`Ledger.admit`):
   all admins together, MAX_ENTRIES in all, so the authority always keeps room of its own;
 - one entry per (kind, subject): the first one held wins, later ones change nothing.
 
-An entry that breaks a rule, or whose signature fails, is ignored and counted (`ignored`):
-entries travel relayed, and a relayer cannot always know what another node will accept.
+An entry that breaks a rule is ignored and counted (`ignored`): entries travel relayed, and
+a relayer cannot always know what another node will accept (it may not have heard of an
+admin yet). An entry whose signature fails although it names the authority or a known admin
+is the sender's fault (`check_signature`): every node checks what it holds and relays.
 Pure: signatures come in as callables, times as arguments.
 """
 
@@ -28,8 +30,9 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from meshdesk.core.gossip_values import (MAX_ID_LENGTH, check, read_counter, read_mapping, read_text,
-                                         require_fields)
+from meshdesk.core.errors import Fault
+from meshdesk.core.gossip_values import (MAX_ID_LENGTH, MembershipError, check, read_counter, read_mapping,
+                                         read_text, require_fields)
 from meshdesk.core.identity import PUBLIC_KEY_LENGTH, node_id_for
 
 ADMIN, REMOVE, REVOKE = "admin", "remove", "revoke"
@@ -145,6 +148,21 @@ class Ledger:
     def _admin_total(self) -> int:
         return sum(count for signer, count in self._by_signer.items() if signer != self.authority)
 
+    def check_signature(self, entry: Entry) -> None:
+        """Raises MembershipError (Fault.UNAUTHENTICATED) for an entry that claims a signer we
+        take entries from and is not signed by it: nobody honest relays such an entry, since
+        every node checks what it holds."""
+        if entry.key in self._entries or (entry.by != self.authority and entry.by not in self.subjects(ADMIN)):
+            return
+        if not self._signed(entry):
+            raise MembershipError(f"an entry claims to be by {entry.by[:16]}... and is not", Fault.UNAUTHENTICATED)
+
+    def _signed(self, entry: Entry) -> bool:
+        try:
+            return bool(self._verify(bytes.fromhex(entry.by), entry.signing_bytes(), bytes.fromhex(entry.signature)))
+        except ValueError:
+            return False
+
     # ---- changes
 
     def admit(self, entry: Entry) -> bool:
@@ -172,7 +190,4 @@ class Ledger:
             return False  # the founder cannot be removed
         if entry.kind == ADMIN and (key_id(entry.subject) is None or len(self.subjects(ADMIN)) >= MAX_ADMINS):
             return False
-        try:
-            return bool(self._verify(bytes.fromhex(entry.by), entry.signing_bytes(), bytes.fromhex(entry.signature)))
-        except ValueError:
-            return False
+        return self._signed(entry)

@@ -136,7 +136,7 @@ class Membership(Decrees, GossipOut):
     def receive(self, now: float, sender_id: str, message: object) -> None:
         """Merges a gossip message from an authenticated, directly connected peer. Raises
         MembershipError, and changes nothing, when the message is malformed or carries a
-        record its node did not sign."""
+        record its node did not sign, or an entry its named signer did not sign."""
         sender_id = read_node_id(sender_id, "sender id")
         if sender_id == self._own.node_id:
             raise MembershipError("gossip cannot come from our own id")
@@ -144,6 +144,8 @@ class Membership(Decrees, GossipOut):
         for record in gossip.records:
             if self._would_take(record):
                 check_signed(record, self._verify)
+        for entry in gossip.entries:
+            self._ledger.check_signature(entry)
         self._observe(now)
         if sender_id in self._removed:
             return  # a removed node has no say any more
