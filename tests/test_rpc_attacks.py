@@ -11,6 +11,7 @@ import pytest
 from meshdesk.adapters.node_keys import NodeKey
 from meshdesk.core.invite import decode_token
 from meshdesk.node import handshake
+from meshdesk.node.rpc_member import PLAN_WAIT_SECONDS
 from tests.mesh_tools import credentials, node_key_of, tls_transport
 from tests.nodes import poll
 from tests.split_tools import children
@@ -20,7 +21,7 @@ from tests.test_split import completion, split_plan, start_split
 pytestmark = pytest.mark.slow
 
 HELLO = struct.pack("<BQ", 14, 24) + bytes(24)
-SILENCE_SECONDS = 5.0
+SILENCE_SECONDS = PLAN_WAIT_SECONDS + 5.0  # a refusal may wait for the plan to agree first
 
 
 def peer_address(node, peer_id: str) -> tuple[str, int]:
