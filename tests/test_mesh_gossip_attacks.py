@@ -243,3 +243,28 @@ def test_a_member_that_is_no_admin_is_told_it_cannot_remove_or_revoke(node_facto
         assert reason in result.stderr.splitlines()[-1], result.stderr
     assert friend.post_json("/api/revoke", {"token": token})[0] == 400
     assert_unharmed(founder, friend)
+
+
+def test_offline_revocations_are_for_the_founder_and_apply_at_its_next_start(node_factory):
+    from tests.nodes import run_meshdesk
+
+    founder, friend, token, (founder_id, friend_id) = honest_mesh(node_factory)
+    friend.stop()
+    founder.stop()
+    result = run_meshdesk("revoke", token, "--home", str(friend.home))
+    assert result.returncode != 0 and "only the mesh's founder" in result.stderr, result.stderr
+    assert json.loads((friend.home / STATE_FILE).read_text())["revoked"] == []
+    result = run_meshdesk("revoke", token, "--home", str(founder.home))
+    assert result.returncode == 0, result.stderr
+    again = node_factory("--client", home=founder.home)
+    again.printed("Resumed mesh")
+    token_id = decode_token(token).token_id
+
+    def revoked_by_entry():
+        memory = json.loads((founder.home / STATE_FILE).read_text())
+        return any(e["kind"] == "revoke" and e["subject"] == token_id for e in memory["entries"])
+
+    deadline = time.monotonic() + SETTLE
+    while not revoked_by_entry():
+        assert time.monotonic() < deadline, "the offline revocation was not applied"
+        time.sleep(0.05)

@@ -147,6 +147,8 @@ def record_offline(home: Home, field: str, value: str, mesh_id: str | None) -> N
         raise CommandFailed(f"{home.root} has no mesh yet")
     if mesh_id is not None and mesh_id != memory.mesh_id:
         raise CommandFailed(f"that invite is for another mesh ({mesh_id}), not {memory.mesh_id}")
+    if not memory.may_decide(load_node_key(open_secret_store(home.root)).public_bytes):
+        raise CommandFailed("only the mesh's founder and the admins it names can remove members or revoke invites")
     values = getattr(memory, field)
     if value not in values:
         values.append(value)

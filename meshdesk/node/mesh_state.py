@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from meshdesk.core import authority
 from meshdesk.core.membership import Membership
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ class MeshMemory:
         self.mesh_id = None
         self.peer_addresses, self.members, self.removed, self.revoked = [], [], [], []
         self.authority, self.entries = None, []
+
+    def may_decide(self, public_key: bytes) -> bool:
+        """Whether the node with `public_key` may remove and revoke, as this memory tells it:
+        the founder, or an admin the founder named (`core.authority`; the node checks again)."""
+        key = public_key.hex()
+        return key == self.authority or any(
+            isinstance(entry, dict) and entry.get("kind") == authority.ADMIN and entry.get("subject") == key
+            and entry.get("by") == self.authority for entry in self.entries)
 
     def remember_decisions(self, membership: Membership) -> None:
         self.authority = membership.authority.authority
