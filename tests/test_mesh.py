@@ -153,3 +153,39 @@ def test_random_bytes_on_the_mesh_ports_harm_nothing(node_factory):
     poll(lambda: friend_id in founder.peer_ids(), 5, message="the mesh to stay whole")
     joiner = node_factory("--client", "--join", founder.invite_token())
     poll(lambda: joiner.node_id in founder.peer_ids(), 10, message="a later join to work")
+
+
+def test_a_removed_node_cannot_come_back_with_a_fresh_key_and_the_secret_it_kept(node_factory, tmp_path):
+    """The attack of issue 10 item 4, through real QUIC: the secret alone admitted anyone."""
+    import asyncio
+
+    from meshdesk.adapters.node_keys import NodeKey
+    from meshdesk.adapters.secret_store import open_secret_store
+    from meshdesk.core.errors import Fault
+    from meshdesk.core.invite import decode_token
+    from meshdesk.node import handshake
+    from tests.mesh_tools import credentials, quic_transport
+
+    founder, (friend, removed) = start_mesh(node_factory, 2)
+    poll(lambda: everyone_sees_everyone([founder, friend, removed]), 10, message="convergence")
+    token = decode_token(founder.invite_token())
+    kept_secret = open_secret_store(removed.home).get("mesh-secret")
+
+    async def dial_with_kept_secret():
+        key = NodeKey.generate()  # a fresh key: not on any removed list
+        transport = quic_transport(key)
+        try:
+            link = await transport.connect(token.addresses[0])
+            return await handshake.dial(link, credentials(key), token.mesh_id, kept_secret)
+        except Exception as error:  # the refusal, typed
+            return error
+        finally:
+            await transport.stop()
+
+    assert not isinstance(asyncio.run(dial_with_kept_secret()), Exception)  # today the secret opens the mesh
+    result = run_meshdesk("remove", removed.node_id, "--home", str(founder.home))
+    assert result.returncode == 0, result.stderr
+    poll(lambda: removed.node_id not in founder.peer_ids() | friend.peer_ids(), 5, message="the removal")
+    refusal = asyncio.run(dial_with_kept_secret())
+    assert getattr(refusal, "fault", None) is Fault.UNAUTHENTICATED, refusal
+    assert friend.node_id in founder.peer_ids() and founder.node_id in friend.peer_ids()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 
 import pytest
@@ -16,6 +17,7 @@ from meshdesk.core.errors import Fault
 from meshdesk.node import handshake
 from meshdesk.node.handshake import Credentials
 from meshdesk.node.mesh import JoinRefused, MeshService, MeshSettings
+from meshdesk.node.mesh_secrets import rotated
 from tests.fakes import eventually, link_pair, run
 
 PORT = 9400
@@ -86,14 +88,19 @@ class Member:
 
     def __init__(self, network: MemoryNetwork, home, name: str):
         home.mkdir(parents=True, exist_ok=True)
+        self.network, self.home, self.name = network, home, name
         self.key = NodeKey.generate()
         self.host = next(Member.hosts)
-        self.handled: list[str] = []
-        self.mesh = MeshService(
-            MeshSettings(home=home, advertise_hosts=[self.host]), credentials(self.key, name),
-            MemorySecrets(), MemoryTransport(network, self.host, self.key.public_bytes, "quic"),
-            MemoryTransport(network, self.host, self.key.public_bytes, "tls"), self.own_record)
+        self.secrets = MemorySecrets()
+        self.mesh = self.new_mesh()
         self.task: asyncio.Task | None = None
+
+    def new_mesh(self) -> MeshService:
+        """This member's mesh service; called again, the same node restarted (key, home, secrets)."""
+        return MeshService(
+            MeshSettings(home=self.home, advertise_hosts=[self.host]), credentials(self.key, self.name),
+            self.secrets, MemoryTransport(self.network, self.host, self.key.public_bytes, "quic"),
+            MemoryTransport(self.network, self.host, self.key.public_bytes, "tls"), self.own_record)
 
     def own_record(self) -> dict:
         return {"name": "member", "capacity_bytes": 2**30, "models": (), "serving": None,
@@ -232,5 +239,76 @@ def test_data_links_reach_the_named_handler_and_unknown_purposes_are_closed(netw
         await eventually(lambda: other.closed or other.peer.closed)
         assert "no such channel" in other.peer.close_reasons
         for member in (founder, second, _):
+            await member.stop()
+    run(scenario(), timeout=20)
+
+
+# ---------------------------------------------------------------- the mesh secret after a removal
+
+
+def test_a_removal_rotates_the_secret_for_everyone_but_the_removed(network, tmp_path):
+    async def scenario():
+        founder, second, victim = await three_members(network, tmp_path)
+        old_secret = founder.mesh.keys.current
+        founder.mesh.remove(victim.mesh.node_id)
+        await eventually(lambda: second.mesh.keys.epoch == 1, timeout=3.0)
+        assert founder.mesh.keys.current == second.mesh.keys.current != old_secret
+        assert victim.mesh.keys.current == old_secret and victim.mesh.keys.epoch == 0
+        assert second.linked() == {founder.mesh.node_id}  # the honest mesh is unharmed
+        for member in (founder, second, victim):
+            await member.stop()
+    run(scenario(), timeout=20)
+
+
+def test_a_removed_node_with_a_fresh_key_cannot_use_the_secret_it_kept(network, tmp_path):
+    async def scenario():
+        founder, second, victim = await three_members(network, tmp_path)
+        old_secret = founder.mesh.keys.current
+        founder.mesh.remove(victim.mesh.node_id)
+        await eventually(lambda: second.mesh.keys.epoch == 1, timeout=3.0)
+        # The attack: a new key (not on the removed list) proving the old secret. Without the
+        # rotation that secret would still be current, and this would get in.
+        impostor = Member(network, tmp_path / "impostor", "impostor")
+        await impostor.mesh.bind()
+        for target in (founder, second):
+            link = await impostor.mesh.control_transport.connect((target.host, PORT))
+            with pytest.raises(Exception) as refused:
+                await handshake.dial(link, impostor.mesh.credentials, founder.mesh.mesh_id, old_secret)
+            assert getattr(refused.value, "fault", None) is Fault.UNAUTHENTICATED
+        assert second.linked() == {founder.mesh.node_id} and founder.linked() == {second.mesh.node_id}
+        for member in (founder, second, victim):
+            await member.stop()
+    run(scenario(), timeout=20)
+
+
+def test_a_member_away_during_the_rotation_gets_back_in_and_learns_the_new_secret(network, tmp_path):
+    async def scenario():
+        founder, away, victim = await three_members(network, tmp_path)
+        await away.stop()
+        founder.mesh.remove(victim.mesh.node_id)
+        await eventually(lambda: victim.mesh.removed_from_mesh, timeout=3.0)
+        away.mesh = away.new_mesh()   # it comes back with its key and its (old) secret
+        await away.start()
+        await eventually(lambda: away.linked() == {founder.mesh.node_id}, timeout=5.0)
+        await eventually(lambda: away.mesh.keys.epoch == 1, timeout=3.0)
+        assert away.mesh.keys.current == founder.mesh.keys.current
+        for member in (founder, away, victim):
+            await member.stop()
+    run(scenario(), timeout=20)
+
+
+def test_a_rekey_from_a_member_that_may_not_remove_is_ignored(network, tmp_path, caplog):
+    async def scenario():
+        founder, second, third = await three_members(network, tmp_path)
+        before = founder.mesh.keys.current
+        forged = rotated(third.mesh.keys, third.mesh.mesh_id, third.mesh.node_id, third.mesh.credentials)
+        end = next(number for number, link in third.mesh.links._links.items()
+                   if third.mesh.links.peer_id(number) == founder.mesh.node_id)
+        with caplog.at_level(logging.WARNING, logger="meshdesk.node.mesh_commands"):
+            await third.mesh.links._links[end].send(forged.to_wire())
+            await eventually(lambda: "may not rotate the mesh secret" in caplog.text)
+        assert founder.mesh.keys.current == before and founder.mesh.keys.epoch == 0
+        assert founder.linked() == {second.mesh.node_id, third.mesh.node_id}  # a relayer is not dropped
+        for member in (founder, second, third):
             await member.stop()
     run(scenario(), timeout=20)

@@ -76,13 +76,21 @@ class RemovedFromMesh:
 
 
 @dataclass(frozen=True)
+class RekeyReceived:
+    """A peer passed on a rekey (`core.rekey`); the node checks it and may take it."""
+
+    peer_id: str
+    message: dict
+
+
+@dataclass(frozen=True)
 class PeerBrokeProtocol:
     peer_id: str
     error: PeerProtocolError
 
 
 Output = (SendMessage | CloseLink | DialAddress | SaveState | RefreshOwnRecord | PeersChanged
-          | RemovedFromMesh | PeerBrokeProtocol)
+          | RemovedFromMesh | RekeyReceived | PeerBrokeProtocol)
 
 
 # ---------------------------------------------------------------- links
@@ -97,16 +105,49 @@ class LinkState:
     rtt_ms: float | None = None
     close_at: float | None = None  # set once the peer has been told it was removed
 
+    def measure_rtt(self, now: float, sent_at: object) -> None:
+        """A pong echoes the time its ping was sent; anything else in it is ignored."""
+        if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and sent_at <= now:
+            sample = (now - sent_at) * 1000
+            self.rtt_ms = sample if self.rtt_ms is None else \
+                (1 - RTT_SMOOTHING) * self.rtt_ms + RTT_SMOOTHING * sample
+
+
+class LinkBook:
+    """The live links by number, and the one link kept per peer."""
+
+    def __init__(self):
+        self.states: dict[int, LinkState] = {}
+        self.by_peer: dict[str, int] = {}
+
+    def add(self, state: LinkState) -> None:
+        self.states[state.link] = state
+        self.by_peer[state.peer_id] = state.link
+
+    def forget(self, link: int) -> LinkState:
+        state = self.states.pop(link)
+        if self.by_peer.get(state.peer_id) == link:
+            del self.by_peer[state.peer_id]
+        return state
+
+    def to(self, peer_id: str) -> LinkState | None:
+        link = self.by_peer.get(peer_id)
+        return None if link is None else self.states[link]
+
+    def rtt_table(self) -> dict[str, float]:
+        return {peer_id: round(self.states[link].rtt_ms, 2) for peer_id, link in self.by_peer.items()
+                if self.states[link].rtt_ms is not None}
+
 
 class PeerControl:
     def __init__(self, membership: Membership, now: float, own_addresses: list[Address] = ()):
         self.membership = membership
         self.node_id = membership.own.node_id
         self.dials = DialSchedule(own_addresses)
+        self.greeting: dict | None = None  # sent on every new link (the latest rekey)
         self._now = now  # the time of the latest input, for questions asked between inputs
         self.removed_from_mesh = False
-        self._links: dict[int, LinkState] = {}
-        self._by_peer: dict[str, int] = {}
+        self._book = LinkBook()
         self._next_ping = self._next_save = self._next_rtt_report = now
 
     # ------------------------------------------------------------ queries
@@ -116,15 +157,14 @@ class PeerControl:
         self.dials.fallback_addresses = [tuple(address) for address in addresses]
 
     def link_to(self, peer_id: str) -> LinkState | None:
-        link = self._by_peer.get(peer_id)
-        return None if link is None else self._links[link]
+        return self._book.to(peer_id)
 
     def peer_of(self, link: int) -> str | None:
-        state = self._links.get(link)
+        state = self._book.states.get(link)
         return None if state is None else state.peer_id
 
     def linked_peers(self) -> list[str]:
-        return sorted(self._by_peer)
+        return sorted(self._book.by_peer)
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` has work next; None once removed, when only an input can matter."""
@@ -134,7 +174,7 @@ class PeerControl:
         gossip = self.membership.next_deadline()
         if gossip is not None:
             candidates.append(gossip)
-        candidates += [state.close_at for state in self._links.values() if state.close_at is not None]
+        candidates += [state.close_at for state in self._book.states.values() if state.close_at is not None]
         dial_at = self.dials.next_deadline(self._dial_targets())
         if dial_at is not None:
             candidates.append(dial_at)
@@ -153,12 +193,12 @@ class PeerControl:
             return [CloseLink(link, "duplicate connection")]
         outputs: list[Output] = []
         if existing is not None:
-            self._forget(existing.link)
+            self._book.forget(existing.link)
             outputs.append(CloseLink(existing.link, "duplicate connection"))
-        self._links[link] = new
-        self._by_peer[peer_id] = link
+        self._book.add(new)
         self.membership.peer_connected(now, peer_id)
-        return outputs + self._gossip(now) + [PeersChanged()]
+        greeting = [SendMessage(link, self.greeting)] if self.greeting is not None else []
+        return outputs + self._gossip(now) + greeting + [PeersChanged()]
 
     def _prefer(self, now: float, new: LinkState, existing: LinkState) -> bool:
         """Both ends keep the link the lower id dialled, so they agree without talking; but a
@@ -171,33 +211,28 @@ class PeerControl:
     def link_down(self, now: float, link: int) -> list[Output]:
         """The link is gone (closed by either end, or lost)."""
         self._now = now
-        state = self._links.get(link)
+        state = self._book.states.get(link)
         if state is None:
             return []
-        self._forget(link)
-        if self._by_peer.get(state.peer_id) is None:
+        self._book.forget(link)
+        if self._book.by_peer.get(state.peer_id) is None:
             self.membership.peer_disconnected(now, state.peer_id)
         return [PeersChanged()]
-
-    def _forget(self, link: int) -> None:
-        state = self._links.pop(link)
-        if self._by_peer.get(state.peer_id) == link:
-            del self._by_peer[state.peer_id]
 
     # ------------------------------------------------------------ messages in
 
     def message_received(self, now: float, link: int, message: dict) -> list[Output]:
         """A message on a live link; a peer that breaks the protocol is dropped, never us."""
         self._now = now
-        state = self._links.get(link)
+        state = self._book.states.get(link)
         if state is None or self.removed_from_mesh:
             return []
         state.last_heard = now
         try:
             return self._dispatch(now, state, message)
         except PeerProtocolError as error:
-            self._forget(link)
-            if state.peer_id not in self._by_peer:
+            self._book.forget(link)
+            if state.peer_id not in self._book.by_peer:
                 self.membership.peer_disconnected(now, state.peer_id)
             return [PeerBrokeProtocol(state.peer_id, error), CloseLink(link, "protocol error"),
                     PeersChanged()]
@@ -210,35 +245,30 @@ class PeerControl:
         if kind == "ping":
             return [SendMessage(state.link, {"type": "pong", "t": message.get("t")})]
         if kind == "pong":
-            self._measure_rtt(now, state, message.get("t"))
+            state.measure_rtt(now, message.get("t"))
             return []
         if kind == "removed":
             return self._leave_removed()
+        if kind == "rekey":
+            return [RekeyReceived(state.peer_id, message)]
         raise PeerProtocolError(f"an unknown message type {str(kind)[:MAX_MESSAGE_TYPE_SHOWN]!r}",
                                 Fault.UNEXPECTED)
-
-    def _measure_rtt(self, now: float, state: LinkState, sent_at: object) -> None:
-        if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and sent_at <= now:
-            sample = (now - sent_at) * 1000
-            state.rtt_ms = sample if state.rtt_ms is None else \
-                (1 - RTT_SMOOTHING) * state.rtt_ms + RTT_SMOOTHING * sample
 
     def _after_gossip(self, now: float) -> list[Output]:
         removed = self.membership.removed_node_ids
         if self.node_id in removed:
             return self._leave_removed()
         outputs: list[Output] = self._gossip(now)
-        for peer_id in sorted(removed & set(self._by_peer)):
-            outputs += self._tell_removed(now, self._links[self._by_peer[peer_id]])
+        for peer_id in sorted(removed & set(self._book.by_peer)):
+            outputs += self._tell_removed(now, self._book.states[self._book.by_peer[peer_id]])
         return outputs + [PeersChanged()]
 
     def _leave_removed(self) -> list[Output]:
         if self.removed_from_mesh:
             return []
         self.removed_from_mesh = True
-        closes = [CloseLink(link, "removed") for link in sorted(self._links)]
-        self._links.clear()
-        self._by_peer.clear()
+        closes = [CloseLink(link, "removed") for link in sorted(self._book.states)]
+        self._book = LinkBook()
         return closes + [RemovedFromMesh(), SaveState(), PeersChanged()]
 
     def _tell_removed(self, now: float, state: LinkState) -> list[Output]:
@@ -255,13 +285,9 @@ class PeerControl:
         if self.removed_from_mesh:
             return []
         before = self.membership.own
-        self.membership.update_own(now, rtt_ms=self._rtt_table(), **fields)
+        self.membership.update_own(now, rtt_ms=self._book.rtt_table(), **fields)
         changed = self.membership.own != before
         return self._gossip(now) + ([PeersChanged()] if changed else [])
-
-    def _rtt_table(self) -> dict[str, float]:
-        return {peer_id: round(self._links[link].rtt_ms, 2) for peer_id, link in self._by_peer.items()
-                if self._links[link].rtt_ms is not None}
 
     def remove(self, now: float, node_id: str) -> list[Output]:
         """Removes a member mesh-wide; raises ValueError for our own id."""
@@ -272,6 +298,13 @@ class PeerControl:
         if state is not None:
             outputs += self._tell_removed(now, state)
         return outputs + [SaveState(), PeersChanged()]
+
+    def broadcast(self, now: float, message: dict, except_peers: frozenset[str] = frozenset()) -> list[Output]:
+        """`message` to every linked member but `except_peers`, and never to a removed one."""
+        self._now = now
+        skip = except_peers | self.membership.removed_node_ids
+        return [SendMessage(link, message) for peer_id, link in sorted(self._book.by_peer.items())
+                if peer_id not in skip]
 
     def revoke(self, now: float, token_id: str) -> list[Output]:
         self._now = now
@@ -316,13 +349,13 @@ class PeerControl:
         return outputs
 
     def _gossip(self, now: float) -> list[Output]:
-        return [SendMessage(self._by_peer[peer_id], message)
-                for peer_id, message in self.membership.messages_to_send(now) if peer_id in self._by_peer]
+        return [SendMessage(self._book.by_peer[peer_id], message)
+                for peer_id, message in self.membership.messages_to_send(now) if peer_id in self._book.by_peer]
 
     def _close_lingering(self, now: float) -> list[Output]:
-        due = [state for state in self._links.values() if state.close_at is not None and now >= state.close_at]
+        due = [state for state in self._book.states.values() if state.close_at is not None and now >= state.close_at]
         for state in due:
-            self._forget(state.link)
+            self._book.forget(state.link)
             self.membership.peer_disconnected(now, state.peer_id)
         return [CloseLink(state.link, "removed from the mesh") for state in due]
 
@@ -330,7 +363,7 @@ class PeerControl:
         if now < self._next_ping:
             return []
         self._next_ping = now + PING_INTERVAL
-        return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._links)]
+        return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._book.states)]
 
     def _dial_targets(self) -> list[tuple[Address, str | None]]:
         """Members we hold alive and lack a link to, when we have the lower id (their first
@@ -339,10 +372,10 @@ class PeerControl:
             return []
         targets: list[tuple[Address, str | None]] = []
         for record in self.membership.alive_records(self._now):
-            if record.node_id != self.node_id and record.node_id not in self._by_peer \
+            if record.node_id != self.node_id and record.node_id not in self._book.by_peer \
                     and self.node_id < record.node_id and record.addresses:
                 targets.append((tuple(record.addresses[0]), record.node_id))
-        if not self._by_peer:
+        if not self._book.by_peer:
             targets += [(address, None) for address in self.dials.fallback_addresses
                         if address not in self.dials.own_addresses]
         return targets

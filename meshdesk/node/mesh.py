@@ -22,13 +22,14 @@ from meshdesk.core.identity import mesh_id_for, node_id_for
 from meshdesk.core.membership import Membership, NodeRecord
 from meshdesk.node.handshake import Credentials, PeerIdentity
 from meshdesk.node.interfaces import LinkClosed, MessageLink, SecretStore
-from meshdesk.node.linking import Dial, HandshakeFailed, Unreachable, connect_and_authenticate
+from meshdesk.node.linking import HandshakeFailed, Unreachable
 from meshdesk.node.mesh_admission import MeshAdmission
-from meshdesk.node.mesh_commands import MESH_SECRET, JoinRefused, MeshCommands
+from meshdesk.node.mesh_commands import JoinRefused, MeshCommands
+from meshdesk.node.mesh_secrets import MeshSecrets, dial_with_secrets
 
 __all__ = ["JoinRefused", "MeshService", "MeshSettings"]
 from meshdesk.node.mesh_links import LinkTable
-from meshdesk.node.mesh_state import MeshMemory, load_memory, save_memory
+from meshdesk.node.mesh_state import MeshMemory, load_memory, restore_decisions, save_memory_or_warn
 from meshdesk.node.mesh_status import MeshStatus, status_of
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class MeshService(MeshAdmission, MeshCommands):
         self.wall_clock = wall_clock
         self.node_id = node_id_for(credentials.public_key)
         self.memory: MeshMemory = load_memory(settings.home)
-        self.mesh_secret: bytes | None = None
+        self.keys = MeshSecrets(secrets)
         self.control: pc.PeerControl | None = None
         self.links = LinkTable()
         self.port: int | None = None
@@ -95,31 +96,38 @@ class MeshService(MeshAdmission, MeshCommands):
 
     def load_or_create_mesh(self) -> bool:
         """Resumes the stored mesh, or founds a new one; True when founded now."""
-        secret = self.secrets.get(MESH_SECRET)
-        if secret is not None and self.memory.mesh_id == mesh_id_for(secret):
-            self._enter_mesh(secret)
+        if self.keys.open(self.memory.mesh_id):
+            self._enter_mesh(self.memory.mesh_id)
             return False
-        self._enter_mesh(self.credentials.random_bytes(32))
-        self.secrets.set(MESH_SECRET, self.mesh_secret)
+        secret = self.credentials.random_bytes(32)
+        self.keys.start_over(secret)
+        self._enter_mesh(mesh_id_for(secret), founded=True)
         return True
 
-    def _enter_mesh(self, secret: bytes) -> None:
-        if self.memory.mesh_id != mesh_id_for(secret):
+    @property
+    def mesh_secret(self) -> bytes | None:
+        return self.keys.current if self.control is not None else None
+
+    def _enter_mesh(self, mesh_id: str, founded: bool = False, inviter: str | None = None) -> None:
+        """`founded`: this node's key becomes the mesh's authority; `inviter`: the member we
+        joined through, whose word on the authority we take."""
+        if self.memory.mesh_id != mesh_id:
             self.memory.forget_mesh()
             self.links.close_all("left for another mesh")
-        self.mesh_secret = secret
-        self.memory.mesh_id = mesh_id_for(secret)
+        if founded:
+            self.memory.authority = self.credentials.public_key.hex()
+        self.memory.mesh_id = mesh_id
         self.memory.port = self.port
         self.memory.advertised = [list(address) for address in self.advertised_addresses()]
         if self.node_id not in self.memory.members:
             self.memory.members.append(self.node_id)
         now = self.clock()
-        membership = Membership(self._record(generation=int(self.wall_clock() * 1000)))
-        for node_id in self.memory.removed:
-            membership.remove(now, node_id)
-        for token_id in self.memory.revoked:
-            membership.revoke_token(now, token_id)
+        membership = Membership(self._record(generation=int(self.wall_clock() * 1000)),
+                                sign=self.credentials.sign, verify=self.credentials.verify,
+                                authority_key=self.memory.authority, learn_authority_from=inviter)
+        restore_decisions(membership, self.memory, now)
         self.control = pc.PeerControl(membership, now, self.advertised_addresses())
+        self.control.greeting = None if self.keys.latest is None else self.keys.latest.to_wire()
         self._remember_addresses([])
         self._save()
 
@@ -143,7 +151,7 @@ class MeshService(MeshAdmission, MeshCommands):
     def _remember_addresses(self, addresses: list[tuple[str, int]]) -> None:
         self.memory.remember_peer_addresses(addresses)
         if self.control is not None:
-            self.control.set_fallback_addresses([tuple(a) for a in self.memory.peer_addresses])
+            self.control.set_fallback_addresses(self.memory.peer_addresses)
 
     # --- links ---------------------------------------------------------------------------
 
@@ -177,10 +185,10 @@ class MeshService(MeshAdmission, MeshCommands):
         self._carry_out(self.control.link_down(self.clock(), link_id))
 
     async def _dial(self, address: tuple[str, int], node_id: str | None) -> None:
-        control, dial = self.control, Dial(self.mesh_id, self.mesh_secret)
+        control = self.control
         try:
-            link, identity = await connect_and_authenticate(
-                self.control_transport, address, self.credentials, dial, DIAL_TIMEOUT)
+            link, identity = await dial_with_secrets(self.control_transport, address, self.credentials,
+                                                     self.mesh_id, self.keys.for_dialling(), DIAL_TIMEOUT)
         except (Unreachable, HandshakeFailed) as failure:
             quiet = isinstance(failure, Unreachable)  # while alone this repeats every few seconds
             log.log(logging.DEBUG if quiet else logging.INFO, "could not link with %s: %s", address, failure)
@@ -251,6 +259,8 @@ class MeshService(MeshAdmission, MeshCommands):
                 self.refresh_own_record()
             elif isinstance(output, pc.PeerBrokeProtocol):
                 log.warning("dropping %s: it sent %s", output.peer_id, output.error)
+            elif isinstance(output, pc.RekeyReceived):
+                self._rekey_received(output.peer_id, output.message)
             elif isinstance(output, pc.RemovedFromMesh):
                 log.warning("this node was removed from mesh %s", self.mesh_id)
             changed = changed or isinstance(output, (pc.PeersChanged, pc.RemovedFromMesh))
@@ -266,8 +276,6 @@ class MeshService(MeshAdmission, MeshCommands):
     def alive_records(self) -> list[NodeRecord]:
         return [] if self.membership is None else self.membership.alive_records(self.clock())
 
-    # --- leaving, saving and status ------------------------------------------------------
-
     async def leave(self) -> None:
         """Tells every peer we are going, so they drop us at once, then closes the links."""
         if self.control is not None and self.links.count():
@@ -281,15 +289,11 @@ class MeshService(MeshAdmission, MeshCommands):
 
     def _save(self) -> None:
         if self.membership is not None:
-            self.memory.removed = sorted(self.membership.removed_node_ids)
-            self.memory.revoked = sorted(self.membership.revoked_token_ids)
+            self.memory.remember_decisions(self.membership)
             alive = self.membership.alive_records(self.clock())
             self._remember_addresses([tuple(address) for record in alive if record.node_id != self.node_id
                                       for address in record.addresses])
-        try:
-            save_memory(self.settings.home, self.memory)
-        except OSError as error:
-            log.warning("cannot save mesh state: %s", error)
+        save_memory_or_warn(self.settings.home, self.memory)
 
     def status(self) -> MeshStatus:
         return status_of(self)

@@ -27,17 +27,20 @@ MAX_REFUSALS_SHOWN = 10
 class MeshAdmission:
     """Mixed into MeshService: accepting links on both planes, and dialling data links."""
 
-    def _admit(self, hello: Hello) -> None:
+    def _admit(self, hello: Hello) -> list[bytes]:
+        """Refuses, or returns the mesh secrets this dialler may prove membership with."""
         if self.membership is None or self.removed_from_mesh:
             raise HandshakeError("this node is not in a mesh")
         view = MeshView(self.mesh_id, frozenset(self.memory.members), self.membership.removed_node_ids,
                         self.membership.revoked_token_ids, self.credentials.versions)
         admit(hello, view, self.wall_clock(), self.credentials.verify)
+        known = hello.node_id in self.memory.members or hello.node_id in self.membership.peer_states(self.clock())
+        return self.keys.for_dialler(known_member=known)
 
-    def _admit_data(self, hello: Hello) -> None:
+    def _admit_data(self, hello: Hello) -> list[bytes]:
         if hello.invite is not None:
             raise HandshakeError("invites are accepted on the control plane only")
-        self._admit(hello)
+        return self._admit(hello)
 
     async def _authenticated(self, link: MessageLink, admission, plane: str) -> PeerIdentity | None:
         try:
@@ -67,7 +70,10 @@ class MeshAdmission:
         entry = {"address": f"{address[0]}:{address[1]}", "reason": reason,
                  "at": round(self.wall_clock())}
         self.refusals = (self.refusals + [entry])[-MAX_REFUSALS_SHOWN:]
-        self.on_change()
+        self.on_refusal()  # not on_change: a stranger's knock must not make the node re-plan
+
+    def on_refusal(self) -> None:
+        """Called after each refusal; the node replaces it to tell its views."""
 
     async def open_data_link(self, node_id: str, purpose: str) -> MessageLink:
         """An authenticated TLS connection to a member, for `purpose` ("rpc", "api")."""

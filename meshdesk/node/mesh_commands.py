@@ -1,4 +1,5 @@
-"""What a user can ask of the mesh: joining, invites, revocations and removals.
+"""What a user can ask of the mesh: joining, invites, revocations, removals, and the secret
+rotations that follow removals (a member's own, or one passed on by a peer).
 
 Part of MeshService (a mixin, to keep each file to one concern); it uses the service's peer
 control, memory, clocks, transports and credentials.
@@ -9,16 +10,17 @@ from __future__ import annotations
 import logging
 import re
 
+from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.handshake import Refused
 from meshdesk.core.identity import NODE_ID_LENGTH
 from meshdesk.core.invite import InviteToken, TokenRefused, check_token
 from meshdesk.node.linking import Dial, HandshakeFailed, Unreachable, connect_and_authenticate
+from meshdesk.node.mesh_secrets import newer_rekey, rotated
 
 log = logging.getLogger(__name__)
 
 NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
 JOIN_TIMEOUT = 5.0
-MESH_SECRET = "mesh-secret"  # the name of the mesh secret in the node's secret store
 
 
 class JoinRefused(Exception):
@@ -55,8 +57,8 @@ class MeshCommands:
             except HandshakeFailed as failure:
                 cause = failure.cause
                 raise JoinRefused(cause.reason if isinstance(cause, Refused) else str(cause)) from None
-            self._enter_mesh(identity.mesh_secret)
-            self.secrets.set(MESH_SECRET, identity.mesh_secret)
+            self.keys.start_over(identity.mesh_secret)
+            self._enter_mesh(token.mesh_id, inviter=identity.node_id)
             self._remember_addresses(list(token.addresses))
             self._link_up(identity, link, dialled_by_us=True)
             return True
@@ -88,3 +90,22 @@ class MeshCommands:
         if node_id not in known:
             raise ValueError(f"no node {node_id} is known in this mesh")
         self._carry_out(self.control.remove(self.clock(), node_id))
+        # The removed node still knows the secret: a new one, for everyone but it.
+        self._spread_rekey(rotated(self.keys, self.mesh_id, self.node_id, self.credentials), frozenset({node_id}))
+
+    def _rekey_received(self, peer_id: str, message: dict) -> None:
+        try:
+            rekey = newer_rekey(message, self.keys, self.mesh_id, self.membership, self.clock(),
+                                self.credentials.verify)
+        except PeerProtocolError as error:  # relayed: the relayer may not know better
+            log.warning("ignoring a rekey passed on by %s: %s", peer_id, error)
+            return
+        if rekey is not None:
+            self._spread_rekey(rekey, frozenset({peer_id}))
+
+    def _spread_rekey(self, rekey, except_peers: frozenset[str]) -> None:
+        """Takes a new secret and passes it on; every link made later hears it too."""
+        log.info("the mesh secret is now at epoch %d (rotated by %s)", rekey.epoch, rekey.by)
+        self.keys.take(rekey)
+        self.control.greeting = rekey.to_wire()
+        self._carry_out(self.control.broadcast(self.clock(), rekey.to_wire(), except_peers))
