@@ -239,3 +239,46 @@ def test_a_record_too_large_for_any_frame_is_left_out_not_raised():
     huge = make_record("B", NOW_MS, versions={"notes": ["x" * 1000] * 1100})
     parts, left_out = GossipMessage((huge, make_record("C", NOW_MS)), {}, {}).split()
     assert left_out == 1 and [r.node_id for part in parts for r in part.records] == [C]
+
+
+# ---------------------------------------------------------------- nothing a peer sends stops us
+
+forged_parts = st.fixed_dictionaries({}, optional={
+    "records": st.lists(st.sampled_from(["own rival", "friend forged", "top", "junk"]), max_size=3),
+    "heartbeats": st.dictionaries(st.sampled_from([A, B, C]), st.integers(0, MAX_COUNTER), max_size=3),
+    "generations": st.dictionaries(st.sampled_from([A, B, C]), st.integers(0, MAX_COUNTER), max_size=3),
+    "entries": st.lists(st.sampled_from(["remove founder", "forged founder", "by member", "junk"]), max_size=3),
+})
+
+
+def forged_gossip(parts: dict, b_record: NodeRecord) -> dict:
+    records = {"own rival": signed(dataclasses.replace(make_record("A", MAX_COUNTER)), sign_as("C")).to_wire(),
+               "friend forged": {**b_record.to_wire(), "name": "forged", "generation": MAX_COUNTER},
+               "top": make_record("C", MAX_COUNTER).to_wire(), "junk": {"node_id": 1}}
+    entries = {"remove founder": make_entry(authority.REMOVE, A, key("C").public_bytes, 1, sign_as("C")).to_wire(),
+               "forged founder": Entry(authority.REMOVE, B, key_hex("A"), 1, "00" * 64).to_wire(),
+               "by member": make_entry(authority.REVOKE, "t", key("B").public_bytes, 1, sign_as("B")).to_wire(),
+               "junk": {"kind": 5}}
+    wire = message(heartbeats=parts.get("heartbeats"), generations=parts.get("generations"))
+    wire["records"] = [records[name] for name in dict.fromkeys(parts.get("records", []))]
+    wire["entries"] = [entries[name] for name in parts.get("entries", [])]
+    return wire
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(forged_parts, min_size=1, max_size=4))
+def test_forged_gossip_through_peer_control_never_raises_and_never_freezes_or_removes_us(messages):
+    from meshdesk.core import peer_control as pc
+
+    a, b = founder_and_member()
+    control = pc.PeerControl(a, 0.0)
+    control.link_up(0.0, 1, C, dialled_by_us=False)
+    for now, parts in enumerate(messages, start=1):
+        control.message_received(float(now), 1, forged_gossip(parts, b.own))
+        control.link_up(float(now), 1, C, dialled_by_us=False)  # dropped: it comes back
+        control.handle_timer(float(now))
+    assert not control.removed_from_mesh
+    before = a.own.generation
+    control.update_own(5.0, {"name": "still changing"})
+    assert a.own.generation == before + 1 < MAX_COUNTER and a.own.name == "still changing"
+    assert [r.name for r in a.alive_records(5.0) if r.node_id == B] == ["node B"]
