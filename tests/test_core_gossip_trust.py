@@ -282,3 +282,12 @@ def test_forged_gossip_through_peer_control_never_raises_and_never_freezes_or_re
     control.update_own(5.0, {"name": "still changing"})
     assert a.own.generation == before + 1 < MAX_COUNTER and a.own.name == "still changing"
     assert [r.name for r in a.alive_records(5.0) if r.node_id == B] == ["node B"]
+
+
+def test_a_damaged_memory_of_entries_and_authority_is_ignored_not_fatal():
+    node = Membership(make_record("A", NOW_MS), sign=sign_as("A"), verify=verify, authority_key=5)
+    node.restore_entries(0.0, 7)
+    node.restore_entries(0.0, ["x", {"kind": "remove"}, None])
+    assert node.authority.authority is None and node.authority.ignored == 3
+    with pytest.raises(NotAuthorised):
+        node.remove(0.0, B)

@@ -73,7 +73,8 @@ class Membership(Decrees, GossipOut):
         self._own = signed(own, sign)
         self._records: dict[str, NodeRecord] = {}  # other nodes only
         self._heartbeats = HeartbeatTable(suspect_after, dead_after)
-        self._ledger = Ledger(authority_key, verify)
+        known = isinstance(authority_key, str) and authority.key_id(authority_key) is not None
+        self._ledger = Ledger(authority_key if known else None, verify)
         self._learn_from = learn_authority_from
         self._connected: set[str] = set()
         self._known_by_peer: dict[str, dict[str, int]] = {}  # peer -> node id -> generation it has

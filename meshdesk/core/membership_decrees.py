@@ -34,7 +34,7 @@ class Decrees:
 
     def restore_entries(self, now: float, wires: list) -> None:
         """Entries remembered from an earlier run; any that no longer parse or pass are ignored."""
-        for wire in wires:
+        for wire in wires if isinstance(wires, list) else []:  # a hand-edited file may hold anything
             try:
                 self._ledger.admit(Entry.from_wire(wire))
             except MembershipError:

@@ -45,7 +45,7 @@ class MeshMemory:
         key = public_key.hex()
         return key == self.authority or any(
             isinstance(entry, dict) and entry.get("kind") == authority.ADMIN and entry.get("subject") == key
-            and entry.get("by") == self.authority for entry in self.entries)
+            and entry.get("by") == self.authority for entry in (self.entries if isinstance(self.entries, list) else []))
 
     def remember_decisions(self, membership: Membership) -> None:
         self.authority = membership.authority.authority
