@@ -66,7 +66,9 @@ DRIVER = textwrap.dedent("""
     async def join():
         window.join.scan_file_requested.emit(str(home.root / "invite.png"))
         await until(lambda: window.join.token.text().startswith("meshdesk://join/"))
-        window.join.join_button.click()
+        window.join.join_button.click()  # shows the invite: the mesh, the inviter, the expiry
+        await until(lambda: window.join.confirm_button.isEnabled(), 10)
+        window.join.confirm_button.click()
         await until(lambda: window.join.result.text() == "Joined the mesh.", 30)
         say("JOINED")
         window.settings.slider.setValue(10)  # 1.0 GB; sent once the slider rests

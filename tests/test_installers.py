@@ -149,8 +149,9 @@ def test_the_desktop_entry_validates():
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
 
 
-def test_a_bare_invite_link_is_a_join(monkeypatch):
-    """What the desktop entry's `%u` hands over: the link alone."""
+def test_a_bare_invite_link_is_shown_not_joined(monkeypatch):
+    """What the desktop entry's `%u` hands over, the link alone, is a link to show: joining
+    waits for the user's confirmation (tests/test_desktop_links.py)."""
     from meshdesk.app import cli
 
     seen = {}
@@ -163,7 +164,10 @@ def test_a_bare_invite_link_is_a_join(monkeypatch):
     monkeypatch.setattr(cli, "build_parser", Recorder)
     with pytest.raises(SystemExit):
         cli.main(["meshdesk://join/ABC"])
-    assert seen["argv"] == ["--join", "meshdesk://join/ABC"]
+    assert seen["argv"] == ["--open-link", "meshdesk://join/ABC"]
+    with pytest.raises(SystemExit):
+        cli.main(["--headless", "meshdesk://join/ABC", "--join", "meshdesk://join/DEF"])
+    assert seen["argv"] == ["--headless", "--open-link", "meshdesk://join/ABC", "--join", "meshdesk://join/DEF"]
 
 
 # --- the Debian package --------------------------------------------------------------------------

@@ -60,9 +60,15 @@ class FakeMeshNode:
     def revoke(self, token: str) -> None:
         self.revoked.append(token)
 
-    async def join(self, text: str) -> None:
+    async def join(self, text: str, leave_current: bool = False) -> None:
         if self.join_error:
             raise ValueError(self.join_error)
+
+    def mesh_left_by(self, token) -> tuple[str, int] | None:
+        return None
+
+    def invite_problem(self, token) -> str | None:
+        return None
 
     def set_capacity_cap(self, gigabytes) -> None: ...
 

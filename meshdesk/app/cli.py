@@ -53,7 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client", action="store_true",
                         help="lite client: no model and no llama.cpp, only the API and the mesh")
     parser.add_argument("--join", action="append", metavar="TOKEN",
-                        help="join a mesh with an invite token or meshdesk://join/ link (repeatable)")
+                        help="join a mesh with an invite token or meshdesk://join/ link (repeatable); "
+                        "this is consent to join, so a link alone is only shown")
+    parser.add_argument("--open-link", metavar="LINK",
+                        help="show an invite link (what `meshdesk LINK` does): the window shows the "
+                        "mesh and the inviter and joins only when you confirm; headless, it is "
+                        "printed and nothing is joined")
+    parser.add_argument("--leave-current-mesh", action="store_true",
+                        help="let --join leave the mesh this node is in, with its members")
     parser.add_argument("--bind-port", type=port_number, default=0, metavar="N",
                         help="mesh port: QUIC on UDP and TLS on TCP (default: the last one used, "
                         "else a free one)")
@@ -88,14 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def links_opened(argv: list[str]) -> list[str]:
+    """A bare meshdesk:// argument (the desktop entry's `%u`: a link opened from a browser or a
+    file manager) is a link to show, never a join: `--open-link LINK`."""
+    opened, after_option = [], False
+    for argument in argv:
+        if argument.lower().startswith("meshdesk://") and not after_option:
+            opened += ["--open-link", argument]
+        else:
+            opened.append(argument)
+        after_option = argument in ("--join", "--open-link")
+    return opened
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0].lower().startswith("meshdesk://"):
-        argv = ["--join", *argv]  # an invite link opened from a browser or a file manager
     if argv and argv[0] in COMMANDS:
         from meshdesk.app.commands import run_command
 
         return run_command(argv[0], argv[1:])
+    argv = links_opened(argv)
     arguments = build_parser().parse_args(argv)
     if arguments.threads is not None and arguments.threads < 1:
         build_parser().error("--threads must be at least 1")

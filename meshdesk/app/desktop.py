@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+from meshdesk.adapters.desktop_links import LinkInbox, hand_over, inbox_address
 from meshdesk.adapters.qr_decoder import decode_qr_texts
 from meshdesk.app.download_controller import DownloadController
 from meshdesk.app.home import Home
 from meshdesk.app.model_choice import bundled_catalog
 from meshdesk.app.readiness import ReadinessPrinter
-from meshdesk.app.runtime import Runtime
+from meshdesk.app.runtime import Runtime, StartupFailed
 from meshdesk.node.chat_service import ChatService
 from meshdesk.node.chat_store import ChatStore
 from meshdesk.ui.autostart import AutostartEntry, autostart_entry
 
 SIGNAL_POLL_MS = 200
+log = logging.getLogger(__name__)
 
 
 def stop_on_signals(application, stop: asyncio.Event) -> None:
@@ -113,15 +116,19 @@ def settle_garbage_collector() -> None:
 # --- composition --------------------------------------------------------------------------
 
 class Desktop:
-    """The window, tray and controllers around a runtime; `serve()` runs until asked to stop."""
+    """The window, tray and controllers around a runtime; `serve()` runs until asked to stop.
 
-    def __init__(self, runtime: Runtime, application):
+    `link`, an invite link the app was opened with, is shown in the Join view once the node
+    has its mesh; links opened later (a second launch) arrive through the link inbox."""
+
+    def __init__(self, runtime: Runtime, application, link: str | None = None):
         from meshdesk.ui.chat_controller import ChatController
         from meshdesk.ui.controller import DesktopController, DesktopServices
         from meshdesk.ui.main_window import MainWindow
         from meshdesk.ui.tray import Tray, TrayMenu, tray_available
 
-        self.runtime, self.application = runtime, application
+        self.runtime, self.application, self.link = runtime, application, link
+        self.inbox: LinkInbox | None = None
         node = runtime.node
         self.stop = asyncio.Event()
         self.window = MainWindow()
@@ -146,11 +153,31 @@ class Desktop:
         settle_garbage_collector()
         self.window.show()
         try:
-            return await self.runtime.serve(self.stop)
+            try:
+                await self.runtime.start()
+            except StartupFailed as failure:  # as Runtime.serve does
+                sys.stderr.write(f"meshdesk: error: {failure}\n")
+                await self.runtime.shutdown()
+                return 2
+            self.open_inbox()
+            if self.link:
+                self.controller.open_link(self.link)
+            return await self.runtime.run_until(self.stop)
         finally:
             await self.close()
 
+    def open_inbox(self) -> None:
+        address = inbox_address(self.runtime.node.identity.home)
+        if address is None:
+            log.warning("the home's path is too long for a link socket; links open a second app")
+            return
+        self.inbox = LinkInbox(address, self.controller.open_link)
+        if not self.inbox.listen():
+            self.inbox = None
+
     async def close(self) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
         self.chat_service.stop()
         self.controller.close()
         self.downloads.close()
@@ -162,7 +189,13 @@ class Desktop:
         self.store.close()
 
 
-def run_desktop(runtime: Runtime) -> int:
+def hand_link_to_running_desktop(home: Path, link: str) -> bool:
+    """True when a desktop already runs for `home` and now shows `link` in its Join view."""
+    address = inbox_address(home)
+    return address is not None and hand_over(address, link)
+
+
+def run_desktop(runtime: Runtime, link: str | None = None) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
@@ -171,5 +204,5 @@ def run_desktop(runtime: Runtime) -> int:
     # The app ends through `Desktop.stop`, so the node can shut its children down first; the
     # tray keeps working with the window closed.
     application.setQuitOnLastWindowClosed(False)
-    desktop = Desktop(runtime, application)
+    desktop = Desktop(runtime, application, link)
     return qasync.run(desktop.serve())

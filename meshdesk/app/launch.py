@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
+import time
 
 from meshdesk.app.assembly import build_runtime
 from meshdesk.app.drafts import choose_draft
 from meshdesk.app.home import Home, configure_logging, default_home
 from meshdesk.app.model_choice import ModelChoiceError, choose_model
 from meshdesk.app.readiness import ReadinessPrinter
-from meshdesk.app.runtime import Runtime
+from meshdesk.app.runtime import RUNTIME_FILE, Runtime
 from meshdesk.core.invite import InviteToken, TokenError, decode_token
+from meshdesk.node.node import MeshSwitchRefused
 
 def fail(message: str) -> int:
     sys.stderr.write(f"meshdesk: error: {message}\n")
@@ -66,18 +69,67 @@ def launch(arguments: argparse.Namespace) -> int:
             choose_model(choice, home.models) for choice in arguments.model or [None]]
     except ModelChoiceError as error:
         return fail(str(error))
+    if not arguments.headless and not display_available():
+        print("No display found; running headless.", flush=True)
+        arguments.headless = True
+    link = getattr(arguments, "open_link", None)
+    if link is not None and not arguments.headless:
+        if (handed := hand_link_over(home, link)) is not None:
+            return handed
     try:
         runtime = build_runtime(arguments, home, models, join_tokens)
     except OSError as error:  # e.g. a damaged secrets file: one line, not a traceback
         return fail(str(error))
-    if not arguments.headless and not display_available():
-        print("No display found; running headless.", flush=True)
-        arguments.headless = True
+    if link is not None and arguments.headless:
+        return describe_link(runtime.node, link)
+    if (refused := refused_switch(runtime.node, join_tokens, arguments.leave_current_mesh)) is not None:
+        return fail(refused)
     if arguments.headless:
         return asyncio.run(serve_headless(runtime))
     from meshdesk.app.desktop import run_desktop
 
-    return run_desktop(runtime)
+    return run_desktop(runtime, link)
+
+
+# --- invite links: shown, never joined, until the user says so ------------------------------
+
+def refused_switch(node, join_tokens: list[InviteToken], leave_current: bool) -> str | None:
+    """Why `--join` may not start: it would leave a mesh with members, without --leave-current-mesh."""
+    for token in join_tokens:
+        if not leave_current and (left := node.mesh_left_by(token)) is not None:
+            return str(MeshSwitchRefused(*left, token.mesh_id))
+    return None
+
+
+def describe_link(node, link: str) -> int:
+    """Headless, a bare link is printed, not joined: `--join LINK` is the user's consent."""
+    from meshdesk.ui.join_offer import join_offer
+
+    try:
+        token = decode_token(link)
+    except TokenError as error:
+        return fail(str(error))
+    leaving = node.mesh_left_by(token)
+    offer = join_offer(link, token, time.time(), None, leaving, node.invite_problem(token))
+    print("This is a MeshDesk invite link. Nothing was joined.", flush=True)
+    for line in offer.lines():
+        print(f"  {line}", flush=True)
+    consent = " --leave-current-mesh" if leaving else ""
+    return fail(f"a link alone never joins a mesh; to join it, run: meshdesk --headless --join LINK{consent}")
+
+
+def hand_link_over(home: Home, link: str) -> int | None:
+    """With MeshDesk's window already open for this home, the link goes there (its Join view);
+    an exit code then, None when no other MeshDesk runs here."""
+    from meshdesk.app.desktop import hand_link_to_running_desktop
+
+    if hand_link_to_running_desktop(home.root, link):
+        print("MeshDesk is already running: the link is shown in its Join view.", flush=True)
+        return 0
+    if node_running_here(home):
+        return fail(f"MeshDesk already runs for {home.root} without a window; a link is not joined "
+                    "from here: stop it, or join with `meshdesk --headless --join LINK` in its place")
+    return None
 
 
 async def serve_headless(runtime: Runtime) -> int:
@@ -90,3 +142,15 @@ async def serve_headless(runtime: Runtime) -> int:
         except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
             pass
     return await runtime.serve(stop)
+
+
+def node_running_here(home: Home) -> bool:
+    """Whether a node (headless, or a desktop without a link inbox) runs for this home: its
+    runtime file names a live process."""
+    try:
+        pid = int(json.loads((home.root / RUNTIME_FILE).read_text())["pid"])
+        if sys.platform != "win32":  # there, os.kill would end the process
+            os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return pid != os.getpid()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from meshdesk.core.invite import decode_token
+from meshdesk.core.invite import InviteToken, decode_token
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.core.states import ModelState
 from meshdesk.core.status import NodeInfo, OfferStatus, SecretsNote, StatusSnapshot, TrafficStatus
@@ -61,6 +61,15 @@ class NodeHooks:
     background_jobs: tuple[Callable[[], Awaitable[None]], ...] = ()  # run once at start
     # inbound data-plane links by purpose, besides the API requests the node answers itself
     data_plane_handlers: Mapping[str, DataPlaneHandler] = field(default_factory=dict)
+
+
+class MeshSwitchRefused(ValueError):
+    """A join that would leave a mesh with other members, asked without consent to leave it."""
+
+    def __init__(self, current: str, members: int, joining: str):
+        super().__init__(f"this node is in mesh {current} with {members} members; joining "
+                         f"{joining} leaves it: confirm leaving it (--leave-current-mesh) to switch")
+        self.current, self.members, self.joining = current, members, joining
 
 
 class Node:
@@ -216,9 +225,35 @@ class Node:
     def _offer_changed(self) -> None:
         self.mesh.refresh_own_record()
 
-    async def join(self, token_text: str) -> None:
-        """Joins a mesh from a token or link; raises ValueError with the reason it cannot."""
+    def mesh_left_by(self, token: InviteToken) -> tuple[str, int] | None:
+        """(id, members) of the mesh this node would leave by joining `token`'s, when that mesh
+        holds other members; None when joining loses nothing (no mesh yet, the same mesh, this
+        node alone in its own, or removed from it)."""
+        current = self.mesh.mesh_id
+        if current is None or current == token.mesh_id or self.mesh.removed_from_mesh:
+            return None
+        alive = self.mesh.status().mesh
+        members = max(len(set(self.mesh.memory.members) | {self.identity.id}),
+                      alive.members if alive is not None else 1)
+        return (current, members) if members > 1 else None
+
+    def invite_problem(self, token: InviteToken) -> str | None:
+        """Why this node would refuse `token` without asking anyone (forged, expired), or None."""
+        try:
+            self.mesh.check_invite_locally(token)
+        except JoinRefused as refusal:
+            return str(refusal)
+        return None
+
+    async def join(self, token_text: str, leave_current: bool = False) -> None:
+        """Joins a mesh from a token or link; raises ValueError with the reason it cannot.
+
+        Never leaves a mesh with other members unless `leave_current` says so
+        (MeshSwitchRefused otherwise): a link or a pasted token alone is no such consent.
+        """
         token = decode_token(token_text)
+        if (left := self.mesh_left_by(token)) is not None and not leave_current:
+            raise MeshSwitchRefused(*left, token.mesh_id)
         try:
             joined = await self.mesh.join(token)
         except JoinRefused as refusal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Callable
@@ -17,6 +18,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 
 from meshdesk.core.invite import TokenError, decode_token
 from meshdesk.core.status import StatusSnapshot
+from meshdesk.ui.join_offer import join_offer
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.throttle import Throttle
 from meshdesk.ui.tray import TrayMenu
@@ -35,6 +37,7 @@ class DesktopServices:
     autostart_enabled: Callable[[], bool]
     set_autostart: Callable[[bool], str]                 # returns a note for the user
     quit: Callable[[], None]
+    wall_clock: Callable[[], float] = time.time          # unix seconds, for an invite's expiry
 
 
 class DesktopController:
@@ -65,7 +68,8 @@ class DesktopController:
         window.settings.show_start_at_login(self.services.autostart_enabled())
         window.invite.mint_requested.connect(self.mint_invite)
         window.invite.revoke_requested.connect(self.revoke)
-        window.join.join_requested.connect(lambda text: self.run(self.join(text)))
+        window.join.review_requested.connect(self.review)
+        window.join.join_confirmed.connect(lambda text, leave: self.run(self.join(text, leave)))
         window.join.scan_image_requested.connect(
             lambda image, source: self.run(self.scan(self.services.decode_image, image, source)))
         window.join.scan_file_requested.connect(
@@ -146,14 +150,32 @@ class DesktopController:
             note = f"Could not change start at login: {error}"
         self.window.settings.show_start_at_login(self.services.autostart_enabled(), note)
 
-    async def join(self, text: str) -> None:
+    def open_link(self, text: str) -> None:
+        """A link opened from outside (the desktop entry, a second launch): shown, never joined."""
+        self.window.bring_forward()
+        self.window.tabs.setCurrentIndex([view for view, _ in self.window.views()].index(self.window.join))
+        self.review(text)
+
+    def review(self, text: str) -> None:
+        """Shows what joining `text` means; the join waits for the user's confirmation."""
+        try:
+            token = decode_token(text)
+        except TokenError as error:
+            self.window.join.show_result(str(error))
+            return
+        self.window.join.show_offer(join_offer(
+            text, token, self.services.wall_clock(), self.node.status(),
+            self.node.mesh_left_by(token), self.node.invite_problem(token)))
+
+    async def join(self, text: str, leave_current: bool = False) -> None:
+        """The user confirmed; `leave_current` only when they also ticked leaving their mesh."""
         self.window.join.show_joining()
         try:
-            await self.node.join(text)
+            await self.node.join(text, leave_current=leave_current)
         except ValueError as error:
             self.window.join.show_join_result(str(error))
             return
-        self.window.join.show_join_result("Joined the mesh.")
+        self.window.join.show_join_result("Joined the mesh.", joined=True)
         self.throttle.poke()
 
     async def scan(self, decode: Callable, source_object, source: str) -> None:
