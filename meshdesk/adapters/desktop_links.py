@@ -62,15 +62,14 @@ class LinkInbox:
         self.buffers: dict = {}
 
     def listen(self) -> bool:
-        """True when listening; a socket left by a crashed desktop is replaced."""
+        """True when listening; a socket left by a crashed desktop is replaced, a live one is not
+        (Qt would: with access options it binds elsewhere and renames over the name)."""
         from PySide6.QtNetwork import QLocalServer
 
-        if self.server.listen(self.address):
-            return True
         if hand_over(self.address, None):
             log.warning("another MeshDesk desktop listens for links at %s", self.address)
             return False
-        QLocalServer.removeServer(self.address)  # left by a desktop that crashed
+        QLocalServer.removeServer(self.address)  # left by a desktop that crashed, if anything
         if self.server.listen(self.address):
             return True
         log.warning("cannot listen for links at %s: %s", self.address, self.server.errorString())
