@@ -75,12 +75,16 @@ LABELS = {"tcp": "raw TCP", "tls": "TLS data plane", "quic": "QUIC stream"}
 class RawLink:
     plane = "tcp"
     server_public_key = None
+    client_public_key = None
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
         self.decoder = FrameDecoder()
         self.pending: list[dict] = []
+
+    def authenticated(self) -> None:
+        pass
 
     async def send(self, message: dict) -> None:
         self.writer.write(encode_frame(message))

@@ -150,6 +150,7 @@ class MemoryLink:
         self.name = name
         self.remote_address = ("127.0.0.1", 0)
         self.server_public_key: bytes | None = None
+        self.client_public_key: bytes | None = None
         self.peer: MemoryLink | None = None
         self.closed = False
         self.close_reasons: list[str] = []
@@ -182,6 +183,9 @@ class MemoryLink:
         """The next receive here meets bytes that are not a frame."""
         self._inbox.put_nowait(FrameError(detail))
         self._unread += 1
+
+    def authenticated(self) -> None:
+        pass
 
     def detach(self) -> tuple:
         if self._unread:

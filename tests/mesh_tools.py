@@ -6,11 +6,11 @@ import dataclasses
 import os
 from pathlib import Path
 
-from meshdesk.adapters.node_keys import NodeKey, verify_signature
+from meshdesk.adapters.node_keys import NodeKey, public_issuer_pem, verify_signature
 from meshdesk.adapters.quic_transport import QuicTransport
 from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.adapters.tls_transport import TlsTransport
-from meshdesk.app.mesh_setup import load_node_key, node_versions, write_tls_files
+from meshdesk.app.mesh_setup import load_node_key, node_versions
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
 from meshdesk.node.handshake import Credentials
@@ -33,7 +33,7 @@ def quic_transport(key: NodeKey) -> QuicTransport:
     return QuicTransport(key.certificate("test"), key.private_key, key.public_bytes)
 
 
-def tls_transport(key: NodeKey, folder: Path) -> TlsTransport:
-    folder.mkdir(parents=True, exist_ok=True)
-    certificate, private = write_tls_files(folder, key, node_id_for(key.public_bytes))
-    return TlsTransport(certificate, private, key.public_bytes)
+def tls_transport(key: NodeKey, folder: Path | None = None) -> TlsTransport:
+    """A data-plane transport with `key`'s certificate (held in memory; `folder` is unused)."""
+    certificate = key.certificate_pem(node_id_for(key.public_bytes))
+    return TlsTransport(certificate, key.private_key_pem(), key.public_bytes, public_issuer_pem())

@@ -274,6 +274,7 @@ class MemoryLink:
         self.plane = plane
         self.remote_address = remote_address
         self.server_public_key = server_public_key
+        self.client_public_key = None
         self.decoder = FrameDecoder()
         self.closed = False
         self.sent: list[dict] = []
@@ -291,6 +292,9 @@ class MemoryLink:
             raise LinkClosed("closed by peer")
         (message,) = self.decoder.feed(frame)
         return message
+
+    def authenticated(self) -> None:
+        pass
 
     def close(self, reason: str = "") -> None:
         if not self.closed:

@@ -4,6 +4,11 @@ Each stream starts with a one-byte kind. Kind 1 is the control stream, which the
 opens first. The handshake and then gossip travel on it as length-prefixed JSON frames. The
 peers' own node keys are the TLS keys (self-signed certificates), and the dialling side reads
 the accepting side's key from the TLS handshake so the mesh handshake can be bound to it.
+
+Before a peer has authenticated it gets little: a new connection from an address that already
+has PreAuthGate's share waiting is dropped at its first packet, frames are capped at
+PRE_AUTH_FRAME_BYTES, and the connection is closed after PRE_AUTH_SECONDS without a finished
+mesh handshake (the QUIC handshake included).
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from collections.abc import Awaitable, Callable
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame
+from meshdesk.core.preauth import PRE_AUTH_FRAME_BYTES, PRE_AUTH_SECONDS, PreAuthGate
 from meshdesk.node.interfaces import LinkClosed
 
 log = logging.getLogger(__name__)
@@ -44,9 +52,19 @@ class QuicLink:
         self.reader = reader
         self.writer = writer
         self.server_public_key = server_public_key
-        self.decoder = FrameDecoder()
+        self.client_public_key = None  # QUIC links carry no client certificate
+        accepted = protocol.ticket is not None
+        self.decoder = FrameDecoder(PRE_AUTH_FRAME_BYTES) if accepted else FrameDecoder()
         self.pending: list[dict] = []
         self.remote_address = protocol.remote_address()
+
+    def authenticated(self) -> None:
+        """The peer proved itself: full-size frames, and its place among the waiting is free."""
+        if self.protocol.ticket is not None:
+            self.protocol.ticket.release()
+            self.protocol.ticket = None
+            if not self.decoder.buffered:
+                self.decoder = FrameDecoder()
 
     async def send(self, message: dict) -> None:
         if self.protocol.closed.is_set():
@@ -72,17 +90,35 @@ class QuicLink:
 class MeshQuicProtocol(QuicConnectionProtocol):
     """One QUIC connection; hands its control stream to the transport as a QuicLink."""
 
-    def __init__(self, *args, on_control_stream=None, **kwargs):
+    def __init__(self, *args, on_control_stream=None, ticket=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_control_stream = on_control_stream
+        self.ticket = ticket  # an accepted connection's place among the unauthenticated
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.tasks: set[asyncio.Task] = set()
+        if ticket is not None:
+            self.expiry = asyncio.get_running_loop().call_later(PRE_AUTH_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        if self.ticket is not None:  # not authenticated in time: cut it off
+            self.close(reason_phrase="handshake timed out")
+            self._release()
+
+    def _release(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+            self.ticket = None
+
+    def connection_lost(self, exc) -> None:
+        self._release()
+        super().connection_lost(exc)
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.ConnectionTerminated):
             self.close_reason = event.reason_phrase or f"connection closed (code {event.error_code})"
             self.closed.set()
+            self._release()
         if isinstance(event, events.StreamDataReceived) and event.stream_id not in self._stream_readers:
             if not self._accept_stream(event):
                 return
@@ -118,12 +154,39 @@ class MeshQuicProtocol(QuicConnectionProtocol):
             return None  # not an Ed25519 key: not a MeshDesk node
 
 
+class GatedQuicServer(QuicServer):
+    """A QuicServer that drops the first packet of a connection the gate has no room for."""
+
+    def __init__(self, *args, gate: PreAuthGate, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+        self.arriving_from: str | None = None
+
+    def datagram_received(self, data, addr) -> None:
+        host = addr[0].removeprefix("::ffff:")
+        if self._opens_connection(data) and not self.gate.has_room(host):
+            return
+        self.arriving_from = host  # read by the protocol factory, within this call
+        try:
+            super().datagram_received(data, addr)
+        finally:
+            self.arriving_from = None
+
+    def _opens_connection(self, data: bytes) -> bool:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=self._configuration.connection_id_length)
+        except ValueError:
+            return False
+        return header.packet_type == QuicPacketType.INITIAL and header.destination_cid not in self._protocols
+
+
 class QuicTransport:
-    def __init__(self, certificate, private_key, own_public_key: bytes):
+    def __init__(self, certificate, private_key, own_public_key: bytes, gate: PreAuthGate | None = None):
         self.certificate = certificate
         self.private_key = private_key
         self.own_public_key = own_public_key
-        self.server: QuicServer | None = None
+        self.gate = gate or PreAuthGate()
+        self.server: GatedQuicServer | None = None
         self.clients: list[tuple[asyncio.DatagramTransport, MeshQuicProtocol]] = []
         self.on_link: OnLink | None = None
 
@@ -141,13 +204,15 @@ class QuicTransport:
         loop = asyncio.get_running_loop()
         configuration = self.configuration(is_client=False)
         transport, self.server = await loop.create_datagram_endpoint(
-            lambda: QuicServer(configuration=configuration, create_protocol=self._server_protocol),
+            lambda: GatedQuicServer(configuration=configuration, create_protocol=self._server_protocol,
+                                    gate=self.gate),
             local_addr=(host, port),
         )
         return transport.get_extra_info("sockname")[1]
 
     def _server_protocol(self, *args, **kwargs) -> MeshQuicProtocol:
-        return MeshQuicProtocol(*args, on_control_stream=self._accepted, **kwargs)
+        ticket = self.gate.enter(self.server.arriving_from or "?")  # room was checked just before
+        return MeshQuicProtocol(*args, on_control_stream=self._accepted, ticket=ticket, **kwargs)
 
     async def _accepted(self, protocol, reader, writer) -> None:
         link = QuicLink(protocol, reader, writer, self.own_public_key)

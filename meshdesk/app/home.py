@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import socket
 from dataclasses import dataclass
@@ -61,9 +62,16 @@ def save_node_name(home: Home, name: str) -> None:
     os.replace(temporary, path)
 
 
-def configure_logging(home: Home, verbose: bool = False) -> None:
-    """Everything to the home's log file; warnings (or everything when verbose) to stderr."""
-    file_handler = logging.FileHandler(home.logs / "meshdesk.log", encoding="utf-8")
+LOG_FILE_BYTES = 5 * 1024 * 1024  # then meshdesk.log becomes meshdesk.log.1, and so on
+LOG_FILES_KEPT = 3                # at most 20 MiB of logs in all
+
+
+def configure_logging(home: Home, verbose: bool = False, max_bytes: int = LOG_FILE_BYTES,
+                      backups: int = LOG_FILES_KEPT) -> None:
+    """Everything to the home's log file, which rotates; warnings (or everything when verbose)
+    to stderr."""
+    file_handler = logging.handlers.RotatingFileHandler(
+        home.logs / "meshdesk.log", maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     console = logging.StreamHandler()
     console.setLevel(logging.INFO if verbose else logging.WARNING)

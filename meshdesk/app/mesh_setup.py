@@ -1,4 +1,9 @@
-"""Wiring the mesh: the node key, TLS files, transports and what this node tells the mesh."""
+"""Wiring the mesh: the node key, the transports and what this node tells the mesh.
+
+The private key lives in the secret store and in memory only: the TLS data plane loads it from
+memory (adapters/tls_transport.py `load_chain`). Older versions wrote HOME/tls/node.key at every
+start; `remove_stale_tls_files` deletes it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import socket
 from pathlib import Path
 
 from meshdesk import __version__
-from meshdesk.adapters.node_keys import NodeKey, verify_signature
+from meshdesk.adapters.node_keys import NodeKey, public_issuer_pem, verify_signature
 from meshdesk.adapters.quic_transport import QuicTransport
 from meshdesk.adapters.tls_transport import TlsTransport
 from meshdesk.core.handshake import PROTOCOL_VERSION
@@ -34,16 +39,20 @@ def load_node_key(secrets: SecretStore) -> NodeKey:
     return key
 
 
-def write_tls_files(home: Path, key: NodeKey, node_id: str) -> tuple[Path, Path]:
-    """The key and certificate the TLS data plane loads (the ssl module wants files)."""
+STALE_TLS_FILES = ("node.key", "node.crt")  # written by versions before 10, under HOME/tls
+
+
+def remove_stale_tls_files(home: Path) -> None:
     folder = home / "tls"
-    folder.mkdir(exist_ok=True)
-    certificate, private = folder / "node.crt", folder / "node.key"
-    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(key.private_key_pem())
-    certificate.write_bytes(key.certificate_pem(node_id))
-    return certificate, private
+    for name in STALE_TLS_FILES:
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # absent, or holding something that is not ours
 
 
 def outward_address() -> str | None:
@@ -90,9 +99,10 @@ def credentials_for(key: NodeKey, name: str) -> Credentials:
 
 def build_mesh(home: Path, key: NodeKey, node_id: str, name: str, secrets: SecretStore,
                bind_host: str, bind_port: int, own_record) -> MeshService:
-    certificate_file, key_file = write_tls_files(home, key, node_id)
+    remove_stale_tls_files(home)
     control = QuicTransport(key.certificate(node_id), key.private_key, key.public_bytes)
-    data = TlsTransport(certificate_file, key_file, key.public_bytes)
+    data = TlsTransport(key.certificate_pem(node_id), key.private_key_pem(), key.public_bytes,
+                        public_issuer_pem())
     settings = MeshSettings(home=home, bind_host=bind_host, bind_port=bind_port,
                             advertise_hosts=advertise_hosts(bind_host))
     return MeshService(settings, credentials_for(key, name), secrets, control, data, own_record)

@@ -51,8 +51,8 @@ class Runtime:
         else:
             founded = self.mesh.load_or_create_mesh()
             say(f"{'Created' if founded else 'Resumed'} mesh {self.mesh.mesh_id} on port {self.mesh.port}.")
-        if self.mesh.mesh_id is not None:
-            self.print_invite()
+            if founded:  # a 7-day invite on every start would end up in journals and logs
+                self.print_invite()
         self._write_runtime_file()
 
     async def _start_api(self) -> None:
@@ -88,7 +88,6 @@ class Runtime:
             try:
                 if await self._join_once():
                     say(f"Joined mesh {self.mesh.mesh_id}.")
-                    self.print_invite()
                     return
             except StartupFailed as failure:
                 log.error("%s", failure)
@@ -96,6 +95,7 @@ class Runtime:
                 return
 
     def print_invite(self) -> None:
+        """Only for a mesh founded now; `meshdesk invite` mints one when the user asks."""
         token = self.mesh.mint_invite(STARTUP_INVITE_SECONDS)
         say(f"Invite token: {token.encode()}")
         say(f"Invite link: {token.link()}")

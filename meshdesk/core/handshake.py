@@ -5,9 +5,12 @@
     dialler  -> acceptor: auth   (signature; mesh MAC unless joining by invite)
     acceptor -> dialler : auth   (signature, MAC, and the mesh secret for a joiner) or refuse
 
-Both proofs cover a transcript of both hellos and of the accepting side's TLS key as the
-dialler saw it. A relay in the middle would have to present its own TLS key, so the transcripts
-differ and the proofs fail: they are bound to this one connection.
+Both proofs cover a transcript of both hellos and of the TLS keys: the accepting side's as the
+dialler saw it and, on the data plane (mutual TLS), the dialling side's as the acceptor saw it.
+Each side also checks that the peer's TLS key is the node key in its hello. A relay in the
+middle would have to present its own TLS key, so the transcripts differ and the proofs fail:
+they are bound to this one connection. (A TLS exporter, RFC 9266, would bind the session
+itself; neither Python's ssl nor aioquic exposes one, so the keys stand in for it.)
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class Auth:
 
 
 # Refusals the dialler acts on (leaves the mesh, stops retrying); any other is plain "refused".
-NAMED_REFUSALS = {fault.value: fault for fault in (Fault.REMOVED, Fault.INCOMPATIBLE)}
+NAMED_REFUSALS = {fault.value: fault for fault in (Fault.REMOVED, Fault.INCOMPATIBLE, Fault.UNAUTHENTICATED)}
 
 
 def refuse_message(reason: str, fault: Fault = Fault.REFUSED) -> dict:
@@ -107,7 +110,7 @@ def parse_hello(message: dict, expected_role: str) -> Hello:
         mesh_id=text_field(message, "mesh_id", 64),
         node_key=hex_field(message, "node_key", 32),
         nonce=hex_field(message, "nonce", NONCE_BYTES),
-        name=text_field(message, "name", MAX_NAME),
+        name=printable(text_field(message, "name", MAX_NAME)),
         versions=dict_field(message, "versions"),
         invite=optional_text(message, "invite", MAX_INVITE),
         purpose=text_field(message, "purpose", 64),
@@ -130,6 +133,12 @@ def refused(message: dict) -> None:
         # The peer's words: kept to one printable line, so they cannot forge log or terminal lines.
         reason = "".join(char if char.isprintable() else " " for char in reason[:300])
         raise Refused(reason, refusal_fault(message.get("fault")))
+
+
+def printable(text: str) -> str:
+    """The peer's words with every control or other unprintable character shown as U+FFFD, so
+    they cannot forge log lines or move a terminal's cursor."""
+    return "".join(char if char.isprintable() else "\ufffd" for char in text)
 
 
 def refusal_fault(value: object) -> Fault:
@@ -171,10 +180,13 @@ def dict_field(message: dict, name: str) -> dict:
     return value
 
 
-def transcript(dialler: Hello, acceptor: Hello, acceptor_tls_key: bytes, plane: str) -> bytes:
+def transcript(dialler: Hello, acceptor: Hello, acceptor_tls_key: bytes, plane: str,
+               dialler_tls_key: bytes | None = None) -> bytes:
     parts = [dialler.mesh_id, dialler.node_key.hex(), dialler.nonce.hex(), dialler.invite,
              dialler.purpose, acceptor.mesh_id, acceptor.node_key.hex(), acceptor.nonce.hex(),
              acceptor_tls_key.hex(), plane]
+    if dialler_tls_key is not None:
+        parts.append(dialler_tls_key.hex())
     return hashlib.sha256(_TRANSCRIPT_DOMAIN + json.dumps(parts).encode()).digest()
 
 

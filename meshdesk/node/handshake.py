@@ -11,7 +11,8 @@ from meshdesk.core.errors import Fault
 from meshdesk.core.handshake import ACCEPT, DIAL, Auth, HandshakeError, Hello
 from meshdesk.node.interfaces import MessageLink
 
-HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 5.0  # the whole exchange, hellos and proofs; the acceptor's transport also
+                         # cuts off a peer that has not authenticated PRE_AUTH_SECONDS after connecting
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class PeerIdentity:
         return self.hello.node_id
 
 
-Admission = Callable[[Hello], None]  # raises HandshakeError with the reason to refuse
+# Raises HandshakeError with the reason to refuse; returns the mesh secrets this dialler may
+# prove membership with (None: the current one only; known members may use older ones).
+Admission = Callable[[Hello], "list[bytes] | None"]
 
 
 def own_hello(credentials: Credentials, role: str, mesh_id: str, invite: str | None,
@@ -70,7 +73,8 @@ async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_s
         check_acceptor_key(link, theirs, expected_node_key)
         if theirs.mesh_id != mesh_id:
             raise HandshakeError(f"the peer is in another mesh ({theirs.mesh_id})")
-        digest = hs.transcript(mine, theirs, link.server_public_key, link.plane)
+        digest = hs.transcript(mine, theirs, link.server_public_key, link.plane,
+                               own_tls_key(link, credentials))
         await link.send(own_auth(credentials, digest, DIAL, mesh_secret).to_wire())
         auth = hs.parse_auth(await link.receive())
         check_signature(credentials, theirs, auth, digest, ACCEPT)
@@ -78,6 +82,23 @@ async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_s
         if secret is None or not hs.mac_matches(secret, digest, ACCEPT, auth.mac):
             raise HandshakeError("the peer could not prove it belongs to the mesh", Fault.UNAUTHENTICATED)
         return PeerIdentity(theirs, auth.mesh_secret if mesh_secret is None else None)
+
+
+def own_tls_key(link: MessageLink, credentials: Credentials) -> bytes | None:
+    """The key our client certificate shows, on a plane that sends one (None on QUIC)."""
+    presented = link.client_public_key
+    if presented is not None and presented != credentials.public_key:
+        raise HandshakeError("our own TLS key is not our node key")  # a wiring bug, not the peer
+    return presented
+
+
+def check_dialler_key(link: MessageLink, hello: Hello) -> bytes | None:
+    """The dialler's TLS key, on a plane with client certificates; it must be its node key."""
+    presented = link.client_public_key
+    if presented is not None and presented != hello.node_key:
+        raise HandshakeError("the peer's TLS key is not its node key: someone is in between",
+                             Fault.UNAUTHENTICATED)
+    return presented
 
 
 def check_acceptor_key(link: MessageLink, hello: Hello, expected_node_key: bytes | None) -> None:
@@ -94,19 +115,23 @@ async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh
     async with asyncio.timeout(HANDSHAKE_TIMEOUT):
         theirs = hs.parse_hello(await link.receive(), DIAL)
         try:
-            admit(theirs)
+            dialler_tls_key = check_dialler_key(link, theirs)
+            acceptable = admit(theirs) or [mesh_secret]
         except HandshakeError as error:
             await link.send(hs.refuse_message(str(error), error.fault))
             raise
         mine = own_hello(credentials, ACCEPT, mesh_id, None, theirs.purpose)
         await link.send(mine.to_wire())
-        digest = hs.transcript(theirs, mine, credentials.public_key, link.plane)
+        digest = hs.transcript(theirs, mine, credentials.public_key, link.plane, dialler_tls_key)
         auth = hs.parse_auth(await link.receive())
         check_signature(credentials, theirs, auth, digest, DIAL)
         joining = theirs.invite is not None and auth.mac is None
-        if not joining and not hs.mac_matches(mesh_secret, digest, DIAL, auth.mac):
-            await link.send(hs.refuse_message("not a member of this mesh"))
+        matched = next((secret for secret in acceptable if hs.mac_matches(secret, digest, DIAL, auth.mac)), None)
+        if not joining and matched is None:
+            await link.send(hs.refuse_message("not a member of this mesh", Fault.UNAUTHENTICATED))
             raise HandshakeError("the peer could not prove it belongs to the mesh", Fault.UNAUTHENTICATED)
-        reply = own_auth(credentials, digest, ACCEPT, mesh_secret, mesh_secret if joining else None)
+        # Answer with the secret the dialler proved, so it can check us (an older one while it catches up).
+        reply = own_auth(credentials, digest, ACCEPT, matched or mesh_secret, mesh_secret if joining else None)
         await link.send(reply.to_wire())
+        link.authenticated()
         return PeerIdentity(theirs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshdesk.core.errors import PeerProtocolError
@@ -63,11 +64,15 @@ async def connect_and_authenticate(transport, address: tuple[str, int], credenti
 
 
 async def accept_and_authenticate(link: MessageLink, credentials: Credentials, mesh_id: str,
-                                  mesh_secret: bytes, admit: Admission) -> PeerIdentity:
-    """Raises PeerProtocolError or TimeoutError after closing the link; lost links propagate."""
+                                  mesh_secret: bytes, admit: Admission,
+                                  on_failure: Callable[[Exception], None] | None = None) -> PeerIdentity:
+    """Raises PeerProtocolError or TimeoutError after closing the link; lost links propagate.
+    `on_failure` hears of the error at once, before the refusal is given time to arrive."""
     try:
         return await handshake.accept(link, credentials, mesh_id, mesh_secret, admit)
-    except (PeerProtocolError, TimeoutError):
+    except (PeerProtocolError, TimeoutError) as error:
+        if on_failure is not None:
+            on_failure(error)
         await close_after_refusal(link)
         raise
 

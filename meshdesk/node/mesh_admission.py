@@ -43,11 +43,13 @@ class MeshAdmission:
         return self._admit(hello)
 
     async def _authenticated(self, link: MessageLink, admission, plane: str) -> PeerIdentity | None:
+        def refused(error: Exception) -> None:  # noted at once, before the refusal lingers
+            self._note_refusal(link.remote_address, f"{plane}{str(error) or 'handshake timed out'}")
+
         try:
             return await accept_and_authenticate(link, self.credentials, self.mesh_id or "-",
-                                                 self.mesh_secret or b"", admission)
-        except (PeerProtocolError, TimeoutError) as error:
-            self._note_refusal(link.remote_address, f"{plane}{str(error) or 'handshake timed out'}")
+                                                 self.mesh_secret or b"", admission, on_failure=refused)
+        except (PeerProtocolError, TimeoutError):
             return None
 
     async def _accepted(self, link: MessageLink) -> None:
