@@ -419,3 +419,22 @@ def test_the_log_file_rotates_and_keeps_a_bounded_number_of_old_files(tmp_path):
     assert files == ["meshdesk.log", "meshdesk.log.1", "meshdesk.log.2"]
     assert all((home.logs / name).stat().st_size <= 2000 for name in files)
     assert "line 199 " in (home.logs / "meshdesk.log").read_text()
+
+
+def test_a_large_frame_header_before_authentication_is_refused_without_buffering(node_factory):
+    """Within the post-authentication frame limit (1 MiB) but far above what a hello needs."""
+    founder = node_factory("--client")
+    mesh_id, secret, founder_key, address = member_of(founder)
+
+    async def announce() -> float:
+        link = await tls_transport(NodeKey.generate()).connect(address)
+        started = time.monotonic()
+        link.writer.write((500_000).to_bytes(4, "big") + b"{" * 1000)
+        await link.writer.drain()
+        assert await asyncio.wait_for(link.reader.read(), 10) == b""
+        link.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(announce()) < PRE_AUTH_SECONDS - 2  # dropped on the header (and a 1 s linger)
+    assert "data plane" in " ".join(refusal["reason"] for refusal in founder.status()["refusals"])
+    assert asyncio.run(dial_data_plane(NodeKey.generate(), address, mesh_id, secret, founder_key))
