@@ -64,6 +64,11 @@ class MessageLink(Protocol):
     plane: str                      # "quic" or "tls"
     remote_address: tuple[str, int]
     server_public_key: bytes | None  # the accepting side's TLS key, which the handshake binds to
+    client_public_key: bytes | None  # the dialling side's TLS key (mutual TLS); None on QUIC
+
+    def authenticated(self) -> None:
+        """The handshake succeeded: the peer leaves the transport's pre-authentication limits."""
+        ...
 
     async def send(self, message: dict) -> None: ...
 

@@ -95,6 +95,7 @@ class Node:
         # what they report is the node's to act on. lead: should MeshService take `on_change`
         # and its data-plane handlers another way (e.g. a subscribe call), change these lines only.
         mesh.on_change = self._mesh_changed
+        mesh.on_refusal = self._notify  # views show refusals; they never change a plan
         mesh.data_plane_handlers.update({**hooks.data_plane_handlers, API_PURPOSE: self._answer_remote_request})
         serving.on_change = self._serving_changed
 
