@@ -189,3 +189,23 @@ def test_a_removed_node_cannot_come_back_with_a_fresh_key_and_the_secret_it_kept
     refusal = asyncio.run(dial_with_kept_secret())
     assert getattr(refusal, "fault", None) is Fault.UNAUTHENTICATED, refusal
     assert friend.node_id in founder.peer_ids() and founder.node_id in friend.peer_ids()
+
+
+def test_the_founder_names_an_admin_who_may_then_remove_and_others_may_not(node_factory):
+    founder, (admin, member, victim) = start_mesh(node_factory, 3)
+    poll(lambda: everyone_sees_everyone([founder, admin, member, victim]), 10, message="convergence")
+
+    refused = run_meshdesk("admin", member.node_id, "--home", str(admin.home))  # not the founder
+    assert refused.returncode == 2 and "founder" in refused.stderr, refused.stderr
+    refused = run_meshdesk("remove", victim.node_id, "--home", str(member.home))  # not an admin
+    assert refused.returncode == 2 and "admins" in refused.stderr, refused.stderr
+
+    named = run_meshdesk("admin", admin.node_id, "--home", str(founder.home))
+    assert named.returncode == 0, named.stderr
+
+    def admin_may_remove() -> bool:
+        result = run_meshdesk("remove", victim.node_id, "--home", str(admin.home))
+        return result.returncode == 0
+    poll(admin_may_remove, 10, message="the grant to reach the admin")
+    poll(lambda: victim.node_id not in founder.peer_ids() | member.peer_ids(), 5, message="the removal")
+    assert member.node_id in founder.peer_ids() and admin.node_id in founder.peer_ids()

@@ -100,6 +100,7 @@ class OpenAiServer:
         app.router.add_get("/api/invite", self.invite_by_get)
         app.router.add_post("/api/revoke", self.revoke)
         app.router.add_post("/api/remove", self.remove)
+        app.router.add_post("/api/admin", self.make_admin)
         app.router.add_post("/api/capacity", self.capacity)
         app.router.add_post("/api/serve", self.serve)
         app.router.add_post("/api/drop", self.drop)
@@ -151,6 +152,10 @@ class OpenAiServer:
     async def remove(self, request: web.Request) -> web.Response:
         node_id = await self.string_intent(request, "node_id", self.gateway.remove)
         return web.json_response({"removed": node_id})
+
+    async def make_admin(self, request: web.Request) -> web.Response:
+        node_id = await self.string_intent(request, "node_id", self.gateway.make_admin)
+        return web.json_response({"admin": node_id})
 
     async def serve(self, request: web.Request) -> web.Response:
         """{"model": NAME_OR_PATH}: this node asks the mesh to serve it, itself first."""

@@ -14,7 +14,7 @@ from meshdesk.app.command_line import (DEFAULT_DRAFT_MAX, OneLineErrorParser, dr
 from meshdesk.core.local_api_policy import parse_origin
 
 DEFAULT_API_PORT = 9337
-COMMANDS = ("invite", "revoke", "remove", "drop", "models", "download")
+COMMANDS = ("invite", "revoke", "remove", "admin", "drop", "models", "download")
 
 
 def api_key(text: str) -> str:
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let web pages from ORIGIN (e.g. http://localhost:3000) use the API, with "
                         "CORS (repeatable; default: no web page)")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
-    parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | drop MODEL "
+    parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | admin NODE_ID | drop MODEL "
                      "| models | download [NAME] (each with --help)")
     return parser
 

@@ -36,6 +36,8 @@ def command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("token", help="the invite token or meshdesk://join/ link to revoke")
     elif command == "drop":
         parser.add_argument("model", help="the model this node should stop serving")
+    elif command == "admin":
+        parser.add_argument("node_id", help="the id of the member to name admin (see /api/status)")
     else:
         parser.add_argument("node_id", help="the id of the node to remove (see /api/status)")
     return parser
@@ -46,6 +48,7 @@ DESCRIPTIONS = {
     "revoke": "Revoke an invite token, mesh-wide.",
     "remove": "Remove a node from the mesh, mesh-wide; it cannot come back with its old credentials.",
     "drop": "Stop serving a model from this node; the mesh drops it when no node wants it.",
+    "admin": "Name a member an admin, who may then remove members and revoke invites (the founder only).",
 }
 
 
@@ -63,6 +66,8 @@ def run_command(command: str, argv: list[str]) -> int:
             revoke(home, arguments.token)
         elif command == "drop":
             drop(home, arguments.model)
+        elif command == "admin":
+            make_admin(home, arguments.node_id)
         else:
             remove(home, arguments.node_id)
     except CommandFailed as failure:
@@ -119,6 +124,14 @@ def revoke(home: Home, token_text: str) -> None:
         return
     record_offline(home, "revoked", token.token_id, token.mesh_id)
     print(f"Revoked invite {token.token_id}; the mesh hears of it when this node next starts.")
+
+
+def make_admin(home: Home, node_id: str) -> None:
+    node = running_node(home)
+    if node is None:
+        raise CommandFailed(f"no MeshDesk node is running for {home.root}; an admin is named by a running node")
+    node.post("/api/admin", {"node_id": node_id})
+    print(f"Node {node_id} is now an admin of the mesh: it may remove members and revoke invites.")
 
 
 def remove(home: Home, node_id: str) -> None:

@@ -299,6 +299,12 @@ class PeerControl:
             outputs += self._tell_removed(now, state)
         return outputs + [SaveState(), PeersChanged()]
 
+    def grant_admin(self, now: float, public_key: bytes) -> list[Output]:
+        """Names a member an admin (the founder only: NotAuthorised, a ValueError, otherwise)."""
+        self._now = now
+        self.membership.grant_admin(now, public_key)
+        return self._gossip(now) + [SaveState(), PeersChanged()]
+
     def broadcast(self, now: float, message: dict, except_peers: frozenset[str] = frozenset()) -> list[Output]:
         """`message` to every linked member but `except_peers`, and never to a removed one."""
         self._now = now

@@ -81,9 +81,7 @@ class MeshCommands:
         """Removes a member mesh-wide; raises ValueError with the reason for the user."""
         if node_id == self.node_id:
             raise ValueError("a node cannot remove itself; quit it instead")
-        if not NODE_ID.fullmatch(node_id):
-            raise ValueError(f"not a node id: {node_id[:40]!r} ({NODE_ID_LENGTH} hex characters, "
-                             "as in /api/status)")
+        self._check_node_id(node_id)
         membership = self.control.membership
         known = set(self.memory.members) | set(membership.peer_states(self.clock())) \
             | membership.removed_node_ids
@@ -92,6 +90,23 @@ class MeshCommands:
         self._carry_out(self.control.remove(self.clock(), node_id))
         # The removed node still knows the secret: a new one, for everyone but it.
         self._spread_rekey(rotated(self.keys, self.mesh_id, self.node_id, self.credentials), frozenset({node_id}))
+
+    def make_admin(self, node_id: str) -> None:
+        """Names a member an admin, who may then remove and revoke; the founder only.
+
+        Raises ValueError with the reason for the user."""
+        self._check_node_id(node_id)
+        record = next((r for r in self.alive_records() if r.node_id == node_id), None)
+        if record is None:
+            raise ValueError(f"no node {node_id} is in the mesh now; an admin is named while it is online")
+        if node_id == self.node_id:
+            raise ValueError("this node holds the mesh's authority already")
+        self._carry_out(self.control.grant_admin(self.clock(), bytes.fromhex(record.public_key)))
+
+    def _check_node_id(self, node_id: str) -> None:
+        if not NODE_ID.fullmatch(node_id):
+            raise ValueError(f"not a node id: {node_id[:40]!r} ({NODE_ID_LENGTH} hex characters, "
+                             "as in /api/status)")
 
     def _rekey_received(self, peer_id: str, message: dict) -> None:
         try:

@@ -170,6 +170,10 @@ class Node:
     def remove(self, node_id: str) -> None:
         self._mesh().remove(node_id)
 
+    def make_admin(self, node_id: str) -> None:
+        """Names a member an admin of the mesh (the founder only); ValueError says why not."""
+        self._mesh().make_admin(node_id)
+
     async def serve(self, model: str) -> str:
         """Asks the mesh to serve a model file, this node first; returns the model's id.
 
