@@ -204,8 +204,10 @@ class QuicTransport:
         loop = asyncio.get_running_loop()
         configuration = self.configuration(is_client=False)
         transport, self.server = await loop.create_datagram_endpoint(
+            # retry: a client proves its address (one round trip) before it costs us any state,
+            # so packets with forged source addresses cannot take the gate's places.
             lambda: GatedQuicServer(configuration=configuration, create_protocol=self._server_protocol,
-                                    gate=self.gate),
+                                    retry=True, gate=self.gate),
             local_addr=(host, port),
         )
         return transport.get_extra_info("sockname")[1]
