@@ -285,6 +285,7 @@ def test_the_log_file_rotates_and_keeps_a_bounded_number_of_old_files(tmp_path):
         configure_logging(home, max_bytes=2000, backups=2)
         for number in range(200):
             logging.getLogger("meshdesk.test").info("line %d %s", number, "x" * 40)
+        logging.getLogger("meshdesk.test").warning("from a peer: %s", "a\nFORGED line\x1b[2J")
     finally:
         for handler in root.handlers:
             handler.close()
@@ -293,4 +294,6 @@ def test_the_log_file_rotates_and_keeps_a_bounded_number_of_old_files(tmp_path):
     files = sorted(path.name for path in home.logs.iterdir())
     assert files == ["meshdesk.log", "meshdesk.log.1", "meshdesk.log.2"]
     assert all((home.logs / name).stat().st_size <= 2000 for name in files)
-    assert "line 199 " in (home.logs / "meshdesk.log").read_text()
+    last = (home.logs / "meshdesk.log").read_text()
+    assert "line 199 " in last and "from a peer: a\\nFORGED line\\x1b[2J" in last
+    assert not any(line.startswith("FORGED") for line in last.splitlines())

@@ -66,6 +66,18 @@ LOG_FILE_BYTES = 5 * 1024 * 1024  # then meshdesk.log becomes meshdesk.log.1, an
 LOG_FILES_KEPT = 3                # at most 20 MiB of logs in all
 
 
+class OneLineMessages(logging.Filter):
+    """Shows control characters in a message as escapes, so no text that came from a peer can
+    start a forged log line or drive a terminal (tracebacks, added after, keep their lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            record.msg = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
+            record.args = None
+        return True
+
+
 def configure_logging(home: Home, verbose: bool = False, max_bytes: int = LOG_FILE_BYTES,
                       backups: int = LOG_FILES_KEPT) -> None:
     """Everything to the home's log file, which rotates; warnings (or everything when verbose)
@@ -76,6 +88,8 @@ def configure_logging(home: Home, verbose: bool = False, max_bytes: int = LOG_FI
     console = logging.StreamHandler()
     console.setLevel(logging.INFO if verbose else logging.WARNING)
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    for handler in (file_handler, console):
+        handler.addFilter(OneLineMessages())
     root = logging.getLogger()
     root.handlers[:] = [file_handler, console]
     root.setLevel(logging.INFO)
