@@ -185,3 +185,21 @@ def test_quic_first_packets_that_never_answer_take_no_places(node_factory):
         protocol._transport.close()
 
     asyncio.run(forge_then_connect())
+
+
+def test_a_flood_from_many_addresses_meets_the_total_cap_and_the_mesh_recovers(node_factory):
+    from meshdesk.core.preauth import TOTAL
+
+    founder = node_factory("--client")
+    mesh_id, secret, founder_key, address = member_of(founder)
+    sources = [f"127.0.1.{number}" for number in range(1, TOTAL // PER_ADDRESS + 2)]
+    flood = [connection for source in sources for connection in open_idle_tcp(source, address, PER_ADDRESS)]
+    try:
+        dropped = hung_up(flood, 1.0)
+        assert len(dropped) == len(flood) - TOTAL  # all the places are taken
+        waiting = [connection for connection in flood if connection not in dropped]
+        assert len(hung_up(waiting, PRE_AUTH_SECONDS + 2)) == TOTAL  # then each is cut off
+        assert asyncio.run(dial_data_plane(NodeKey.generate(), address, mesh_id, secret, founder_key))
+    finally:
+        for connection in flood:
+            connection.close()

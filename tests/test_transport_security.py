@@ -297,3 +297,22 @@ def test_the_log_file_rotates_and_keeps_a_bounded_number_of_old_files(tmp_path):
     last = (home.logs / "meshdesk.log").read_text()
     assert "line 199 " in last and "from a peer: a\\nFORGED line\\x1b[2J" in last
     assert not any(line.startswith("FORGED") for line in last.splitlines())
+
+
+def test_without_memfd_the_key_file_is_gone_once_loaded(monkeypatch, tmp_path):
+    """Where there is no memfd (macOS, Windows): a 0700 folder of its own, removed at once."""
+    import tempfile
+
+    folders = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(**options):
+        folders.append(real_mkdtemp(dir=tmp_path, **options))
+        assert os.stat(folders[-1]).st_mode & 0o077 == 0
+        return folders[-1]
+
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    key = NodeKey.generate()
+    load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), key.certificate_pem("n"), key.private_key_pem())
+    assert len(folders) == 1 and list(tmp_path.iterdir()) == []
