@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from meshdesk.adapters.api_token import load_or_create_token
 from meshdesk.app.model_choice import ModelChoiceError, bundled_catalog, choose_model
 from meshdesk.core.catalog import (
     FITS_HERE, FITS_MESH, TOO_LARGE, CatalogError, entry_kv_cache_bytes, fit_label, kv_cache_bytes, parse_catalog)
@@ -261,6 +262,7 @@ def test_models_lists_catalog_and_local_models_with_fit_for_node_and_mesh(tmp_pa
         "offer": {"measured_bytes": 24 * GIB, "cap_bytes": None, "donating": True, "capacity_bytes": 24 * GIB},
         "peers": [peer_wire("b2" * 10, "bob", "worker", 8, 3.0), peer_wire("c3" * 10, "carol", "standby", 8, 9.0)]})
     (home / "runtime.json").write_text(json.dumps({"api_port": server.port}))
+    load_or_create_token(home)  # a running node keeps its API token in the home
     listing = models_json(home, tmp_path, "--max-vram", "8")
     server.server.shutdown()
     assert listing["node_capacity_bytes"] == 8 * 1024 ** 3
