@@ -12,7 +12,7 @@ import pytest
 
 from meshdesk.adapters.node_keys import NodeKey, verify_signature
 from meshdesk.app.mesh_setup import node_versions
-from meshdesk.core.handshake import HandshakeError
+from meshdesk.core.handshake import PROTOCOL_VERSION, HandshakeError
 from meshdesk.core.invite import LINK_PREFIX, decode_token
 from meshdesk.node import handshake
 from meshdesk.node.handshake import Credentials
@@ -53,7 +53,7 @@ def test_a_peer_of_another_rpc_build_is_refused_and_the_founder_says_why(node_fa
 
     async def dial_with_other_build():
         key = NodeKey.generate()
-        versions = {"app": "x", "protocol": 1, "rpc": "other build"}
+        versions = {"app": "x", "protocol": PROTOCOL_VERSION, "rpc": "other build"}
         credentials = Credentials(key.public_bytes, key.sign, verify_signature, "odd-peer", versions,
                                   os.urandom)
         transport = quic_transport(key)

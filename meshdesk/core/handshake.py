@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.identity import node_id_for
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: signed records, gossip v2, mutual TLS on the data plane
 NONCE_BYTES = 32
 DIAL, ACCEPT = "dial", "accept"
 PLANES = ("quic", "tls")
