@@ -84,6 +84,7 @@ class MeshService(MeshAdmission, MeshCommands):
             try:
                 self.port = await self.control_transport.start(self.settings.bind_host, port, self._accepted)
                 await self.data_transport.start(self.settings.bind_host, self.port, self._accepted_data)
+                log.info("mesh port %d bound (QUIC and TLS)", self.port)
                 return self.port
             except OSError:
                 await self.control_transport.stop()

@@ -48,6 +48,7 @@ class MeshCommands:
             return True
         dial = Dial(token.mesh_id, None, invite=token.encode(), expected_node_key=token.inviter_key)
         for address in token.addresses:
+            log.info("joining mesh %s through %s:%s", token.mesh_id, *address)  # a stall shows where
             try:
                 link, identity = await connect_and_authenticate(
                     self.control_transport, address, self.credentials, dial, timeout)
