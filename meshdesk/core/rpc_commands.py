@@ -24,6 +24,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from meshdesk.core.errors import PeerProtocolError
+
 __all__ = [
     "ALLOWED_FIXED_SIZES", "COMMAND_NAMES", "GRAPH_COMPUTE", "GRAPH_HEAD_BYTES", "MAX_GRAPH_NODES",
     "MAX_GRAPH_TENSORS", "RPC_TENSOR_BYTES", "SET_TENSOR", "SMALL_SET_TENSOR_BYTES", "CommandLimits",
@@ -70,8 +72,9 @@ _COUNT = struct.Struct("<I")
 MAX_GRAPH_BYTES = GRAPH_HEAD_BYTES + 8 * MAX_GRAPH_NODES + 4 + RPC_TENSOR_BYTES * MAX_GRAPH_TENSORS
 
 
-class RpcStreamError(ValueError):
-    """The stream is not llama.cpp RPC as a host sends it (or a reference is invalid); one line."""
+class RpcStreamError(PeerProtocolError):
+    """The stream is not llama.cpp RPC as a host sends it (or a reference is invalid); one line.
+    The host (or whatever speaks for it) broke the protocol: its tunnel closes."""
 
 
 @dataclass(frozen=True)
