@@ -84,6 +84,17 @@ class NodeProcess:
         tail = log.read_text()[-2000:] if log.exists() else ""
         return f"output={''.join(self.output)!r} log={tail!r}"
 
+    def stacks(self) -> str:
+        """Where a running node is stuck: every thread's stack (faulthandler on SIGUSR1), for
+        the message of a test that timed out waiting for it."""
+        if self.process.poll() is not None or not hasattr(signal, "SIGUSR1"):
+            return ""
+        before = len(self.output)
+        self.process.send_signal(signal.SIGUSR1)
+        poll(lambda: len(self.output) > before and "File" in "".join(self.output[before:]), 3,
+             message="a stack dump")
+        return "".join(self.output[before:])
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"

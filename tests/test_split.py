@@ -30,8 +30,12 @@ def start_split(node_factory, tmp_path, model_path):
     host = node_factory("--model", str(model_path), "--split", "--threads", "1")
     worker = node_factory("--join", host.invite_token(), "--max-vram", "10", "--threads", "1",
                           home=seeded_home(tmp_path, "worker", model_path))
-    poll(lambda: split_plan(host) is not None and host.model_state() == "ready", 90,
-         message=f"the split to be running: {host.describe()} WORKER {worker.describe()}")
+    try:
+        poll(lambda: split_plan(host) is not None and host.model_state() == "ready", 90,
+             message="the split to be running")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}: {host.describe()} WORKER {worker.describe()} "
+                             f"WORKER STACKS {worker.stacks()}") from None
     return host, worker
 
 

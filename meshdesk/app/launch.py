@@ -55,6 +55,7 @@ def serves_mesh_model(arguments: argparse.Namespace) -> bool:
 
 
 def launch(arguments: argparse.Namespace) -> int:
+    dump_stacks_on_request()
     try:
         arguments.drafts = choose_draft(arguments)
     except ModelChoiceError as error:
@@ -154,3 +155,12 @@ def node_running_here(home: Home) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return pid != os.getpid()
+
+
+def dump_stacks_on_request() -> None:
+    """`kill -USR1 PID` prints every thread's stack to stderr: how a stuck node is diagnosed."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -7,6 +7,7 @@ control, memory, clocks, transports and credentials.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
 JOIN_TIMEOUT = 5.0
+JOIN_ATTEMPT_FACTOR = 3  # a whole attempt: connect, then handshake, with room to spare
 
 
 class JoinRefused(Exception):
@@ -50,10 +52,13 @@ class MeshCommands:
         for address in token.addresses:
             log.info("joining mesh %s through %s:%s", token.mesh_id, *address)  # a stall shows where
             try:
-                link, identity = await connect_and_authenticate(
-                    self.control_transport, address, self.credentials, dial, timeout)
-            except Unreachable as error:
-                log.info("invite address unreachable: %s", error)
+                # Each step has its own timeout; the whole attempt is bounded too, so one
+                # address that stalls cannot hold up the join (it is retried in the background).
+                async with asyncio.timeout(timeout * JOIN_ATTEMPT_FACTOR):
+                    link, identity = await connect_and_authenticate(
+                        self.control_transport, address, self.credentials, dial, timeout)
+            except (Unreachable, TimeoutError) as error:
+                log.info("invite address unreachable: %s", str(error) or "the attempt took too long")
                 continue
             except HandshakeFailed as failure:
                 cause = failure.cause
