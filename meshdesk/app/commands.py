@@ -13,7 +13,7 @@ from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.app.command_line import CommandFailed, OneLineErrorParser
 from meshdesk.app.home import Home, default_home
 from meshdesk.app.mesh_setup import load_node_key
-from meshdesk.app.running_node import running_node
+from meshdesk.app.running_node import RunningNode, running_node
 from meshdesk.core.invite import InviteToken, TokenError, decode_token, parse_duration
 from meshdesk.node.mesh_state import load_memory, save_memory
 
@@ -126,11 +126,16 @@ def revoke(home: Home, token_text: str) -> None:
     print(f"Revoked invite {token.token_id}; the mesh hears of it when this node next starts.")
 
 
-def make_admin(home: Home, node_id: str) -> None:
+def live_node(home: Home, why: str) -> RunningNode:
+    """The node running for `home`, for a command only a running node can carry out."""
     node = running_node(home)
     if node is None:
-        raise CommandFailed(f"no MeshDesk node is running for {home.root}; an admin is named by a running node")
-    node.post("/api/admin", {"node_id": node_id})
+        raise CommandFailed(f"no MeshDesk node is running for {home.root}; {why}")
+    return node
+
+
+def make_admin(home: Home, node_id: str) -> None:
+    live_node(home, "an admin is named by a running node").post("/api/admin", {"node_id": node_id})
     print(f"Node {node_id} is now an admin of the mesh: it may remove members and revoke invites.")
 
 
@@ -147,10 +152,7 @@ def remove(home: Home, node_id: str) -> None:
 
 
 def drop(home: Home, model: str) -> None:
-    node = running_node(home)
-    if node is None:
-        raise CommandFailed(f"no MeshDesk node is running for {home.root}; a stopped node serves nothing")
-    node.post("/api/drop", {"model": model})
+    live_node(home, "a stopped node serves nothing").post("/api/drop", {"model": model})
     print(f"Dropped {model}.")
 
 
