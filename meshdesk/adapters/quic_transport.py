@@ -111,7 +111,19 @@ class MeshQuicProtocol(QuicConnectionProtocol):
             self.ticket = None
 
     def connection_lost(self, exc) -> None:
+        """The socket is gone, so the connection can send nothing more: its timers stop. (One
+        left armed fires later and writes to the closed socket: aioquic's `_handle_timer`
+        traceback, `'NoneType' object has no attribute 'sendto'`.)"""
         self._release()
+        for handle in (self._timer, self._transmit_task):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._timer_at = self._transmit_task = None
+        if not self.closed.is_set():
+            self.close_reason = self.close_reason or "socket closed"
+            self.closed.set()
+            for reader in self._stream_readers.values():
+                reader.feed_eof()
         super().connection_lost(exc)
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
@@ -234,7 +246,8 @@ class QuicTransport:
         try:
             protocol.connect((host, port))
             await asyncio.wait_for(protocol.wait_connected(), timeout)
-        except BaseException:
+        except BaseException:  # timed out, refused or cancelled: end the connection, then its socket
+            protocol.close(reason_phrase="dial abandoned")
             transport.close()
             raise
         self.clients.append((transport, protocol))
