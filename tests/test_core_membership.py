@@ -532,7 +532,7 @@ def test_update_own_refuses_identity_changes_and_ignores_non_changes():
 def test_public_surface():
     public = {name for name in dir(Membership) if not name.startswith("_")}
     assert public == {
-        "update_own", "receive", "peer_connected", "peer_disconnected", "remove", "revoke_token", "leave",
+        "update_own", "receive", "peer_connected", "peer_disconnected", "peer_unresponsive", "remove", "revoke_token", "leave",
         "messages_to_send", "next_deadline", "expire", "alive_records", "peer_states",
         "removed_node_ids", "revoked_token_ids", "own", "grant_admin", "restore_entries", "authority",
     }  # fmt: skip

@@ -46,7 +46,7 @@ from meshdesk.core.gossip_out import GossipOut, worth_sending
 from meshdesk.core.membership_decrees import Decrees
 from meshdesk.core.gossip_schedule import GossipSchedule
 from meshdesk.core.gossip_values import MAX_COUNTER, MembershipError, read_node_id
-from meshdesk.core.heartbeats import HeartbeatTable
+from meshdesk.core.heartbeats import HeartbeatTable, LinkEvidence
 from meshdesk.core.node_record import MAX_RECORDS, RECORD_FIELDS, NodeRecord, check_signed, signed
 from meshdesk.core.states import LIVENESS_STATES, Liveness
 
@@ -60,7 +60,7 @@ MAX_ADOPTED_HEARTBEAT = 2**40  # a restart continues above the mesh's count, up 
 __all__ = ["LIVENESS_STATES", "Membership", "MembershipError", "NodeRecord", "NotAuthorised"]
 
 
-class Membership(Decrees, GossipOut):
+class Membership(Decrees, GossipOut, LinkEvidence):
     """The gossip state of one node. See the module docstring for the protocol."""
 
     def __init__(self, own: NodeRecord, *, sign: Callable[[bytes], bytes],

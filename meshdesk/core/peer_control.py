@@ -5,7 +5,8 @@ One `PeerControl` per node, in the style of aioquic's `QuicConnection`: every in
 `next_deadline()` says when to call `handle_timer` again. It owns:
 
 - message dispatch on control links (gossip, ping, pong, removal notices);
-- ping/pong round trips, smoothed per link;
+- ping/pong round trips, smoothed per link, and links gone silent (`core.link_watch`), whose
+  peers die sooner than relayed heartbeats alone would tell;
 - the duplicate-link rule: when two links to one peer exist, both ends keep the one dialled
   by the lower node id, so they agree without talking about it;
 - whom to dial: members we hold alive but have no link to (the lower id dials), or, while
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 from meshdesk.core.dial_schedule import DialAddress, DialSchedule
 from meshdesk.core.errors import Fault, PeerProtocolError
+from meshdesk.core.link_watch import LinkWatch
 from meshdesk.core.membership import Membership
 
 PING_INTERVAL = 1.0
@@ -148,6 +150,7 @@ class PeerControl:
         self._now = now  # the time of the latest input, for questions asked between inputs
         self.removed_from_mesh = False
         self._book = LinkBook()
+        self._watch = LinkWatch(now)
         self._next_ping = self._next_save = self._next_rtt_report = now
 
     # ------------------------------------------------------------ queries
@@ -175,6 +178,7 @@ class PeerControl:
         if gossip is not None:
             candidates.append(gossip)
         candidates += [state.close_at for state in self._book.states.values() if state.close_at is not None]
+        candidates += self._watch.deadlines(self._now, self._book.states.values())
         dial_at = self.dials.next_deadline(self._dial_targets())
         if dial_at is not None:
             candidates.append(dial_at)
@@ -342,6 +346,8 @@ class PeerControl:
         if self.removed_from_mesh:
             return []
         outputs: list[Output] = []
+        for peer_id in self._watch.silent_peers(now, self._book.states.values()):
+            self.membership.peer_unresponsive(now, peer_id)  # direct evidence, faster than relays
         if self.membership.expire(now):
             outputs.append(PeersChanged())
         outputs += self._gossip(now) + self._close_lingering(now) + self._due_pings(now)
