@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("gui_latency.py", "longest stall "),
     ("speculative.py", "main-model passes per token with the draft ="),
     ("split.py", "MeshDesk / direct RPC tokens/s ="),
+    ("churn.py", "SIGKILL of a peer -> removal from every view"),
 ])
 def test_bench_quick_mode_prints_its_verdict(script, verdict):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
