@@ -324,3 +324,15 @@ def test_state_is_saved_and_the_own_record_refreshed_on_their_intervals():
     expected = 20.0 / pc.SAVE_INTERVAL
     assert expected <= len(saves) <= expected + 1
     assert expected <= len(refreshes) <= expected + 1
+
+
+def test_a_member_whose_first_addresses_are_unreachable_is_dialled_at_the_next_one():
+    mesh = SimulatedLinks(THREE)
+    unreachable = [("192.0.2.1", PORT), ("10.99.0.3", PORT)]  # a VPN, another LAN: not from here
+    mesh.unreachable.update(unreachable)
+    mesh.apply(C3, mesh.nodes[C3].update_own(mesh.now, {"addresses": (*unreachable, address_of(C3))}))
+    mesh.link(B2, A1)
+    mesh.link(C3, A1)
+    assert mesh.run_until(lambda: C3 in mesh.linked(B2), limit=3 * DIAL_RETRY_SECONDS) is not None
+    tried = [address for _, dialler, address in mesh.dials if dialler == B2]
+    assert tried[:3] == [*unreachable, address_of(C3)]  # in the member's order, one at a time

@@ -1,7 +1,9 @@
-"""When to dial whom: retry waits per address, one dial at a time to each (pure)."""
+"""When to dial whom: retry waits per member (or per address, for one remembered without its
+owner), one dial at a time to each address, a member's addresses in turn (pure)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DIAL_RETRY_SECONDS = 2.0
@@ -21,24 +23,32 @@ class DialSchedule:
     def __init__(self, own_addresses: list[Address] = ()):
         self.own_addresses = {tuple(address) for address in own_addresses}
         self.fallback_addresses: list[Address] = []  # where members were last seen
-        self._last_dial: dict[Address, float] = {}
+        self._last_dial: dict[Address | str, float] = {}  # by address, and by member id
         self._dialling: set[Address] = set()
 
     def due(self, now: float, targets: list[tuple[Address, str | None]]) -> list[DialAddress]:
         dials = []
         for address, node_id in targets:
-            if address not in self._dialling and now >= self._retry_at(address):
-                self._last_dial[address] = now
+            if address not in self._dialling and now >= self._retry_at(address, node_id):
+                self._last_dial[address] = self._last_dial[node_id or address] = now
                 self._dialling.add(address)
                 dials.append(DialAddress(address, node_id))
         return dials
 
     def next_deadline(self, targets: list[tuple[Address, str | None]]) -> float | None:
-        return min((self._retry_at(address) for address, _ in targets if address not in self._dialling),
-                   default=None)
+        return min((self._retry_at(address, node_id) for address, node_id in targets
+                    if address not in self._dialling), default=None)
+
+    def pick(self, addresses) -> Address | None:
+        """Which of one member's addresses to dial: none while one is being dialled, else the one
+        dialled longest ago, the first never dialled in the member's own order."""
+        addresses = [tuple(address) for address in addresses]
+        if not addresses or any(address in self._dialling for address in addresses):
+            return None
+        return min(addresses, key=lambda address: self._last_dial.get(address, -math.inf))
 
     def ended(self, address: Address) -> None:
         self._dialling.discard(tuple(address))
 
-    def _retry_at(self, address: Address) -> float:
-        return self._last_dial.get(address, -DIAL_RETRY_SECONDS) + DIAL_RETRY_SECONDS
+    def _retry_at(self, address: Address, node_id: str | None) -> float:
+        return self._last_dial.get(node_id or address, -DIAL_RETRY_SECONDS) + DIAL_RETRY_SECONDS

@@ -378,15 +378,15 @@ class PeerControl:
         return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._book.states)]
 
     def _dial_targets(self) -> list[tuple[Address, str | None]]:
-        """Members we hold alive and lack a link to, when we have the lower id (their first
-        address); while alone, where members were last seen."""
+        """Members we hold alive and lack a link to, when we have the lower id (their addresses
+        in turn: some may be unreachable from here); while alone, where members were last seen."""
         if self.removed_from_mesh:
             return []
         targets: list[tuple[Address, str | None]] = []
         for record in self.membership.alive_records(self._now):
-            if record.node_id != self.node_id and record.node_id not in self._book.by_peer \
-                    and self.node_id < record.node_id and record.addresses:
-                targets.append((tuple(record.addresses[0]), record.node_id))
+            if self.node_id < record.node_id and record.node_id not in self._book.by_peer \
+                    and (address := self.dials.pick(record.addresses)) is not None:
+                targets.append((address, record.node_id))
         if not self._book.by_peer:
             targets += [(address, None) for address in self.dials.fallback_addresses
                         if address not in self.dials.own_addresses]
