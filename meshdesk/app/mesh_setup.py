@@ -17,6 +17,7 @@ from meshdesk.adapters.node_keys import NodeKey, public_issuer_pem, verify_signa
 from meshdesk.adapters.quic_transport import QuicTransport
 from meshdesk.adapters.tls_transport import TlsTransport
 from meshdesk.core.handshake import PROTOCOL_VERSION
+from meshdesk.core.invite import MAX_ADDRESSES
 from meshdesk.node.handshake import Credentials
 from meshdesk.node.interfaces import SecretStore
 from meshdesk.node.mesh import MeshService, MeshSettings
@@ -65,11 +66,35 @@ def outward_address() -> str | None:
             return None
 
 
+def interface_addresses() -> list[str]:
+    """The IPv4 address of each interface that is up, loopback aside (Linux; elsewhere none)."""
+    try:
+        import fcntl
+        import struct
+        names = [name for _, name in socket.if_nameindex()]
+    except (ImportError, OSError, AttributeError):
+        return []
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for name in names:
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                flags = struct.unpack("H", fcntl.ioctl(probe.fileno(), 0x8913, request)[16:18])[0]  # SIOCGIFFLAGS
+                if flags & 0x1 and not flags & 0x8:  # IFF_UP, not IFF_LOOPBACK
+                    found.append(socket.inet_ntoa(fcntl.ioctl(probe.fileno(), 0x8915, request)[20:24]))  # SIOCGIFADDR
+            except OSError:
+                continue  # no IPv4 address
+    return found
+
+
 def advertise_hosts(bind_host: str) -> list[str]:
+    """The outward address first, then the other interfaces' (a LAN beside a VPN: friends may
+    reach only one of them; peers dial them in turn), then loopback."""
     if bind_host not in ("0.0.0.0", "::", ""):
         return [bind_host]
-    outward = outward_address()
-    return [host for host in (outward, "127.0.0.1") if host and not (host == outward == "127.0.0.1")]
+    found = (outward_address(), *interface_addresses())
+    hosts = dict.fromkeys(host for host in found if host and host != "127.0.0.1")
+    return [*list(hosts)[:MAX_ADDRESSES - 1], "127.0.0.1"]  # an invite carries at most MAX_ADDRESSES
 
 
 def node_versions() -> dict:
