@@ -166,16 +166,18 @@ def test_environment(extra: dict | None = None) -> dict:
     return environment
 
 
-def start_node(home: Path, *arguments: str, environment: dict | None = None) -> NodeProcess:
-    command = meshdesk_command("--home", str(home), "--port", "0", "--bind-host", "127.0.0.1",
-                               *arguments)
+def start_node(home: Path, *arguments: str, environment: dict | None = None, prefix: list[str] = (),
+               node_class: type[NodeProcess] = NodeProcess) -> NodeProcess:
+    """`prefix` goes before the command (`ip netns exec NAME`, tests/netns.py)."""
+    command = [*prefix, *meshdesk_command("--home", str(home), "--port", "0", "--bind-host", "127.0.0.1",
+                                          *arguments)]
     if "--gui" in arguments:
         command.remove("--gui")
     else:
         command.append("--headless")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=test_environment(environment))
-    return NodeProcess(process, home)
+    return node_class(process, home)
 
 
 def run_meshdesk(*arguments: str, environment: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
