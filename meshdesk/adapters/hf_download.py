@@ -48,6 +48,10 @@ class DownloadCancelled(DownloadError):
     """The caller asked the download to stop; its partial file stays for a later resume."""
 
 
+class DigestMismatch(DownloadError):
+    """The hub's file is not the one asked for (another sha256); nothing of it is kept."""
+
+
 class _Interrupted(Exception):
     """The connection broke mid-way: worth resuming."""
 
@@ -175,21 +179,30 @@ class _Digest:
 
 def download(remote: RemoteFile, target: Path, progress: ProgressCallback | None = None,
              check: FileCheck | None = None, retry_wait_s: float = 1.0,
-             cancelled: Callable[[], bool] | None = None) -> Path:
+             cancelled: Callable[[], bool] | None = None, expected_sha256: str | None = None) -> Path:
     """Downloads `remote` to `target`, resuming any partial file; raises DownloadError.
 
     `cancelled` is polled with every chunk (from the thread running this): once it returns
     True the download stops with DownloadCancelled and keeps its partial file.
+    `expected_sha256` is the digest the file must have (the one a mesh advertises): a hub
+    that says otherwise is refused before any byte moves, and a finished file with another
+    digest is deleted; both raise DigestMismatch.
     """
+    if expected_sha256 is not None and remote.sha256 is not None and remote.sha256 != expected_sha256:
+        raise DigestMismatch(_mismatch(remote, remote.sha256, expected_sha256, "the hub says its sha256 is"))
     target.parent.mkdir(parents=True, exist_ok=True)
     report = _stopping_when(cancelled, progress or (lambda done, total: None), remote)
     try:
         start = _prepare_partial(remote, target)
-        digest = _Digest(partial_path(target), start) if remote.sha256 else None
+        digest = _Digest(partial_path(target), start) if remote.sha256 or expected_sha256 else None
         _transfer_with_retries(remote, partial_path(target), report, digest, retry_wait_s)
     except OSError as error:
         raise DownloadError(f"cannot write {partial_path(target)}: {error.strerror or error}") from None
     _verify(remote, target, digest, check)
+    if expected_sha256 is not None and digest.hash.hexdigest() != expected_sha256:
+        discard_partial(target)
+        raise DigestMismatch(_mismatch(remote, digest.hash.hexdigest(), expected_sha256, "its sha256 is") +
+                             "; the download was deleted")
     os.replace(partial_path(target), target)
     _source_path(target).unlink(missing_ok=True)
     return target
@@ -281,12 +294,17 @@ def _write_body(response, partial: Path, offset: int, total: int, progress: Prog
             progress(done, total)
 
 
+def _mismatch(remote: RemoteFile, found: str, expected: str, saying: str) -> str:
+    return (f"{remote.repo}/{remote.filename} is not the mesh's model: {saying} {found[:16]}..., "
+            f"the mesh's is {expected[:16]}...; refusing it")
+
+
 def _verify(remote: RemoteFile, target: Path, digest: _Digest | None, check: FileCheck | None) -> None:
     partial = partial_path(target)
     problem = None
     if partial.stat().st_size != remote.size:
         problem = f"it has {partial.stat().st_size} bytes, not {remote.size}"
-    elif digest is not None and digest.hash.hexdigest() != remote.sha256:
+    elif digest is not None and remote.sha256 and digest.hash.hexdigest() != remote.sha256:
         problem = f"its sha256 is {digest.hash.hexdigest()}, the hub says {remote.sha256}"
     elif check is not None:
         problem = check(partial)

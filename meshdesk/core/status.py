@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 from meshdesk.core import snapshot_fields as read
+from meshdesk.core.download_choice import DownloadStatus
 from meshdesk.core.mesh_snapshot import MeshInfo, MeshStatus, PeerStatus, Refusal
 from meshdesk.core.planning import Plan, PlanMember
 from meshdesk.core.snapshot_fields import SnapshotError
@@ -169,6 +170,7 @@ class StatusSnapshot:
     mesh: MeshInfo | None   # None until this node founds or joins a mesh
     peers: tuple[PeerStatus, ...] = ()
     refusals: tuple[Refusal, ...] = ()
+    download: DownloadStatus | None = None  # the catalog model this node downloads to serve
 
     @property
     def in_mesh(self) -> bool:
@@ -185,6 +187,7 @@ class StatusSnapshot:
             "offer": self.offer.to_wire(),
             "wants": list(self.wants),
             **MeshStatus(self.mesh, self.peers, self.refusals).to_wire(),
+            **({} if self.download is None else {"download": self.download.to_wire()}),
         }
 
     @classmethod
@@ -199,7 +202,8 @@ class StatusSnapshot:
                    SecretsNote.from_wire(read.field(data, "secrets", dict, "status")),
                    OfferStatus.from_wire(read.field(data, "offer", dict, "status")),
                    read.listed(data, "wants", _want, "status"),
-                   mesh.mesh, mesh.peers, mesh.refusals)
+                   mesh.mesh, mesh.peers, mesh.refusals,
+                   DownloadStatus.from_wire(data.get("download")))
 
 
 def _want(item: object, what: str) -> str:
