@@ -15,6 +15,7 @@ from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info, rea
 from meshdesk.adapters.api_token import load_or_create_token
 from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.app.home import Home, default_node_name, save_node_name, saved_node_name
+from meshdesk.app.mesh_download import build_auto_download
 from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
 from meshdesk.app.drafts import DraftChoice
 from meshdesk.app.drafts import host_arguments as draft_host_arguments
@@ -194,16 +195,19 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
                       model_host_factory(home, arguments.threads, drafts),
                       worker, referencer_factory(), traffic)
     rescan = model_rescanner(inventory, mesh)
+    auto_download = build_auto_download(arguments, home.models, inventory, serving, offer, own, mesh, rescan)
     hooks = NodeHooks(save_name=lambda new_name: save_node_name(home, new_name),
                       wanted_digest=inventory.digest_of, resolve_model=model_resolver(home),
                       rescan_models=rescan, workers=(worker.run,) if worker is not None else (),
-                      background_jobs=(rescan,),
+                      background_jobs=(rescan, auto_download.run),
+                      download_status=lambda: auto_download.status,
                       data_plane_handlers={RPC_PURPOSE: rpc_member_side(node_id, serving, worker, inventory,
                                                                         traffic, mesh)})
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
     node = Node(identity, serving, mesh, own, hooks, {"backend": secrets.backend, "warning": secrets.warning},
                 offer, pending_model=models[0].id if models else None,
                 aliases={alias: model.id for model in models for alias in model.aliases})
+    auto_download.on_change = node._notify  # lead: Node could offer a public `changed()`
     access = ApiAccess(management_token=load_or_create_token(home.root), api_key=arguments.api_key,
                        allowed_origins=frozenset(arguments.allow_origin or ()))
     return Runtime(node, mesh, join_tokens, arguments.port, access)

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "else a free one)")
     parser.add_argument("--bind-host", type=ip_address, default="0.0.0.0", metavar="ADDRESS",
                         help="address the mesh port listens on (default: all)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download a catalog model by itself (by default a node that serves "
+                        "nothing downloads one the mesh wants and that fits it, to serve it solo)")
     parser.add_argument("--max-vram", type=gigabytes, metavar="GB",
                         help="cap the memory this node offers the mesh, in GB")
     parser.add_argument("--split", action="store_true",

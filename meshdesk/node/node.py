@@ -61,6 +61,7 @@ class NodeHooks:
     background_jobs: tuple[Callable[[], Awaitable[None]], ...] = ()  # run once at start
     # inbound data-plane links by purpose, besides the API requests the node answers itself
     data_plane_handlers: Mapping[str, DataPlaneHandler] = field(default_factory=dict)
+    download_status: Callable[[], object] = lambda: None  # the automatic download's DownloadStatus
 
 
 class MeshSwitchRefused(ValueError):
@@ -156,6 +157,7 @@ class Node:
             offer=OfferStatus(offer.measured_bytes, offer.cap_bytes, offer.donating, offer.capacity_bytes),
             wants=tuple(path.stem for path in self.wants),
             mesh=mesh.mesh, peers=mesh.peers, refusals=mesh.refusals,
+            download=self.hooks.download_status(),
         )
 
     def mint_invite(self, expires_in: int) -> dict:
