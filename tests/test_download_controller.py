@@ -154,3 +154,22 @@ def test_a_failed_download_is_one_line_in_the_view_and_can_be_tried_again(setup)
     message = setup.view.message.text()
     assert message.startswith("no repository Test/Gone-GGUF") and "\n" not in message
     assert setup.row(MISSING).can_download and setup.view.progress_bars == {} and setup.rescanned == []
+
+
+def test_the_nodes_own_download_for_the_mesh_shows_beside_the_users(setup):
+    from meshdesk.core.download_choice import DONE, DOWNLOADING, REFUSED, DownloadStatus
+
+    local = f"{MODEL}-Q4_K_M.gguf"
+
+    async def scenario():
+        await setup.controller.refresh_listing()
+        setup.controller.show_mesh_download(DownloadStatus(local, DOWNLOADING, 1000, 4000))
+        assert setup.progress[-1] == {MODEL: 25} and setup.row(MODEL).on_disk.startswith("downloading")
+        assert setup.view.progress_bars[MODEL].value() == 25
+        setup.controller.show_mesh_download(DownloadStatus(local, DONE, 4000, 4000))
+        assert setup.progress[-1] == {} and setup.view.progress_bars == {}
+        assert setup.view.message.text() == f"Downloaded {local} for the mesh; this node serves it."
+        setup.controller.show_mesh_download(DownloadStatus(local, REFUSED, 0, 4000, "not the mesh's model"))
+        assert setup.view.message.text() == "not the mesh's model"
+        await setup.controller.wait()
+    asyncio.run(scenario())

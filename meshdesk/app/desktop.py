@@ -144,6 +144,7 @@ class Desktop:
         self.chat = ChatController(self.window.chat, self.chat_service, self.store)
         self.downloads = DownloadController(self.window.models, bundled_catalog(),
                                             Home(node.identity.home).models, node.hooks.rescan_models)
+        node.subscribe(lambda: self.downloads.show_mesh_download(node.hooks.download_status()))
         node.subscribe(ReadinessPrinter(node))
 
     async def serve(self) -> int:

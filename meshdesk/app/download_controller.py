@@ -21,6 +21,7 @@ from meshdesk.app.model_choice import find_catalog_file, model_folders
 from meshdesk.app.model_commands import gguf_problem
 from meshdesk.app.model_listing import Capacity, model_rows
 from meshdesk.core.catalog import Catalog, CatalogEntry
+from meshdesk.core.download_choice import DONE, DOWNLOADING, DownloadStatus
 from meshdesk.ui.model_table import STOPPING, DownloadProgress
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class DownloadController:
         self.endpoint = endpoint    # another hub than HF_ENDPOINT's (tests)
         self.running: dict[str, Running] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.mesh_download: DownloadStatus | None = None  # the node's own, for the mesh (node.auto_download)
         view.download_requested.connect(self.start)
         view.resume_requested.connect(self.start)
         view.cancel_requested.connect(self.cancel)
@@ -142,8 +144,28 @@ class DownloadController:
             running.progress = replace(running.progress, done=done, total=total)
             self._show_downloads()
 
+    def show_mesh_download(self, status: DownloadStatus | None) -> None:
+        """The node's own download of a model the mesh wants it to serve, beside the user's: a
+        progress bar while it runs, then one line saying how it ended."""
+        previous, self.mesh_download = self.mesh_download, status
+        if status == previous:
+            return
+        self._show_downloads()
+        if status is None or status.state == DOWNLOADING:
+            return
+        if previous is None or (previous.model, previous.state) != (status.model, status.state):
+            self.view.show_message(f"Downloaded {status.model} for the mesh; this node serves it."
+                                   if status.state == DONE else status.error or f"{status.model}: {status.state}")
+            if status.state == DONE:
+                self.run(self.refresh_listing())
+
     def _show_downloads(self) -> None:
-        self.view.show_downloads({name: running.progress for name, running in self.running.items()})
+        downloads = {name: running.progress for name, running in self.running.items()}
+        mesh = self.mesh_download
+        found = self.catalog.by_local_file(mesh.model) if mesh is not None and mesh.state == DOWNLOADING else None
+        if found is not None and found[0].name not in downloads:
+            downloads[found[0].name] = DownloadProgress(found[0].name, mesh.done_bytes, mesh.total_bytes or None)
+        self.view.show_downloads(downloads)
 
     async def refresh_listing(self) -> None:
         """Lists the catalog and the models folders for the view, in a worker thread."""
