@@ -131,3 +131,28 @@ def test_a_hub_file_with_another_digest_is_refused_and_said_so(
     assert f"{REPO}/{REMOTE} is not the mesh's model" in (joiner.home / "logs" / "meshdesk.log").read_text()
     assert downloads_in(joiner) == [] and hub.gets() == []  # refused on the hub's word, before any byte
     assert joiner.status()["node"]["role"] == "standby" and local_model(joiner)["state"] == "remote"
+
+
+def test_a_joiner_stopped_mid_download_keeps_no_half_file_and_resumes_when_started_again(
+        node_factory, tmp_path, catalog_model, model_bytes, hub):
+    hub.add(REPO, REMOTE, model_bytes)
+    hub.chunk_delay_s = 0.05  # about 20 MB/s: stopped well before the end
+    seeder = founder(node_factory, tmp_path, catalog_model)
+    token = seeder.invite_token()
+    joiner = node_factory("--join", token, "--threads", "1", environment=hub_environment(hub, tmp_path))
+    partial = joiner.home / "models" / (LOCAL + ".partial")
+    poll(lambda: partial.is_file() and partial.stat().st_size > 20_000_000, 60,
+         message=f"the download to be under way: {joiner.describe()}")
+    assert joiner.stop(timeout=10) == 0  # SIGTERM: it stops at the transfer's next chunk
+    kept = partial.stat().st_size
+    assert 20_000_000 < kept < len(model_bytes) and downloads_in(joiner) == [LOCAL + ".partial",
+                                                                             LOCAL + ".partial.source"]
+
+    hub.chunk_delay_s = 0.0
+    again = node_factory("--join", token, "--threads", "1", home=joiner.home,
+                         environment=hub_environment(hub, tmp_path))
+    poll(lambda: (local_model(again) or {}).get("path"), 90,
+         message=f"the restarted joiner to finish the download and serve: {again.describe()}")
+    assert hub.gets()[-1].range == f"bytes={kept}-"
+    assert downloads_in(again) == [LOCAL]
+    assert (again.home / "models" / LOCAL).read_bytes() == model_bytes
