@@ -90,6 +90,8 @@ def test_a_joiner_with_nothing_downloads_the_wanted_catalog_model_and_serves_it_
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(model_bytes).hexdigest()
     log = (joiner.home / "logs" / "meshdesk.log").read_text()
     assert f"downloading {LOCAL}: 50%" in log and "its digest is the mesh's" in log
+    printed = "".join(joiner.output)
+    assert f"Downloading {LOCAL} for the mesh: 50% (" in printed and f"Downloaded {LOCAL}; its digest" in printed
 
     plans = joiner.status()["plans"]
     assert sorted(plan["host"] for plan in plans) == sorted([seeder.node_id, joiner.node_id])

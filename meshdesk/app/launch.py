@@ -13,6 +13,7 @@ import time
 from meshdesk.app.assembly import build_runtime
 from meshdesk.app.drafts import choose_draft
 from meshdesk.app.home import Home, configure_logging, default_home
+from meshdesk.app.mesh_download import DownloadPrinter
 from meshdesk.app.model_choice import ModelChoiceError, choose_model
 from meshdesk.app.readiness import ReadinessPrinter
 from meshdesk.app.runtime import RUNTIME_FILE, Runtime
@@ -135,6 +136,7 @@ def hand_link_over(home: Home, link: str) -> int | None:
 
 async def serve_headless(runtime: Runtime) -> int:
     runtime.node.subscribe(ReadinessPrinter(runtime.node))
+    runtime.node.subscribe(DownloadPrinter(runtime.node.hooks.download_status))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from meshdesk.adapters import hf_download
 from meshdesk.app.model_choice import bundled_catalog
-from meshdesk.core.download_choice import Download, wanted_from
+from meshdesk.core.download_choice import DONE, DOWNLOADING, Download, describe_bytes, wanted_from
 from meshdesk.core.states import Role
 from meshdesk.node.auto_download import AutoDownload, AutoDownloadParts, DiskState, FetchFailed
 from meshdesk.node.model_inventory import ModelInventory, cache_key
@@ -72,3 +72,28 @@ def build_auto_download(arguments, models_folder: Path, inventory: ModelInventor
     job = AutoDownload(parts, disabled=disabled)
     serving.plan_listeners.append(job.plan_changed)
     return job
+
+
+class DownloadPrinter:
+    """Tells the terminal how the node's own download for the mesh goes: every tenth of the file,
+    then how it ended (a node subscriber, beside `ReadinessPrinter`)."""
+
+    def __init__(self, status):
+        self.status = status  # () -> DownloadStatus | None
+        self.last: tuple | None = None
+
+    def __call__(self) -> None:
+        status = self.status()
+        if status is None:
+            return
+        shown = (status.model, status.state, status.percent // 10 if status.state == DOWNLOADING else None)
+        if shown == self.last:
+            return
+        self.last = shown
+        if status.state == DOWNLOADING:
+            print(f"Downloading {status.model} for the mesh: {status.percent}% "
+                  f"({describe_bytes(status.done_bytes)} of {describe_bytes(status.total_bytes)})", flush=True)
+        elif status.state == DONE:
+            print(f"Downloaded {status.model}; its digest is the mesh's.", flush=True)
+        else:
+            print(f"Not downloading {status.model}: {status.error}", flush=True)
