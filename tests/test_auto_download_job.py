@@ -98,7 +98,9 @@ def test_a_hub_that_fails_is_reported_and_tried_again_later(hub, model_bytes, tm
                 await asyncio.sleep(0.02)
         task.cancel()
     run(retried())
-    assert job.files == {LOCAL: job.model.digest}
+    assert job.files == {LOCAL: job.model.digest} and job.job.failed_at == {}
+    assert [job.job.retry_delay(count) for count in (1, 2, 3)] == [0.2, 0.4, 0.8]  # doubling, capped
+    assert AutoDownload(job.parts).retry_delay(10) == 600.0
 
 
 def test_no_disk_space_is_said_clearly_and_nothing_is_fetched(hub, model_bytes, tmp_path):

@@ -7,7 +7,8 @@ rescan puts it in this node's record: the next plan assigns it here. The job nev
 file: the adapter writes a `.partial` file and renames it only once it is verified, and a node
 that stops mid-download stops the transfer at its next chunk, keeping the partial for the next
 run to resume. A file with another digest is refused for good; other failures are tried again
-after `retry_s`.
+after `retry_s`, doubling with each failure up to `MAX_RETRY_SECONDS`; a model blocked (no disk
+space) is looked at again every `retry_s`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from meshdesk.core.download_choice import (BLOCKED, DONE, DOWNLOADING, FAILED, R
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0
+MAX_RETRY_SECONDS = 600.0
 STATUS_STEPS = 200   # status updates per download (every half percent)
 LOG_STEPS = 10       # log lines per download (every 10 %)
 
@@ -70,7 +72,7 @@ class AutoDownload:
         self.retry_s = retry_s
         self.status: DownloadStatus | None = None
         self.refused: dict[str, str] = {}  # digest -> why
-        self.failed_at: dict[str, float] = {}  # digest -> loop time of its last failure
+        self.failed_at: dict[str, tuple[int, float]] = {}  # digest -> (failures, loop time of the last)
         self.changed = asyncio.Event()
         self.on_change: Callable[[], None] = lambda: None
 
@@ -89,7 +91,8 @@ class AutoDownload:
                 log.exception("could not decide on a model download")
 
     async def _next_change(self) -> None:
-        retry = self.retry_s if self.failed_at else None
+        blocked = self.status is not None and self.status.state == BLOCKED
+        retry = self.retry_s if self.failed_at or blocked else None
         try:
             async with asyncio.timeout(retry):
                 await self.changed.wait()
@@ -101,8 +104,8 @@ class AutoDownload:
         parts = self.parts
         disk = await asyncio.to_thread(parts.disk)
         now = asyncio.get_running_loop().time()
-        retry_later = {digest: "failed; trying again shortly" for digest, when in self.failed_at.items()
-                       if now - when < self.retry_s}
+        retry_later = {digest: "failed; trying again later" for digest, (count, when) in self.failed_at.items()
+                       if now - when < self.retry_delay(count)}
         node = NodeSide(parts.capacity_bytes(), disk.free_bytes, parts.local_files(), parts.serving(),
                         partial_bytes=disk.partial_bytes, refused={**retry_later, **self.refused})
         choice = choose_download(parts.wanted(), node, parts.catalog)
@@ -144,11 +147,14 @@ class AutoDownload:
         if refused:
             self.refused[digest] = message
         else:
-            self.failed_at[digest] = now
+            self.failed_at[digest] = (self.failed_at.get(digest, (0, now))[0] + 1, now)
         done = self.status.done_bytes if self.status is not None else 0
         self._set(DownloadStatus(download.local_file, REFUSED if refused else FAILED, done,
                                  download.model.size, message))
         log.warning("%s", message)
+
+    def retry_delay(self, failures: int) -> float:
+        return min(self.retry_s * 2 ** max(0, failures - 1), max(MAX_RETRY_SECONDS, self.retry_s))
 
     def _progressed(self, download: Download, done: int, total: int) -> None:
         status = self.status
