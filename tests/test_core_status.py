@@ -19,7 +19,7 @@ from tests.test_ui_snapshots import solo_wire, split_wire
 BOB = "b2" * 10
 # The order and names of /api/status's sections, as the CLI, tests and users' scripts read them.
 WIRE_SECTIONS = ["node", "models", "api_port", "plans", "traffic", "secrets", "offer", "wants", "mesh",
-                 "peers", "refusals"]
+                 "peers", "refusals", "layers"]
 
 
 def record(**overrides) -> NodeRecord:

@@ -19,9 +19,10 @@ from meshdesk.node import loopback_owner
 from meshdesk.node.rpc_member import MemberSide
 from meshdesk.node.rpc_tunnel import HostTunnel, Traffic
 from tests.fakes import eventually, link_pair, run_on_loopback, within
-from tests.test_core_rpc_stream import DIGEST, TENSORS
+from meshdesk.core.layer_manifest import LayerManifest, ManifestTensor
+from tests.test_core_rpc_stream import DIGEST, GGUF, TENSORS
 from tests.test_node_rpc_tunnel import (HELLO_MESSAGE, REFERENCED, WEIGHTS, Mesh, RpcWorkerPort, at_eof,
-                                        read_piece)
+                                        no_referencer, read_piece)
 
 HOST, WORKER, OTHER = "h" * 16, "w" * 16, "x" * 16
 OTHER_DIGEST = "e" * 64
@@ -66,7 +67,22 @@ class Planner:
 def member_side(planner: Planner, port: int, refusals: list, wait: float = 0.2) -> MemberSide:
     tables = {DIGEST: TENSORS}
     return MemberSide(WORKER, lambda: planner.plan, lambda: port, tables.get, read_piece, Traffic(),
-                      lambda address, reason: refusals.append(reason), plan_wait=wait)
+                      lambda address, reason: refusals.append(reason), plan_wait=wait,
+                      model_size=lambda host, digest: len(GGUF))
+
+
+def manifest(names=("token_embd.weight",)) -> LayerManifest:
+    import hashlib
+    tensors = [TENSORS[name] for name in names]
+    return LayerManifest(DIGEST, len(GGUF), tuple(ManifestTensor(
+        t.name, t.file_offset, t.nbytes, hashlib.sha256(GGUF[t.file_offset:t.file_offset + t.nbytes]).hexdigest())
+        for t in tensors))
+
+
+async def offer(host_end) -> dict:
+    """The host's half of the layer exchange, before the raw stream: the member's answer."""
+    await host_end.send(manifest().to_wire())
+    return await within(host_end.receive())
 
 
 def test_a_peer_that_is_not_the_host_is_refused_and_never_reaches_the_worker():
@@ -88,6 +104,7 @@ def test_the_host_drives_the_worker_and_a_new_plan_closes_its_tunnel():
         side = member_side(planner, await worker.start(), refusals)
         host_end, member_end = link_pair(("host", "member"))
         serving = asyncio.ensure_future(side.serve(Peer(HOST), member_end))
+        assert await offer(host_end) == {"type": "layers_held", "held": [0], "whole_file": True}
         reader, writer = host_end.detach()
         writer.write(HELLO_MESSAGE + REFERENCED)
         worker_reader, _ = await worker.next()
@@ -111,6 +128,7 @@ def test_a_link_that_comes_just_before_the_plan_agrees_waits_for_it():
         await eventually(lambda: side.waiting == 1)
         planner.plan = PLAN
         side.plan_changed()
+        await offer(host_end)
         await worker.next()
         assert not member_end.closed and refusals == []
         serving.cancel()
@@ -124,6 +142,7 @@ def test_a_disallowed_command_closes_the_tunnel_and_the_next_one_still_works():
         side = member_side(Planner(PLAN), await worker.start(), refusals)
         host_end, member_end = link_pair(("host", "member"))
         serving = asyncio.ensure_future(side.serve(Peer(HOST), member_end))
+        await offer(host_end)
         reader, writer = host_end.detach()
         writer.write(HELLO_MESSAGE)
         worker_reader, _ = await worker.next()
@@ -134,6 +153,7 @@ def test_a_disallowed_command_closes_the_tunnel_and_the_next_one_still_works():
 
         host_end, member_end = link_pair(("host", "member"))
         serving = asyncio.ensure_future(side.serve(Peer(HOST), member_end))
+        await offer(host_end)
         host_end.detach()[1].write(HELLO_MESSAGE)
         worker_reader, _ = await worker.next()
         assert await within(worker_reader.readexactly(len(HELLO_MESSAGE))) == HELLO_MESSAGE
@@ -179,7 +199,7 @@ def connect_as(uid: int, port: int, payload: bytes) -> str:
 def test_another_local_user_cannot_use_the_hosts_tunnel_listener():
     async def scenario(loopback):
         mesh = Mesh()
-        tunnel = HostTunnel("member-1", mesh.open_link, lambda: None, Traffic())
+        tunnel = HostTunnel("member-1", mesh.open_link, no_referencer, Traffic())
         port = int((await tunnel.start()).split(":")[1])
         answer = await asyncio.to_thread(connect_as, NOBODY, port, HELLO_MESSAGE)
         assert answer == "closed" and mesh.opened == [] and tunnel.refused_local == 1  # closed, no link

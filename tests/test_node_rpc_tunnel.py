@@ -32,8 +32,12 @@ def read_gguf(offset: int, length: int) -> bytes:
     return GGUF[offset:offset + length]
 
 
-def referencer() -> WeightReferencer:
+async def referencer(link=None) -> WeightReferencer:
     return WeightReferencer(TENSORS, read_gguf, DIGEST)
+
+
+async def no_referencer(link) -> None:
+    return None
 
 
 def expander() -> ReferenceExpander:
@@ -127,7 +131,7 @@ def test_weight_uploads_travel_as_references_and_the_traffic_is_counted():
 def test_without_a_referencer_every_byte_passes_unchanged_as_activations():
     async def scenario(loopback):
         mesh, traffic = Mesh(), Traffic()
-        tunnel, port = await host_tunnel(mesh, traffic, make_referencer=lambda: None)
+        tunnel, port = await host_tunnel(mesh, traffic, make_referencer=no_referencer)
         _, llama_writer = await loopback.connect(port)
         member_reader, _ = await mesh.member_end()
         llama_writer.write(HELLO_MESSAGE + WEIGHTS)

@@ -109,7 +109,7 @@ class Rig:
         self.worker = worker or FakeWorker()
         self.on_disk = [local_entry(digest) for digest in on_disk]
         self.serving = Serving("A", self.mesh, lambda: self.on_disk, self.make_host, self.worker,
-                               lambda model: ("referencer for", model["digest"]), Traffic(),
+                               lambda model, config, member, link: ("referencer for", model["digest"], config, member, link), Traffic(),
                                make_tunnel=lambda *parts: FakeTunnel(*parts, log=self.log))
 
     def make_host(self, model, endpoints, shares) -> FakeModelHost:
@@ -153,7 +153,9 @@ def test_a_split_host_puts_remote_members_first_and_its_own_worker_last():
         tunnel_endpoint = rig.serving.tunnels["B"].endpoint
         assert rig.log == [("tunnel opened", "B"),
                            ("started", "big.gguf", [tunnel_endpoint, "127.0.0.1:5000"], [0.3333, 0.6667])]
-        assert rig.serving.tunnels["B"].tunnel.make_referencer() == ("referencer for", BIG)
+        # each connection's referencer learns the running config (the member's share) and the link
+        assert rig.serving.tunnels["B"].tunnel.make_referencer("link") == (
+            "referencer for", BIG, HostConfig(BIG, ("B", "A"), (0.3333, 0.6667)), "B", "link")
     run(scenario())
 
 

@@ -48,6 +48,7 @@ def solo_wire() -> dict:
         "mesh": {"id": "4b18fd3f932dfff5", "members": 1, "port": 38489, "removed_from_mesh": False},
         "peers": [],
         "refusals": [],
+        "layers": {"model": "", "received_bytes": 0, "missing_bytes": 0, "receiving": False, "problem": None},
     }
 
 

@@ -27,13 +27,16 @@ from meshdesk.core.invite import InviteToken
 from meshdesk.core.local_api_policy import ApiAccess
 from meshdesk.core.model_advert import ModelAdvert, SplitOptions
 from meshdesk.core.rpc_expander import FilePiece
-from meshdesk.core.rpc_stream import WeightReferencer, WeightTensor
+from meshdesk.core.rpc_stream import WeightTensor
 from meshdesk.node.child_process import python_module_command
 from meshdesk.node.model_host import ModelHost
 from meshdesk.node.model_inventory import ModelInventory
 from meshdesk.node.node import Node, NodeHooks, NodeIdentity
 from meshdesk.node.offer import Offer
 from meshdesk.node.own_state import OwnState
+from meshdesk.node.layer_host import TensorDigests
+from meshdesk.node.layer_host import referencer_factory as layer_referencer_factory
+from meshdesk.node.layer_member import LayerStore, advertised_size, layer_space
 from meshdesk.node.rpc_member import MemberSide
 from meshdesk.node.rpc_tunnel import Traffic
 from meshdesk.node.rpc_worker import RpcWorker
@@ -112,10 +115,9 @@ def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = Dr
     return make
 
 
-def referencer_factory():
-    def make(model: dict) -> WeightReferencer:
-        return WeightReferencer(weight_table(model["path"]), file_reader(model["path"]), model["digest"])
-    return make
+def referencer_factory(home: Path):
+    """At each tunnel connection: the member's layer manifest, then the referencer (`node.layer_host`)."""
+    return layer_referencer_factory(weight_table, file_reader, TensorDigests(home))
 
 
 def piece_reader(inventory: ModelInventory):
@@ -139,7 +141,8 @@ def tensor_tables(inventory: ModelInventory):
     return table
 
 
-def own_record_source(own: OwnState, offer: Offer, inventory: ModelInventory, options: SplitOptions):
+def own_record_source(own: OwnState, offer: Offer, inventory: ModelInventory, options: SplitOptions,
+                      layers: LayerStore | None = None):
     """What this node tells the mesh about itself, read afresh on every change.
 
     Models this node asks the mesh to serve (`own.wants`) are flagged `wanted` and carry its
@@ -151,7 +154,8 @@ def own_record_source(own: OwnState, offer: Offer, inventory: ModelInventory, op
         models = tuple(with_split_options(model, options) if model.digest in wanted else model
                        for model in inventory.public_models())
         return {"name": own.name, "capacity_bytes": offer.capacity_bytes, "models": models,
-                "serving": wanted[0] if wanted else None, "role": own.role, "versions": node_versions()}
+                "serving": wanted[0] if wanted else None, "role": own.role, "versions": node_versions(),
+                "layer_space_bytes": layer_space(layers)}
     return own_record
 
 
@@ -184,7 +188,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     own = OwnState(name=name, wants=[model.path for model in models])
     inventory = ModelInventory(home.root, [] if arguments.client else model_folders(home.models),
                                list(own.wants), describe_model)
-    record = own_record_source(own, offer, inventory, split_options(arguments))
+    layers = None if arguments.client else LayerStore.in_home(home.root)
+    record = own_record_source(own, offer, inventory, split_options(arguments), layers)
     mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record)
     traffic = Traffic()
     worker = None if arguments.client else RpcWorker(
@@ -193,7 +198,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     drafts = getattr(arguments, "drafts", None) or DraftChoice()
     serving = Serving(node_id, mesh, lambda: inventory.models,
                       model_host_factory(home, arguments.threads, drafts),
-                      worker, referencer_factory(), traffic)
+                      worker, referencer_factory(home.root), traffic)
+    traffic.layers = layers.progress if layers is not None else None
     rescan = model_rescanner(inventory, mesh)
     auto_download = build_auto_download(arguments, home.models, inventory, serving, offer, own, mesh, rescan)
     hooks = NodeHooks(save_name=lambda new_name: save_node_name(home, new_name),
@@ -202,7 +208,7 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
                       background_jobs=(rescan, auto_download.run),
                       download_status=lambda: auto_download.status,
                       data_plane_handlers={RPC_PURPOSE: rpc_member_side(node_id, serving, worker, inventory,
-                                                                        traffic, mesh)})
+                                                                        traffic, mesh, layers)})
     identity = NodeIdentity(id=node_id, name=name, home=home.root, version=__version__)
     node = Node(identity, serving, mesh, own, hooks, {"backend": secrets.backend, "warning": secrets.warning},
                 offer, pending_model=models[0].id if models else None,
@@ -227,13 +233,14 @@ def threads_option(arguments: argparse.Namespace) -> list[str]:
 
 
 def rpc_member_side(node_id: str, serving: Serving, worker: RpcWorker | None, inventory: ModelInventory,
-                    traffic: Traffic, mesh):
+                    traffic: Traffic, mesh, layers: LayerStore | None = None):
     """Serves a host's tunnel to this node's rpc worker, only for the host this node's own plan
     elects (a lite client has no worker to offer). Refusals show in /api/status."""
     # lead: MeshService has no public way to note a refusal yet; change this line if it gets one
     member = MemberSide(node_id, lambda: serving.plan, lambda: worker.port if worker else None,
                         tensor_tables(inventory), piece_reader(inventory), traffic,
-                        note_refusal=lambda address, reason: mesh._note_refusal(address, reason))
+                        note_refusal=lambda address, reason: mesh._note_refusal(address, reason),
+                        layers=layers, model_size=advertised_size(mesh.alive_records))
     serving.plan_listeners.append(member.plan_changed)
     return member.serve
 

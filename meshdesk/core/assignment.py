@@ -2,7 +2,10 @@
 
 Each node serves one model. A node started with a model serves that one. A node that joined
 without one is given a model the mesh wants: first one nobody serves yet, then the least served,
-always among models it already has on disk (no download wait). A model that fits on one node
+among models it already has on disk (no download wait). A node with none of them on disk but
+room for layers (`layer_space_bytes`) joins a model that takes split members (forced to split,
+or too large for every node with its file): it is a member with capacity min(its capacity,
+its room for layers), never the host. A model that fits on one node
 runs solo on every node serving it (independent replicas); only a model no single node can hold,
 or one whose seeder asked for it, is split, by `core.planning` within its group.
 """
@@ -21,6 +24,7 @@ class MeshNode:
     models_on_disk: frozenset[str]   # digests
     serving: str | None              # the digest it was started with, if any
     rtt_ms: dict
+    layer_space_bytes: int = 0       # disk for layers of models not on it
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ def assign(nodes: list[MeshNode], wanted: list[WantedModel]) -> dict[str, str]:
         if node.node_id in assigned or node.capacity_bytes <= 0:
             continue
         choice = least_served(digests, assigned, node.models_on_disk)
+        if choice is None and node.layer_space_bytes > 0:
+            choice = least_served(digests, assigned, frozenset(
+                model.digest for model in wanted if takes_members(model, nodes)))
         if choice is not None:
             assigned[node.node_id] = choice
     return assigned
@@ -53,6 +60,12 @@ def least_served(digests: list[str], assigned: dict[str, str], on_disk: frozense
     return min(counts, key=lambda digest: (counts[digest], digests.index(digest)))
 
 
+def takes_members(model: WantedModel, nodes: list[MeshNode]) -> bool:
+    """Whether a node without the file could help: the model splits anyway, or no node with it fits it."""
+    holders = [node for node in nodes if model.digest in node.models_on_disk]
+    return model.force_split or not any(needed_bytes(model.needs) <= node.capacity_bytes for node in holders)
+
+
 def plan_mesh(nodes: list[MeshNode], wanted: list[WantedModel]) -> dict[str, list[Plan]]:
     """digest -> the plans that serve it (several solo replicas, or one split/waiting plan)."""
     assigned = assign(nodes, wanted)
@@ -61,13 +74,20 @@ def plan_mesh(nodes: list[MeshNode], wanted: list[WantedModel]) -> dict[str, lis
 
 
 def plan_group(model: WantedModel, group: list[MeshNode]) -> list[Plan]:
-    candidates = [Candidate(node.node_id, node.capacity_bytes, dict(node.rtt_ms)) for node in group]
+    candidates = [candidate(model, node) for node in group]
     if not model.force_split:
-        fitting = sorted((node for node in group if needed_bytes(model.needs) <= node.capacity_bytes),
+        fitting = sorted((node for node in group if needed_bytes(model.needs) <= node.capacity_bytes
+                          and model.digest in node.models_on_disk),
                          key=lambda node: node.node_id)
         if fitting:
             return [solo(model.needs, node.node_id) for node in fitting]
     return [plan_model(model.needs, candidates, model.force_split, model.manual_split)]
+
+
+def candidate(model: WantedModel, node: MeshNode) -> Candidate:
+    if model.digest in node.models_on_disk:
+        return Candidate(node.node_id, node.capacity_bytes, dict(node.rtt_ms))
+    return Candidate(node.node_id, min(node.capacity_bytes, node.layer_space_bytes), dict(node.rtt_ms), has_file=False)
 
 
 def solo(needs: ModelNeeds, node_id: str) -> Plan:

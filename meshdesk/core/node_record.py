@@ -5,7 +5,10 @@ Wire format (a JSON object)::
     {"node_id": str, "name": str, "addresses": [[host, port], ...], "capacity_bytes": int,
      "models": [model advert, ...], "serving": digest or null, "role": str, "versions": {...},
      "rtt_ms": {node_id: float}, "public_key": hex, "generation": int, "leaving": bool,
-     "signature": hex}
+     "layer_space_bytes": int, "signature": hex}
+
+`layer_space_bytes` is the disk this node can give to layers of models it has no file of (a
+split member's layer cache, `node.layer_member`); a record without it reads as 0.
 
 Model adverts are `core.model_advert`; `versions` is opaque JSON, compared by the handshake.
 
@@ -69,6 +72,7 @@ class NodeRecord:
     public_key: str
     generation: int
     leaving: bool = False
+    layer_space_bytes: int = 0  # room for a layer cache of models not on this disk
     signature: str = ""  # hex; empty until `signed`
 
     def __post_init__(self) -> None:
@@ -89,12 +93,14 @@ class NodeRecord:
             "public_key": self.public_key,
             "generation": self.generation,
             "leaving": self.leaving,
+            "layer_space_bytes": self.layer_space_bytes,
             "signature": self.signature,
         }
 
     @classmethod
     def from_wire(cls, data: object) -> NodeRecord:
         check(isinstance(data, dict), "a node record must be an object")
+        data = {"layer_space_bytes": 0, **data}  # optional until the next protocol version
         require_fields(data, RECORD_FIELDS, "node record")
         models = read_list(data["models"], "models", MAX_MODELS)
         return cls(**{**data, "models": tuple(ModelAdvert.from_wire(model) for model in models)})
@@ -148,6 +154,7 @@ def _validated_fields(record: NodeRecord) -> dict:
         "rtt_ms": _rtt_table(record.rtt_ms),
         "public_key": read_text(record.public_key, "public_key"),
         "generation": read_counter(record.generation, "generation"),
+        "layer_space_bytes": read_counter(record.layer_space_bytes, "layer_space_bytes"),
         "signature": read_text(record.signature, "signature", 2 * SIGNATURE_LENGTH),
     }
 

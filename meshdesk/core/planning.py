@@ -15,11 +15,13 @@ SOLO, SPLIT, WAITING = PlanState.SOLO, PlanState.SPLIT, PlanState.WAITING
 
 @dataclass(frozen=True)
 class Candidate:
-    """A member that holds the model file and offers capacity for it."""
+    """A member that offers capacity for the model; one without its file (`has_file` False)
+    may take part as a split member (its layers travel once), never host."""
 
     node_id: str
     capacity_bytes: int
     rtt_ms: dict  # node id -> measured round trip, as gossiped by this candidate
+    has_file: bool = True
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ class Plan:
 
 
 def elect_host(candidates: list[Candidate]) -> Candidate | None:
-    """The most capacity wins; ties go to the lowest node id."""
-    ranked = sorted(candidates, key=lambda candidate: (-candidate.capacity_bytes, candidate.node_id))
+    """Among those with the file, the most capacity wins; ties go to the lowest node id."""
+    ranked = sorted((candidate for candidate in candidates if candidate.has_file), key=lambda candidate: (-candidate.capacity_bytes, candidate.node_id))
     return ranked[0] if ranked and ranked[0].capacity_bytes > 0 else None
 
 

@@ -11,6 +11,11 @@ What is refused (RpcStreamError, and the machine stays failed):
 - a reference to a file this host does not drive here, to a tensor that file's GGUF index
   does not name, or to bytes outside that tensor's data.
 
+With `keep` (tensors of a member's share that its layer cache lacks), a SET_TENSOR that
+uploads one such tensor whole goes to the worker as `KeptPiece`s: bytes for the worker that the
+node also writes into its cache at that tensor's place (`node.layer_cache`), counted as weights
+sent. Its header is held back until its name and offset are known.
+
 The machine never holds more than `MAX_HELD_BYTES` of the stream.
 """
 
@@ -28,7 +33,7 @@ from meshdesk.core.rpc_stream import (
     SET_TENSOR_HEADER_BYTES, WeightTensor, _SetTensorHeader, _Stage, _StreamMachine,
 )
 
-__all__ = ["MAX_HELD_BYTES", "FilePiece", "ReferenceExpander"]
+__all__ = ["MAX_HELD_BYTES", "FilePiece", "KeptPiece", "ReferenceExpander"]
 
 MAX_HELD_BYTES = _MESSAGE_HEADER.size + max(REFERENCE_PAYLOAD_BYTES, GRAPH_HEAD_BYTES + 8 * MAX_GRAPH_NODES + 4)
 
@@ -51,6 +56,17 @@ class FilePiece:
         return data
 
 
+@dataclass(frozen=True)
+class KeptPiece:
+    """Bytes for the worker, which are also `tensor`'s bytes from `start` (its first is 0);
+    `last` marks the tensor's final piece."""
+
+    tensor: str
+    start: int
+    data: bytes
+    last: bool
+
+
 class ReferenceExpander(_StreamMachine):
     """Member side: feed bytes from the tunnel; get bytes and FilePieces for the local rpc worker.
 
@@ -59,10 +75,14 @@ class ReferenceExpander(_StreamMachine):
     references, `other_bytes` everything else.
     """
 
-    def __init__(self, files: Mapping[str, TensorTable], limits: CommandLimits | None = None):
+    def __init__(self, files: Mapping[str, TensorTable], limits: CommandLimits | None = None,
+                 keep: TensorTable | None = None):
         super().__init__()
         self._files = files
-        largest = max((tensor.nbytes for table in files.values() for tensor in table.values()), default=0)
+        self._keep = keep or {}
+        self._kept: tuple[str, int, int] | None = None  # tensor, next start, nbytes
+        tables = [*files.values(), self._keep]
+        largest = max((tensor.nbytes for table in tables for tensor in table.values()), default=0)
         self._limits = limits or CommandLimits.for_tensors(largest)
         self._graph_size = 0
         self._graph_tensors = 0
@@ -72,7 +92,7 @@ class ReferenceExpander(_StreamMachine):
         """Stream bytes held back right now (never more than MAX_HELD_BYTES)."""
         return len(self._pending)
 
-    def feed(self, data: bytes) -> list[bytes | FilePiece]:  # type: ignore[override]
+    def feed(self, data: bytes) -> list[bytes | FilePiece | KeptPiece]:  # type: ignore[override]
         return super().feed(data)
 
     def _on_message_header(self, command: int, size: int, header: bytes) -> None:
@@ -86,6 +106,9 @@ class ReferenceExpander(_StreamMachine):
             self._pending += header
             self._graph_size = size
             self._continue_with(_Stage.GRAPH_HEAD, size)
+        elif command == SET_TENSOR and self._keep:
+            self._pending += header
+            self._continue_with(_Stage.SET_TENSOR_HEADER, size)
         else:
             self._pass_through(header, size)
 
@@ -106,6 +129,32 @@ class ReferenceExpander(_StreamMachine):
             check_graph_tensor_count(part[-4:], self._graph_tensors)
             self._pass_through(part, self._graph_size - prefix)
         return position
+
+    # --- SET_TENSORs of tensors the layer cache lacks ----------------------------------------
+
+    def _read_set_tensor_header(self, data: bytes, position: int) -> int:
+        position, part = self._assemble(data, position, _MESSAGE_HEADER.size + SET_TENSOR_HEADER_BYTES)
+        if part is not None:
+            message = _SetTensorHeader(part, self._remaining - SET_TENSOR_HEADER_BYTES)
+            tensor = self._keep.get(message.name)
+            if tensor is not None and message.offset == 0 and message.data_bytes == tensor.nbytes:
+                self._emit_other(part)
+                self._kept = (tensor.name, 0, tensor.nbytes)
+                self._continue_with(_Stage.WEIGHT_DATA, message.data_bytes)
+            else:
+                self._pass_through(part, message.data_bytes)
+        return position
+
+    def _keep_data(self, data: bytes, position: int) -> int:
+        assert self._kept is not None
+        name, start, nbytes = self._kept
+        end = min(len(data), position + self._remaining)
+        piece = data[position:end]
+        self._kept = (name, start + len(piece), nbytes)
+        self._output.append(KeptPiece(name, start, piece, start + len(piece) == nbytes))
+        self.counts.weights_sent_bytes += len(piece)
+        self._continue_with(_Stage.WEIGHT_DATA, self._remaining - len(piece))
+        return end
 
     # --- references ----------------------------------------------------------------------------
 
@@ -146,6 +195,8 @@ class ReferenceExpander(_StreamMachine):
         _Stage.MESSAGE_HEADER: _StreamMachine._read_message_header,
         _Stage.PASSTHROUGH: _StreamMachine._forward_payload,
         _Stage.REFERENCE_BODY: _read_reference,
+        _Stage.SET_TENSOR_HEADER: _read_set_tensor_header,
+        _Stage.WEIGHT_DATA: _keep_data,
         _Stage.GRAPH_HEAD: _read_graph_head,
         _Stage.GRAPH_PREFIX: _read_graph_prefix,
     }

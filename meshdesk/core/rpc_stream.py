@@ -185,13 +185,16 @@ class WeightReferencer(_StreamMachine):
     """Host side, sans-IO: feed bytes llama.cpp wrote; get bytes to send to the member.
 
     Only a SET_TENSOR is held back, and only while its bytes still match the file: llama.cpp
-    writes a whole request before it waits for anything, so holding never stalls it.
+    writes a whole request before it waits for anything, so holding never stalls it. With
+    `referable`, only those tensors (the ones the member holds) are referenced; every other
+    weight's bytes travel, counted as weights sent.
     """
 
     def __init__(self, tensors: dict[str, WeightTensor], read_file: Callable[[int, int], bytes],
-                 file_digest: str, max_buffer: int = 1 << 30):
+                 file_digest: str, max_buffer: int = 1 << 30, referable: frozenset[str] | None = None):
         super().__init__()
         self._tensors = tensors
+        self._referable = referable  # names the member holds (None: all); others' bytes go through
         self._read_file = read_file
         self._digest = _digest_bytes(file_digest)
         self._max_buffer = max_buffer
@@ -216,7 +219,8 @@ class WeightReferencer(_StreamMachine):
 
     def _decide(self, message: _SetTensorHeader) -> None:
         tensor = self._tensors.get(message.name)
-        if tensor is None or not self._worth_comparing(message, tensor):
+        held = self._referable is None or message.name in self._referable
+        if tensor is None or not held or not self._worth_comparing(message, tensor):
             self._pass_through(message.header, message.data_bytes, is_weight=tensor is not None)
             return
         self._held = message

@@ -111,7 +111,7 @@ def plan_serving(records: Iterable[NodeRecord]) -> ServingPlan:
     records = sorted(records, key=lambda record: record.node_id)
     wanted = wanted_models(records)
     nodes = [MeshNode(record.node_id, record.capacity_bytes, frozenset(model.digest for model in record.models),
-                      record.serving, dict(record.rtt_ms)) for record in records]
+                      record.serving, dict(record.rtt_ms), record.layer_space_bytes) for record in records]
     plans = {digest: tuple(digest_plans) for digest, digest_plans in plan_mesh(nodes, wanted).items()}
     model_ids = {model.digest: model.needs.name for model in wanted}
     routes: dict[str, Route] = {}

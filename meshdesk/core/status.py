@@ -18,7 +18,7 @@ from meshdesk.core.planning import Plan, PlanMember
 from meshdesk.core.snapshot_fields import SnapshotError
 from meshdesk.core.states import ModelState, PlanState, Role
 
-__all__ = ["MeshInfo", "ModelStatus", "NodeInfo", "OfferStatus", "PeerStatus", "Refusal",
+__all__ = ["LayersStatus", "MeshInfo", "ModelStatus", "NodeInfo", "OfferStatus", "PeerStatus", "Refusal",
            "SecretsNote", "SnapshotError", "StatusSnapshot", "TrafficStatus", "plan_from_wire"]
 
 
@@ -101,6 +101,31 @@ class TrafficStatus:
 
 
 @dataclass(frozen=True)
+class LayersStatus:
+    """A split member's layers of a model it has no file of: "receiving layers: X of Y MB"
+    while they arrive (Y: what its share lacked at the load), or why it cannot take any."""
+
+    model: str = ""
+    received_bytes: int = 0
+    missing_bytes: int = 0
+    problem: str | None = None  # e.g. no disk space for layers: a lite member
+
+    @property
+    def receiving(self) -> bool:
+        return 0 < self.missing_bytes and self.received_bytes < self.missing_bytes
+
+    def to_wire(self) -> dict:
+        return {"model": self.model, "received_bytes": self.received_bytes,
+                "missing_bytes": self.missing_bytes, "receiving": self.receiving, "problem": self.problem}
+
+    @classmethod
+    def from_wire(cls, data: object, what: str = "layers") -> LayersStatus:
+        data = read.section(data, what)
+        return cls(read.text(data, "model", what), read.whole(data, "received_bytes", what),
+                   read.whole(data, "missing_bytes", what), read.optional_text(data, "problem", what))
+
+
+@dataclass(frozen=True)
 class OfferStatus:
     """What this node offers the mesh: measured, capped by the user, switched on or off."""
 
@@ -170,6 +195,7 @@ class StatusSnapshot:
     mesh: MeshInfo | None   # None until this node founds or joins a mesh
     peers: tuple[PeerStatus, ...] = ()
     refusals: tuple[Refusal, ...] = ()
+    layers: LayersStatus = LayersStatus()
     download: DownloadStatus | None = None  # the catalog model this node downloads to serve
 
     @property
@@ -188,6 +214,7 @@ class StatusSnapshot:
             "wants": list(self.wants),
             **MeshStatus(self.mesh, self.peers, self.refusals).to_wire(),
             **({} if self.download is None else {"download": self.download.to_wire()}),
+            "layers": self.layers.to_wire(),
         }
 
     @classmethod
@@ -203,7 +230,8 @@ class StatusSnapshot:
                    OfferStatus.from_wire(read.field(data, "offer", dict, "status")),
                    read.listed(data, "wants", _want, "status"),
                    mesh.mesh, mesh.peers, mesh.refusals,
-                   DownloadStatus.from_wire(data.get("download")))
+                   layers=LayersStatus.from_wire(data["layers"]) if "layers" in data else LayersStatus(),
+                   download=DownloadStatus.from_wire(data.get("download")))
 
 
 def _want(item: object, what: str) -> str:

@@ -14,6 +14,7 @@ from meshdesk.core.states import ModelState
 from meshdesk.core.status import NodeInfo, OfferStatus, SecretsNote, StatusSnapshot, TrafficStatus
 from meshdesk.node.api_tunnel import API_PURPOSE, serve_remote_request
 from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
+from meshdesk.node.layer_member import layers_status
 from meshdesk.node.mesh import JoinRefused, MeshService
 from meshdesk.node.offer import Offer
 from meshdesk.node.own_state import OwnState
@@ -158,6 +159,7 @@ class Node:
             wants=tuple(path.stem for path in self.wants),
             mesh=mesh.mesh, peers=mesh.peers, refusals=mesh.refusals,
             download=self.hooks.download_status(),
+            layers=layers_status(traffic.layers),
         )
 
     def mint_invite(self, expires_in: int) -> dict:

@@ -8,20 +8,27 @@ client) is refused: the link is closed and the refusal shows in /api/status. At 
 `MAX_WAITING_LINKS` links wait for the plan at a time, so waiting costs a peer's victim little. When a new plan
 no longer elects the peer host for the models a tunnel was opened for, that tunnel is closed.
 
+Before the raw stream the host sends the manifest of this member's share (`node.layer_member`):
+with the model's file here, references come from it; without it, from this member's layer
+cache, and the layers it lacks are kept as they arrive. A share with no room here is refused.
+
 What the host may send on a tunnel is bounded by `core.rpc_expander` (the allow-list, and
-references inside the tensors of the driven models' own GGUF index).
+references inside the tensors of the driven models' own GGUF index or of the verified cache).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.rpc_expander import ReferenceExpander, TensorTable
 from meshdesk.core.serving_plan import ServingPlan, models_driven_by
-from meshdesk.node.rpc_tunnel import ReadPiece, Traffic, serve_member_side
+from meshdesk.node.interfaces import LinkClosed
+from meshdesk.node.layer_member import LayerStore, Negotiated, NoRoom, negotiate
+from meshdesk.node.rpc_tunnel import ReadPiece, Traffic, no_kept_pieces, serve_member_side
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,8 @@ class MemberSide:
     def __init__(self, own_id: str, plan: Callable[[], ServingPlan], worker_port: Callable[[], int | None],
                  tensor_table: Callable[[str], TensorTable | None], read_piece: ReadPiece, traffic: Traffic,
                  note_refusal: Callable[[tuple, str], None] = lambda address, reason: None,
-                 plan_wait: float = PLAN_WAIT_SECONDS):
+                 plan_wait: float = PLAN_WAIT_SECONDS, layers: LayerStore | None = None,
+                 model_size: Callable[[str, str], int | None] = lambda host, digest: None):
         self.own_id = own_id
         self.plan = plan
         self.worker_port = worker_port
@@ -51,6 +59,8 @@ class MemberSide:
         self.traffic = traffic
         self.note_refusal = note_refusal
         self.plan_wait = plan_wait
+        self.layers = layers  # None: only models whose file is here
+        self.model_size = model_size  # (host id, digest) -> the size that host advertises
         self.sessions: list[Session] = []
         self.refused = 0
         self.waiting = 0
@@ -69,13 +79,18 @@ class MemberSide:
             digests = await self._wait_until_driven(peer_id)
         finally:
             self.waiting -= 1
-        files = await asyncio.to_thread(self._files, digests)  # a GGUF index is read on first use
-        if not files:
-            self._refuse(link, peer_id, "not the host of a plan that includes this node" if not digests
-                         else "no local copy of the models it hosts")
+        if not digests:
+            self._refuse(link, peer_id, "not the host of a plan that includes this node")
             return
+        try:
+            parts = await self._negotiate(link, peer_id, digests)
+        except (PeerProtocolError, NoRoom, LinkClosed, TimeoutError) as error:
+            self._refuse(link, peer_id, f"layer exchange: {error}")
+            return
+        files = parts.files
         tunnel = asyncio.ensure_future(serve_member_side(
-            link, self.worker_port, lambda: ReferenceExpander(files), self.traffic, self.read_piece))
+            link, self.worker_port, lambda: ReferenceExpander(files, keep=parts.keep), self.traffic,
+            self._reader(parts), parts.writer.keep if parts.writer else no_kept_pieces))
         session = Session(peer_id, frozenset(files), tunnel)
         self.sessions.append(session)
         try:  # a new plan cancels `tunnel` alone; cancelling this handler cancels it too
@@ -84,6 +99,8 @@ class MemberSide:
                 log.warning("the rpc tunnel from %s failed: %s", peer_id, outcome)
         finally:
             self.sessions.remove(session)
+            if parts.writer is not None:
+                parts.writer.close()
             link.close("rpc tunnel ended")
 
     async def _wait_until_driven(self, peer_id: str) -> frozenset[str]:
@@ -100,9 +117,23 @@ class MemberSide:
                 pass
         return digests
 
-    def _files(self, digests: frozenset[str]) -> Mapping[str, TensorTable]:
-        tables = {digest: self.tensor_table(digest) for digest in sorted(digests)}
-        return {digest: table for digest, table in tables.items() if table}
+    async def _negotiate(self, link, peer_id: str, digests: frozenset[str]) -> Negotiated:
+        if self.layers is None:  # no layer cache: only models whose file is here
+            local = [digest for digest in digests if await asyncio.to_thread(self.tensor_table, digest)]
+            if not local:
+                raise NoRoom("no local copy of the models it hosts")
+            digests = frozenset(local)
+        return await negotiate(link, digests, lambda digest: self.model_size(peer_id, digest),
+                               self.tensor_table, self.layers, self.model_name)
+
+    def model_name(self, digest: str) -> str:
+        return self.plan().model_ids.get(digest, digest[:12])
+
+    def _reader(self, parts: Negotiated) -> ReadPiece:
+        if parts.read_cache is None:
+            return self.read_piece
+        read = parts.read_cache
+        return lambda piece: read(piece.offset, piece.length)
 
     def _refuse(self, link, peer_id: str, reason: str) -> None:
         self.refused += 1

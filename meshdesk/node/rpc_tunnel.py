@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from meshdesk.core.rpc_expander import FilePiece, ReferenceExpander
+from meshdesk.core.rpc_expander import FilePiece, KeptPiece, ReferenceExpander
 from meshdesk.core.rpc_stream import RpcStreamError, TrafficCounts, WeightReferencer
 from meshdesk.node.loopback_owner import from_this_user
 
@@ -24,6 +24,7 @@ WORKER_WAIT_SECONDS = 15.0
 
 Transform = Callable[[bytes], list]  # bytes in; bytes (and, member side, FilePieces) out
 ReadPiece = Callable[[FilePiece], bytes]  # blocking: run in a thread
+KeepPiece = Callable[[KeptPiece], None]  # blocking: run in a thread
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Traffic:
     weights_sent_bytes: int = 0
     weights_referenced_bytes: int = 0
     activations_bytes: int = 0
+    layers: object = None  # a member's node.layer_member.LayerProgress: layers being received
 
     def add(self, counts: TrafficCounts, previous: TrafficCounts) -> None:
         self.weights_sent_bytes += counts.weights_sent_bytes - previous.weights_sent_bytes
@@ -66,16 +68,25 @@ def no_file_pieces(piece: FilePiece) -> bytes:
     raise RpcStreamError("a file piece where no file may be read")
 
 
+def no_kept_pieces(piece: KeptPiece) -> None:
+    raise RpcStreamError("a kept piece where nothing is kept")
+
+
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transform: Transform,
-               read_piece: ReadPiece = no_file_pieces) -> None:
+               read_piece: ReadPiece = no_file_pieces, keep_piece: KeepPiece = no_kept_pieces) -> None:
     """Copies through `transform`; each FilePiece is read and written on its own, after the
-    writer has drained, so an expanded reference never sits in memory as a whole."""
+    writer has drained, so an expanded reference never sits in memory as a whole. A KeptPiece
+    goes to the writer and, off the event loop, into the layer cache."""
     try:
         while data := await reader.read(READ_CHUNK):
             for piece in transform(data):
                 if isinstance(piece, FilePiece):
                     await writer.drain()
                     piece = piece.check(await asyncio.to_thread(read_piece, piece))
+                elif isinstance(piece, KeptPiece):
+                    writer.write(piece.data)
+                    await asyncio.to_thread(keep_piece, piece)
+                    continue
                 writer.write(piece)
             await writer.drain()
     except (ConnectionError, RpcStreamError, OSError) as error:
@@ -85,10 +96,10 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trans
 
 
 async def splice(a: tuple, b: tuple, a_to_b: Transform, b_to_a: Transform,
-                 read_piece: ReadPiece = no_file_pieces) -> None:
+                 read_piece: ReadPiece = no_file_pieces, keep_piece: KeepPiece = no_kept_pieces) -> None:
     """Copies both ways until either side ends, then closes both."""
     (a_reader, a_writer), (b_reader, b_writer) = a, b
-    tasks = [asyncio.ensure_future(pump(a_reader, b_writer, a_to_b, read_piece)),
+    tasks = [asyncio.ensure_future(pump(a_reader, b_writer, a_to_b, read_piece, keep_piece)),
              asyncio.ensure_future(pump(b_reader, a_writer, b_to_a))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -102,13 +113,17 @@ async def splice(a: tuple, b: tuple, a_to_b: Transform, b_to_a: Transform,
 class HostTunnel:
     """A 127.0.0.1 listener standing in for one remote member's rpc worker.
 
+    Before the raw stream, `make_referencer(link)` may exchange messages on the link (the
+    layer manifest, `node.layer_host`); it returns the connection's referencer, or None to
+    pass everything through.
+
     Only connections that this node's own user opened (the model host child) are tunnelled:
     on Linux the connecting socket's owner is checked (`node.loopback_owner`); another local
     user's connection is closed before any link to the member opens.
     """
 
     def __init__(self, member_id: str, open_link: Callable[[str, str], Awaitable],
-                 make_referencer: Callable[[], WeightReferencer | None], traffic: Traffic,
+                 make_referencer: Callable[[object], Awaitable[WeightReferencer | None]], traffic: Traffic,
                  from_own_user: Callable[[tuple, tuple], bool] = from_this_user):
         self.member_id = member_id
         self.open_link = open_link
@@ -140,7 +155,14 @@ class HostTunnel:
             writer.close()
             self.connections.discard(task)
             return
-        referencer = self.make_referencer()
+        try:
+            referencer = await self.make_referencer(link)
+        except Exception as error:  # the member refused, broke the exchange, or went away
+            log.warning("no rpc tunnel to %s: the layer exchange failed: %s", self.member_id, error)
+            link.close("layer exchange failed")
+            writer.close()
+            self.connections.discard(task)
+            return
         upstream = counted(referencer, self.traffic) if referencer else passthrough(self.traffic)
         try:
             await splice((reader, writer), link.detach(), upstream, passthrough(self.traffic))
@@ -156,15 +178,17 @@ class HostTunnel:
 
 async def serve_member_side(link, worker_port: Callable[[], int | None],
                             make_expander: Callable[[], ReferenceExpander], traffic: Traffic,
-                            read_piece: ReadPiece = no_file_pieces) -> None:
+                            read_piece: ReadPiece = no_file_pieces, keep_piece: KeepPiece = no_kept_pieces) -> None:
     """A member's end: the host's tunnel, spliced onto this node's rpc worker; what the host
-    sends passes the expander's allow-list, references come from `read_piece`."""
+    sends passes the expander's allow-list, references come from `read_piece`, the bytes of
+    layers it keeps go to `keep_piece` too."""
     port = await wait_for_worker(worker_port)
     if port is None:
         link.close("no rpc worker here")
         return
     worker = await asyncio.open_connection("127.0.0.1", port)
-    await splice(link.detach(), worker, counted(make_expander(), traffic), passthrough(traffic), read_piece)
+    await splice(link.detach(), worker, counted(make_expander(), traffic), passthrough(traffic),
+                 read_piece, keep_piece)
 
 
 async def wait_for_worker(worker_port: Callable[[], int | None]) -> int | None:

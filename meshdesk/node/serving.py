@@ -47,7 +47,8 @@ RETRY_SECONDS = 0.5  # how soon to look again at a split host held back for the 
 
 # A local model is an inventory entry (name, size, digest, layers, path); the factories read it.
 MakeModelHost = Callable[[dict, list[str], list[float]], ModelHost]
-MakeReferencer = Callable[[dict], object]
+# (model, running host config, member id, link) -> awaitable referencer, after the layer exchange
+MakeReferencer = Callable[[dict, HostConfig, str, object], Awaitable[object]]
 
 
 class Tunnel(Protocol):
@@ -56,7 +57,7 @@ class Tunnel(Protocol):
     async def stop(self) -> None: ...
 
 
-MakeTunnel = Callable[[str, Callable[[str, str], Awaitable], Callable[[], object], Traffic], Tunnel]
+MakeTunnel = Callable[[str, Callable[[str, str], Awaitable], Callable[[object], Awaitable], Traffic], Tunnel]
 
 
 @dataclass
@@ -157,8 +158,12 @@ class Serving:
 
     async def _open_tunnel(self, member_id: str, digest: str) -> None:
         model = self._local_model(digest)
-        tunnel = self.make_tunnel(member_id, self.mesh.open_data_link,
-                                  lambda: self.make_referencer(model), self.traffic)
+
+        def referencer(link):  # per connection: the share of the host config running then
+            running = self.hosts.get(digest)
+            config = running.config if running is not None else HostConfig(digest)
+            return self.make_referencer(model, config, member_id, link)
+        tunnel = self.make_tunnel(member_id, self.mesh.open_data_link, referencer, self.traffic)
         self.tunnels[member_id] = RunningTunnel(digest, tunnel, await tunnel.start())
 
     def _start_host(self, config: HostConfig) -> None:

@@ -1,0 +1,167 @@
+"""A split member's own layers of a model it has no file of: a sparse copy, keyed by digest.
+
+`HOME/layers/<model digest>/model.layers` is a sparse file of the model's size; a tensor's bytes
+lie at their offset in the real file. `held.json` lists the tensors written and verified (name
+-> [offset, nbytes, sha256]). Files with the same name and another digest never meet: the
+folder is the digest.
+
+Nothing listed is trusted: before a tunnel uses the cache (`verified`), each listed tensor the
+host's manifest names is hashed again and compared with the manifest's digest; a torn or
+tampered one is dropped from the list (and so fetched again). The result is remembered while
+the file's size, mtime and inode stay the same, so the several connections of one load do not
+hash the share again.
+
+All methods block (file IO, hashing): call them in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from meshdesk.core.layer_manifest import LayerManifest, ManifestTensor
+from meshdesk.core.rpc_expander import KeptPiece
+from meshdesk.core.rpc_stream import WeightTensor
+
+log = logging.getLogger(__name__)
+
+LAYERS_FOLDER = "layers"
+DATA_FILE = "model.layers"
+HELD_FILE = "held.json"
+HASH_PIECE = 4 << 20
+
+
+class LayerCache:
+    """One model's cache folder."""
+
+    def __init__(self, root: Path, digest: str, size: int):
+        self.folder = root / digest
+        self.path = self.folder / DATA_FILE
+        self.digest = digest
+        self.size = size
+        self._lock = threading.Lock()
+        self._verified: tuple[tuple, frozenset[str]] | None = None  # (file signature, names)
+
+    # --- what is held ----------------------------------------------------------------------
+
+    def _held(self) -> dict[str, list]:
+        try:
+            stored = json.loads((self.folder / HELD_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    def _save_held(self, held: dict[str, list]) -> None:
+        temporary = self.folder / (HELD_FILE + ".tmp")
+        temporary.write_text(json.dumps(held))
+        os.replace(temporary, self.folder / HELD_FILE)
+
+    def _signature(self) -> tuple | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+    def verified(self, manifest: LayerManifest) -> frozenset[str]:
+        """The manifest's tensors this cache holds, each hashed again (or unchanged since it was)."""
+        with self._lock:
+            signature = self._signature()
+            if signature is None or signature[0] != self.size:
+                return frozenset()
+            held = self._held()
+            listed = [t for t in manifest.tensors if held.get(t.name) == [t.file_offset, t.nbytes, t.sha256]]
+            if self._verified is not None and self._verified[0] == signature:
+                return frozenset(t.name for t in listed if t.name in self._verified[1])
+            good = {t.name for t in listed if self._hash(t) == t.sha256}
+            bad = [t.name for t in listed if t.name not in good]
+            if bad:
+                log.warning("layer cache %s: %d tensors no longer match their digest (%s...); fetching them again",
+                            self.digest[:12], len(bad), bad[0])
+                self._save_held({name: entry for name, entry in held.items() if name not in bad})
+            self._verified = (signature, frozenset(good))
+            return frozenset(good)
+
+    def _hash(self, tensor: ManifestTensor) -> str:
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as file:
+            for start in range(0, tensor.nbytes, HASH_PIECE):
+                length = min(HASH_PIECE, tensor.nbytes - start)
+                data = os.pread(file.fileno(), length, tensor.file_offset + start)
+                if len(data) != length:
+                    return ""
+                digest.update(data)
+        return digest.hexdigest()
+
+    def allocated_bytes(self) -> int:
+        try:
+            return self.path.stat().st_blocks * 512
+        except OSError:
+            return 0
+
+    # --- reading and writing ---------------------------------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes:
+        with open(self.path, "rb") as file:
+            return os.pread(file.fileno(), length, offset)
+
+    def prepare(self) -> None:
+        """The folder and a sparse file of the model's size (nothing is allocated)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as file:
+            if file.tell() != self.size:
+                file.truncate(self.size)
+
+    def writer(self, manifest: LayerManifest, missing: frozenset[str], progress) -> CacheWriter:
+        return CacheWriter(self, {t.name: t for t in manifest.tensors if t.name in missing}, progress)
+
+    def record(self, tensor: ManifestTensor) -> None:
+        with self._lock:
+            held = self._held()
+            held[tensor.name] = [tensor.file_offset, tensor.nbytes, tensor.sha256]
+            self._save_held(held)
+            if self._verified is not None:  # our own write: what was verified stays so
+                self._verified = (self._signature(), self._verified[1] | {tensor.name})
+
+
+class CacheWriter:
+    """Takes the `KeptPiece`s of one tunnel: writes each at its tensor's place, hashes it, and
+    records a tensor held once all its bytes are in and their digest is the manifest's."""
+
+    def __init__(self, cache: LayerCache, missing: dict[str, ManifestTensor], progress):
+        self.cache = cache
+        self.missing = missing  # only these are ever written: the expander keeps nothing else
+        self.progress = progress  # LayerProgress: received bytes, shown in the status
+        self._hashes: dict[str, hashlib._Hash] = {}
+        self._file = open(cache.path, "r+b")
+
+    def table(self) -> dict[str, WeightTensor]:
+        return {name: WeightTensor(name, t.file_offset, t.nbytes) for name, t in self.missing.items()}
+
+    def keep(self, piece: KeptPiece) -> None:
+        tensor = self.missing.get(piece.tensor)
+        if tensor is None or piece.start + len(piece.data) > tensor.nbytes:
+            raise ValueError(f"a kept piece outside {piece.tensor!r}")  # the expander's bug, not the host's
+        if piece.start == 0:
+            self._hashes[tensor.name] = hashlib.sha256()
+        running = self._hashes.get(tensor.name)
+        os.pwrite(self._file.fileno(), piece.data, tensor.file_offset + piece.start)
+        self.progress.received(len(piece.data))
+        if running is None:
+            return
+        running.update(piece.data)
+        if piece.last:
+            del self._hashes[tensor.name]
+            if running.hexdigest() == tensor.sha256:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self.cache.record(tensor)
+            else:
+                log.warning("layer %s from the host does not match its digest; not kept", tensor.name)
+
+    def close(self) -> None:
+        self._file.close()
