@@ -199,25 +199,37 @@ def resumed_answer(root: Path, arguments, nodes: list, model: Path) -> tuple[flo
 # --- figure 3 --------------------------------------------------------------------------------------
 
 
-def plan_with(node_a: NodeProcess, member_id: str) -> bool:
+def model_pid(node: NodeProcess) -> int | None:
+    models = node.status().get("models") or [{}]
+    return models[0].get("pid")
+
+
+def plan_with(node_a: NodeProcess, member_id: str, old_pid: int | None) -> bool:
+    """A's plan includes the member, and the model host started for it (not the one before) is ready."""
     status = node_a.status()
     plans, models = status.get("plans") or [], status.get("models") or []
-    return bool(plans and models and models[0].get("state") == "ready"
+    return bool(plans and models and models[0].get("state") == "ready" and models[0].get("pid") != old_pid
                 and any(member["id"] == member_id for member in plans[0].get("members") or []))
 
 
 def joiner_first_token(root: Path, arguments, nodes: list, node_a: NodeProcess) -> tuple[float | None, str]:
+    wait(lambda: node_a.model_state() == "ready", arguments.ready_timeout, "A to serve again after B's death",
+         [node_a])  # the joiner's figure must not include the re-plan after figure 2
+    old_pid = model_pid(node_a)
     started = time.perf_counter()
     joiner = split_bench.start_node(root / "joiner", "--join", node_a.invite_token(), "--split",
                                     "--threads", str(arguments.threads))
     nodes.append(joiner)
     joiner_id = joiner.node_id
     deadline = time.monotonic() + arguments.wait
-    while not plan_with(node_a, joiner_id):
+    while not plan_with(node_a, joiner_id, old_pid):
         if time.monotonic() > deadline:
-            role = joiner.status()["node"].get("role")
-            return None, (f"A's plan did not include the joiner within {arguments.wait:.0f} s "
-                          f"(the joiner, with nothing on disk, is {role})")
+            role, status = joiner.status()["node"].get("role"), node_a.status()
+            plan, models = (status.get("plans") or [{}])[0], status.get("models") or [{}]
+            included = any(member["id"] == joiner_id for member in plan.get("members") or [])
+            return None, (f"A's plan did not include the joiner with a ready model within {arguments.wait:.0f} s "
+                          f"(the joiner, with nothing on disk, is {role}; A's plan {plan.get('state')}, "
+                          f"{'with' if included else 'without'} it; A's model {models[0].get('state')})")
         time.sleep(POLL_SECONDS)
     client = node_a.client()
     first = first_token_of_a_new_request(client, client.models.list().data[0].id, started, arguments.wait)
