@@ -1,10 +1,12 @@
 """Beyond 127.0.0.1: three nodes on three machines (Linux network namespaces on one bridge), each
-with its own address, so gossip, routing and the split's RPC tunnel cross real addresses.
+with its own address, so gossip, routing, the split's RPC tunnels and the layer transfer cross
+real addresses.
 
 A (machine 1) founds the mesh and hosts the model, split with B (machine 2, its own copy, less
-memory). C (machine 3) is a lite client bound to every interface: its outward address, which it
-advertises first, is unreachable from the others, and its id is the highest, so B must dial it
-(the lower id dials) past that address. One set-up serves the whole module.
+memory) and C (machine 3, nothing on disk: it receives its layers). C is bound to every
+interface: its outward address, which it advertises first, is unreachable from the others, and
+its id is the highest, so B must dial it (the lower id dials) past that address. One set-up
+serves the whole module.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def mesh(three_machines, tmp_path_factory, default_model_path):
         token = a.invite_token()
         b = start_in(two, b_home, "--join", token, "--max-vram", "10", "--split", "--threads", "1")
         started.append(b)
-        c = start_in(three, high, "--client", "--join", token, "--bind-host", "0.0.0.0")
+        c = start_in(three, high, "--join", token, "--split", "--threads", "1", "--bind-host", "0.0.0.0")
         started.append(c)
         yield a, b, c
     finally:
@@ -85,14 +87,18 @@ def test_a_node_whose_first_addresses_are_unreachable_is_linked_by_a_lower_id(me
     assert b.node_id < c.node_id  # B dialled C, past the unreachable address
 
 
-def test_a_split_across_namespaces_answers_through_the_tunnel(mesh):
+def test_a_split_across_namespaces_sends_the_layers_a_member_lacks_and_answers(mesh):
     a, b, c = mesh
-    poll(lambda: split_ready(a), 120, interval=0.2, message=f"the split to form: {a.describe()}")
-    plan = a.status()["plans"][0]
-    assert [member["id"] for member in plan["members"]] == [b.node_id, a.node_id]
-    text = a.complete(model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0, seed=1)
-    assert text.strip()
-    assert a.status()["traffic"]["activations_bytes"] > 0  # the RPC tunnel to B carried the layers' work
+    poll(lambda: split_ready(a, {a.node_id, b.node_id, c.node_id}), 120, interval=0.2,
+         message=f"the split of three to form: {a.describe()}")
+    assert a.status()["plans"][0]["members"][-1]["id"] == a.node_id  # the host last
+    assert a.complete(model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0, seed=1).strip()
+    traffic = a.status()["traffic"]
+    assert traffic["weights_referenced_bytes"] > 0   # B's layers: by reference to its own file
+    assert traffic["weights_sent_bytes"] > 0         # C's: sent once, across the bridge
+    layers = c.status()["layers"]
+    assert layers["missing_bytes"] > 0 and layers["received_bytes"] == layers["missing_bytes"]
+    assert not list(c.home.glob("models/*.gguf"))    # C keeps layers, not the file
 
 
 def test_a_request_through_a_node_that_is_not_the_host_is_answered_by_the_host(mesh):
@@ -102,7 +108,8 @@ def test_a_request_through_a_node_that_is_not_the_host_is_answered_by_the_host(m
     assert c.complete(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0, seed=1) == through_host
 
 
-def split_ready(node) -> bool:
+def split_ready(node, members: set[str] | None = None) -> bool:
     status = node.status()
     plans, models = status["plans"], status["models"]
-    return bool(plans and plans[0]["state"] == "split" and models and models[0]["state"] == "ready")
+    return bool(plans and plans[0]["state"] == "split" and models and models[0]["state"] == "ready"
+                and (members is None or {member["id"] for member in plans[0]["members"]} == members))
