@@ -228,3 +228,20 @@ def test_download_without_a_name_lists_the_catalog(tmp_path):
     assert result.stdout.splitlines()[0].split()[:3] == ["NAME", "ALIASES", "SIZE"]
     seventy = next(line for line in result.stdout.splitlines() if line.startswith("Llama-3.3-70B-Instruct"))
     assert "70b" in seventy and "Llama-3.2-1B-Instruct" in seventy
+
+
+def test_one_writer_per_file_another_download_of_it_is_refused_until_the_first_ends(hub, model_bytes, tmp_path):
+    import threading
+
+    hub.chunk_delay_s = 0.02
+    remote = find_remote_file(SMALL_REPO, SMALL_FILE, endpoint=hub.url)
+    under_way, finished = threading.Event(), []
+    first = threading.Thread(target=lambda: finished.append(download(
+        remote, tmp_path / SMALL_LOCAL, progress=lambda done, total: done > 100_000 and under_way.set())))
+    first.start()
+    assert under_way.wait(20)
+    with pytest.raises(DownloadError, match=f"another download of {SMALL_LOCAL} into .* is under way"):
+        download(remote, tmp_path / SMALL_LOCAL)
+    first.join(30)
+    assert finished and (tmp_path / SMALL_LOCAL).read_bytes() == model_bytes
+    assert sorted(path.name for path in tmp_path.iterdir()) == [SMALL_LOCAL]

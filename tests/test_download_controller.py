@@ -166,6 +166,8 @@ def test_the_nodes_own_download_for_the_mesh_shows_beside_the_users(setup):
         setup.controller.show_mesh_download(DownloadStatus(local, DOWNLOADING, 1000, 4000))
         assert setup.progress[-1] == {MODEL: 25} and setup.row(MODEL).on_disk.startswith("downloading")
         assert setup.view.progress_bars[MODEL].value() == 25
+        setup.controller.start(MODEL)  # the user asks for the same file: one writer only
+        assert setup.controller.running == {}
         setup.controller.show_mesh_download(DownloadStatus(local, DONE, 4000, 4000))
         assert setup.progress[-1] == {} and setup.view.progress_bars == {}
         assert setup.view.message.text() == f"Downloaded {local} for the mesh; this node serves it."

@@ -19,7 +19,9 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -191,6 +193,12 @@ def download(remote: RemoteFile, target: Path, progress: ProgressCallback | None
     if expected_sha256 is not None and remote.sha256 is not None and remote.sha256 != expected_sha256:
         raise DigestMismatch(_mismatch(remote, remote.sha256, expected_sha256, "the hub says its sha256 is"))
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _only_writer(target):
+        return _download(remote, target, progress, check, retry_wait_s, cancelled, expected_sha256)
+
+
+def _download(remote: RemoteFile, target: Path, progress: ProgressCallback | None, check: FileCheck | None,
+              retry_wait_s: float, cancelled: Callable[[], bool] | None, expected_sha256: str | None) -> Path:
     report = _stopping_when(cancelled, progress or (lambda done, total: None), remote)
     try:
         start = _prepare_partial(remote, target)
@@ -206,6 +214,33 @@ def download(remote: RemoteFile, target: Path, progress: ProgressCallback | None
     os.replace(partial_path(target), target)
     _source_path(target).unlink(missing_ok=True)
     return target
+
+
+@contextmanager
+def _only_writer(target: Path):
+    """One download per target at a time, across processes (`meshdesk download`, the desktop,
+    a node downloading for its mesh): an OS lock on `NAME.gguf.partial.lock`, released by the
+    OS even when the process is killed."""
+    lock = target.with_name(target.name + ".partial.lock")
+    with open(lock, "a+b") as handle:
+        try:
+            _lock(handle)
+        except OSError:
+            raise DownloadError(f"another download of {target.name} into {target.parent} is under way; "
+                                "let it finish") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def _lock(handle) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _stopping_when(cancelled: Callable[[], bool] | None, progress: ProgressCallback,

@@ -86,8 +86,13 @@ class DownloadController:
                 self._launch(wanted)
 
     def _needs_download(self, entry: CatalogEntry) -> bool:
-        return not entry.bundled and entry.name not in self.running and \
+        return not entry.bundled and entry.name not in self.running and not self._mesh_downloads(entry) and \
             find_catalog_file(entry, self.folders) is None
+
+    def _mesh_downloads(self, entry: CatalogEntry) -> bool:
+        """The node downloads this one for the mesh already (one writer per partial file)."""
+        mesh = self.mesh_download
+        return mesh is not None and mesh.state == DOWNLOADING and mesh.model in entry.local_files()
 
     def cancel(self, name: str) -> None:
         running = self.running.get(name)
