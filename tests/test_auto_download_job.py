@@ -84,12 +84,12 @@ def test_a_file_with_another_digest_and_no_hub_checksum_is_deleted_never_used(hu
 def test_a_hub_that_fails_is_reported_and_tried_again_later(hub, model_bytes, tmp_path):
     job = Job(hub, tmp_path, model_bytes, retry_s=0.2)
     hub.add(REPO, "another-file.gguf", b"x")  # the repo is there, the file is not
-    run(job.job.step())
-    assert job.job.status.state == FAILED and f"no file {REMOTE} in {REPO}" in job.job.status.error
-    run(job.job.step())  # at once: it waits for the retry time
-    assert job.job.status.state == FAILED and job.files == {}
 
-    async def retried():
+    async def retried():  # one loop throughout, as in a node
+        await job.job.step()
+        assert job.job.status.state == FAILED and f"no file {REMOTE} in {REPO}" in job.job.status.error
+        await job.job.step()  # at once: it waits for the retry time
+        assert job.job.status.state == FAILED and job.files == {} and len(hub.seen) == 1
         hub.add(REPO, REMOTE, model_bytes)
         task = asyncio.create_task(job.job.run())
         job.job.plan_changed()
@@ -135,3 +135,30 @@ def test_a_node_stopping_mid_download_keeps_the_partial_and_the_next_run_resumes
     run(restarted.job.step())
     assert hub.gets()[-1].range == f"bytes={kept}-"
     assert (tmp_path / LOCAL).read_bytes() == model_bytes and restarted.files == {LOCAL: restarted.model.digest}
+
+
+def test_a_model_dropped_mid_download_stops_its_transfer_and_keeps_the_partial(hub, model_bytes, tmp_path):
+    from meshdesk.core.download_choice import STOPPED
+
+    hub.add(REPO, REMOTE, model_bytes)
+    hub.chunk_delay_s = 0.05
+    job = Job(hub, tmp_path, model_bytes)
+    partial = hf_download.partial_path(tmp_path / LOCAL)
+    wanted = [job.model]
+    job.parts = job.job.parts = AutoDownloadParts(**{**job.parts.__dict__, "wanted": lambda: wanted})
+
+    async def dropped_half_way():
+        task = asyncio.create_task(job.job.run())
+        job.job.plan_changed()
+        async with asyncio.timeout(20):
+            while not (partial.is_file() and partial.stat().st_size > 500_000):
+                await asyncio.sleep(0.02)
+            wanted.clear()  # `meshdesk drop` somewhere in the mesh
+            job.job.plan_changed()
+            while job.job.status.state != STOPPED:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    run(dropped_half_way())
+    assert "the mesh no longer wants it" in job.job.status.error and job.files == {}
+    assert 500_000 < partial.stat().st_size < len(model_bytes) and not (tmp_path / LOCAL).exists()

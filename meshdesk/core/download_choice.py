@@ -26,7 +26,8 @@ DONE = "done"          # verified, handed to the inventory
 FAILED = "failed"      # the hub or the disk failed; tried again later
 REFUSED = "refused"    # the file was not the mesh's (another digest): never used
 BLOCKED = "blocked"    # a wanted model this node would download, but it cannot (disk space)
-DOWNLOAD_STATES = (DOWNLOADING, DONE, FAILED, REFUSED, BLOCKED)
+STOPPED = "stopped"    # the mesh stopped wanting it mid-way; the partial file stays
+DOWNLOAD_STATES = (DOWNLOADING, DONE, FAILED, REFUSED, BLOCKED, STOPPED)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshdesk.core.catalog import Catalog
-from meshdesk.core.download_choice import (BLOCKED, DONE, DOWNLOADING, FAILED, REFUSED, Download, DownloadStatus,
-                                           MeshModel, NodeSide, choose_download, describe_bytes)
+from meshdesk.core.download_choice import (BLOCKED, DONE, DOWNLOADING, FAILED, REFUSED, STOPPED, Download,
+                                           DownloadStatus, MeshModel, NodeSide, choose_download, describe_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 600.0
 STATUS_STEPS = 200   # status updates per download (every half percent)
 LOG_STEPS = 10       # log lines per download (every 10 %)
+UNWANTED = "the mesh no longer wants it; the partial file stays for a later resume"
 
 
 class FetchFailed(Exception):
@@ -125,13 +126,20 @@ class AutoDownload:
                  describe_bytes(model.size), download.repo)
         self._set(DownloadStatus(download.local_file, DOWNLOADING, 0, model.size))
         relay = _Relay(loop, lambda done, total: self._progressed(download, done, total))
+        transfer = asyncio.ensure_future(asyncio.to_thread(self.parts.fetch, download, relay, stop.is_set))
         try:
-            path = await asyncio.to_thread(self.parts.fetch, download, relay, stop.is_set)
+            await self._watch(transfer, model.digest, stop)
+            path = await transfer
         except asyncio.CancelledError:
             stop.set()  # the node is stopping: the transfer ends at its next chunk, the partial stays
+            transfer.cancel()
             raise
         except FetchFailed as failure:
-            self._failed(download, str(failure), failure.refused, loop.time())
+            if stop.is_set():
+                self._set(replace(self.status, state=STOPPED, error=UNWANTED))
+                log.info("stopped downloading %s: %s", download.local_file, UNWANTED)
+            else:
+                self._failed(download, str(failure), failure.refused, loop.time())
             return
         except Exception as error:  # noqa: BLE001 - the status must not stay "downloading"
             log.exception("download of %s failed", download.local_file)
@@ -141,6 +149,23 @@ class AutoDownload:
         log.info("downloaded %s; its digest is the mesh's; serving it", download.local_file)
         await self.parts.finished(path, model.digest)
         self._set(DownloadStatus(download.local_file, DONE, model.size, model.size))
+
+    async def _watch(self, transfer: asyncio.Future, digest: str, stop: threading.Event) -> None:
+        """Until the transfer ends; stops it when a replan leaves the model unwanted (dropped).
+        A replan seen here is looked at again once the transfer has ended."""
+        try:
+            while not transfer.done():
+                self.changed.clear()
+                waiter = asyncio.ensure_future(self.changed.wait())
+                try:
+                    await asyncio.wait({transfer, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if self.changed.is_set() and all(model.digest != digest for model in self.parts.wanted()):
+                    stop.set()
+                    return
+        finally:
+            self.changed.set()
 
     def _failed(self, download: Download, message: str, refused: bool, now: float) -> None:
         digest = download.model.digest
