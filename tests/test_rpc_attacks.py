@@ -29,11 +29,15 @@ def peer_address(node, peer_id: str) -> tuple[str, int]:
     return tuple(peer["addresses"][0])
 
 
-async def rpc_link(address, key: NodeKey, mesh_id: str, mesh_secret: bytes, folder):
-    """An authenticated "rpc" data-plane link to `address`, as the holder of `key`."""
+async def rpc_link(address, key: NodeKey, mesh_id: str, mesh_secret: bytes, folder, manifest: dict | None = None):
+    """An authenticated "rpc" data-plane link to `address`, as the holder of `key`; with
+    `manifest`, past the layer exchange a host starts with, to the raw RPC stream."""
     transport = tls_transport(key, folder)
     link = await transport.connect(address)
     await handshake.dial(link, credentials(key), mesh_id, mesh_secret, purpose="rpc")
+    if manifest is not None:
+        await link.send(manifest)
+        assert (await asyncio.wait_for(link.receive(), 15))["type"] == "layers_held"
     return link.detach()
 
 
@@ -83,9 +87,10 @@ def test_a_host_sending_what_llama_cpp_never_would_loses_its_tunnel(node_factory
     async def attack():
         key = node_key_of(host.home)  # a compromised host: its own key and the mesh secret
         _, transport, control, identity = await join_as_peer(host.invite_token())
+        manifest = {"type": "layers", "digest": digest, "size": default_model_path.stat().st_size, "tensors": []}
         reader, writer = await rpc_link(peer_address(host, worker.node_id), key,
                                         decode_token(host.invite_token()).mesh_id, identity.mesh_secret,
-                                        tmp_path / "host-key")
+                                        tmp_path / "host-key", manifest)
         writer.write(request_bytes)
         await writer.drain()
         answered = await answer_or_close(reader)

@@ -1,0 +1,80 @@
+"""A member's layer cache on a real disk: kept only when the digest holds, verified again at each
+use, a torn or tampered tensor dropped; the room for layers, and a share that does not fit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import pytest
+
+from meshdesk.core.layer_manifest import LayerManifest, ManifestTensor
+from meshdesk.core.rpc_expander import KeptPiece
+from meshdesk.node.layer_member import SPACE_STEP, LayerProgress, LayerStore, NoRoom, negotiate
+from tests.fakes import link_pair, within
+from tests.test_core_rpc_stream import ATTN_Q, DIGEST, EMBD, GGUF, weight_bytes
+
+
+def manifest(*tensors) -> LayerManifest:
+    return LayerManifest(DIGEST, len(GGUF), tuple(ManifestTensor(
+        t.name, t.file_offset, t.nbytes, hashlib.sha256(weight_bytes(t)).hexdigest()) for t in tensors))
+
+
+def receive(cache, wanted: LayerManifest, data: dict[str, bytes], piece: int = 100) -> LayerProgress:
+    progress = LayerProgress()
+    cache.prepare()
+    writer = cache.writer(wanted, frozenset(data), progress)
+    for name, content in data.items():
+        for start in range(0, len(content), piece):
+            chunk = content[start:start + piece]
+            writer.keep(KeptPiece(name, start, chunk, start + len(chunk) == len(content)))
+    writer.close()
+    return progress
+
+
+def test_kept_layers_are_held_once_their_digest_holds_and_a_tampered_one_is_dropped(tmp_path):
+    store = LayerStore(tmp_path / "layers")
+    wanted = manifest(EMBD, ATTN_Q)
+    cache = store.cache(DIGEST, len(GGUF))
+    progress = receive(cache, wanted, {EMBD.name: weight_bytes(EMBD), ATTN_Q.name: b"x" * ATTN_Q.nbytes})
+    assert progress.received_bytes == EMBD.nbytes + ATTN_Q.nbytes
+    assert cache.verified(wanted) == {EMBD.name}  # the wrong bytes were never held
+    assert cache.read(EMBD.file_offset, EMBD.nbytes) == weight_bytes(EMBD)
+    assert cache.path.stat().st_size == len(GGUF)
+
+    fresh = store.__class__(store.root).cache(DIGEST, len(GGUF))  # a new process: verified by hashing
+    assert fresh.verified(wanted) == {EMBD.name}
+    with open(fresh.path, "r+b") as file:
+        file.seek(EMBD.file_offset + 7)
+        file.write(b"\xff")
+    assert fresh.verified(wanted) == frozenset()  # tampered: dropped, and so fetched again
+    assert json.loads((fresh.folder / "held.json").read_text()) == {}
+
+
+def test_a_held_tensor_whose_digest_the_host_names_otherwise_is_not_used(tmp_path):
+    cache = LayerStore(tmp_path / "layers").cache(DIGEST, len(GGUF))
+    receive(cache, manifest(EMBD), {EMBD.name: weight_bytes(EMBD)})
+    other = LayerManifest(DIGEST, len(GGUF), (ManifestTensor(EMBD.name, EMBD.file_offset, EMBD.nbytes, "cd" * 32),))
+    assert cache.verified(other) == frozenset()
+
+
+def test_the_room_for_layers_counts_what_the_caches_hold_and_a_quota_caps_it(tmp_path):
+    store = LayerStore(tmp_path / "layers", quota_bytes=3 * SPACE_STEP + 5)
+    assert store.space_bytes() == 3 * SPACE_STEP
+    assert LayerStore(tmp_path / "layers", quota_bytes=SPACE_STEP - 1).space_bytes() == 0
+    store.note_space(0)
+    assert "no disk space for layers" in store.progress.problem
+
+
+def test_a_share_that_does_not_fit_is_refused_before_anything_is_written(tmp_path):
+    async def scenario():
+        store = LayerStore(tmp_path / "layers", quota_bytes=0)
+        host_end, member_end = link_pair(("host", "member"))
+        await host_end.send(manifest(EMBD).to_wire())
+        with pytest.raises(NoRoom):
+            await within(negotiate(member_end, frozenset({DIGEST}), lambda digest: len(GGUF),
+                                   lambda digest: None, store))
+        assert not (tmp_path / "layers" / DIGEST / "model.layers").exists()
+
+    asyncio.run(scenario())
