@@ -165,6 +165,18 @@ def test_a_solo_node_is_the_host_of_its_whole_model():
     assert mesh_summary(split()).traffic == "weights sent 0 B, by reference 9.9 GB, activations 50.0 MB"
 
 
+def test_a_member_without_the_file_shows_the_layers_it_receives_or_why_it_takes_none():
+    wire = solo_wire()
+    assert mesh_summary(StatusSnapshot.from_wire(wire)).layers == DASH
+    wire["layers"] = {"model": "gemma", "received_bytes": 30 << 20, "missing_bytes": 120 << 20,
+                      "receiving": True, "problem": None}
+    assert mesh_summary(StatusSnapshot.from_wire(wire)).layers == "receiving layers: 30 of 120 MB"
+    wire["layers"]["received_bytes"] = 120 << 20
+    assert mesh_summary(StatusSnapshot.from_wire(wire)).layers.startswith("received its layers of gemma: 120 MB")
+    wire["layers"]["problem"] = "no disk space for layers in /home/b/layers; serving the API as a lite member"
+    assert "lite member" in mesh_summary(StatusSnapshot.from_wire(wire)).layers
+
+
 def test_a_node_before_any_plan_reads_with_dashes_for_what_it_lacks():
     [segment] = cluster_segments(unplanned())
     assert (segment.name, segment.role, segment.share, segment.capacity_bytes) == ("alice", "standby", DASH, 24 * GB)

@@ -52,6 +52,7 @@ class MeshSummary:
     api: str
     capacity: str
     traffic: str = DASH
+    layers: str = DASH  # "receiving layers: X of Y MB", or why this node takes none
     plans: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
@@ -165,7 +166,7 @@ def mesh_summary(snapshot: StatusSnapshot) -> MeshSummary:
     total = sum(segment.capacity_bytes for segment in cluster_segments(snapshot))
     return MeshSummary(mesh=mesh_line(snapshot), models=served_models_line(snapshot),
                        draft=draft_line(snapshot), api=api_line(snapshot), capacity=gigabytes(total),
-                       traffic=traffic_line(snapshot),
+                       traffic=traffic_line(snapshot), layers=layers_line(snapshot),
                        plans=[plan_line(plan, names) for plan in snapshot.plans],
                        waiting=waiting_reasons(snapshot), refusals=refusal_lines(snapshot))
 
@@ -190,3 +191,17 @@ def traffic_line(snapshot: StatusSnapshot) -> str:
     return (f"weights sent {byte_size(traffic.weights_sent_bytes)}, "
             f"by reference {byte_size(traffic.weights_referenced_bytes)}, "
             f"activations {byte_size(traffic.activations_bytes)}")
+
+
+def layers_line(snapshot: StatusSnapshot) -> str:
+    """A split member's own layers of a model it has no file of: while they arrive, when all
+    arrived, or why it cannot take any (then it is a lite member)."""
+    layers = snapshot.layers
+    if layers.problem:
+        return layers.problem
+    if not layers.missing_bytes:
+        return DASH
+    mb = 1024 ** 2
+    if layers.receiving:
+        return f"receiving layers: {layers.received_bytes / mb:.0f} of {layers.missing_bytes / mb:.0f} MB"
+    return f"received its layers of {layers.model}: {layers.missing_bytes / mb:.0f} MB, kept for later loads"

@@ -21,7 +21,7 @@ class MeshView(QWidget):
         self.waiting.hide()
         self.mesh, self.models, self.draft = selectable_label(), selectable_label(), selectable_label()
         self.api, self.capacity, self.plans = selectable_label(), selectable_label(), selectable_label()
-        self.refusals, self.traffic = selectable_label(), selectable_label()
+        self.refusals, self.traffic, self.layers = selectable_label(), selectable_label(), selectable_label()
         layout = QVBoxLayout(self)
         layout.addWidget(self.cluster_bar)
         layout.addWidget(self.waiting)
@@ -32,7 +32,7 @@ class MeshView(QWidget):
         form = QFormLayout()
         for title, label in (("Mesh", self.mesh), ("Pooled capacity", self.capacity),
                              ("Models", self.models), ("Draft", self.draft), ("API", self.api),
-                             ("Plans", self.plans), ("Split traffic", self.traffic),
+                             ("Plans", self.plans), ("Split traffic", self.traffic), ("Layers", self.layers),
                              ("Refused peers", self.refusals)):
             form.addRow(title, label)
         return form
@@ -49,6 +49,7 @@ class MeshView(QWidget):
         self.api.setText(summary.api)
         self.plans.setText("\n".join(summary.plans) or "—")
         self.traffic.setText(summary.traffic)
+        self.layers.setText(summary.layers)
         self.refusals.setText("\n".join(summary.refusals[-3:]) or "none")
         self.waiting.setText("\n".join(summary.waiting))
         self.waiting.setVisible(bool(summary.waiting))
