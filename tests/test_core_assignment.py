@@ -62,3 +62,62 @@ def test_every_node_computes_the_same_assignment_whatever_the_order():
     nodes = [node("a", 16, {"big", "small"}, serving="big"), node("b", 8, {"big", "small"}),
              node("c", 8, {"big", "small"}), node("d", 4, {"small"})]
     assert plan_mesh(nodes, [BIG, SMALL]) == plan_mesh(list(reversed(nodes)), [BIG, SMALL])
+
+
+# --- members without the file: their layers travel once ------------------------------------------
+
+FORCED_SMALL = WantedModel("small", ModelNeeds("small", 2 * GB, 24), force_split=True)
+
+
+def empty(node_id, capacity_gb, space_gb) -> MeshNode:
+    return MeshNode(node_id, int(capacity_gb * GB), frozenset(), None, {}, int(space_gb * GB))
+
+
+def test_a_node_with_nothing_on_disk_joins_a_forced_split_as_a_member_never_the_host():
+    nodes = [node("b", 16, {"small"}, serving="small"), empty("a", 64, 100)]  # "a" wins ties, has more
+    assert assign(nodes, [FORCED_SMALL]) == {"b": "small", "a": "small"}
+    (plan,) = plan_mesh(nodes, [FORCED_SMALL])["small"]
+    assert plan.state == SPLIT and plan.host == "b" and plan.member_ids() == ("a", "b")
+
+
+def test_a_member_without_the_file_offers_no_more_than_its_room_for_layers():
+    nodes = [node("b", 16, {"small"}, serving="small"), empty("a", 64, 16)]
+    (plan,) = plan_mesh(nodes, [FORCED_SMALL])["small"]
+    assert [round(member.share, 2) for member in plan.members] == [0.5, 0.5]
+
+
+def test_without_room_for_layers_or_a_split_to_join_a_node_with_nothing_on_disk_serves_nothing():
+    assert assign([node("b", 16, {"small"}, serving="small"), empty("a", 64, 0)], [FORCED_SMALL]) == {"b": "small"}
+    # the model fits its seeder alone and is not forced to split: no plan would use the joiner
+    assert assign([node("b", 16, {"small"}, serving="small"), empty("a", 64, 100)], [SMALL]) == {"b": "small"}
+
+
+def test_a_model_too_large_for_every_holder_takes_members_without_the_file():
+    nodes = [node("b", 20, {"big"}, serving="big"), empty("a", 20, 100)]
+    (plan,) = plan_mesh(nodes, [BIG])["big"]
+    assert plan.state == SPLIT and plan.host == "b" and set(plan.member_ids()) == {"a", "b"}
+
+
+def test_with_no_node_holding_the_file_there_is_no_host():
+    (plan,) = plan_mesh([empty("a", 64, 100), empty("c", 64, 100)], [FORCED_SMALL])["small"]
+    assert plan.state == WAITING and plan.host is None
+
+
+def test_the_room_for_layers_is_gossiped_signed_and_reads_as_none_from_a_record_without_it():
+    import pytest
+
+    from meshdesk.core.gossip_values import MembershipError
+    from meshdesk.core.node_record import NodeRecord, signing_bytes
+    from meshdesk.core.serving_plan import plan_serving
+    from tests.test_core_serving_plan import SMALL as SMALL_DIGEST, advert, record
+
+    seeder = record("b" * 16, 16, advert(SMALL_DIGEST, 2, wanted=True, split=True))
+    joiner = NodeRecord.from_wire({**record("a" * 16, 64).to_wire(), "layer_space_bytes": 100 * GB})
+    assert joiner.layer_space_bytes == 100 * GB and b'"layer_space_bytes":100000000000' in signing_bytes(joiner)
+    (plan,) = plan_serving([seeder, joiner]).plans[SMALL_DIGEST]
+    assert plan.state == SPLIT and plan.host == "b" * 16 and "a" * 16 in plan.member_ids()
+    older = record("a" * 16, 64).to_wire()
+    del older["layer_space_bytes"]
+    assert NodeRecord.from_wire(older).layer_space_bytes == 0
+    with pytest.raises(MembershipError):
+        NodeRecord.from_wire({**older, "layer_space_bytes": -1})
