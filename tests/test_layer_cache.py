@@ -78,3 +78,44 @@ def test_a_share_that_does_not_fit_is_refused_before_anything_is_written(tmp_pat
         assert not (tmp_path / "layers" / DIGEST / "model.layers").exists()
 
     asyncio.run(scenario())
+
+
+def test_a_second_tunnel_never_writes_the_tensors_another_one_keeps(tmp_path):
+    cache = LayerStore(tmp_path / "layers").cache(DIGEST, len(GGUF))
+    cache.prepare()
+    wanted = manifest(EMBD, ATTN_Q)
+    first = cache.writer(wanted, frozenset({EMBD.name, ATTN_Q.name}), LayerProgress())
+    second = cache.writer(wanted, frozenset({EMBD.name, ATTN_Q.name}), LayerProgress())
+    assert set(first.table()) == {EMBD.name, ATTN_Q.name} and second.table() == {}
+    first.close()
+    second.close()
+    assert set(cache.writer(wanted, frozenset({EMBD.name}), LayerProgress()).table()) == {EMBD.name}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs; root only)."""
+    import subprocess
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_stops_the_keeping_not_the_tunnel(tiny_disk):
+    size = 4 << 20
+    big = ManifestTensor("blk.0.big", 0, 2 << 20, hashlib.sha256(bytes(2 << 20)).hexdigest())
+    wanted = LayerManifest(DIGEST, size, (big,))
+    store = LayerStore(tiny_disk / "layers")
+    assert store.space_bytes() == 0  # what the node gossips: no room, so it is left out of plans
+    cache = store.cache(DIGEST, size)
+    cache.prepare()  # sparse: a 4 MiB file on a 1 MiB disk
+    writer = cache.writer(wanted, frozenset({big.name}), LayerProgress())
+    for start in range(0, big.nbytes, 1 << 16):
+        writer.keep(KeptPiece(big.name, start, bytes(1 << 16), start + (1 << 16) == big.nbytes))
+    writer.close()
+    assert isinstance(writer.failure, OSError) and cache.verified(wanted) == frozenset()

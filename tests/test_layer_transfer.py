@@ -10,6 +10,7 @@ name and another digest is never used, and without room for layers B is a lite m
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -161,10 +162,26 @@ def test_a_file_of_the_same_name_and_another_digest_is_never_used(node_factory, 
     assert impostor.read_bytes() == bytes(content)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """The joiner's HOME/layers on a real 16 MiB file system (tmpfs; root only)."""
+    folder = tmp_path / "empty-joiner" / "layers"
+    folder.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("limit", ["quota", "small disk"])
 def test_without_room_for_layers_a_joiner_says_so_and_serves_the_api_as_a_lite_member(
-        node_factory, tmp_path, default_model_path):
+        node_factory, tmp_path, default_model_path, request, limit):
+    environment = {"MESHDESK_LAYER_QUOTA_BYTES": "1000000"} if limit == "quota" else None
+    if limit == "small disk":
+        request.getfixturevalue("small_disk")
     founder, joiner = start_pair(node_factory, tmp_path, default_model_path, "--max-vram", "10",
-                                 environment={"MESHDESK_LAYER_QUOTA_BYTES": "1000000"})
+                                 environment=environment)
     founder.wait_until_ready(90)
     poll(lambda: joiner.status()["layers"]["problem"], 30, message="the joiner to say it has no room")
     assert "no disk space for layers" in joiner.status()["layers"]["problem"]
@@ -176,3 +193,4 @@ def test_without_room_for_layers_a_joiner_says_so_and_serves_the_api_as_a_lite_m
     assert joiner.node_id not in [member["id"] for member in plan["members"]]
     assert completion(joiner, 4)  # the API works through the founder
     assert sent(founder) == 0 and not list((joiner.home / "layers").glob("*/model.layers"))
+    assert joiner.status()["node"]["role"] == "standby"

@@ -45,6 +45,7 @@ class LayerCache:
         self.size = size
         self._lock = threading.Lock()
         self._verified: tuple[tuple, frozenset[str]] | None = None  # (file signature, names)
+        self._writing: set[str] = set()  # tensors a tunnel keeps now: no second one writes them
 
     # --- what is held ----------------------------------------------------------------------
 
@@ -117,7 +118,15 @@ class LayerCache:
                 file.truncate(self.size)
 
     def writer(self, manifest: LayerManifest, missing: frozenset[str], progress) -> CacheWriter:
-        return CacheWriter(self, {t.name: t for t in manifest.tensors if t.name in missing}, progress)
+        """A writer for the missing tensors no other tunnel is writing now."""
+        with self._lock:
+            mine = {t.name: t for t in manifest.tensors if t.name in missing and t.name not in self._writing}
+            self._writing |= set(mine)
+        return CacheWriter(self, mine, progress)
+
+    def release(self, names) -> None:
+        with self._lock:
+            self._writing -= set(names)
 
     def record(self, tensor: ManifestTensor) -> None:
         with self._lock:
@@ -130,7 +139,8 @@ class LayerCache:
 
 class CacheWriter:
     """Takes the `KeptPiece`s of one tunnel: writes each at its tensor's place, hashes it, and
-    records a tensor held once all its bytes are in and their digest is the manifest's."""
+    records a tensor held once all its bytes are in and their digest is the manifest's. When the
+    disk fails (full), it stops keeping and says so; the bytes still reach the worker."""
 
     def __init__(self, cache: LayerCache, missing: dict[str, ManifestTensor], progress):
         self.cache = cache
@@ -138,6 +148,7 @@ class CacheWriter:
         self.progress = progress  # LayerProgress: received bytes, shown in the status
         self._hashes: dict[str, hashlib._Hash] = {}
         self._file = open(cache.path, "r+b")
+        self.failure: OSError | None = None
 
     def table(self) -> dict[str, WeightTensor]:
         return {name: WeightTensor(name, t.file_offset, t.nbytes) for name, t in self.missing.items()}
@@ -149,19 +160,26 @@ class CacheWriter:
         if piece.start == 0:
             self._hashes[tensor.name] = hashlib.sha256()
         running = self._hashes.get(tensor.name)
-        os.pwrite(self._file.fileno(), piece.data, tensor.file_offset + piece.start)
         self.progress.received(len(piece.data))
-        if running is None:
+        if running is None or self.failure is not None:
             return
-        running.update(piece.data)
-        if piece.last:
-            del self._hashes[tensor.name]
-            if running.hexdigest() == tensor.sha256:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self.cache.record(tensor)
-            else:
-                log.warning("layer %s from the host does not match its digest; not kept", tensor.name)
+        try:
+            os.pwrite(self._file.fileno(), piece.data, tensor.file_offset + piece.start)
+            running.update(piece.data)
+            if piece.last:
+                del self._hashes[tensor.name]
+                self._finish(tensor, running.hexdigest())
+        except OSError as error:
+            self.failure = error
+            log.warning("cannot keep layers of %s: %s; they will be sent again next time", self.cache.digest[:12], error)
+
+    def _finish(self, tensor: ManifestTensor, digest: str) -> None:
+        if digest != tensor.sha256:
+            log.warning("layer %s from the host does not match its digest; not kept", tensor.name)
+            return
+        os.fsync(self._file.fileno())
+        self.cache.record(tensor)
 
     def close(self) -> None:
         self._file.close()
+        self.cache.release(self.missing)
