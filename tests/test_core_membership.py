@@ -535,6 +535,7 @@ def test_public_surface():
         "update_own", "receive", "peer_connected", "peer_disconnected", "peer_unresponsive", "remove", "revoke_token", "leave",
         "messages_to_send", "next_deadline", "expire", "alive_records", "peer_states",
         "removed_node_ids", "revoked_token_ids", "own", "grant_admin", "restore_entries", "authority",
+        "wants", "want", "drop_model", "claim_own_wants", "restore_wants",
     }  # fmt: skip
     assert [name for name in vars(make_membership("A")) if not name.startswith("_")] == [
         "own_id_conflicts", "refused_records"]
@@ -620,7 +621,11 @@ def busy_membership() -> Membership:
     mesh.run_for(1.0)
     mesh.nodes["B"].remove(mesh.now, ID["E"])
     mesh.nodes["B"].revoke_token(mesh.now, "token-1")
+    mesh.nodes["C"].want(mesh.now, "sha256:ab12")
     mesh.run_for(1.0)
+    mesh.nodes["D"].drop_model(mesh.now, "sha256:ab12")
+    mesh.run_for(1.0)
+    assert not mesh.nodes["A"].wants.get("sha256:ab12").wanted
     return mesh.nodes["A"]
 
 
@@ -630,7 +635,13 @@ def busy():
 
 
 def valid_message() -> dict:
-    return gossip_from(make_membership("B", 10**6), A)  # newer than the B the busy node holds
+    sender = make_membership("B", 10**6)  # newer than the B the busy node holds
+    sender.want(0.0, "sha256:ab12")  # and a want newer than the busy node's drop
+    return gossip_from(sender, A)
+
+
+def with_want_changes(**changes):
+    return lambda message: {**message, "wants": [{**message["wants"][0], **changes}]}
 
 
 def with_changes(**changes):
@@ -670,7 +681,8 @@ BAD_MESSAGES = {
     "unknown field with a newline": with_changes(**{"bad\nkey": 1}),
     "wrong type": with_changes(type="ping"),
     "unhashable type": with_changes(type=["gossip"]),
-    "future version": with_changes(v=3),
+    "future version": with_changes(v=4),
+    "older version": with_changes(v=2),
     "version as bool": with_changes(v=True),
     "version as text": with_changes(v="1"),
     "records not a list": with_changes(records={}),
@@ -748,6 +760,21 @@ BAD_MESSAGES = {
     "entry with an unknown field": with_changes(entries=[entry_wire(colour="red")]),
     "too many entries": with_changes(entries=[entry_wire(subject=f"n{i}") for i in range(MAX_SET_SIZE + 1)]),
     "entries null": with_changes(entries=None),
+    "wants missing": without("wants"),
+    "wants as text": with_changes(wants="abc"),
+    "want a number": with_changes(wants=[1]),
+    "want without an advert": with_want_changes(advert=None),
+    "want with a bad advert": with_want_changes(advert=advert_wire(size=-1)),
+    "want wanted as text": with_want_changes(wanted="yes"),
+    "want counter negative": with_want_changes(counter=-1),
+    "want counter huge": with_want_changes(counter=2**63),
+    "want counter a float": with_want_changes(counter=1.5),
+    "want by a long author": with_want_changes(author="x" * 65),
+    "want by no author": with_want_changes(author=""),
+    "want with an unknown field": with_want_changes(colour="red"),
+    "wants repeating a digest": lambda message: {**message, "wants": message["wants"] * 2},
+    "too many wants": lambda message: {**message, "wants": [
+        {**message["wants"][0], "advert": advert_wire(digest=f"d{i}")} for i in range(129)]},
     "authority a number": with_changes(authority=7),
     "authority too long": with_changes(authority="ab" * 33),
     "record with a foreign key": with_record_changes(public_key=key_hex("C")),

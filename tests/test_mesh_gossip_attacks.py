@@ -66,8 +66,9 @@ class Member:
         return signed(record, self.key.sign).to_wire()
 
     async def gossip(self, records=(), entries=(), heartbeats=None, generations=None) -> None:
-        await self.link.send({"type": "gossip", "v": 2, "records": list(records), "heartbeats": heartbeats or {},
-                              "generations": generations or {}, "entries": list(entries), "authority": None})
+        await self.link.send({"type": "gossip", "v": 3, "records": list(records), "heartbeats": heartbeats or {},
+                              "generations": generations or {}, "entries": list(entries), "authority": None,
+                              "wants": []})
 
     async def say_name(self, name: str) -> None:
         """A valid record of our own: once the node shows `name`, it has read all we sent before."""

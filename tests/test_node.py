@@ -48,6 +48,15 @@ class FakeMesh:
     def refresh_own_record(self) -> None:
         self.refreshes += 1
 
+    def mesh_wants(self) -> list:
+        return []
+
+    def want_model(self, digest: str) -> None:
+        self.wanted = digest
+
+    def drop_model(self, digest: str) -> None:
+        self.dropped = digest
+
     async def join(self, token: InviteToken) -> bool:
         self.joined.append(token)
         outcome = self.joins.pop(0)
@@ -233,7 +242,7 @@ def test_a_name_the_app_cannot_resolve_is_its_error():
 
 def test_dropping_a_model_this_node_does_not_serve_says_what_it_serves():
     node, mesh, *_ = make_node(wants=[TINY, OTHER])
-    with pytest.raises(ValueError, match=r"^this node does not serve 'big' \(it serves: tiny-q4_k_m, other\)$"):
+    with pytest.raises(ValueError, match=r"^the mesh does not serve 'big' \(it serves: tiny-q4_k_m, other\)$"):
         node.drop("big")
     empty, *_ = make_node()
     with pytest.raises(ValueError, match=r"\(it serves: nothing\)$"):

@@ -48,6 +48,9 @@ class FakeMesh:
     def alive_records(self) -> list[NodeRecord]:
         return list(self.records)
 
+    def mesh_wants(self):
+        return None  # plan what the records flag wanted
+
     async def open_data_link(self, member_id: str, purpose: str):
         self.links.append((member_id, purpose))
         near, far = link_pair()

@@ -1,13 +1,15 @@
-"""The gossip message, version 2: what one node sends another each round (`core.membership`).
+"""The gossip message, version 3: what one node sends another each round (`core.membership`).
 
 Wire format (a JSON object)::
 
-    {"type": "gossip", "v": 2, "records": [record, ...], "heartbeats": {node_id: int},
-     "generations": {node_id: int}, "entries": [authority entry, ...], "authority": key hex or null}
+    {"type": "gossip", "v": 3, "records": [record, ...], "heartbeats": {node_id: int},
+     "generations": {node_id: int}, "entries": [authority entry, ...], "authority": key hex or null,
+     "wants": [want entry, ...]}
 
 Records are `core.node_record` (each signed by its node), entries `core.authority` (removals,
-revocations and admin grants, each signed by its maker). Anything malformed raises
-`MembershipError` (one line). `split` cuts what one round says into messages that each fit a
+revocations and admin grants, each signed by its maker), wants `core.wants` (the models the
+mesh serves or dropped, last writer wins); v3 added `wants` and records' `layer_space_bytes`.
+Anything malformed raises `MembershipError` (one line). `split` cuts what one round says into messages that each fit a
 frame (`core.frames.MAX_FRAME_BYTES`), however large the records.
 """
 
@@ -28,13 +30,14 @@ from meshdesk.core.gossip_values import (
     require_fields,
 )
 from meshdesk.core.node_record import MAX_RECORDS, NodeRecord
+from meshdesk.core.wants import MAX_WANTS, WantEntry
 
 MESSAGE_TYPE = "gossip"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_SET_SIZE = MAX_ENTRIES  # entries per message, and held
 MESSAGE_BUDGET = MAX_FRAME_BYTES * 3 // 4  # what `split` fills a message to, leaving room to spare
 
-MESSAGE_FIELDS = frozenset({"type", "v", "records", "heartbeats", "generations", "entries", "authority"})
+MESSAGE_FIELDS = frozenset({"type", "v", "records", "heartbeats", "generations", "entries", "authority", "wants"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class GossipMessage:
     generations: dict[str, int]
     entries: tuple[Entry, ...] = ()
     authority: str | None = None
+    wants: tuple[WantEntry, ...] = ()
 
     def to_wire(self) -> dict:
         return {
@@ -56,6 +60,7 @@ class GossipMessage:
             "generations": dict(self.generations),
             "entries": [entry.to_wire() for entry in self.entries],
             "authority": self.authority,
+            "wants": [entry.to_wire() for entry in self.wants],
         }
 
     @classmethod
@@ -70,17 +75,18 @@ class GossipMessage:
             generations=_counter_table(data["generations"], "generations"),
             entries=tuple(Entry.from_wire(item) for item in read_list(data["entries"], "entries", MAX_SET_SIZE)),
             authority=None if data["authority"] is None else read_text(data["authority"], "authority", 64),
+            wants=_wants(data["wants"]),
         )
 
     def split(self, budget: int = MESSAGE_BUDGET) -> tuple[list[GossipMessage], int]:
         """Messages that together say what this one says, each at most `budget` bytes of JSON
-        (each carries the heartbeats and digest; records and entries are shared out). Returns
+        (each carries the heartbeats and digest; records, entries and wants are shared out). Returns
         them and how many records were left out, each larger than a message can be."""
-        base = _size(replace(self, records=(), entries=()).to_wire())
+        base = _size(replace(self, records=(), entries=(), wants=()).to_wire())
         parts: list[list] = [[]]
         room = budget - base
         left_out = 0
-        for item in [*self.records, *self.entries]:
+        for item in [*self.records, *self.entries, *self.wants]:
             size = _size(item.to_wire()) + 1  # and a comma
             if size > budget - base:
                 left_out += 1
@@ -91,7 +97,8 @@ class GossipMessage:
             parts[-1].append(item)
             room -= size
         messages = [replace(self, records=tuple(i for i in part if isinstance(i, NodeRecord)),
-                            entries=tuple(i for i in part if isinstance(i, Entry))) for part in parts]
+                            entries=tuple(i for i in part if isinstance(i, Entry)),
+                            wants=tuple(i for i in part if isinstance(i, WantEntry))) for part in parts]
         return messages, left_out
 
 
@@ -104,6 +111,12 @@ def _records(value: object) -> tuple[NodeRecord, ...]:
     records = tuple(NodeRecord.from_wire(item) for item in read_list(value, "records", MAX_RECORDS))
     check(len({record.node_id for record in records}) == len(records), "records repeat a node id")
     return records
+
+
+def _wants(value: object) -> tuple[WantEntry, ...]:
+    wants = tuple(WantEntry.from_wire(item) for item in read_list(value, "wants", MAX_WANTS))
+    check(len({entry.digest for entry in wants}) == len(wants), "wants repeat a model digest")
+    return wants
 
 
 def _counter_table(value: object, what: str) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """What a node tells each peer (part of `core.membership.Membership`): the records the peer
-lacks, the entries it has not had, heartbeats and a digest, cut to fit frames."""
+lacks, the authority and want entries it has not had, heartbeats and a digest, cut to fit frames."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class GossipOut:
             generations={i: r.generation for i, r in [(self._own.node_id, self._own), *self._records.items()]},
             entries=entries,
             authority=self._ledger.authority,
+            wants=self._wants_for(peer_id),
         )
 
     def _heartbeat_of(self, node_id: str) -> int:

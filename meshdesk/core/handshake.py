@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.identity import node_id_for
 
-PROTOCOL_VERSION = 2  # 2: signed records, gossip v2, mutual TLS on the data plane
+PROTOCOL_VERSION = 3  # 2: signed records, gossip v2, mutual TLS on the data plane; 3: gossip v3 (mesh wants)
 NONCE_BYTES = 32
 DIAL, ACCEPT = "dial", "accept"
 PLANES = ("quic", "tls")

@@ -27,6 +27,9 @@ How it works (Scuttlebutt-style anti-entropy with a SWIM-style heartbeat table):
   bounded per signer and in all; the rest are ignored and counted (`ignored_entries`). A
   node without an authority learns it from the peer named by `learn_authority_from` (the
   inviter it joined through).
+- The models the mesh wants served, or dropped, are entries of a last-writer-wins ledger
+  (`core.wants`, `core.membership_wants`) that any member may write; each peer is sent the
+  entries it has not had, so every node converges on the same set.
 - What one round tells a peer is split into messages that each fit a frame.
 
 Wire formats: `core.gossip_message` (messages), `core.node_record` (records) and
@@ -44,6 +47,7 @@ from meshdesk.core.authority import Ledger, NotAuthorised
 from meshdesk.core.gossip_message import GossipMessage
 from meshdesk.core.gossip_out import GossipOut, worth_sending
 from meshdesk.core.membership_decrees import Decrees
+from meshdesk.core.membership_wants import Wants
 from meshdesk.core.gossip_schedule import GossipSchedule
 from meshdesk.core.gossip_values import MAX_COUNTER, MembershipError, read_node_id
 from meshdesk.core.heartbeats import HeartbeatTable, LinkEvidence
@@ -60,7 +64,7 @@ MAX_ADOPTED_HEARTBEAT = 2**40  # a restart continues above the mesh's count, up 
 __all__ = ["LIVENESS_STATES", "Membership", "MembershipError", "NodeRecord", "NotAuthorised"]
 
 
-class Membership(Decrees, GossipOut, LinkEvidence):
+class Membership(Decrees, Wants, GossipOut, LinkEvidence):
     """The gossip state of one node. See the module docstring for the protocol."""
 
     def __init__(self, own: NodeRecord, *, sign: Callable[[bytes], bytes],
@@ -79,6 +83,7 @@ class Membership(Decrees, GossipOut, LinkEvidence):
         self._connected: set[str] = set()
         self._known_by_peer: dict[str, dict[str, int]] = {}  # peer -> node id -> generation it has
         self._entries_sent: dict[str, set] = {}  # peer -> keys of the entries it has had from us or sent us
+        self._init_wants()
         self._schedule = GossipSchedule(heartbeat_interval)
         self._clock_origin: tuple[float, int] | None = None  # (now, our generation) at the first event
         self.own_id_conflicts = 0  # rival records for our id seen; a steady rise means a copied key
@@ -96,6 +101,7 @@ class Membership(Decrees, GossipOut, LinkEvidence):
         if candidate == replace(self._own, signature=""):
             return
         self._replace_own(now, replace(candidate, generation=_next(self._own.generation)))
+        self.claim_own_wants(now)
 
     def leave(self, now: float) -> None:
         """We quit normally: peers drop us as soon as this record reaches them."""
@@ -115,6 +121,7 @@ class Membership(Decrees, GossipOut, LinkEvidence):
         self._connected.add(peer_id)
         self._known_by_peer[peer_id] = {}
         self._entries_sent[peer_id] = set()
+        self._wants_sent[peer_id] = {}
         self._make_due(now, {peer_id})
 
     def peer_disconnected(self, now: float, peer_id: str) -> None:
@@ -125,6 +132,7 @@ class Membership(Decrees, GossipOut, LinkEvidence):
         self._schedule.due_peers.discard(peer_id)
         self._known_by_peer.pop(peer_id, None)
         self._entries_sent.pop(peer_id, None)
+        self._wants_sent.pop(peer_id, None)
 
     def _peer_id(self, peer_id: object) -> str:
         peer_id = read_node_id(peer_id, "peer id")
@@ -153,6 +161,7 @@ class Membership(Decrees, GossipOut, LinkEvidence):
         self._learn_authority(sender_id, gossip.authority)
         news = self._ledger.admit_all(gossip.entries)
         self._entries_sent.setdefault(sender_id, set()).update(entry.key for entry in gossip.entries)
+        news = self._take_wants(sender_id, gossip.wants, now) or news
         self._resolve_own_id_rivals(now, gossip)
         for record in gossip.records:
             news = self._merge_record(now, record) or news

@@ -2,8 +2,11 @@
 
 Three steps, each a pure function, so that `node.serving` only carries out their result:
 
-- `plan_serving(records)`: every wanted model's plans (`core.assignment`), its model id, and the
-  route requests for it take. The same on every node, and changed only by gossip.
+- `plan_serving(records, wants)`: every model the mesh wants (`core.wants`: wanted and not
+  dropped, whoever asked and whether or not that node is still alive), its plans
+  (`core.assignment`) with alive members as hosts and members, its model id, and the route
+  requests for it take. The same on every node, and changed only by gossip. A wanted model no
+  alive member holds the file of waits, and its route says so.
 - `desired_layout(plan, own_id, on_disk, worker_ready)`: this node's own part: the model hosts
   it should run and the tunnels to remote split members they need. It also depends on the
   files on this disk and on whether this node's rpc worker is up, which change without gossip.
@@ -17,13 +20,14 @@ worker last, so llama.cpp puts the output layer on the host's own device.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshdesk.core.assignment import MeshNode, WantedModel, plan_mesh
 from meshdesk.core.model_advert import ModelAdvert, SplitOptions
 from meshdesk.core.node_record import NodeRecord
 from meshdesk.core.planning import SPLIT, WAITING, ModelNeeds, Plan
 from meshdesk.core.states import Role
+from meshdesk.core.wants import WantEntry
 
 SHARE_DECIMALS = 4  # shares are rounded so that float noise never restarts a host
 
@@ -107,17 +111,36 @@ Command = StartHost | StopHost | OpenTunnel | CloseTunnel
 # ---------------------------------------------------------------- the mesh's plans
 
 
-def plan_serving(records: Iterable[NodeRecord]) -> ServingPlan:
+def plan_serving(records: Iterable[NodeRecord], wants: Iterable[WantEntry] | None = None) -> ServingPlan:
+    """`wants`: the mesh's want entries (`Membership.wants.entries()`); None plans what the
+    records themselves flag wanted (for tests of the planner alone)."""
     records = sorted(records, key=lambda record: record.node_id)
-    wanted = wanted_models(records)
+    wanted = wanted_models(records) if wants is None else mesh_wanted(wants)
     nodes = [MeshNode(record.node_id, record.capacity_bytes, frozenset(model.digest for model in record.models),
                       record.serving, dict(record.rtt_ms), record.layer_space_bytes) for record in records]
     plans = {digest: tuple(digest_plans) for digest, digest_plans in plan_mesh(nodes, wanted).items()}
     model_ids = {model.digest: model.needs.name for model in wanted}
     routes: dict[str, Route] = {}
+    held = {model.digest for record in records for model in record.models}
+    for model in wanted:
+        if model.digest not in held:
+            plans[model.digest] = tuple(replace(plan, waiting_reason=no_file_reason(model))
+                                        if plan.state == WAITING else plan for plan in plans[model.digest])
     for digest, digest_plans in plans.items():
         routes.setdefault(model_ids[digest], route_for(digest, digest_plans))
     return ServingPlan(plans, model_ids, routes)
+
+
+def mesh_wanted(wants: Iterable[WantEntry]) -> list[WantedModel]:
+    """The entries that want their model served, oldest first, each with its own split options."""
+    found = [entry for entry in sorted(wants, key=lambda entry: entry.stamp) if entry.wanted]
+    return [WantedModel(entry.digest, ModelNeeds(entry.advert.model_id, entry.advert.size, entry.advert.layers or 1),
+                        entry.advert.force_split, entry.advert.tensor_split) for entry in found]
+
+
+def no_file_reason(model: WantedModel) -> str:
+    return (f"waiting for a member with the file: no alive member holds {model.needs.name} "
+            f"({model.digest[:12]})")
 
 
 def wanted_models(records: list[NodeRecord]) -> list[WantedModel]:

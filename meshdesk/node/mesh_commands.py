@@ -1,5 +1,6 @@
-"""What a user can ask of the mesh: joining, invites, revocations, removals, and the secret
-rotations that follow removals (a member's own, or one passed on by a peer).
+"""What a user can ask of the mesh: joining, invites, revocations, removals, the secret
+rotations that follow removals (a member's own, or one passed on by a peer), and which models
+the mesh serves (wants and drops, `core.membership_wants`).
 
 Part of MeshService (a mixin, to keep each file to one concern); it uses the service's peer
 control, memory, clocks, transports and credentials.
@@ -108,6 +109,26 @@ class MeshCommands:
         if node_id == self.node_id:
             raise ValueError("this node holds the mesh's authority already")
         self._carry_out(self.control.grant_admin(self.clock(), bytes.fromhex(record.public_key)))
+
+    def mesh_wants(self) -> list | None:
+        """The mesh's want entries (`core.wants.WantEntry`), oldest first; None outside a mesh."""
+        return None if self.membership is None else self.membership.wants.entries()
+
+    def want_model(self, digest: str) -> None:
+        """A fresh want, mesh-wide, for a model this node advertises; ValueError says why not."""
+        self._write_want(lambda now: self.membership.want(now, digest))
+
+    def drop_model(self, digest: str) -> None:
+        """Drops a model the mesh serves, for every node; ValueError says why not."""
+        self._write_want(lambda now: self.membership.drop_model(now, digest))
+
+    def _write_want(self, write) -> None:
+        if self.membership is None or self.removed_from_mesh:
+            raise ValueError("this node is not in a mesh")
+        entry = write(self.clock())
+        log.info("%s %s for the mesh", "wanting" if entry.wanted else "dropping", entry.advert.name)
+        self._carry_out(self.control.update_own(self.clock(), self.own_record()))  # sends the entry now
+        self._save()
 
     def _check_node_id(self, node_id: str) -> None:
         if not NODE_ID.fullmatch(node_id):

@@ -28,6 +28,7 @@ class MeshMemory:
     revoked: list[str] = field(default_factory=list)
     authority: str | None = None    # the founder's node key (hex): who may remove and revoke
     entries: list[dict] = field(default_factory=list)  # signed removals, revocations, admin grants
+    wants: list[dict] = field(default_factory=list)    # the models the mesh serves or dropped (`core.wants`)
 
     def remember_peer_addresses(self, addresses: list[tuple[str, int]]) -> None:
         known = [list(address) for address in addresses]
@@ -37,7 +38,7 @@ class MeshMemory:
     def forget_mesh(self) -> None:
         self.mesh_id = None
         self.peer_addresses, self.members, self.removed, self.revoked = [], [], [], []
-        self.authority, self.entries = None, []
+        self.authority, self.entries, self.wants = None, [], []
 
     def may_decide(self, public_key: bytes) -> bool:
         """Whether the node with `public_key` may remove and revoke, as this memory tells it:
@@ -52,12 +53,16 @@ class MeshMemory:
         self.entries = [entry.to_wire() for entry in membership.authority.entries()]
         self.removed = sorted(membership.removed_node_ids)
         self.revoked = sorted(membership.revoked_token_ids)
+        self.wants = [entry.to_wire() for entry in membership.wants.entries()]
 
 
 def restore_decisions(membership: Membership, memory: MeshMemory, now: float) -> None:
-    """Gives a new Membership the signed entries remembered, then the removals and revocations
-    asked for while the node was stopped (`meshdesk remove`), if this node may make them."""
+    """Gives a new Membership the signed entries and the mesh's wants remembered, then the
+    removals and revocations asked for while the node was stopped (`meshdesk remove`), if this
+    node may make them. Then the models its own record flags wanted (`--model`) get fresh wants:
+    after the restore, so that they are newer than any drop remembered."""
     membership.restore_entries(now, memory.entries)
+    membership.restore_wants(now, memory.wants)
     asks = [(membership.remove, node_id) for node_id in memory.removed]
     asks += [(membership.revoke_token, token_id) for token_id in memory.revoked]
     for ask, subject in asks:
@@ -65,6 +70,7 @@ def restore_decisions(membership: Membership, memory: MeshMemory, now: float) ->
             ask(now, subject)
         except ValueError as refusal:  # NotAuthorised, or our own id
             log.warning("not applying %s %s: %s", ask.__name__, subject[:40], refusal)
+    membership.claim_own_wants(now)
 
 
 def load_memory(home: Path) -> MeshMemory:

@@ -193,21 +193,28 @@ class Node:
         if model != path.stem and Path(model).name == model and not model.endswith(".gguf"):
             self.add_alias(model, path.stem)  # so `drop` takes the name it was served by
         self.mesh.refresh_own_record()
-        self._notify()
+        self.mesh.want_model(self.hooks.wanted_digest(path))  # a fresh want, even over a drop
+        self._mesh_changed()
         return path.stem
 
     def drop(self, model: str) -> None:
-        """Stops asking the mesh to serve `model`; with no other node wanting it, it goes."""
+        """Drops `model` for the whole mesh (any member may): every node stops serving it, and it
+        stays dropped until someone serves it again (or starts a node with `--model` for it)."""
         name = self.aliases.get(model, model)
+        digests = [entry.digest for entry in self.mesh.mesh_wants() or () if entry.wanted
+                   and name in (entry.advert.model_id, entry.advert.name)]
         kept = [path for path in self.wants if path.stem != name]
-        if len(kept) == len(self.wants):
-            raise ValueError(f"this node does not serve {model!r} (it serves: "
-                             f"{', '.join(path.stem for path in self.wants) or 'nothing'})")
+        if not digests and len(kept) == len(self.wants):
+            served = dict.fromkeys([path.stem for path in self.wants]
+                                   + [entry.advert.model_id for entry in self.mesh.mesh_wants() or () if entry.wanted])
+            raise ValueError(f"the mesh does not serve {model!r} (it serves: {', '.join(served) or 'nothing'})")
         self.own_state.wants = kept
         if self.pending_model == name:
             self.pending_model = None
         self.mesh.refresh_own_record()
-        self._notify()
+        for digest in digests:
+            self.mesh.drop_model(digest)
+        self._mesh_changed()
 
     def rename(self, name: str) -> None:
         """Renames this node: kept in its home, told to the mesh at once."""

@@ -98,7 +98,7 @@ class Serving:
     # --- deciding (pure, in core) --------------------------------------------------------
 
     def replan(self) -> None:
-        self.plan = plan_serving(self.mesh.alive_records())
+        self.plan = plan_serving(self.mesh.alive_records(), self.mesh.mesh_wants())
         self.changed.set()
         for listener in self.plan_listeners:
             listener()

@@ -1,0 +1,83 @@
+"""The models the mesh wants served, as this node holds them (part of `core.membership.Membership`;
+the entries and their merge are `core.wants`).
+
+Who writes entries, and when:
+- An explicit act of a user on this node: `want` (`POST /api/serve`, `meshdesk serve`) and
+  `drop_model` (`meshdesk drop`, `POST /api/drop`).
+- Starting with `--model X` is such an act too: every model our own record flags `wanted`
+  that this run has not yet spoken for gets a fresh want, once (`claim_own_wants`), so a
+  restart with an explicit `--model X` serves X again even after a drop, as mesh-llm does. A
+  node started without it never brings a dropped model back.
+- A drop heard from another node is never undone by our own record still flagging the model
+  `wanted`: this run has spoken for it already, and only a new explicit act writes again.
+"""
+
+from __future__ import annotations
+
+from meshdesk.core.gossip_values import MembershipError
+from meshdesk.core.wants import WantEntry, WantsLedger
+
+
+class Wants:
+    """Mixed into Membership: it holds `_wants` (a WantsLedger), `_claimed`, `_own`, `_connected`."""
+
+    def _init_wants(self) -> None:
+        self._wants = WantsLedger()
+        self._wants_sent: dict[str, dict] = {}  # peer -> digest -> stamp it has had from us or sent us
+        self._claimed: set[str] = set()  # digests this run has written a want or drop for
+
+    @property
+    def wants(self) -> WantsLedger:
+        return self._wants
+
+    def want(self, now: float, digest: str) -> WantEntry:
+        """A fresh want for a model our own record advertises (with its split options). Raises
+        ValueError when our record has no such model."""
+        advert = next((model for model in self._own.models if model.digest == digest), None)
+        if advert is None:
+            raise ValueError(f"this node advertises no model with digest {digest[:16]}")
+        return self._write_want(now, advert, True)
+
+    def drop_model(self, now: float, digest: str) -> WantEntry:
+        """Drops a model the mesh wants, for every node. Raises ValueError when it is not wanted."""
+        held = self._wants.get(digest)
+        if held is None or not held.wanted:
+            raise ValueError(f"the mesh does not serve a model with digest {digest[:16]}")
+        return self._write_want(now, held.advert, False)
+
+    def claim_own_wants(self, now: float) -> None:
+        """A fresh want for each model our record flags `wanted` that this run has not spoken for."""
+        for advert in self._own.models:
+            if advert.wanted and advert.digest not in self._claimed:
+                self._write_want(now, advert, True)
+
+    def restore_wants(self, now: float, wires: list) -> None:
+        """Entries remembered from an earlier run; any that no longer parse are ignored."""
+        self._observe(now)
+        for wire in wires if isinstance(wires, list) else []:  # a hand-edited file may hold anything
+            try:
+                self._wants.merge(WantEntry.from_wire(wire), self._generation_limit(now))
+            except MembershipError:
+                self._wants.ignored += 1
+
+    def _write_want(self, now: float, advert, wanted: bool) -> WantEntry:
+        self._observe(now)
+        self._claimed.add(advert.digest)
+        entry = WantEntry(advert, wanted, self._wants.next_counter(self._clock_ms(now)), self._own.node_id)
+        if not self._wants.merge(entry):
+            raise ValueError("the mesh holds as many models as it can; drop one first")
+        self._make_due(now, self._connected)
+        return entry
+
+    def _take_wants(self, sender_id: str, entries, now: float) -> bool:
+        sent = self._wants_sent.setdefault(sender_id, {})
+        for entry in entries:
+            sent[entry.digest] = max(sent.get(entry.digest, entry.stamp), entry.stamp)
+        return self._wants.merge_all(entries, self._generation_limit(now))
+
+    def _wants_for(self, peer_id: str) -> tuple[WantEntry, ...]:
+        """The entries the peer has not had from us nor sent us (links deliver in order, or are made again)."""
+        sent = self._wants_sent.setdefault(peer_id, {})
+        news = tuple(entry for entry in self._wants.entries() if sent.get(entry.digest) != entry.stamp)
+        sent.update({entry.digest: entry.stamp for entry in news})
+        return news
