@@ -100,7 +100,7 @@ class FakeServing:
     def model_ids(self) -> list[str]:
         return [status.id for status in self.statuses]
 
-    async def generate(self, request, local_only: bool):
+    async def generate(self, request, local_only: bool = False, avoid=frozenset()):
         self.requests.append((request.model, local_only))
         yield {"type": "delta", "text": f"from {request.model}"}
         yield {"type": "finish", "finish_reason": "stop", "usage": {"prompt_tokens": 1, "completion_tokens": 1}}

@@ -2,8 +2,10 @@
 
 The requesting node sends `{"type": "generate", "request": ...}`. The hosting node answers with
 the same events its model host gives (`delta`..., `finish`), or an `error` event whose kind
-says what went wrong: `unavailable` (retry later), `unknown` (no such model there), `request`
-(the client's mistake).
+says what went wrong: `unavailable` (retry later), `lost` (its model went away mid-answer, e.g.
+a split member under it died: the requesting node carries the answer on elsewhere), `unknown`
+(no such model there), `request` (the client's mistake). A request may carry `continue_from`
+(`core.continuation`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from meshdesk.core.frames import FrameError
 from meshdesk.core.openai_api import GenerationRequest, RequestError
-from meshdesk.node.interfaces import LinkClosed, MessageLink, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import HostLost, LinkClosed, MessageLink, ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +52,17 @@ class RemoteModel:
         try:
             event = await link.receive()
         except (LinkClosed, FrameError) as error:
-            raise ModelUnavailable(f"the host of {self.model_id} went away mid-answer ({error}); retry")
+            raise HostLost(f"the host of {self.model_id} went away mid-answer ({error})",
+                           self.host_id, node_gone=True) from None
         if event.get("type") == "error":
-            raise_remote_error(event)
+            raise_remote_error(event, self.host_id)
         return event
 
 
-def raise_remote_error(event: dict) -> None:
+def raise_remote_error(event: dict, host_id: str | None = None) -> None:
     kind, message = event.get("kind"), str(event.get("message", "remote error"))[:1000]
+    if kind == "lost":
+        raise HostLost(message, host_id, node_gone=False)
     if kind == "unavailable":
         retry = event.get("retry_after")
         raise ModelUnavailable(message, retry if isinstance(retry, int) else 2)
@@ -74,6 +79,8 @@ async def serve_remote_request(link: MessageLink, generate: LocalGenerate) -> No
             await link.send(event)
     except RequestError as error:
         await send_error(link, "request", f"bad forwarded request: {error}")
+    except HostLost as error:
+        await send_error(link, "lost", str(error))
     except ModelUnavailable as error:
         await send_error(link, "unavailable", str(error), retry_after=error.retry_after)
     except UnknownModel as error:

@@ -8,7 +8,7 @@ from typing import Protocol
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.core.status import ModelStatus, StatusSnapshot
 
-__all__ = ["Gateway", "LinkClosed", "MessageLink", "ModelStatus", "ModelUnavailable", "SecretStore",
+__all__ = ["Gateway", "HostLost", "LinkClosed", "MessageLink", "ModelStatus", "ModelUnavailable", "SecretStore",
            "UnknownModel"]  # ModelStatus lives in core.status, with the rest of the snapshot
 
 
@@ -18,6 +18,16 @@ class ModelUnavailable(Exception):
     def __init__(self, message: str, retry_after: int = 2):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class HostLost(ModelUnavailable):
+    """The host of an answer went away mid-answer: its node (`node_gone`), or its model (the
+    child exited, e.g. when a split member under it died). The gateway carries the answer on
+    (`node.resume`)."""
+
+    def __init__(self, message: str, host_id: str | None = None, node_gone: bool = False):
+        super().__init__(message)
+        self.host_id, self.node_gone = host_id, node_gone
 
 
 class UnknownModel(Exception):

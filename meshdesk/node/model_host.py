@@ -11,7 +11,7 @@ from pathlib import Path
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.core.states import ModelState
 from meshdesk.node.child_process import Backoff, ChildProcess, Sleep, StartProcess, supervise
-from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
+from meshdesk.node.interfaces import HostLost, ModelStatus, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class ModelHost:
             except (OSError, ValueError):
                 line = b""
             if not line:
-                raise ModelUnavailable(f"model host for {self.model_id} stopped mid-answer; retry")
+                raise HostLost(f"model host for {self.model_id} stopped mid-answer")
             event = json.loads(line)
             if event.get("type") == "finish":
                 self.speculation.add(event.get("speculative"))

@@ -17,7 +17,8 @@ from meshdesk.node.interfaces import ModelStatus, ModelUnavailable
 from meshdesk.node.layer_member import layers_status
 from meshdesk.node.mesh import JoinRefused, MeshService
 from meshdesk.node.offer import Offer
-from meshdesk.node.own_state import OwnState
+from meshdesk.node.own_state import OwnState, settle_wants
+from meshdesk.node.resume import Changes, resumed
 from meshdesk.node.serving import Serving
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class Node:
         return self.own_state.wants
 
     def _mesh_changed(self) -> None:
+        if self.pending_model in settle_wants(self.own_state, self.mesh, self.hooks.wanted_digest):
+            self.pending_model = None  # dropped by the mesh
         self.serving.replan()
         self._note_role()
         self._notify()
@@ -136,12 +139,24 @@ class Node:
         return [status.id for status in self.model_statuses()]
 
     async def generate(self, request: GenerationRequest, local_only: bool = False) -> AsyncIterator[dict]:
+        """The answer's events. A request from a client (not `local_only`, forwarded by the
+        node it came in through) survives losing its host: `node.resume` carries it on."""
         name = self.aliases.get(request.model, request.model)
         if name == self.pending_model and name not in self.serving.model_ids():
             raise ModelUnavailable(f"model {name} is starting; try again shortly")
         request = replace(request, model=name)
-        async for event in self.serving.generate(request, local_only):
-            yield event
+        if local_only:
+            async for event in self.serving.generate(request, local_only):
+                yield event
+            return
+        changes = Changes()
+        self.listeners.append(changes.notify)
+        try:
+            attempt = lambda each, avoid: self.serving.generate(each, avoid=avoid)  # noqa: E731
+            async for event in resumed(request, attempt, changes):
+                yield event
+        finally:
+            self.listeners.remove(changes.notify)
 
     def status(self) -> StatusSnapshot:
         """What this node is and does now, for `/api/status` (`to_wire()`) and the views."""
@@ -192,6 +207,7 @@ class Node:
         self.own_state.wants = [path] + [wanted for wanted in self.wants if wanted != path]
         if model != path.stem and Path(model).name == model and not model.endswith(".gguf"):
             self.add_alias(model, path.stem)  # so `drop` takes the name it was served by
+        self.own_state.claimed.add(path)
         self.mesh.refresh_own_record()
         self.mesh.want_model(self.hooks.wanted_digest(path))  # a fresh want, even over a drop
         self._mesh_changed()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meshdesk.core.openai_api import GenerationRequest
@@ -204,12 +204,15 @@ class Serving:
     def model_ids(self) -> list[str]:
         return sorted(set(self.plan.model_ids.values()))
 
-    def resolve(self, name: str, local_only: bool = False):
-        """The least busy host of `name` (as this node counts what it sent), local first."""
+    def resolve(self, name: str, local_only: bool = False, avoid: frozenset[str] = frozenset()):
+        """The least busy host of `name` (as this node counts what it sent), local first; never
+        one in `avoid` (nodes lost mid-answer that the plans may not have dropped yet)."""
         route = self.plan.routes.get(name)
         if route is None:
             served = ", ".join(self.model_ids()) or "none"
             raise UnknownModel(f"The model '{name}' does not exist in this mesh (served: {served})")
+        if avoid:
+            route = replace(route, hosts=tuple(host for host in route.hosts if host not in avoid))
         host = pick_host(route, self.node_id, self.in_flight, local_only)
         if host is None:
             detail = route.waiting_reason or "no node here serves it"
@@ -220,8 +223,9 @@ class Serving:
             raise ModelUnavailable(f"model {name} is starting here; try again shortly")
         return host, self.hosts[route.digest].host
 
-    async def generate(self, request: GenerationRequest, local_only: bool = False) -> AsyncIterator[dict]:
-        host, model = self.resolve(request.model, local_only)
+    async def generate(self, request: GenerationRequest, local_only: bool = False,
+                       avoid: frozenset[str] = frozenset()) -> AsyncIterator[dict]:
+        host, model = self.resolve(request.model, local_only, avoid)
         self.in_flight[host] = self.in_flight.get(host, 0) + 1
         try:
             async for event in model.generate(request):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
+from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
 
 LISTEN_HOST = "127.0.0.1"
@@ -168,18 +169,28 @@ class Prompt:
     tokens: list[int]
     stop: list[str]
     stopping_criteria: list
+    prompt_tokens: int = -1  # the client's prompt alone, without an answer carried on (-1: all)
+    tokens_so_far: int = 0   # of the answer carried on (`continue_from`)
+
+    def counted(self) -> int:
+        return len(self.tokens) if self.prompt_tokens < 0 else self.prompt_tokens
 
 
 def prompt_for(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
     if request.kind == "completion":
-        tokens = llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True)
-        return Prompt(tokens, list(request.stop), [])
-    formatted = chat.formatter(messages=list(request.messages))
-    tokens = llama.tokenize(formatted.prompt.encode("utf-8"),
-                            add_bos=not formatted.added_special, special=True)
-    criteria = list(formatted.stopping_criteria or [])
-    stop = [*request.stop, *formatted.stop, *chat.extra_stop]
-    return Prompt(tokens, stop, criteria)
+        text, add_bos, stop, criteria = request.prompt, True, list(request.stop), []
+    else:
+        formatted = chat.formatter(messages=list(request.messages))  # ends with the open assistant turn
+        text, add_bos = formatted.prompt, not formatted.added_special
+        criteria = list(formatted.stopping_criteria or [])
+        stop = [*request.stop, *formatted.stop, *chat.extra_stop]
+    tokens = llama.tokenize(continuation.continued_prompt(text, request.continue_from).encode("utf-8"),
+                            add_bos=add_bos, special=True)
+    if not request.continue_from:
+        return Prompt(tokens, stop, criteria)
+    own = len(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+    so_far = len(llama.tokenize(request.continue_from.encode("utf-8"), add_bos=False, special=True))
+    return Prompt(tokens, stop, criteria, own, so_far)
 
 
 class PromptRejected(Exception):
@@ -199,8 +210,7 @@ def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest) -> P
 
 def token_budget(llama, prompt: Prompt, request: GenerationRequest) -> int:
     """What the request asked for, but never past the end of the context."""
-    room = llama.n_ctx() - len(prompt.tokens)
-    return room if request.max_tokens is None else min(request.max_tokens, room)
+    return continuation.token_budget(request.max_tokens, llama.n_ctx() - len(prompt.tokens), prompt.tokens_so_far)
 
 
 def text_chunks(model: LoadedModel, prompt: Prompt, request: GenerationRequest, generation: Generation):
@@ -246,11 +256,12 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
                      request: GenerationRequest) -> None:
     llama = model.llama
     prompt = prompt_for_request(llama, chat, request)
-    generation = Generation(prompt_tokens=len(prompt.tokens))
-    finish_reason = None
+    # Carrying an answer on, its text so far counts as completion, as if one host wrote it all.
+    generation = Generation(prompt_tokens=prompt.counted(), text_parts=[request.continue_from or ""])
+    finish_reason = None if token_budget(llama, prompt, request) > 0 else "length"
     if model.draft is not None:
         model.draft.begin()
-    for text, reason in text_chunks(model, prompt, request, generation):
+    for text, reason in text_chunks(model, prompt, request, generation) if finish_reason is None else ():
         if text:
             generation.text_parts.append(text)
             try:

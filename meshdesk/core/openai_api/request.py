@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from meshdesk.core.openai_api.errors import RequestError, describe, json_type
 from meshdesk.core.openai_api.fields import (is_int, read_chat_max_tokens, read_include_usage,
                                              read_max_tokens, read_messages, read_model, read_optional_bool,
                                              read_prompt, read_seed, read_stop, read_temperature, read_top_p)
+
+MAX_CONTINUATION_CHARS = 4 * 1024 * 1024  # an answer's text so far, as long as a request body
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,12 @@ class GenerationRequest:
     seed: int | None
     stream: bool
     include_usage: bool
+    # The answer's text so far, when a new host carries on an answer whose host was lost
+    # (`core.continuation`): set by the node, over the mesh and to the child, never from HTTP.
+    continue_from: str | None = None
 
     def to_wire(self) -> dict:
-        return {
+        wire = {
             "kind": self.kind,
             "model": self.model,
             "messages": [dict(message) for message in self.messages],
@@ -40,6 +45,9 @@ class GenerationRequest:
             "stream": self.stream,
             "include_usage": self.include_usage,
         }
+        if self.continue_from is not None:
+            wire["continue_from"] = self.continue_from
+        return wire
 
     @classmethod
     def from_wire(cls, data: dict) -> GenerationRequest:
@@ -49,11 +57,21 @@ class GenerationRequest:
         kind = data.get("kind")
         if kind == "chat":
             _require_wire_empty(data, "prompt", "")
-            return parse_chat_request(_wire_to_body(data, "messages"))
+            return _continued(parse_chat_request(_wire_to_body(data, "messages")), data)
         if kind == "completion":
             _require_wire_empty(data, "messages", [])
-            return parse_completion_request(_wire_to_body(data, "prompt"))
+            return _continued(parse_completion_request(_wire_to_body(data, "prompt")), data)
         raise RequestError(f"'kind' must be \"chat\" or \"completion\", got {describe(kind)}", param="kind")
+
+
+def _continued(request: GenerationRequest, data: dict) -> GenerationRequest:
+    continue_from = data.get("continue_from")
+    if continue_from is None:
+        return request
+    if not isinstance(continue_from, str) or len(continue_from) > MAX_CONTINUATION_CHARS:
+        raise RequestError(f"'continue_from' must be a string of at most {MAX_CONTINUATION_CHARS} "
+                           f"characters, got {describe(continue_from)}", param="continue_from")
+    return replace(request, continue_from=continue_from)
 
 
 def _require_wire_empty(data: dict, field: str, empty: Any) -> None:
