@@ -144,6 +144,7 @@ class Stream(threading.Thread):
         self.times: list[float] = []
         self.error: str | None = None
         self.finish_reason: str | None = None
+        self.stop = threading.Event()  # set: the client hangs up, as a user who has seen enough
 
     def run(self) -> None:
         try:
@@ -154,6 +155,9 @@ class Stream(threading.Thread):
                     self.times.append(time.perf_counter())
                 if chunk.choices and chunk.choices[0].finish_reason:
                     self.finish_reason = chunk.choices[0].finish_reason
+                if self.stop.is_set():
+                    stream.close()
+                    return
         except Exception as error:  # the answer ended in an error: that is today's behaviour
             self.error = f"{type(error).__name__}: {str(error)[:160]}"
 
@@ -181,13 +185,24 @@ def resumed_answer(root: Path, arguments, nodes: list, model: Path) -> tuple[flo
     if not stream.is_alive():
         raise RuntimeError(f"the answer ended before B was killed: {stream.error or stream.finish_reason}")
     killed_at = sigkill(node_b)
-    stream.join(arguments.wait)
-    after = [t for t in stream.times if t > killed_at]
-    gap_ends = [b for a, b in zip([killed_at, *after], after) if b - a >= RESUME_GAP_SECONDS]
-    if gap_ends:
-        note = f"{len(stream.times)} tokens, finish_reason {stream.finish_reason}, error {stream.error}"
-        return gap_ends[0] - killed_at, note, node_a
+
+    def resumed_at() -> float | None:
+        after = [t for t in list(stream.times) if t > killed_at]
+        return next((b for a, b in zip([killed_at, *after], after) if b - a >= RESUME_GAP_SECONDS), None)
+    deadline = time.monotonic() + arguments.wait
+    while stream.is_alive() and resumed_at() is None and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    resumed = resumed_at()
+    if resumed is not None:
+        count = len(stream.times)
+        wait(lambda: len(stream.times) >= count + KILL_AFTER_TOKENS or not stream.is_alive(), 60,
+             "the resumed answer to go on")
+        stream.stop.set()  # hang up: the answer would otherwise keep A busy during figure 3
+        stream.join(10)
+        return resumed - killed_at, (f"{len(stream.times)} tokens in all, then the client hung up; "
+                                     f"error {stream.error}"), node_a
     if stream.is_alive():
+        stream.stop.set()
         return None, f"no token in the {arguments.wait:.0f} s after B was killed", node_a
     new = first_token_of_a_new_request(client, model_id, killed_at, arguments.wait)
     today = f"a new request's first token came {new:.1f} s after the kill" if new is not None \
