@@ -535,7 +535,7 @@ def test_public_surface():
         "update_own", "receive", "peer_connected", "peer_disconnected", "peer_unresponsive", "remove", "revoke_token", "leave",
         "messages_to_send", "next_deadline", "expire", "alive_records", "peer_states",
         "removed_node_ids", "revoked_token_ids", "own", "grant_admin", "restore_entries", "authority",
-        "wants", "want", "drop_model", "claim_own_wants", "restore_wants",
+        "wants", "want", "drop_model", "restore_wants",
     }  # fmt: skip
     assert [name for name in vars(make_membership("A")) if not name.startswith("_")] == [
         "own_id_conflicts", "refused_records"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -18,12 +19,15 @@ from meshdesk.core.planning import SOLO, SPLIT, WAITING
 from meshdesk.core.serving_plan import plan_serving
 from meshdesk.core.wants import MAX_WANTS, MAX_WANTS_PER_AUTHOR, WantEntry, WantsLedger
 from meshdesk.node.mesh_state import MeshMemory, load_memory, restore_decisions, save_memory
+from meshdesk.node.own_state import OwnState, settle_wants
 from tests.gossip_keys import ID
 from tests.test_core_membership import FIVE, FULL_MESH, SimulatedMesh, gossip_from, make_membership
 
 GB = 2**30
 MODEL = ModelAdvert("gemma.gguf", 2 * GB, "ab" * 32, 18)
 OTHER = ModelAdvert("other.gguf", GB, "cd" * 32, 10)
+PATH = Path("/models/gemma.gguf")
+DIGESTS = {PATH: MODEL.digest}
 
 
 def entry(advert=MODEL, wanted=True, counter=1, author="A") -> WantEntry:
@@ -118,7 +122,7 @@ def test_a_want_spreads_to_every_node_and_outlives_its_author():
     mesh.nodes["A"] = wanting("A")
     for other in FIVE[1:]:
         mesh.connect("A", other)
-    mesh.nodes["A"].claim_own_wants(mesh.now)
+    mesh.nodes["A"].want(mesh.now, MODEL.digest)
     mesh.run_for(2.0)
     assert all(node.wants.get(MODEL.digest).wanted for node in mesh.nodes.values())
     mesh.kill("A")
@@ -130,13 +134,12 @@ def test_a_want_spreads_to_every_node_and_outlives_its_author():
 def test_a_drop_converges_and_a_stale_wanted_record_never_undoes_it_but_a_later_serve_does():
     a, b = wanting("A"), make_membership("B", 200, models=(MODEL,))
     a.peer_connected(0.0, ID["B"]), b.peer_connected(0.0, ID["A"])
-    a.claim_own_wants(0.0)
+    a.want(0.0, MODEL.digest)
     exchange(a, b, 0.0)
     b.drop_model(1.0, MODEL.digest)
     exchange(a, b, 1.0)
     assert not a.wants.get(MODEL.digest).wanted
     a.update_own(2.0, name="renamed")  # A's record still flags the model wanted
-    a.claim_own_wants(2.0)
     exchange(a, b, 2.0)
     assert not a.wants.get(MODEL.digest).wanted and not b.wants.get(MODEL.digest).wanted
     a.want(3.0, MODEL.digest)  # an explicit serve, after the drop
@@ -158,7 +161,7 @@ def exchange(a, b, now):
 
 def test_entries_already_sent_or_received_are_not_sent_again():
     a, b = wanting("A"), make_membership("B", 200)
-    a.claim_own_wants(0.0)
+    a.want(0.0, MODEL.digest)
     first = gossip_from(a, ID["B"])
     assert [w["advert"]["digest"] for w in first["wants"]] == [MODEL.digest]
     b.peer_connected(0.0, ID["A"])
@@ -199,22 +202,18 @@ def test_a_random_gossip_order_with_losses_still_converges():
 # ---------------------------------------------------------------- persistence
 
 
-def test_wants_survive_a_restart_and_an_explicit_model_at_start_is_a_fresh_want(tmp_path):
+def test_wants_survive_a_restart(tmp_path):
     b = make_membership("B", 200, models=(MODEL,))
     b.wants.merge(entry(counter=5))
     b.drop_model(1.0, MODEL.digest)
     memory = MeshMemory(mesh_id="m")
     memory.remember_decisions(b)
     save_memory(tmp_path, memory)
-    restored = load_memory(tmp_path)
-    again = make_membership("B", 300, models=(MODEL,))  # restarted without --model
-    restore_decisions(again, restored, 0.0)
+    again = wanting("B", 300)  # its record flags the model wanted, and still it stays dropped
+    restore_decisions(again, load_memory(tmp_path), 0.0)
     assert [e.to_wire() for e in again.wants.entries()] == [e.to_wire() for e in b.wants.entries()]
     assert not again.wants.get(MODEL.digest).wanted
-    with_model = wanting("B", 400)  # restarted with --model for it
-    restore_decisions(with_model, restored, 0.0)
-    assert with_model.wants.get(MODEL.digest).wanted
-    assert with_model.wants.get(MODEL.digest).counter > b.wants.get(MODEL.digest).counter
+    assert again.want(0.0, MODEL.digest).counter > b.wants.get(MODEL.digest).counter  # a fresh want wins
 
 
 def test_a_hand_edited_state_file_loses_only_the_bad_entries(tmp_path):
@@ -257,3 +256,49 @@ def test_a_wanted_model_no_alive_member_holds_waits_and_says_why():
     assert waiting.state == WAITING
     assert plan.routes["gemma"].hosts == ()
     assert plan.routes["gemma"].waiting_reason.startswith("waiting for a member with the file: no alive member holds gemma")
+
+
+# ---------------------------------------------------------------- a node's own asks
+
+
+class WantsMesh:
+    """The mesh's side of `settle_wants`: a real ledger, written as MeshService writes it."""
+
+    def __init__(self, *entries: WantEntry):
+        self.ledger = WantsLedger()
+        self.ledger.merge_all(entries)
+        self.asked: list[str] = []
+
+    def mesh_wants(self):
+        return self.ledger.entries()
+
+    def want_model(self, digest: str) -> None:
+        self.asked.append(digest)
+        self.ledger.merge(WantEntry(MODEL, True, self.ledger.next_counter(0), ID["A"]))
+
+
+def test_an_explicit_model_at_start_is_a_fresh_want_over_a_remembered_drop():
+    mesh, own = WantsMesh(entry(wanted=False, counter=9, author="B")), OwnState("a", wants=[PATH])
+    assert settle_wants(own, mesh, DIGESTS.get) == set()
+    assert mesh.asked == [MODEL.digest] and mesh.ledger.get(MODEL.digest).wanted and own.wants == [PATH]
+    settle_wants(own, mesh, DIGESTS.get)
+    assert mesh.asked == [MODEL.digest]  # once per run
+
+
+def test_a_default_model_never_brings_back_a_drop_and_a_drop_ends_the_nodes_ask():
+    mesh, own = WantsMesh(entry(wanted=False, counter=9, author="B")), OwnState("a", wants=[PATH], implicit=[PATH])
+    assert settle_wants(own, mesh, DIGESTS.get) == {"gemma"}
+    assert mesh.asked == [] and own.wants == []
+    fresh, own = WantsMesh(), OwnState("a", wants=[PATH], implicit=[PATH])
+    settle_wants(own, fresh, DIGESTS.get)
+    assert fresh.asked == [MODEL.digest]  # a mesh with no word on it: the default is wanted
+    fresh.ledger.merge(entry(wanted=False, counter=2**50, author="C"))  # a drop heard later
+    assert settle_wants(own, fresh, DIGESTS.get) == {"gemma"} and own.wants == [] and fresh.asked == [MODEL.digest]
+
+
+def test_a_file_not_yet_hashed_waits_for_its_digest():
+    mesh, own = WantsMesh(), OwnState("a", wants=[PATH])
+    settle_wants(own, mesh, {}.get)
+    assert mesh.asked == [] and own.claimed == set()
+    settle_wants(own, mesh, DIGESTS.get)
+    assert mesh.asked == [MODEL.digest]

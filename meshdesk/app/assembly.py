@@ -185,7 +185,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
         save_node_name(home, arguments.name)
     offer = Offer(measured_bytes=capacity_bytes(None), client=arguments.client)
     offer.set_cap_gigabytes(arguments.max_vram)
-    own = OwnState(name=name, wants=[model.path for model in models])
+    own = OwnState(name=name, wants=[model.path for model in models],
+                   implicit=[] if arguments.model else [model.path for model in models])  # no --model: the default
     inventory = ModelInventory(home.root, [] if arguments.client else model_folders(home.models),
                                list(own.wants), describe_model)
     layers = None if arguments.client else LayerStore.in_home(home.root)

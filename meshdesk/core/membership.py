@@ -101,7 +101,6 @@ class Membership(Decrees, Wants, GossipOut, LinkEvidence):
         if candidate == replace(self._own, signature=""):
             return
         self._replace_own(now, replace(candidate, generation=_next(self._own.generation)))
-        self.claim_own_wants(now)
 
     def leave(self, now: float) -> None:
         """We quit normally: peers drop us as soon as this record reaches them."""

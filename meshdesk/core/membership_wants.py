@@ -1,15 +1,11 @@
 """The models the mesh wants served, as this node holds them (part of `core.membership.Membership`;
 the entries and their merge are `core.wants`).
 
-Who writes entries, and when:
-- An explicit act of a user on this node: `want` (`POST /api/serve`, `meshdesk serve`) and
-  `drop_model` (`meshdesk drop`, `POST /api/drop`).
-- Starting with `--model X` is such an act too: every model our own record flags `wanted`
-  that this run has not yet spoken for gets a fresh want, once (`claim_own_wants`), so a
-  restart with an explicit `--model X` serves X again even after a drop, as mesh-llm does. A
-  node started without it never brings a dropped model back.
-- A drop heard from another node is never undone by our own record still flagging the model
-  `wanted`: this run has spoken for it already, and only a new explicit act writes again.
+Any member writes entries, by an explicit act of its user: `want` (`POST /api/serve`,
+`meshdesk serve`, or a start with `--model X`) and `drop_model` (`meshdesk drop`,
+`POST /api/drop`). Nothing else does: in particular a node's own record still flagging a model
+`wanted` never undoes a drop (the node squares its own asks with the ledger:
+`node.own_state.settle_wants`).
 """
 
 from __future__ import annotations
@@ -19,12 +15,11 @@ from meshdesk.core.wants import WantEntry, WantsLedger
 
 
 class Wants:
-    """Mixed into Membership: it holds `_wants` (a WantsLedger), `_claimed`, `_own`, `_connected`."""
+    """Mixed into Membership: it holds `_wants` (a WantsLedger), `_own`, `_connected`."""
 
     def _init_wants(self) -> None:
         self._wants = WantsLedger()
         self._wants_sent: dict[str, dict] = {}  # peer -> digest -> stamp it has had from us or sent us
-        self._claimed: set[str] = set()  # digests this run has written a want or drop for
 
     @property
     def wants(self) -> WantsLedger:
@@ -45,12 +40,6 @@ class Wants:
             raise ValueError(f"the mesh does not serve a model with digest {digest[:16]}")
         return self._write_want(now, held.advert, False)
 
-    def claim_own_wants(self, now: float) -> None:
-        """A fresh want for each model our record flags `wanted` that this run has not spoken for."""
-        for advert in self._own.models:
-            if advert.wanted and advert.digest not in self._claimed:
-                self._write_want(now, advert, True)
-
     def restore_wants(self, now: float, wires: list) -> None:
         """Entries remembered from an earlier run; any that no longer parse are ignored."""
         self._observe(now)
@@ -62,7 +51,6 @@ class Wants:
 
     def _write_want(self, now: float, advert, wanted: bool) -> WantEntry:
         self._observe(now)
-        self._claimed.add(advert.digest)
         entry = WantEntry(advert, wanted, self._wants.next_counter(self._clock_ms(now)), self._own.node_id)
         if not self._wants.merge(entry):
             raise ValueError("the mesh holds as many models as it can; drop one first")

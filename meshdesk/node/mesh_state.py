@@ -59,8 +59,8 @@ class MeshMemory:
 def restore_decisions(membership: Membership, memory: MeshMemory, now: float) -> None:
     """Gives a new Membership the signed entries and the mesh's wants remembered, then the
     removals and revocations asked for while the node was stopped (`meshdesk remove`), if this
-    node may make them. Then the models its own record flags wanted (`--model`) get fresh wants:
-    after the restore, so that they are newer than any drop remembered."""
+    node may make them. (The node's own asks are squared with the wants later, after every
+    mesh change: `node.own_state.settle_wants`.)"""
     membership.restore_entries(now, memory.entries)
     membership.restore_wants(now, memory.wants)
     asks = [(membership.remove, node_id) for node_id in memory.removed]
@@ -70,7 +70,6 @@ def restore_decisions(membership: Membership, memory: MeshMemory, now: float) ->
             ask(now, subject)
         except ValueError as refusal:  # NotAuthorised, or our own id
             log.warning("not applying %s %s: %s", ask.__name__, subject[:40], refusal)
-    membership.claim_own_wants(now)
 
 
 def load_memory(home: Path) -> MeshMemory:
