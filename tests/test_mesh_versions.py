@@ -12,6 +12,7 @@ import pytest
 
 from meshdesk.adapters.node_keys import NodeKey, verify_signature
 from meshdesk.app.mesh_setup import node_versions
+from meshdesk.core import handshake as core_handshake
 from meshdesk.core.handshake import PROTOCOL_VERSION, HandshakeError
 from meshdesk.core.invite import LINK_PREFIX, decode_token
 from meshdesk.node import handshake
@@ -75,6 +76,37 @@ def test_a_peer_of_another_rpc_build_is_refused_and_the_founder_says_why(node_fa
     assert "other build" in refusals[0]["reason"] and refusals[0]["address"].startswith("127.0.0.1:")
     status = founder.status()
     assert status["mesh"]["members"] == 1 and status["peers"] == []
+
+
+def test_a_node_of_the_previous_protocol_is_refused_and_the_founder_says_why(node_factory, monkeypatch):
+    """Mesh protocol 3 (gossip v3: the mesh's wants) refuses a protocol 2 node at the handshake,
+    before any gossip it could not read, and says which protocols met."""
+    founder = node_factory("--client")
+    token_text = founder.invite_token()
+    token = decode_token(token_text)
+    monkeypatch.setattr(core_handshake, "PROTOCOL_VERSION", PROTOCOL_VERSION - 1)  # an older build dials
+
+    async def dial_as_older_node():
+        key = NodeKey.generate()
+        credentials = Credentials(key.public_bytes, key.sign, verify_signature, "old-peer", node_versions(),
+                                  os.urandom)
+        transport = quic_transport(key)
+        link = await transport.connect(token.addresses[0])
+        try:
+            with pytest.raises(HandshakeError) as raised:
+                await handshake.dial(link, credentials, token.mesh_id, None, invite=token_text,
+                                     expected_node_key=token.inviter_key)
+        finally:
+            link.close("done")
+            await transport.stop()
+        return str(raised.value)
+
+    reason = asyncio.run(dial_as_older_node())
+    assert reason == f"refused by peer: peer speaks mesh protocol {PROTOCOL_VERSION - 1}, we speak {PROTOCOL_VERSION}"
+    refusals = poll(lambda: [r for r in founder.status()["refusals"] if "mesh protocol" in r["reason"]],
+                    10, message="the founder to record the refusal")
+    assert refusals[0]["reason"] == f"peer speaks mesh protocol {PROTOCOL_VERSION - 1}, we speak {PROTOCOL_VERSION}"
+    assert founder.status()["mesh"]["members"] == 1
 
 
 def test_a_node_joins_with_the_printed_invite_link(node_factory):

@@ -113,8 +113,9 @@ async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh
                  admit: Admission) -> PeerIdentity:
     """Authenticate a dialler; `admit` decides on removals, versions and invites."""
     async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-        theirs = hs.parse_hello(await link.receive(), DIAL)
+        message = await link.receive()
         try:
+            theirs = hs.parse_hello(message, DIAL)  # an older build hears why: the protocols that met
             dialler_tls_key = check_dialler_key(link, theirs)
             acceptable = admit(theirs) or [mesh_secret]
         except HandshakeError as error:
