@@ -8,7 +8,7 @@ import pytest
 
 from meshdesk.core.openai_api import GenerationRequest, RequestError
 from meshdesk.node.api_tunnel import API_PURPOSE, RemoteModel, raise_remote_error, serve_remote_request
-from meshdesk.node.interfaces import LinkClosed, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import HostLost, LinkClosed, ModelUnavailable, UnknownModel
 from tests.fakes import chat_request, eventually, link_pair, run, within
 
 EVENTS = [{"type": "delta", "text": "Hel"}, {"type": "delta", "text": "lo"},
@@ -163,12 +163,14 @@ def test_a_host_link_closing_mid_stream_ends_the_stream_with_a_retryable_error()
         hosting = HostingNode(stalls_after_one)
         model = RemoteModel("tiny", "host-node", hosting.open_link)
         received = []
-        with pytest.raises(ModelUnavailable, match="went away mid-answer"):
+        with pytest.raises(HostLost, match="went away mid-answer") as caught:
             async for event in model.generate(chat_request("x")):
                 received.append(event)
                 hosting.links[0][1].close("hosting node stopped")
         assert received == [{"type": "delta", "text": "par"}]
         assert hosting.links[0][0].closed
+        # the node is gone: the gateway carries the answer on elsewhere, never there
+        assert (caught.value.host_id, caught.value.node_gone) == ("host-node", True)
 
     run(scenario())
 
@@ -216,11 +218,32 @@ def test_a_requester_that_goes_away_stops_the_generation_on_the_host():
     run(scenario())
 
 
+def test_a_host_that_loses_its_model_mid_answer_says_lost_and_the_requester_carries_it_on():
+    async def scenario():
+        async def child_exits_after_one(request):
+            yield {"type": "delta", "text": "par"}
+            raise HostLost("model host for tiny stopped mid-answer")
+
+        hosting = HostingNode(child_exits_after_one)
+        model = RemoteModel("tiny", "host-node", hosting.open_link)
+        received = []
+        with pytest.raises(HostLost, match="stopped mid-answer") as caught:
+            async for event in model.generate(chat_request("x")):
+                received.append(event)
+        assert received == [{"type": "delta", "text": "par"}]
+        # the node is alive and may host the model again (solo, once the plans change)
+        assert (caught.value.host_id, caught.value.node_gone) == ("host-node", False)
+        await hosting.served()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("event, raised, retry_after", [
     ({"type": "error", "kind": "unavailable", "message": "busy", "retry_after": 9}, ModelUnavailable, 9),
     ({"type": "error", "kind": "unavailable", "message": "busy", "retry_after": "9"}, ModelUnavailable, 2),
     ({"type": "error", "kind": "unavailable"}, ModelUnavailable, 2),
     ({"type": "error", "kind": "unknown", "message": "no such model"}, UnknownModel, None),
+    ({"type": "error", "kind": "lost", "message": "model host exited"}, HostLost, 2),
     ({"type": "error", "kind": "request", "message": "bad"}, None, None),  # passed on as an event
     ({"type": "error", "kind": "something new"}, None, None),
 ])

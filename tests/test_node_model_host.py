@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshdesk.node.child_process import Backoff
-from meshdesk.node.interfaces import ModelUnavailable
+from meshdesk.node.interfaces import HostLost, ModelUnavailable
 from meshdesk.node.model_host import ModelHost
 from tests.fakes import Loopback, ManualClock, ProcessStarter, chat_request, eventually, run, run_on_loopback, within
 
@@ -245,7 +245,7 @@ def test_a_host_that_stops_mid_answer_is_a_retryable_unavailability(tmp_path):
         answer = await port.next()
         await answer.send({"type": "delta", "text": "par"})
         answer.writer.close()
-        with pytest.raises(ModelUnavailable, match="stopped mid-answer"):
+        with pytest.raises(HostLost, match="stopped mid-answer"):  # the gateway carries it on
             await within(generation)
         assert received == [{"type": "delta", "text": "par"}]
         # the queue is free again for the next request
