@@ -235,6 +235,7 @@ def record(label, capacity_gb, *models, serving=None) -> NodeRecord:
 
 def test_the_mesh_serves_a_wanted_model_on_any_alive_holder_and_never_a_dropped_one():
     wants = [entry(counter=1, author="A")]
+    assert plan_serving([record("B", 8, MODEL)]).plans == {}  # the records alone: nobody alive asks
     plan = plan_serving([record("B", 8, MODEL)], wants)  # A, who asked, is gone
     assert [(p.state, p.host) for p in plan.plans[MODEL.digest]] == [(SOLO, ID["B"])]
     assert plan.routes["gemma"].hosts == (ID["B"],)
