@@ -159,6 +159,20 @@ def test_a_member_killed_mid_answer_the_host_carries_it_on_alone_through_its_own
     assert host.status()["plans"][0]["state"] == "solo" and host.process.poll() is None
 
 
+def test_a_member_killed_under_a_remote_host_the_client_node_carries_the_answer_on(
+        node_factory, tmp_path, default_model_path):
+    host, worker = start_split(node_factory, tmp_path, default_model_path)
+    gateway = node_factory("--client", "--join", host.invite_token())
+    poll(lambda: gateway.status()["models"] and gateway.status()["models"][0]["state"] == "remote", 60,
+         message="the client node to learn the model")
+    reference = streamed(chat_stream(gateway))
+    answer = streamed(chat_stream(gateway), kill_after(CHUNKS_BEFORE_KILL, lambda: worker))
+    assert answer["roles"] == ["assistant"] and answer["finishes"] == ["length"]
+    assert len(answer["usages"]) == 1 and answer["usages"][0].completion_tokens == MAX_TOKENS
+    assert_carried_on(answer, reference["text"])
+    assert worker.process.poll() is not None and host.process.poll() is None
+
+
 def test_with_no_host_left_the_stream_ends_with_a_clear_error_within_the_bound(node_factory, default_model_path):
     host = node_factory("--model", str(default_model_path), "--threads", "1")
     gateway = node_factory("--client", "--join", host.invite_token(), environment={"MESHDESK_RESUME_SECONDS": "8"})
