@@ -47,7 +47,7 @@ DESCRIPTIONS = {
     "invite": "Mint an invite token for this node's mesh.",
     "revoke": "Revoke an invite token, mesh-wide.",
     "remove": "Remove a node from the mesh, mesh-wide; it cannot come back with its old credentials.",
-    "drop": "Stop serving a model from this node; the mesh drops it when no node wants it.",
+    "drop": "Stop serving a model on every node of the mesh (any member may); serve it again to undo.",
     "admin": "Name a member an admin, who may then remove members and revoke invites (the founder only).",
 }
 
