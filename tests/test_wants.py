@@ -79,6 +79,10 @@ def test_the_ledger_is_bounded_in_all_and_per_author_and_counts_what_it_leaves_o
     for i in range(1000, 1000 + MAX_WANTS):
         ledger.merge(WantEntry(advert(i), True, 1, ID["B" if i % 2 else "C"]))
     assert len(ledger) == MAX_WANTS and ledger.ignored == 3 + MAX_WANTS_PER_AUTHOR
+    # full: a newer entry takes the place of the oldest drop, never of a want
+    assert ledger.merge(WantEntry(advert(5000), True, 10**7, ID["D"]))
+    assert advert(0).digest not in ledger and len(ledger) == MAX_WANTS
+    assert not ledger.merge(WantEntry(advert(5001), True, 10**7, ID["D"])) and advert(5001).digest not in ledger
     assert not ledger.merge(entry(counter=2**40), limit=2**39) and ledger.refused == 1
 
 

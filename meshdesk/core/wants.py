@@ -16,8 +16,9 @@ Entries are not signed: any member may serve or drop any model (as in mesh-llm),
 taken only from authenticated gossip links (mesh secret, mutual TLS), and a removed node can
 no longer link, so a signature would prove only who wrote an entry, which grants nothing.
 The bounds (entries held, new digests per author) keep a faulty member from growing the
-ledger without end; counters far ahead of our clock are refused so none can be frozen at the
-top. Anything malformed raises `MembershipError` (one line) and changes nothing.
+ledger without end; a full ledger makes room for a newer entry by forgetting its oldest drop,
+so junk that was dropped cannot block new models for good; counters far ahead of our clock are
+refused so none can be frozen at the top. Anything malformed raises `MembershipError` (one line) and changes nothing.
 """
 
 from __future__ import annotations
@@ -111,14 +112,28 @@ class WantsLedger:
         held = self._entries.get(entry.digest)
         if held is not None and entry.stamp <= held.stamp:
             return False
-        if held is None and (len(self._entries) >= MAX_WANTS
-                             or self._authors.get(entry.author, 0) >= MAX_WANTS_PER_AUTHOR):
+        if held is None and self._authors.get(entry.author, 0) >= MAX_WANTS_PER_AUTHOR:
+            self.ignored += 1
+            return False
+        if held is None and len(self._entries) >= MAX_WANTS and not self._evict_a_drop(entry):
             self.ignored += 1
             return False
         if held is None:
             self._authors[entry.author] = self._authors.get(entry.author, 0) + 1
         self._entries[entry.digest] = entry
         self.highest = max(self.highest, entry.counter)
+        return True
+
+    def _evict_a_drop(self, newcomer: WantEntry) -> bool:
+        """Makes room in a full ledger for a newer entry: the oldest drop goes (a drop only
+        matters against a want older than itself, and that one is long overtaken). Wanted
+        entries are never evicted."""
+        oldest = min((entry for entry in self._entries.values() if not entry.wanted),
+                     key=lambda entry: entry.stamp, default=None)
+        if oldest is None or oldest.stamp >= newcomer.stamp:
+            return False
+        del self._entries[oldest.digest]
+        self._authors[oldest.author] -= 1
         return True
 
     def merge_all(self, entries: Iterable[WantEntry], limit: int = MAX_COUNTER) -> bool:
