@@ -10,7 +10,7 @@ import pytest
 from meshdesk.core.continuation import Progress, continuation, continued_prompt, token_budget
 from meshdesk.core.openai_api import GenerationRequest, RequestError, parse_chat_request, parse_completion_request
 from meshdesk.node.interfaces import HostLost, ModelUnavailable, UnknownModel
-from meshdesk.node.resume import Changes, resumed
+from meshdesk.node.resume import Changes, cut_when, resumed
 
 
 def chat(**extra) -> GenerationRequest:
@@ -180,3 +180,36 @@ def test_a_client_that_goes_away_stops_the_try_and_nothing_is_retried():
         await events.aclose()
         assert len(mesh.seen) == 1
     asyncio.run(scenario())
+
+
+def test_a_host_that_leaves_the_mesh_without_its_link_breaking_is_cut_off_and_closed():
+    async def scenario():
+        closed = asyncio.Event()
+
+        async def stalls_after_one():
+            try:
+                yield delta("par")
+                await asyncio.Event().wait()  # a machine gone: no byte, no close, ever
+            finally:
+                closed.set()
+        gone = asyncio.Event()
+        events = cut_when(stalls_after_one(), gone, lambda: HostLost("left the mesh", "h", node_gone=True))
+        assert await anext(events) == delta("par")
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        gone.set()  # the plans dropped the host
+        with pytest.raises(HostLost, match="left the mesh"):
+            await asyncio.wait_for(waiting, 1)
+        assert closed.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_cut_off_watch_passes_every_event_and_the_end_through():
+    async def scenario():
+        async def two():
+            yield delta("a")
+            yield FINISH
+        return [event async for event in cut_when(two(), asyncio.Event(), lambda: HostLost("x"))]
+    assert asyncio.run(scenario()) == [delta("a"), FINISH]

@@ -59,6 +59,32 @@ class Changes:
         self.event.clear()
 
 
+async def cut_when(events: AsyncIterator[dict], gone: asyncio.Event,
+                   lost: Callable[[], Exception]) -> AsyncIterator[dict]:
+    """`events` until `gone` is set, then `lost()` is raised: a host that left the mesh without
+    its link breaking (a machine lost, a network cut) must not hold the answer until TCP gives up.
+    The generation underneath is closed either way."""
+    gone_wait = asyncio.ensure_future(gone.wait())
+    step: asyncio.Future | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait({step, gone_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                raise lost()
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        gone_wait.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+        await events.aclose()
+
+
 async def resumed(request: GenerationRequest, attempt: Attempt, changes: Changes,
                   bound: float | None = None, clock: Callable[[], float] | None = None,
                   ) -> AsyncIterator[dict]:

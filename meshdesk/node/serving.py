@@ -37,8 +37,9 @@ from meshdesk.core.serving_plan import (
 )
 from meshdesk.core.states import ModelState, Role
 from meshdesk.node.api_tunnel import RemoteModel
-from meshdesk.node.interfaces import ModelStatus, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import HostLost, ModelStatus, ModelUnavailable, UnknownModel
 from meshdesk.node.model_host import ModelHost
+from meshdesk.node.resume import cut_when
 from meshdesk.node.rpc_tunnel import HostTunnel, Traffic
 
 log = logging.getLogger(__name__)
@@ -227,10 +228,19 @@ class Serving:
                        avoid: frozenset[str] = frozenset()) -> AsyncIterator[dict]:
         host, model = self.resolve(request.model, local_only, avoid)
         self.in_flight[host] = self.in_flight.get(host, 0) + 1
+        gone = asyncio.Event()
+
+        def check() -> None:  # after each replan: is the remote host still in the mesh?
+            if host != self.node_id and all(record.node_id != host for record in self.mesh.alive_records()):
+                gone.set()
+        self.plan_listeners.append(check)
         try:
-            async for event in model.generate(request):
+            lost = lambda: HostLost(f"the host of {request.model} left the mesh mid-answer", host, True)  # noqa: E731
+            events = model.generate(request)
+            async for event in cut_when(events, gone, lost) if host != self.node_id else events:
                 yield event
         finally:
+            self.plan_listeners.remove(check)
             self.in_flight[host] -= 1
 
     def model_statuses(self) -> list[ModelStatus]:
