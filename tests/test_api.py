@@ -220,19 +220,18 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(shared_node):
 def test_killing_the_model_host_gives_503_then_it_serves_again(node_factory, default_model_path):
     node = node_factory("--model", str(default_model_path))
     node.wait_until_ready()
-    client = node.client()
-    stream = client.completions.create(model=MODEL, prompt=COUNTING_PROMPT, max_tokens=3000,
+    client = node.client(max_retries=0)
+    stream = client.completions.create(model=MODEL, prompt=COUNTING_PROMPT, max_tokens=200,
                                        temperature=0, stream=True)
-    next(iter(stream))
+    chunks = iter(stream)
+    next(chunks)
     os.kill(node.status()["models"][0]["pid"], signal.SIGKILL)
-    with pytest.raises(openai.APIError):
-        for _chunk in stream:
-            pass
-
-    with pytest.raises(openai.InternalServerError) as caught:
+    with pytest.raises(openai.InternalServerError) as caught:  # a new request, while it restarts
         client.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
     assert caught.value.status_code == 503
     assert caught.value.response.headers.get("Retry-After")
+    # the answer under way is carried on by the restarted child (tests/test_resume.py)
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "length"
 
     node.wait_until_ready()
     assert client.completions.create(model=MODEL, prompt="Hi", max_tokens=2).choices[0].text is not None
