@@ -92,3 +92,26 @@ def test_a_drop_on_any_member_converges_and_survives_restarts_of_every_node(node
     assert status == 200, body  # an explicit serve, later than the drop, wins it back
     poll(lambda: answer(founder) and answer(member), 120, interval=0.5, message="the model served again")
     assert mesh_wants(b_home) == {default_model_path.name: True}
+
+
+def test_a_model_whose_every_holder_left_waits_with_the_reason_and_a_new_holder_serves_it(
+        node_factory, tmp_path, default_model_path):
+    founder = node_factory("--model", str(default_model_path), "--threads", "1")
+    client = node_factory("--client", "--join", founder.invite_token())
+    poll(lambda: answer(client), 60, interval=0.5, message="the client to be served through the founder")
+    founder.process.send_signal(signal.SIGKILL)
+    founder.process.wait()
+
+    def waiting_reason():
+        plans = client.status()["plans"]
+        return plans and plans[0]["state"] == "waiting" and plans[0]["waiting_reason"]
+    reason = poll(waiting_reason, 30, message="the model to wait for a holder")
+    assert reason.startswith(f"waiting for a member with the file: no alive member holds {MODEL}"), reason
+    assert answer(client) is None
+
+    # the want lives on in the client alone: a newcomer with the file serves it
+    token = client.post_json("/api/invite", {"expires_in": 3600})[1]["token"]
+    newcomer = node_factory("--join", token, "--threads", "1",
+                            home=seeded_home(tmp_path, "newcomer", default_model_path))
+    poll(lambda: answer(client), 90, interval=0.5, message="the newcomer to serve the mesh's model")
+    assert [(plan["state"], plan["host"]) for plan in client.status()["plans"]] == [("solo", newcomer.node_id)]
