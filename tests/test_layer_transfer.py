@@ -9,6 +9,7 @@ name and another digest is never used, and without room for layers B is a lite m
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 
@@ -27,6 +28,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def model_digest(default_model_path) -> str:
     return file_digest(default_model_path)
+
+
+@functools.lru_cache(maxsize=4)
+def direct_answer(model_path, shares: tuple[float, ...]) -> str:
+    """The same split over plain llama.cpp RPC on loopback (once per split in this module)."""
+    return direct_rpc_completion(model_path, list(shares), PROMPT, 24)
 
 
 def share_of(model_path, plan: dict, member_id: str) -> dict[str, int]:
@@ -84,8 +91,7 @@ def test_a_joiner_with_nothing_on_disk_receives_its_layers_once_then_loads_by_re
     assert share_bytes > 10 << 20
 
     answer = completion(founder)
-    shares = [member["share"] for member in plan["members"]]
-    assert answer == direct_rpc_completion(default_model_path, shares, PROMPT, 24)
+    assert answer == direct_answer(default_model_path, tuple(member["share"] for member in plan["members"]))
     assert completion(joiner) == answer  # the joiner routes to the host
     assert sent(founder) == share_bytes  # exactly its share, once, as stock RPC sends it
     layers = joiner.status()["layers"]
@@ -156,8 +162,7 @@ def test_a_file_of_the_same_name_and_another_digest_is_never_used(node_factory, 
     plan = wait_for_split(founder, joiner)
     share = share_of(default_model_path, plan, joiner.node_id)
     assert sent(founder) == sum(share.values())  # nothing referenced from the impostor
-    assert completion(founder) == direct_rpc_completion(
-        default_model_path, [m["share"] for m in plan["members"]], PROMPT, 24)
+    assert completion(founder) == direct_answer(default_model_path, tuple(m["share"] for m in plan["members"]))
     assert [path.name for path in (home / "layers").iterdir()] == [model_digest]
     assert impostor.read_bytes() == bytes(content)
 
