@@ -65,6 +65,19 @@ def test_the_model_host_child_carries_an_answer_on_from_its_text_so_far(default_
         child.stop()
 
 
+def test_an_answer_carried_on_at_the_end_of_the_context_finishes_with_length(default_model_path):
+    child = Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1", "--context", "48")
+    try:
+        port = child.port()
+        request = parse_completion_request({"model": "m", "prompt": PROMPT, "temperature": 0, "seed": 1})
+        whole, finish = host_request(port, request)  # no max_tokens: to the end of the context
+        assert finish["finish_reason"] == "length"
+        rest, carried = host_request(port, continuation(request, whole + " and more words still"))
+        assert rest == "" and carried["finish_reason"] == "length"  # not the client's prompt error
+    finally:
+        child.stop()
+
+
 def common_prefix(one: str, other: str) -> int:
     return next((index for index, (a, b) in enumerate(zip(one, other)) if a != b), min(len(one), len(other)))
 

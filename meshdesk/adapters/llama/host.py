@@ -202,7 +202,7 @@ def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest) -> P
         prompt = prompt_for(llama, chat, request)
     except Exception as error:  # the template's raise_exception, jinja2 errors, bad text
         raise PromptRejected(f"cannot build a prompt from these messages: {error}") from None
-    if len(prompt.tokens) >= llama.n_ctx():
+    if len(prompt.tokens) >= llama.n_ctx() and not request.continue_from:  # carried on: "length"
         raise PromptRejected(f"the prompt has {len(prompt.tokens)} tokens; this model's context "
                              f"holds {llama.n_ctx()}")
     return prompt
