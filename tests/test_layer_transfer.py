@@ -20,7 +20,7 @@ from meshdesk.core.layer_manifest import share_tensor_names
 from meshdesk.node.model_inventory import file_digest
 from tests.nodes import poll
 from tests.split_tools import direct_rpc_completion
-from tests.test_split import MODEL, PROMPT, completion, post_json, seeded_home, split_plan
+from tests.test_split import PROMPT, completion, post_json, split_plan
 
 pytestmark = pytest.mark.slow
 

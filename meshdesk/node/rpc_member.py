@@ -84,7 +84,7 @@ class MemberSide:
             return
         try:
             parts = await self._negotiate(link, peer_id, digests)
-        except (PeerProtocolError, NoRoom, LinkClosed, TimeoutError) as error:
+        except (PeerProtocolError, NoRoom, LinkClosed, TimeoutError, OSError) as error:
             self._refuse(link, peer_id, f"layer exchange: {error}")
             return
         files = parts.files
