@@ -5,7 +5,8 @@ Run as `python -m meshdesk.adapters.llama.host --model PATH [--draft PATH]`. It 
 anything else), prints one JSON line `{"event": "ready", "port": N}` on stdout (with
 `"draft": FILE NAME` when a draft runs) and then serves one generation at a time. The node sends a request as one JSON line; the host
 answers with JSON lines (see `meshdesk.node.host_protocol`). A request whose connection goes
-away stops generating at the next token. The process exits when its stdin closes, so it never
+away stops generating at the next token. A request with `continue_from` carries on an answer
+whose host was lost (`meshdesk.core.continuation`). The process exits when its stdin closes, so it never
 outlives the node that started it, however that node died.
 """
 
