@@ -11,6 +11,7 @@ import pytest
 
 from meshdesk.core.layer_manifest import LayerManifest, ManifestTensor
 from meshdesk.core.rpc_expander import KeptPiece
+from meshdesk.node.interfaces import LinkClosed
 from meshdesk.node.layer_member import SPACE_STEP, LayerProgress, LayerStore, NoRoom, negotiate
 from tests.fakes import link_pair, within
 from tests.test_core_rpc_stream import ATTN_Q, DIGEST, EMBD, GGUF, weight_bytes
@@ -78,6 +79,35 @@ def test_a_share_that_does_not_fit_is_refused_before_anything_is_written(tmp_pat
         assert not (tmp_path / "layers" / DIGEST / "model.layers").exists()
 
     asyncio.run(scenario())
+
+
+def test_a_host_that_hangs_up_before_the_answer_leaves_no_tensor_reserved(tmp_path):
+    """The member's reply fails: the tunnel is refused, and its writer must let the tensors go,
+    or every later load would send them again without keeping them."""
+    async def scenario():
+        store = LayerStore(tmp_path / "layers")
+        host_end, member_end = link_pair(("host", "member"))
+        await host_end.send(manifest(EMBD).to_wire())
+        host_end.close("gave up waiting")
+        with pytest.raises(LinkClosed):
+            await within(negotiate(member_end, frozenset({DIGEST}), lambda digest: len(GGUF),
+                                   lambda digest: None, store))
+        cache = store.cache(DIGEST, len(GGUF))
+        assert set(cache.writer(manifest(EMBD), frozenset({EMBD.name}), LayerProgress()).table()) == {EMBD.name}
+
+    asyncio.run(scenario())
+
+
+def test_a_second_upload_of_a_kept_tensor_leaves_the_kept_bytes_be(tmp_path):
+    cache = LayerStore(tmp_path / "layers").cache(DIGEST, len(GGUF))
+    wanted = manifest(EMBD)
+    cache.prepare()
+    writer = cache.writer(wanted, frozenset({EMBD.name}), LayerProgress())
+    writer.keep(KeptPiece(EMBD.name, 0, weight_bytes(EMBD), True))
+    writer.keep(KeptPiece(EMBD.name, 0, b"\0" * EMBD.nbytes, True))  # the same tensor again, other bytes
+    writer.close()
+    assert cache.read(EMBD.file_offset, EMBD.nbytes) == weight_bytes(EMBD)
+    assert LayerStore(tmp_path / "layers").cache(DIGEST, len(GGUF)).verified(wanted) == {EMBD.name}
 
 
 def test_a_second_tunnel_never_writes_the_tensors_another_one_keeps(tmp_path):

@@ -157,6 +157,23 @@ def test_between_tries_it_waits_for_a_change_and_gives_up_with_a_clear_error_aft
     assert len(mesh.seen) == 2 + len(waits)  # the first, one at once after the loss, one after each wait
 
 
+def test_a_host_lost_again_and_again_waits_between_tries_and_the_bound_covers_the_whole_answer():
+    """A host child that accepts and dies (a crash loop) must neither spin nor renew the bound."""
+    clock, waits = Clock(), []
+
+    class TimedChanges(Changes):
+        async def wait(self, timeout: float) -> None:
+            waits.append(timeout)
+            clock.now += timeout
+
+    mesh = FakeMesh(*[([delta("a")] if i == 0 else [], HostLost("its child exited", "h", node_gone=False))
+                      for i in range(200)])
+    with pytest.raises(ModelUnavailable, match=r"lost mid-answer .*within 2 s"):
+        asyncio.run(collect(mesh, TimedChanges(), clock, bound=2))
+    assert sum(waits) == pytest.approx(2) and max(waits) <= 0.5
+    assert len(mesh.seen) <= 2 + len(waits)  # one try at once after the first loss, then one per wait
+
+
 def test_a_change_wakes_the_wait_at_once():
     async def scenario():
         changes = Changes()

@@ -255,6 +255,18 @@ def test_split_options_travel_in_the_entry():
     assert [p.state for p in plan.plans[MODEL.digest]] == [SPLIT]
 
 
+def test_a_second_holder_asking_for_the_model_keeps_the_seeders_split():
+    """B starts with `--model` on the same file but no `--split`: the mesh must not go solo."""
+    split = ModelAdvert(**{**MODEL.__dict__, "split": True, "wanted": True})
+    a, b = make_membership("A", 200, models=(split,)), make_membership("B", 200, models=(MODEL,))
+    a.peer_connected(0.0, ID["B"]), b.peer_connected(0.0, ID["A"])
+    a.want(0.0, MODEL.digest)
+    exchange(a, b, 0.0)
+    assert b.want(2.0, MODEL.digest).advert.split
+    exchange(a, b, 2.0)
+    assert a.wants.get(MODEL.digest).advert.split and b.wants.get(MODEL.digest).advert.split
+
+
 def test_a_wanted_model_no_alive_member_holds_waits_and_says_why():
     plan = plan_serving([record("B", 8, OTHER)], [entry(counter=1)])
     (waiting,) = plan.plans[MODEL.digest]

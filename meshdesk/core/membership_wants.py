@@ -10,6 +10,8 @@ Any member writes entries, by an explicit act of its user: `want` (`POST /api/se
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshdesk.core.gossip_values import MembershipError
 from meshdesk.core.wants import WantEntry, WantsLedger
 
@@ -31,6 +33,9 @@ class Wants:
         advert = next((model for model in self._own.models if model.digest == digest), None)
         if advert is None:
             raise ValueError(f"this node advertises no model with digest {digest[:16]}")
+        held = self._wants.get(digest)
+        if held is not None and held.wanted and not advert.force_split:  # keep the seeder's --split
+            advert = replace(advert, split=held.advert.split, tensor_split=held.advert.tensor_split)
         return self._write_want(now, advert, True)
 
     def drop_model(self, now: float, digest: str) -> WantEntry:

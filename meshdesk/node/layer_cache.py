@@ -16,6 +16,7 @@ All methods block (file IO, hashing): call them in a thread.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -147,6 +148,7 @@ class CacheWriter:
         self.missing = missing  # only these are ever written: the expander keeps nothing else
         self.progress = progress  # LayerProgress: received bytes, shown in the status
         self._hashes: dict[str, hashlib._Hash] = {}
+        self._kept: set[str] = set()  # recorded in this tunnel
         self._file = open(cache.path, "r+b")
         self.failure: OSError | None = None
 
@@ -157,14 +159,14 @@ class CacheWriter:
         tensor = self.missing.get(piece.tensor)
         if tensor is None or piece.start + len(piece.data) > tensor.nbytes:
             raise ValueError(f"a kept piece outside {piece.tensor!r}")  # the expander's bug, not the host's
-        if piece.start == 0:
+        if piece.start == 0 and tensor.name not in self._kept:  # a second upload leaves the kept bytes be
             self._hashes[tensor.name] = hashlib.sha256()
         running = self._hashes.get(tensor.name)
         self.progress.received(len(piece.data))
         if running is None or self.failure is not None:
             return
         try:
-            os.pwrite(self._file.fileno(), piece.data, tensor.file_offset + piece.start)
+            write_all(self._file.fileno(), piece.data, tensor.file_offset + piece.start)
             running.update(piece.data)
             if piece.last:
                 del self._hashes[tensor.name]
@@ -179,7 +181,18 @@ class CacheWriter:
             return
         os.fsync(self._file.fileno())
         self.cache.record(tensor)
+        self._kept.add(tensor.name)
 
     def close(self) -> None:
         self._file.close()
         self.cache.release(self.missing)
+
+
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite until every byte is written: a short write (a disk filling up) is an OSError."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "the disk took no more bytes")
+        view, offset = view[written:], offset + written

@@ -148,7 +148,11 @@ async def negotiate(link, driven: frozenset[str], model_size: Callable[[str], in
     store.progress.start(model_name(digest), missing_bytes)
     if missing_bytes:
         log.info("receiving layers of %s: %d MB of this member's share", model_name(digest), missing_bytes >> 20)
-    await link.send(held_reply(manifest, held))
+    try:
+        await link.send(held_reply(manifest, held))
+    except BaseException:  # the tunnel is refused: release the tensors it would have written
+        writer.close()
+        raise
     held_table = {t.name: WeightTensor(t.name, t.file_offset, t.nbytes) for t in manifest.tensors if t.name in held}
     return Negotiated({digest: held_table}, writer.table(), writer, cache.read)
 

@@ -105,13 +105,21 @@ async def resumed(request: GenerationRequest, attempt: Attempt, changes: Changes
                     return
             return
         except HostLost as error:
-            lost, deadline = error, clock() + bound
+            if lost is None:  # one bound for the whole answer, however often its host is lost
+                deadline = clock() + bound
+            lost = error
             progress.losses += 1
             if error.node_gone and error.host_id is not None:
                 avoid.add(error.host_id)
             log.warning("lost the host of %s mid-answer (%s); carrying it on after %d characters",
                         request.model, error, len(progress.text))
-            continue  # at once: another host may already be routed
+            left = deadline - clock()
+            if left <= 0:
+                raise ModelUnavailable(f"the host of {request.model} was lost mid-answer ({error}) and no "
+                                       f"node could carry the answer on within {bound:g} s") from None
+            if progress.losses > 1:  # lost again: a crash loop must not spin, so wait for a change
+                await changes.wait(min(RETRY_SECONDS, left))
+            continue  # the first time at once: another host may already be routed
         except (ModelUnavailable, UnknownModel) as error:
             if lost is None:
                 raise  # never started: the client hears why, as before
