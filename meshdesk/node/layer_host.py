@@ -23,6 +23,7 @@ from pathlib import Path
 from meshdesk.core.layer_manifest import (MAX_TENSORS, LayerManifest, read_held_reply,
                                           share_manifest, share_tensor_names)
 from meshdesk.core.rpc_stream import WeightReferencer, WeightTensor
+from meshdesk.node.layer_member import hashing_seconds
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ async def offer_layers(link, model: dict, tensors: Mapping[str, WeightTensor], d
     A member with the whole file may be sent a reference to any tensor; others, to those they hold."""
     manifest = await asyncio.to_thread(member_manifest, model, tensors, digests, devices, shares, member_id)
     await link.send(manifest.to_wire())
-    async with asyncio.timeout(HELD_SECONDS):
+    async with asyncio.timeout(HELD_SECONDS + hashing_seconds(manifest.nbytes)):  # it may hash its share
         reply = await link.receive()
     held, whole_file = read_held_reply(reply, manifest)
     lacking = manifest.nbytes - sum(t.nbytes for t in manifest.tensors if t.name in held)

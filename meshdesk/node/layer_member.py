@@ -33,6 +33,12 @@ QUOTA_ENV = "MESHDESK_LAYER_QUOTA_BYTES"
 RESERVE_BYTES = 512 << 20  # free disk left to everything else
 SPACE_STEP = 64 << 20      # gossiped room is floored to this, so small writes do not re-plan
 MANIFEST_SECONDS = 10.0
+HASH_BYTES_PER_SECOND = 100 << 20  # a slow disk's pace: waits that cover hashing grow with the bytes
+
+
+def hashing_seconds(nbytes: int) -> float:
+    """How long hashing `nbytes` may take at a slow disk's pace."""
+    return nbytes / HASH_BYTES_PER_SECOND
 
 
 @dataclass
@@ -118,7 +124,8 @@ async def negotiate(link, driven: frozenset[str], model_size: Callable[[str], in
                     model_name: Callable[[str], str] = lambda digest: digest[:12]) -> Negotiated:
     """Reads the host's manifest, answers what is held; raises LayerManifestError when the host
     broke the protocol, NoRoom when the share cannot be kept here."""
-    async with asyncio.timeout(MANIFEST_SECONDS):
+    largest = max((model_size(digest) or 0 for digest in driven), default=0)
+    async with asyncio.timeout(MANIFEST_SECONDS + hashing_seconds(largest)):  # the host may hash our share first
         message = await link.receive()
     digest = message.get("digest") if isinstance(message, dict) else None
     if digest not in driven:
