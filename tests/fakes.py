@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -255,6 +256,9 @@ class FakeProcess:
     def kill(self) -> None:
         self.signals.append("kill")
         self.exit(-9)
+
+    def send_signal(self, number: int) -> None:
+        self.signals.append(signal.Signals(number).name)
 
 
 class ProcessStarter:

@@ -13,12 +13,13 @@ from tests.fakes import ManualClock, ProcessStarter, eventually, run, within
 class Worker:
     """An RpcWorker whose children are fake processes, running in the background."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, ready_seconds: float = 20.0):
         self.starter = ProcessStarter()
         self.clock = ManualClock()
         self.readies: list[int | None] = []  # the GPU memory each ready run reported
         self.worker = RpcWorker(["rpc-worker", "--threads", "2"], tmp_path / "worker.log",
-                                start_process=self.starter, sleep=self.clock.sleep, on_ready=self.readies.append)
+                                start_process=self.starter, sleep=self.clock.sleep, on_ready=self.readies.append,
+                                ready_seconds=ready_seconds)
         self.task = asyncio.ensure_future(self.worker.run())
 
     async def stop(self) -> None:
@@ -141,6 +142,21 @@ def test_a_new_ready_clears_an_earlier_error(tmp_path):
         process.announce({"event": "ready", "port": 3})
         await eventually(lambda: len(harness.readies) == 1)
         assert harness.worker.error is None
+        await harness.stop()
+
+    run(scenario())
+
+
+def test_a_worker_that_never_announces_is_asked_for_its_stacks_and_restarted(tmp_path):
+    """Seen under load: a child that neither announces nor exits. It must not hold the split
+    back for good (a host waits for its own worker before hosting)."""
+    async def scenario():
+        harness = Worker(tmp_path, ready_seconds=0.05)
+        stuck = await harness.starter.next_process()
+        second = await within(harness.starter.next_process())
+        assert stuck.signals[:2] == ["SIGUSR1", "terminate"] and stuck.returncode is not None
+        second.announce({"event": "ready", "port": 6003})
+        await eventually(lambda: harness.worker.endpoint == "127.0.0.1:6003")
         await harness.stop()
 
     run(scenario())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,14 +12,18 @@ from meshdesk.node.child_process import ChildProcess, Sleep, StartProcess, super
 
 log = logging.getLogger(__name__)
 
+READY_SECONDS = 20.0  # a worker starts in about a second; one silent this long is stuck, and restarted
+
 
 class RpcWorker:
     """Keeps the rpc worker running while this node offers capacity; knows its port."""
 
     def __init__(self, command: list[str], log_path: Path,
                  start_process: StartProcess = asyncio.create_subprocess_exec, sleep: Sleep = asyncio.sleep,
-                 on_ready: Callable[[int | None], None] = lambda gpu_memory_bytes: None):
+                 on_ready: Callable[[int | None], None] = lambda gpu_memory_bytes: None,
+                 ready_seconds: float = READY_SECONDS):
         self.command = command
+        self.ready_seconds = ready_seconds
         self.log_path = log_path
         self.start_process = start_process
         self.sleep = sleep
@@ -40,6 +45,17 @@ class RpcWorker:
         return ChildProcess("rpc worker", self.command, self.log_path, self.start_process)
 
     async def _await_ready(self, child: ChildProcess) -> bool:
+        try:
+            async with asyncio.timeout(self.ready_seconds):
+                return await self._read_announcements(child)
+        except TimeoutError:  # seen under load in the tests: a child that never announces
+            log.warning("rpc worker (pid %s) did not start within %.0f s; its stacks go to its log, "
+                        "and it is restarted", child.process.pid, self.ready_seconds)
+            dump_stacks(child.process)
+            await child.stop()
+            return True
+
+    async def _read_announcements(self, child: ChildProcess) -> bool:
         while (announcement := await child.next_announcement()) is not None:
             if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
                 self.port, self.pid, self.error = announcement["port"], child.process.pid, None
@@ -60,3 +76,11 @@ class RpcWorker:
     def _exited(self, code: int) -> None:
         self.port = self.pid = None
         log.warning("rpc worker exited with code %s", code)
+
+
+def dump_stacks(process) -> None:
+    """Asks a stuck child to write its threads' stacks to its log (it registers SIGUSR1)."""
+    try:
+        process.send_signal(signal.SIGUSR1)
+    except (AttributeError, ProcessLookupError, OSError):
+        pass

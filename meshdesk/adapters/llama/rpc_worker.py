@@ -8,7 +8,9 @@ Run as `python -m meshdesk.adapters.llama.rpc_worker [--threads N]`. It picks a 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import socket
 import sys
 import threading
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meshdesk-rpc-worker")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # the node asks when we are stuck
     exit_when_parent_goes()
     port = free_port()
     library = ggml_library()
