@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -108,6 +109,32 @@ def test_a_second_upload_of_a_kept_tensor_leaves_the_kept_bytes_be(tmp_path):
     writer.close()
     assert cache.read(EMBD.file_offset, EMBD.nbytes) == weight_bytes(EMBD)
     assert LayerStore(tmp_path / "layers").cache(DIGEST, len(GGUF)).verified(wanted) == {EMBD.name}
+
+
+def test_an_old_cache_of_another_model_is_forgotten_to_make_room_for_this_share(tmp_path):
+    """The gossiped room counts what caches hold, so a plan may give this member a share that
+    only fits once another model's cache goes; one a tunnel writes now stays."""
+    async def scenario():
+        store = LayerStore(tmp_path / "layers", quota_bytes=SPACE_STEP)
+        busy = store.cache("12" * 32, len(GGUF))  # the least recently written, but in use
+        busy.prepare()
+        busy_share = LayerManifest(busy.digest, len(GGUF), (ManifestTensor(EMBD.name, EMBD.file_offset,
+                                                                             EMBD.nbytes, "00" * 32),))
+        writer = busy.writer(busy_share, frozenset({EMBD.name}), LayerProgress())
+        old = store.cache("ef" * 32, SPACE_STEP)
+        old.prepare()
+        with open(old.path, "r+b") as file:  # really allocated, as kept layers are
+            file.write(b"\1" * SPACE_STEP)
+        os.utime(busy.folder, (1, 1))
+        assert store.free_bytes() == 0
+        host_end, member_end = link_pair(("host", "member"))
+        await host_end.send(manifest(EMBD).to_wire())
+        await within(negotiate(member_end, frozenset({DIGEST}), lambda digest: len(GGUF),
+                               lambda digest: None, store))
+        assert not old.folder.exists() and busy.folder.exists()
+        writer.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_second_tunnel_never_writes_the_tensors_another_one_keeps(tmp_path):

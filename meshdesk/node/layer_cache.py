@@ -48,6 +48,12 @@ class LayerCache:
         self._verified: tuple[tuple, frozenset[str]] | None = None  # (file signature, names)
         self._writing: set[str] = set()  # tensors a tunnel keeps now: no second one writes them
 
+    @property
+    def busy(self) -> bool:
+        """A tunnel is writing into this cache now."""
+        with self._lock:
+            return bool(self._writing)
+
     # --- what is held ----------------------------------------------------------------------
 
     def _held(self) -> dict[str, list]:

@@ -97,6 +97,29 @@ class LayerStore:
         """What more the caches may take now."""
         return max(0, self.space_bytes() - self.used_bytes())
 
+    def make_room(self, digest: str, needed: int) -> int:
+        """Forgets other models' caches, least recently written first, until `needed` more bytes
+        fit (the gossiped room counts what caches hold, so a plan may count on it); a cache a
+        tunnel is writing stays. Returns what the caches may take then."""
+        free = self.free_bytes()
+        for folder in self._other_caches(digest):
+            if free >= needed:
+                break
+            cache = self._caches.get(folder.name)
+            if cache is not None and cache.busy:
+                continue
+            log.info("forgetting the layer cache of model %s to make room for %s", folder.name[:12], digest[:12])
+            shutil.rmtree(folder, ignore_errors=True)
+            self._caches.pop(folder.name, None)
+            free = self.free_bytes()
+        return free
+
+    def _other_caches(self, digest: str) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        folders = [path for path in self.root.iterdir() if path.is_dir() and path.name != digest]
+        return sorted(folders, key=lambda path: path.stat().st_mtime)
+
     def note_space(self, space: int) -> None:
         problem = None if space else (f"no disk space for layers in {self.root} "
                                       f"(free or allowed: under {SPACE_STEP >> 20} MB); serving the API as a lite member")
@@ -147,7 +170,7 @@ async def negotiate(link, driven: frozenset[str], model_size: Callable[[str], in
     missing = frozenset(t.name for t in manifest.tensors) - held
     missing_bytes = sum(t.nbytes for t in manifest.tensors if t.name in missing)
     if missing_bytes:
-        free = await asyncio.to_thread(store.free_bytes)
+        free = await asyncio.to_thread(store.make_room, digest, missing_bytes)
         if missing_bytes > free:
             raise NoRoom(f"its layers need {missing_bytes >> 20} MB more, the room left for layers is {free >> 20} MB")
     await asyncio.to_thread(cache.prepare)
