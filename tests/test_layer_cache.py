@@ -137,6 +137,15 @@ def test_an_old_cache_of_another_model_is_forgotten_to_make_room_for_this_share(
     asyncio.run(scenario())
 
 
+def test_a_new_share_finds_held_tensors_this_run_has_not_checked_yet(tmp_path):
+    store = LayerStore(tmp_path / "layers")
+    receive(store.cache(DIGEST, len(GGUF)), manifest(EMBD, ATTN_Q),
+            {EMBD.name: weight_bytes(EMBD), ATTN_Q.name: weight_bytes(ATTN_Q)})
+    fresh = LayerStore(store.root).cache(DIGEST, len(GGUF))  # a new run
+    assert fresh.verified(manifest(EMBD)) == {EMBD.name}  # a plan with the smaller share first
+    assert fresh.verified(manifest(EMBD, ATTN_Q)) == {EMBD.name, ATTN_Q.name}  # then the larger: nothing travels
+
+
 def test_a_second_tunnel_never_writes_the_tensors_another_one_keeps(tmp_path):
     cache = LayerStore(tmp_path / "layers").cache(DIGEST, len(GGUF))
     cache.prepare()

@@ -83,15 +83,17 @@ class LayerCache:
                 return frozenset()
             held = self._held()
             listed = [t for t in manifest.tensors if held.get(t.name) == [t.file_offset, t.nbytes, t.sha256]]
-            if self._verified is not None and self._verified[0] == signature:
-                return frozenset(t.name for t in listed if t.name in self._verified[1])
-            good = {t.name for t in listed if self._hash(t) == t.sha256}
-            bad = [t.name for t in listed if t.name not in good]
+            unchanged = self._verified is not None and self._verified[0] == signature
+            checked = self._verified[1] if unchanged else frozenset()
+            unchecked = [t for t in listed if t.name not in checked]  # only these are hashed again
+            good = {t.name for t in listed if t.name in checked}
+            good |= {t.name for t in unchecked if self._hash(t) == t.sha256}
+            bad = [t.name for t in unchecked if t.name not in good]
             if bad:
                 log.warning("layer cache %s: %d tensors no longer match their digest (%s...); fetching them again",
                             self.digest[:12], len(bad), bad[0])
                 self._save_held({name: entry for name, entry in held.items() if name not in bad})
-            self._verified = (signature, frozenset(good))
+            self._verified = (signature, checked | frozenset(good))
             return frozenset(good)
 
     def _hash(self, tensor: ManifestTensor) -> str:
