@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -17,8 +20,9 @@ class Child:
     """A llama adapter child process: waits for its ready line, keeps draining its output."""
 
     def __init__(self, module: str, *arguments: str):
+        self.errors = tempfile.TemporaryFile(mode="w+")  # where a stuck child writes its stacks
         self.process = subprocess.Popen([sys.executable, "-m", module, *arguments], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                        stdout=subprocess.PIPE, stderr=self.errors, text=True)
         self.ready: dict | None = None
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -36,14 +40,41 @@ class Child:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
+        self.errors.close()
+
+    def stacks(self) -> str:
+        """Asks the child for its threads' stacks (an rpc worker registers SIGUSR1) and reads them."""
+        self.process.send_signal(signal.SIGUSR1)
+        poll(lambda: os.fstat(self.errors.fileno()).st_size, 5, message="the stacks")
+        self.errors.seek(0)
+        return self.errors.read()
+
+
+def rpc_worker(attempts: int = 3, ready_seconds: float = 20) -> tuple[Child, int]:
+    """A direct rpc worker and its port. Rarely, under load, one never announces (as the node's
+    own supervisor sees too, node/rpc_worker.py): it is asked for its stacks and started again."""
+    for attempt in range(attempts):
+        worker = Child("meshdesk.adapters.llama.rpc_worker", "--threads", "1")
+        try:
+            return worker, worker.port(ready_seconds)
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+            print(f"a direct rpc worker did not start within {ready_seconds} s; its stacks:\n{worker.stacks()}")
+            worker.stop()
+    raise AssertionError("unreachable")
 
 
 def direct_rpc_completion(model: Path, shares: list[float], prompt: str, max_tokens: int) -> str:
     """The same split as a MeshDesk plan, over plain llama.cpp RPC on loopback."""
-    workers = [Child("meshdesk.adapters.llama.rpc_worker", "--threads", "1") for _ in shares]
+    workers: list[Child] = []
     host = None
     try:
-        endpoints = [f"127.0.0.1:{worker.port()}" for worker in workers]
+        endpoints = []
+        for _ in shares:
+            worker, port = rpc_worker()
+            workers.append(worker)
+            endpoints.append(f"127.0.0.1:{port}")
         arguments = ["--model", str(model), "--threads", "1",
                      "--tensor-split", ",".join(map(str, shares))]
         for endpoint in endpoints:
