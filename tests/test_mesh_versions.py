@@ -46,17 +46,13 @@ def assert_openai_error(status: int, body: dict, param: str | None, *fragments: 
         assert fragment in error["message"], error["message"]
 
 
-def test_a_peer_of_another_rpc_build_is_refused_and_the_founder_says_why(node_factory):
-    founder = node_factory("--client")
-    token_text = founder.invite_token()
+def refusal_for(token_text: str, name: str, versions: dict) -> str:
+    """Dials the inviter with a fresh key and these versions; the handshake's refusal, as text."""
     token = decode_token(token_text)
-    assert node_versions()["rpc"] is not None  # the founder has an rpc version to compare
 
-    async def dial_with_other_build():
+    async def dial() -> str:
         key = NodeKey.generate()
-        versions = {"app": "x", "protocol": PROTOCOL_VERSION, "rpc": "other build"}
-        credentials = Credentials(key.public_bytes, key.sign, verify_signature, "odd-peer", versions,
-                                  os.urandom)
+        credentials = Credentials(key.public_bytes, key.sign, verify_signature, name, versions, os.urandom)
         transport = quic_transport(key)
         link = await transport.connect(token.addresses[0])
         try:
@@ -68,7 +64,14 @@ def test_a_peer_of_another_rpc_build_is_refused_and_the_founder_says_why(node_fa
             await transport.stop()
         return str(raised.value)
 
-    reason = asyncio.run(dial_with_other_build())
+    return asyncio.run(dial())
+
+
+def test_a_peer_of_another_rpc_build_is_refused_and_the_founder_says_why(node_factory):
+    founder = node_factory("--client")
+    token_text = founder.invite_token()
+    assert node_versions()["rpc"] is not None  # the founder has an rpc version to compare
+    reason = refusal_for(token_text, "odd-peer", {"app": "x", "protocol": PROTOCOL_VERSION, "rpc": "other build"})
     assert reason.startswith("refused by peer: incompatible rpc version"), reason
     assert "'other build'" in reason
     refusals = poll(lambda: [r for r in founder.status()["refusals"] if "incompatible rpc version" in r["reason"]],
@@ -83,25 +86,8 @@ def test_a_node_of_the_previous_protocol_is_refused_and_the_founder_says_why(nod
     before any gossip it could not read, and says which protocols met."""
     founder = node_factory("--client")
     token_text = founder.invite_token()
-    token = decode_token(token_text)
     monkeypatch.setattr(core_handshake, "PROTOCOL_VERSION", PROTOCOL_VERSION - 1)  # an older build dials
-
-    async def dial_as_older_node():
-        key = NodeKey.generate()
-        credentials = Credentials(key.public_bytes, key.sign, verify_signature, "old-peer", node_versions(),
-                                  os.urandom)
-        transport = quic_transport(key)
-        link = await transport.connect(token.addresses[0])
-        try:
-            with pytest.raises(HandshakeError) as raised:
-                await handshake.dial(link, credentials, token.mesh_id, None, invite=token_text,
-                                     expected_node_key=token.inviter_key)
-        finally:
-            link.close("done")
-            await transport.stop()
-        return str(raised.value)
-
-    reason = asyncio.run(dial_as_older_node())
+    reason = refusal_for(token_text, "old-peer", node_versions())
     assert reason == f"refused by peer: peer speaks mesh protocol {PROTOCOL_VERSION - 1}, we speak {PROTOCOL_VERSION}"
     refusals = poll(lambda: [r for r in founder.status()["refusals"] if "mesh protocol" in r["reason"]],
                     10, message="the founder to record the refusal")
