@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -298,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     lines.append(verdict_line("joiner with nothing on disk -> first token",
                                               seconds, GOAL_JOINER, note))
         except (Exception, Stopped, KeyboardInterrupt):
-            traceback.print_exc()
-            for node in nodes:
-                print(f"node {node.home.name}: {node.describe()}", file=sys.stderr)
-            return 1
+            return split_bench.failed(nodes)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleaning up; do not stop half-way
             stop_all(nodes)

@@ -461,6 +461,14 @@ def stop_on_signal(signum, frame) -> None:
     raise Stopped(f"stopped by signal {signum}")
 
 
+def failed(nodes: list[NodeProcess]) -> int:
+    """After a failed run: the traceback, where each node stood; the exit code."""
+    traceback.print_exc()
+    for node in nodes:
+        print(f"node {node.home.name}: {node.describe()}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -531,10 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             report(runs, arguments, loads, plan, model.stat().st_size, traffic_loaded, traffic_after,
                    load_before)
         except (Exception, Stopped, KeyboardInterrupt):
-            traceback.print_exc()
-            for node in nodes:
-                print(f"node {node.home.name}: {node.describe()}", file=sys.stderr)
-            return 1
+            return failed(nodes)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleaning up; do not stop half-way
             for node in nodes:  # A first: B stopping first would make A re-plan and reload
