@@ -66,7 +66,7 @@ class Member:
         return signed(record, self.key.sign).to_wire()
 
     async def gossip(self, records=(), entries=(), heartbeats=None, generations=None) -> None:
-        await self.link.send({"type": "gossip", "v": 3, "records": list(records), "heartbeats": heartbeats or {},
+        await self.link.send({"type": "gossip", "v": 4, "records": list(records), "heartbeats": heartbeats or {},
                               "generations": generations or {}, "entries": list(entries), "authority": None,
                               "wants": []})
 

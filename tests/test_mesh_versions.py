@@ -82,8 +82,9 @@ def test_a_peer_of_another_rpc_build_is_refused_and_the_founder_says_why(node_fa
 
 
 def test_a_node_of_the_previous_protocol_is_refused_and_the_founder_says_why(node_factory, monkeypatch):
-    """Mesh protocol 3 (gossip v3: the mesh's wants) refuses a protocol 2 node at the handshake,
-    before any gossip it could not read, and says which protocols met."""
+    """Mesh protocol 4 (requests carry tools, tool_choice and response_format) refuses a protocol 3
+    node at the handshake, before any request it would strip of its tools, and says which
+    protocols met."""
     founder = node_factory("--client")
     token_text = founder.invite_token()
     monkeypatch.setattr(core_handshake, "PROTOCOL_VERSION", PROTOCOL_VERSION - 1)  # an older build dials

@@ -1,14 +1,15 @@
-"""The gossip message, version 3: what one node sends another each round (`core.membership`).
+"""The gossip message, version 4: what one node sends another each round (`core.membership`).
 
 Wire format (a JSON object)::
 
-    {"type": "gossip", "v": 3, "records": [record, ...], "heartbeats": {node_id: int},
+    {"type": "gossip", "v": 4, "records": [record, ...], "heartbeats": {node_id: int},
      "generations": {node_id: int}, "entries": [authority entry, ...], "authority": key hex or null,
      "wants": [want entry, ...]}
 
 Records are `core.node_record` (each signed by its node), entries `core.authority` (removals,
 revocations and admin grants, each signed by its maker), wants `core.wants` (the models the
-mesh serves or dropped, last writer wins); v3 added `wants` and records' `layer_space_bytes`.
+mesh serves or dropped, last writer wins); v3 added `wants` and records' `layer_space_bytes`;
+v4 (mesh protocol 4) changed no field: it goes with requests that carry tools.
 Anything malformed raises `MembershipError` (one line). `split` cuts what one round says into messages that each fit a
 frame (`core.frames.MAX_FRAME_BYTES`), however large the records.
 """
@@ -33,7 +34,7 @@ from meshdesk.core.node_record import MAX_RECORDS, NodeRecord
 from meshdesk.core.wants import MAX_WANTS, WantEntry
 
 MESSAGE_TYPE = "gossip"
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_SET_SIZE = MAX_ENTRIES  # entries per message, and held
 MESSAGE_BUDGET = MAX_FRAME_BYTES * 3 // 4  # what `split` fills a message to, leaving room to spare
 

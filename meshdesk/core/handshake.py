@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.identity import node_id_for
 
-PROTOCOL_VERSION = 3  # 2: signed records, gossip v2, mutual TLS on the data plane; 3: gossip v3 (mesh wants)
+PROTOCOL_VERSION = 4  # 2: signed records, gossip v2, mutual TLS on the data plane; 3: gossip v3 (mesh wants);
+# 4: requests carry tools, tool_choice, response_format and penalties (a protocol 3 host would drop them)
 NONCE_BYTES = 32
 DIAL, ACCEPT = "dial", "accept"
 PLANES = ("quic", "tls")

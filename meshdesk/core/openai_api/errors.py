@@ -55,3 +55,12 @@ def describe(value: Any, limit: int = 60) -> str:
     except (TypeError, ValueError, RecursionError):
         text = json_type(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def valid_text(text: str, param: str) -> str:
+    # JSON escapes can smuggle in lone surrogates, which no tokenizer can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"'{param}' contains invalid Unicode (a lone surrogate)", param=param) from None
+    return text

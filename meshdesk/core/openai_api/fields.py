@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshdesk.core.openai_api.errors import RequestError, describe
+from meshdesk.core.openai_api.errors import RequestError, describe, valid_text
+from meshdesk.core.openai_api.tools import message_tool_fields
 
 CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
 DEFAULT_TEMPERATURE = 0.8
@@ -44,7 +45,8 @@ def _message(message: Any, param: str) -> dict:
         raise RequestError(
             f"'{param}.role' must be one of {', '.join(CHAT_ROLES)}, got {describe(role)}", param=f"{param}.role"
         )
-    return {"role": role, "content": _message_content(message, role, f"{param}.content")}
+    content = _message_content(message, role, f"{param}.content")
+    return {"role": role, "content": content, **message_tool_fields(message, role, param)}
 
 
 def _message_content(message: dict, role: str, param: str) -> str:
@@ -131,6 +133,11 @@ def _number_in_range(body: dict, field: str, default: float, in_range, expected:
     return float(value)
 
 
+def read_penalty(body: dict, field: str) -> float:
+    """presence_penalty, frequency_penalty: OpenAI's range, -2 to 2, default 0."""
+    return _number_in_range(body, field, 0.0, lambda v: -2 <= v <= 2, "from -2 to 2")
+
+
 def read_seed(body: dict) -> int | None:
     seed = body.get("seed")
     if seed is None:
@@ -179,15 +186,6 @@ def read_optional_bool(body: dict, field: str, *, default: bool, param: str | No
         param = param or field
         raise RequestError(f"'{param}' must be a boolean, got {describe(value)}", param=param)
     return value
-
-
-def valid_text(text: str, param: str) -> str:
-    # JSON escapes can smuggle in lone surrogates, which no tokenizer can encode.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(f"'{param}' contains invalid Unicode (a lone surrogate)", param=param) from None
-    return text
 
 
 def is_int(value: Any) -> bool:

@@ -9,7 +9,12 @@ from typing import Any
 from meshdesk.core.openai_api.errors import RequestError, describe, json_type
 from meshdesk.core.openai_api.fields import (is_int, read_chat_max_tokens, read_include_usage,
                                              read_max_tokens, read_messages, read_model, read_optional_bool,
-                                             read_prompt, read_seed, read_stop, read_temperature, read_top_p)
+                                             read_penalty, read_prompt, read_seed, read_stop, read_temperature,
+                                             read_top_p)
+from meshdesk.core.openai_api.known_fields import check_known_fields
+from meshdesk.core.openai_api.response_format import read_response_format, response_format_to_body
+from meshdesk.core.openai_api.tools import (check_grammar_tools, message_to_body, read_tool_choice, read_tools,
+                                            tool_choice_to_body, tools_to_body)
 
 MAX_CONTINUATION_CHARS = 4 * 1024 * 1024  # an answer's text so far, as long as a request body
 
@@ -30,6 +35,22 @@ class GenerationRequest:
     # The answer's text so far, when a new host carries on an answer whose host was lost
     # (`core.continuation`): set by the node, over the mesh and to the child, never from HTTP.
     continue_from: str | None = None
+    # Tools (`tools.py`): each {"name", "description", "parameters": a JSON Schema object}.
+    tools: tuple[dict, ...] = ()
+    tool_choice: str = "auto"  # "auto", "none", "required" or "function" (then `tool_name`)
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
+    # None (text), {"type": "json_object"} or {"type": "json_schema", "name", "schema", "strict"}
+    response_format: dict | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def grammar_needed(self) -> bool:
+        """Whether the answer is generated under a grammar (a forced call, or JSON): such an
+        answer cannot be carried on from its text by another host (`node.resume`)."""
+        return self.response_format is not None or (
+            bool(self.tools) and self.tool_choice in ("required", "function"))
 
     def to_wire(self) -> dict:
         wire = {
@@ -44,6 +65,13 @@ class GenerationRequest:
             "seed": self.seed,
             "stream": self.stream,
             "include_usage": self.include_usage,
+            "tools": [dict(tool) for tool in self.tools],
+            "tool_choice": self.tool_choice,
+            "tool_name": self.tool_name,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "response_format": self.response_format,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
         }
         if self.continue_from is not None:
             wire["continue_from"] = self.continue_from
@@ -80,13 +108,52 @@ def _require_wire_empty(data: dict, field: str, empty: Any) -> None:
 
 
 def _wire_to_body(data: dict, input_field: str) -> dict:
-    body = {key: data[key] for key in ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream")
-            if key in data}
+    body = {key: data[key] for key in ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream",
+                                       "presence_penalty", "frequency_penalty") if key in data}
     if input_field in data:
         body[input_field] = data[input_field]
+    if input_field == "messages" and isinstance(data.get("messages"), list):
+        body["messages"] = [message_to_body(message) if isinstance(message, dict) else message
+                            for message in data["messages"]]
     if _wire_include_usage(data):
         body["stream_options"] = {"include_usage": True}
+    if data["kind"] == "chat":
+        _wire_tools_to_body(data, body)
+    else:
+        for field, empty in (("tools", []), ("response_format", None)):
+            if data.get(field, empty) not in (empty, None, []):
+                raise RequestError(f"'{field}' must be empty for a completion request", param=field)
     return body
+
+
+def _wire_tools_to_body(data: dict, body: dict) -> None:
+    tools = data.get("tools") or []
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise RequestError(f"'tools' must be a list of tool objects, got {describe(tools)}", param="tools")
+    if tools:
+        body["tools"] = tools_to_body(tuple(tools))
+    choice, name = data.get("tool_choice", "auto"), data.get("tool_name")
+    if choice == "function":
+        body["tool_choice"] = tool_choice_to_body(choice, name)
+    elif name is not None:
+        raise RequestError("'tool_name' is only allowed when 'tool_choice' is \"function\"", param="tool_name")
+    elif choice != "auto":
+        body["tool_choice"] = choice
+    for field in ("parallel_tool_calls",):
+        if field in data:
+            body[field] = data[field]
+    response_format = data.get("response_format")
+    if response_format is not None:
+        if not isinstance(response_format, dict) or response_format.get("type") not in ("json_object", "json_schema"):
+            raise RequestError(f"'response_format' must be null, json_object or json_schema, "
+                               f"got {describe(response_format)}", param="response_format")
+        body["response_format"] = response_format_to_body(response_format) \
+            if response_format["type"] == "json_object" else _wire_schema_body(response_format)
+
+
+def _wire_schema_body(response_format: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {key: response_format.get(key)
+                                                   for key in ("name", "schema", "strict")}}
 
 
 def _wire_include_usage(data: dict) -> bool:
@@ -119,8 +186,13 @@ def _reject_json_constant(name: str) -> None:
 
 def parse_chat_request(body: dict) -> GenerationRequest:
     _require_object_body(body)
+    read_model(body), read_messages(body)  # a body without them is told so first
+    check_known_fields(body, "chat")
     _require_single_choice(body)
     stream = read_optional_bool(body, "stream", default=False)
+    tools = read_tools(body)
+    tool_choice, tool_name = read_tool_choice(body, tools)
+    check_grammar_tools(tools, tool_choice, tool_name)
     return GenerationRequest(
         kind="chat",
         model=read_model(body),
@@ -133,11 +205,20 @@ def parse_chat_request(body: dict) -> GenerationRequest:
         seed=read_seed(body),
         stream=stream,
         include_usage=read_include_usage(body, stream),
+        tools=tools,
+        tool_choice=tool_choice,
+        tool_name=tool_name,
+        parallel_tool_calls=read_optional_bool(body, "parallel_tool_calls", default=True),
+        response_format=read_response_format(body),
+        presence_penalty=read_penalty(body, "presence_penalty"),
+        frequency_penalty=read_penalty(body, "frequency_penalty"),
     )
 
 
 def parse_completion_request(body: dict) -> GenerationRequest:
     _require_object_body(body)
+    read_model(body), read_prompt(body)
+    check_known_fields(body, "completion")
     _require_single_choice(body)
     stream = read_optional_bool(body, "stream", default=False)
     return GenerationRequest(
@@ -152,6 +233,8 @@ def parse_completion_request(body: dict) -> GenerationRequest:
         seed=read_seed(body),
         stream=stream,
         include_usage=read_include_usage(body, stream),
+        presence_penalty=read_penalty(body, "presence_penalty"),
+        frequency_penalty=read_penalty(body, "frequency_penalty"),
     )
 
 

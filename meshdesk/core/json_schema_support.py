@@ -1,0 +1,394 @@
+"""Which JSON Schemas a llama.cpp grammar can hold, decided before a request is routed.
+
+The model host builds its grammar with llama-cpp-python's own converter (`llama_grammar.
+SchemaConverter`). That converter honours a few keywords per kind of schema and silently
+ignores or crashes on the rest, so `grammar_schema` mirrors its dispatch: it returns the schema
+in the form the converter handles exactly (annotations dropped, "any value" spelled as a type
+list, regex escapes the grammar parser cannot read rewritten), or raises `SchemaError` naming
+the keyword and where it sits. Whatever passes, an answer generated under the grammar
+validates against the schema the client sent.
+
+`check_schema_bounds` limits any schema-like value a body carries (depth, size), grammar or not.
+Both raise `SchemaError` (a ValueError with the `param` it names); `core.openai_api` turns it
+into the client's 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_SCHEMA_DEPTH = 48
+MAX_SCHEMA_NODES = 20_000
+MAX_REPEAT = 1000        # minLength/maxLength/minItems/maxItems and regex {m,n}: the grammar unrolls them
+MAX_PATTERN_CHARS = 1000
+
+ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment",
+                         "deprecated", "readOnly", "writeOnly", "$defs", "definitions"})
+PRIMITIVES = ("string", "number", "integer", "boolean", "null", "object", "array")
+ANY_VALUE = {"type": ["string", "number", "boolean", "null", "object", "array"]}  # integers are numbers
+FORMATS = ("date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5")
+# Rule names the converter makes itself: a `$ref` whose last segment is one of them reuses it.
+RESERVED_RULES = frozenset({"root", "dot", "space", "char", "value", "object", "array", "string", "number",
+                            "integer", "boolean", "null", "uuid", "decimal-part", "integral-part", "date",
+                            "time", "date-time", "date-string", "time-string", "date-time-string"})
+_RULE_CHARS = re.compile(r"[^a-zA-Z0-9-]+")
+
+
+class SchemaError(ValueError):
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_schema_bounds(value: Any, param: str) -> None:
+    """At most MAX_SCHEMA_DEPTH levels of objects and lists, MAX_SCHEMA_NODES values in all."""
+    stack, nodes = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise SchemaError(f"'{param}' is too large: more than {MAX_SCHEMA_NODES} values", param)
+        if isinstance(item, (dict, list)):
+            if depth > MAX_SCHEMA_DEPTH:
+                raise SchemaError(f"'{param}' nests deeper than {MAX_SCHEMA_DEPTH} levels", param)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def check_grammar_schema(schema: dict, param: str) -> None:
+    grammar_schema(schema, param)
+
+
+def grammar_schema(schema: dict, param: str = "schema") -> dict:
+    """`schema` as the converter reads it exactly, or the client's 400 (see the module)."""
+    check_schema_bounds(schema, param)
+    return _Reader(schema, param).root()
+
+
+def _refuse(path: str, message: str) -> SchemaError:
+    return SchemaError(f"'{path}': {message}; a grammar-constrained answer (tool_choice \"required\" or a "
+                        "named function, or response_format json_schema) cannot follow it", path)
+
+
+class _Reader:
+    def __init__(self, root: dict, param: str):
+        self.top, self.param = root, param
+        self.refs: dict[str, str] = {}  # ref -> the path it was first read at
+        self.ref_names: dict[str, str] = {}  # rule name a ref makes -> the ref
+        self.property_names = _property_rule_names(root)
+
+    def root(self) -> dict:
+        return self.read(self.top, self.param)
+
+    def read(self, schema: Any, path: str) -> dict:
+        if schema is True:
+            return _any_value()
+        if not isinstance(schema, dict):
+            raise _refuse(path, f"a schema must be an object, got {describe(schema)}")
+        keys = {key for key in schema if key not in ANNOTATIONS}
+        if not keys:
+            return _any_value()
+        if "$ref" in schema:
+            return self.ref(schema, keys, path)
+        for union in ("anyOf", "oneOf"):
+            if union in schema:
+                self.only(schema, keys, {union}, path, f"beside '{union}'")
+                return {union: self.schemas(schema[union], f"{path}.{union}", minimum=1)}
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            self.only(schema, keys, {"type"}, path, "beside a list of types (use anyOf)")
+            if not kind or any(t not in PRIMITIVES for t in kind) or len(set(kind)) != len(kind):
+                raise _refuse(f"{path}.type", f"must list distinct types among {', '.join(PRIMITIVES)}, "
+                                              f"got {describe(kind)}")
+            return {"type": list(kind)}
+        if kind is not None and kind not in PRIMITIVES:
+            raise _refuse(f"{path}.type", f"must be one of {', '.join(PRIMITIVES)}, got {describe(kind)}")
+        if "const" in schema:
+            return {"const": schema["const"]}
+        if "enum" in schema:
+            if not isinstance(schema["enum"], list) or not schema["enum"]:
+                raise _refuse(f"{path}.enum", f"must be a non-empty list, got {describe(schema['enum'])}")
+            return {"enum": list(schema["enum"])}
+        if kind in (None, "object") and ("properties" in schema or schema.get("additionalProperties", True)
+                                         is not True):
+            return self.object(schema, keys, path)
+        if kind in (None, "object") and "allOf" in schema:
+            return self.all_of(schema, keys, path)
+        if kind in (None, "array") and ("items" in schema or "prefixItems" in schema):
+            return self.array(schema, keys, path)
+        if kind in (None, "string") and ("pattern" in schema or "format" in schema):
+            return self.string_shape(schema, keys, path)
+        if kind == "string":
+            return self.string(schema, keys, path)
+        if kind is None:
+            raise _refuse(path, f"a schema with {_names(keys)} needs a 'type' the grammar can follow")
+        self.only(schema, keys, {"type", "additionalProperties"} if kind == "object" else {"type"}, path,
+                  f"on type {kind!r}")
+        return {"type": kind}
+
+    def only(self, schema: dict, keys: set, allowed: set, path: str, where: str) -> None:
+        extra = sorted(keys - allowed)
+        if extra:
+            raise _refuse(f"{path}.{extra[0]}", f"the keyword '{extra[0]}' {where} is not supported")
+
+    def schemas(self, value: Any, path: str, minimum: int = 0) -> list:
+        if not isinstance(value, list) or len(value) < minimum:
+            raise _refuse(path, f"must be a list of at least {minimum} schemas, got {describe(value)}")
+        return [self.read(item, f"{path}[{index}]") for index, item in enumerate(value)]
+
+    def ref(self, schema: dict, keys: set, path: str) -> dict:
+        self.only(schema, keys, {"$ref"}, path, "beside '$ref'")
+        ref = schema["$ref"]
+        target = self.target(ref, f"{path}.$ref")
+        if ref not in self.refs:
+            self.refs[ref] = path
+            self.read(target, f"{path}.$ref")  # once: a recursive schema refers to itself again
+        return {"$ref": ref}
+
+    def target(self, ref: Any, path: str) -> dict:
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise _refuse(path, f"only a reference inside the schema (\"#/$defs/NAME\") is supported, "
+                                f"got {describe(ref)}")
+        target: Any = self.top
+        for part in ref[2:].split("/"):
+            if not isinstance(target, dict) or part not in target:
+                raise _refuse(path, f"the reference {describe(ref)} names nothing in the schema")
+            target = target[part]
+        name = _RULE_CHARS.sub("-", ref.split("/")[-1])
+        if name in RESERVED_RULES or name in self.property_names or self.ref_names.get(name, ref) != ref:
+            raise _refuse(path, f"the reference {describe(ref)} ends in a name the grammar already uses "
+                                "for something else; rename the definition")
+        self.ref_names[name] = ref
+        return target if target is not True else {}
+
+    def object(self, schema: dict, keys: set, path: str) -> dict:
+        self.only(schema, keys, {"type", "properties", "required", "additionalProperties"}, path,
+                  "on an object")
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict):
+            raise _refuse(f"{path}.properties", f"must be an object, got {describe(properties)}")
+        out: dict = {"type": "object", "properties": {
+            name: self.read(sub, f"{path}.properties.{name}") for name, sub in properties.items()}}
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
+            raise _refuse(f"{path}.required", f"must be a list of property names, got {describe(required)}")
+        missing = [name for name in required if name not in properties]
+        if missing:
+            raise _refuse(f"{path}.required", f"names {missing[0]!r}, which is not among 'properties'")
+        if required:
+            out["required"] = list(dict.fromkeys(required))
+        extra = schema.get("additionalProperties")
+        if extra is True or extra is False:
+            out["additionalProperties"] = extra
+        elif extra is not None:
+            out["additionalProperties"] = self.read(extra, f"{path}.additionalProperties")
+        return out
+
+    def all_of(self, schema: dict, keys: set, path: str) -> dict:
+        # The converter merges the parts' properties, all required, and no others.
+        self.only(schema, keys, {"type", "allOf"}, path, "beside 'allOf'")
+        parts = schema["allOf"]
+        if not isinstance(parts, list) or not parts:
+            raise _refuse(f"{path}.allOf", f"must be a non-empty list of schemas, got {describe(parts)}")
+        out = []
+        for index, part in enumerate(parts):
+            where = f"{path}.allOf[{index}]"
+            if isinstance(part, dict) and "$ref" in part:
+                self.ref(part, {key for key in part if key not in ANNOTATIONS}, where)
+                target, out_part = self.target(part["$ref"], f"{where}.$ref"), {"$ref": part["$ref"]}
+            else:
+                target, out_part = part, None
+            if not isinstance(target, dict) or not isinstance(target.get("properties"), dict):
+                raise _refuse(where, "each part of 'allOf' must be an object schema with 'properties'")
+            self.only(target, {key for key in target if key not in ANNOTATIONS},
+                      {"type", "properties", "required"}, where, "in a part of 'allOf'")
+            if target.get("type", "object") != "object":
+                raise _refuse(f"{where}.type", "each part of 'allOf' must be an object")
+            properties = {name: self.read(sub, f"{where}.properties.{name}")
+                          for name, sub in target["properties"].items()}
+            out.append(out_part or {"type": "object", "properties": properties})
+        return {"type": "object", "allOf": out}
+
+    def array(self, schema: dict, keys: set, path: str) -> dict:
+        items, prefix = schema.get("items"), schema.get("prefixItems")
+        if prefix is not None or isinstance(items, list):
+            if prefix is not None and items not in (None, False):
+                raise _refuse(f"{path}.items", "'items' beside 'prefixItems' is not supported")
+            self.only(schema, keys, {"type", "items", "prefixItems"}, path, "on a fixed-length array")
+            field = "prefixItems" if prefix is not None else "items"
+            return {"type": "array", "prefixItems": self.schemas(schema[field], f"{path}.{field}")}
+        self.only(schema, keys, {"type", "items", "minItems", "maxItems"}, path, "on an array")
+        out: dict = {"type": "array"}
+        low, high = self.lengths(schema, path, "minItems", "maxItems")
+        read = self.read(items, f"{path}.items")
+        if read != ANY_VALUE or low or high is not None:
+            out["items"] = read  # the converter crashes on "items": {}
+        if low:
+            out["minItems"] = low
+        if high is not None:
+            out["maxItems"] = high
+        return out
+
+    def string_shape(self, schema: dict, keys: set, path: str) -> dict:
+        if "pattern" in schema:
+            self.only(schema, keys, {"type", "pattern"}, path, "beside 'pattern'")
+            return {"type": "string", "pattern": grammar_pattern(schema["pattern"], f"{path}.pattern")}
+        self.only(schema, keys, {"type", "format"}, path, "beside 'format'")
+        if schema["format"] not in FORMATS:
+            raise _refuse(f"{path}.format", f"the format {describe(schema['format'])} is not supported "
+                                            f"(only {', '.join(FORMATS)})")
+        return {"type": "string", "format": schema["format"]}
+
+    def string(self, schema: dict, keys: set, path: str) -> dict:
+        self.only(schema, keys, {"type", "minLength", "maxLength"}, path, "on a string")
+        low, high = self.lengths(schema, path, "minLength", "maxLength")
+        out: dict = {"type": "string"}
+        if low or high is not None:
+            out["minLength"] = low
+            if high is not None:
+                out["maxLength"] = high
+        return out
+
+    def lengths(self, schema: dict, path: str, low_key: str, high_key: str) -> tuple[int, int | None]:
+        low, high = schema.get(low_key, 0), schema.get(high_key)
+        for key, value in ((low_key, low), (high_key, high)):
+            if value is not None and (type(value) is not int or not 0 <= value <= MAX_REPEAT):
+                raise _refuse(f"{path}.{key}", f"must be a whole number from 0 to {MAX_REPEAT}, "
+                                               f"got {describe(value)}")
+        if high is not None and high < low:
+            raise _refuse(f"{path}.{high_key}", f"is less than '{low_key}'")
+        return low, high
+
+
+def _any_value() -> dict:
+    return {"type": list(ANY_VALUE["type"])}
+
+
+def _names(keys: set) -> str:
+    return ", ".join(f"'{key}'" for key in sorted(keys))
+
+
+def _property_rule_names(root: Any) -> set[str]:
+    """Every property name in the schema, as the converter turns names into rules."""
+    names, stack = set(), [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            properties = item.get("properties")
+            if isinstance(properties, dict):
+                names.update(_RULE_CHARS.sub("-", str(name)) for name in properties)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
+
+
+# Regular expressions -------------------------------------------------------------------------
+
+_CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r", "t": "\\t", "n": "\\n", "r": "\\r"}
+_SPECIAL = set("[]()|{}*+?")  # the converter unescapes these itself
+
+
+def grammar_pattern(pattern: Any, path: str) -> str:
+    """`pattern` rewritten into the regex subset the converter turns into a grammar: anchored
+    ^...$, literals, `.`, classes, groups, `|`, `* + ?`, `{m}` `{m,}` `{m,n}`; `\\d \\w \\s` and
+    escaped punctuation become classes the grammar parser reads."""
+    if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+        raise _refuse(path, f"must be a string of at most {MAX_PATTERN_CHARS} characters")
+    if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$") or len(pattern) < 2:
+        raise _refuse(path, "a pattern must be anchored: start with '^' and end with '$'")
+    out, index, body, depth = ["^"], 0, pattern[1:-1], 0
+    repeatable = False  # whether what came last can take a quantifier
+    while index < len(body):
+        char, step, token = body[index], 1, None
+        if char == "\\":
+            escaped = body[index + 1:index + 2]
+            if not escaped:
+                raise _refuse(path, "the pattern ends in a lone backslash")
+            token, step, repeatable = _escape_outside(escaped, path), 2, True
+        elif char == "[":
+            end, token = _char_class(body, index, path)
+            step, repeatable = end - index, True
+        elif char == "(":
+            if body[index + 1:index + 2] == "?":
+                raise _refuse(path, "lookarounds and special groups '(?' are not supported")
+            depth, repeatable = depth + 1, False
+        elif char == ")":
+            depth, repeatable = depth - 1, True
+            if depth < 0:
+                raise _refuse(path, "unbalanced parentheses")
+        elif char == "|":
+            repeatable = False
+        elif char in "*+?{":
+            if not repeatable:
+                raise _refuse(path, f"'{char}' must follow something it repeats (lazy and possessive "
+                                    "quantifiers are not supported)")
+            if char == "{":
+                end = body.find("}", index)
+                match = re.fullmatch(r"\{(\d+)(,(\d*))?\}", body[index:end + 1]) if end > 0 else None
+                if match is None:
+                    raise _refuse(path, "a '{' must be a quantifier {m}, {m,} or {m,n}")
+                low, high = int(match.group(1)), match.group(3)
+                if low > MAX_REPEAT or (high and not low <= int(high) <= MAX_REPEAT):
+                    raise _refuse(path, f"quantifiers must be at most {MAX_REPEAT} and ordered")
+                token, step = body[index:end + 1], end + 1 - index
+            repeatable = False
+        elif char in "^$":
+            raise _refuse(path, f"'{char}' is only supported at the ends of the pattern")
+        else:
+            repeatable = True
+        out.append(char if token is None else token)
+        index += step
+    if depth:
+        raise _refuse(path, "unbalanced parentheses")
+    return "".join(out) + "$"
+
+
+def _escape_outside(escaped: str, path: str) -> str:
+    if escaped in "dws":
+        return f"[{_CLASS_ESCAPES[escaped]}]"
+    if escaped in "tnr":
+        return f"[{_CLASS_ESCAPES[escaped]}]"
+    if escaped in _SPECIAL:
+        return "\\" + escaped
+    if escaped.isalnum():
+        raise _refuse(path, f"the escape '\\{escaped}' is not supported")
+    return f"[\\x{ord(escaped):02X}]" if ord(escaped) < 256 else f"[\\u{ord(escaped):04X}]"
+
+
+def _char_class(body: str, start: int, path: str) -> tuple[int, str]:
+    out, index = ["["], start + 1
+    if body[index:index + 1] == "^":
+        out.append("^")
+        index += 1
+    while index < len(body) and body[index] != "]":
+        char = body[index]
+        if char == "\\":
+            escaped = body[index + 1:index + 2]
+            if escaped in _CLASS_ESCAPES and escaped:
+                out.append(_CLASS_ESCAPES[escaped])
+            elif escaped and not escaped.isalnum():
+                out.append(f"\\x{ord(escaped):02X}" if ord(escaped) < 256 else f"\\u{ord(escaped):04X}")
+            else:
+                raise _refuse(path, f"the escape '\\{escaped}' is not supported in a character class")
+            index += 2
+            continue
+        if char == "[":
+            raise _refuse(path, "nested '[' in a character class is not supported")
+        out.append(char)
+        index += 1
+    if index >= len(body):
+        raise _refuse(path, "unbalanced square brackets")
+    if out[-1] in ("[", "^"):
+        raise _refuse(path, "an empty character class is not supported")
+    return index + 1, "".join(out) + "]"
