@@ -31,7 +31,7 @@ PREFLIGHT_MAX_AGE = "600"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 DEFAULT_ALLOWED_HEADERS = "Authorization, Content-Type"
 # Headers whose second copy could make the middleware and aiohttp read different values.
-SINGLE_HEADERS = ("host", "origin", "authorization", "content-type")
+SINGLE_HEADERS = ("host", "origin", "authorization", "x-api-key", "content-type")
 _ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?/?")
 _HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -103,7 +103,7 @@ def judge(method: str, path: str, headers: Iterable[tuple[str, str]], port: int,
     cors = _cors_headers(values, access)
     if method == "OPTIONS" and "origin" in values and "access-control-request-method" in values:
         return Decision(preflight=True, cors_headers=cors)
-    refusal = _credential_refusal(path, values.get("authorization"), access)
+    refusal = _credential_refusal(path, values.get("authorization"), access, values.get("x-api-key"))
     if refusal is None and method == "POST":
         refusal = _content_type_refusal(values.get("content-type"))
     return Decision(refusal, cors_headers=cors)
@@ -166,13 +166,20 @@ def _cors_headers(values: dict[str, str], access: ApiAccess) -> tuple[tuple[str,
     return tuple(headers)
 
 
-def _credential_refusal(path: str, authorization: str | None, access: ApiAccess) -> Refusal | None:
+def _credential_refusal(path: str, authorization: str | None, access: ApiAccess,
+                        api_key_header: str | None = None) -> Refusal | None:
     if path.startswith(OPEN_PREFIX):
-        if access.api_key is None or _bearer_matches(authorization, access.api_key):
+        # Anthropic's clients send the key as `x-api-key`; a page cannot send that header
+        # without a preflight, which a foreign Origin never passes (step 2).
+        if access.api_key is None or _bearer_matches(authorization, access.api_key) or (
+                api_key_header is not None and hmac.compare_digest(
+                    api_key_header.strip().encode("utf-8", "replace"), access.api_key.encode("utf-8"))):
             return None
-        said = "You didn't provide an API key" if authorization is None else "Incorrect API key provided"
+        said = ("You didn't provide an API key" if authorization is None and api_key_header is None
+                else "Incorrect API key provided")
         return Refusal(401, f"{said}: this node's /v1 API needs the key it was started with "
-                            "(--api-key), sent as 'Authorization: Bearer KEY'", "invalid_api_key",
+                            "(--api-key), sent as 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
+                       "invalid_api_key",
                        headers=(("WWW-Authenticate", "Bearer"),))
     if _bearer_matches(authorization, access.management_token):
         return None
