@@ -32,7 +32,7 @@ VIEW_MODELS = {
 # pure path arithmetic would be harmless, but `Path` also reads and writes files, and core has
 # no need of paths (the catalog's JSON is read by app and handed to core as text).
 ALLOWED_FOR_CORE = {
-    "__future__", "abc", "base64", "binascii", "bisect", "collections", "copy", "dataclasses",
+    "__future__", "abc", "ast", "base64", "binascii", "bisect", "collections", "copy", "dataclasses",
     "enum", "functools", "hashlib", "heapq", "hmac", "ipaddress", "itertools", "json", "math",
     "operator", "re", "string", "struct", "typing", "unicodedata",
 }
