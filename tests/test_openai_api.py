@@ -259,7 +259,7 @@ def test_wire_round_trip(request_):
 @pytest.mark.parametrize(
     "change, param",
     [
-        ({"kind": "embedding"}, "kind"),
+        ({"kind": "rerank"}, "kind"),
         ({"temperature": 3}, "temperature"),
         ({"max_tokens": True}, "max_tokens"),
         ({"messages": []}, "messages"),

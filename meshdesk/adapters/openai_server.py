@@ -82,9 +82,10 @@ class AccessGuard:
 
 
 class OpenAiServer:
-    def __init__(self, gateway: Gateway, access: ApiAccess):
+    def __init__(self, gateway: Gateway, access: ApiAccess, routes=()):
         self.gateway = gateway
         self.access = access
+        self.routes = routes  # more endpoints, each `add_routes(app, gateway)`: adapters cannot import each other
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -95,6 +96,8 @@ class OpenAiServer:
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
+        for add_routes in self.routes:
+            add_routes(app, self.gateway)
         app.router.add_get("/api/status", self.node_status)
         app.router.add_post("/api/invite", self.invite)
         app.router.add_get("/api/invite", self.invite_by_get)

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshdesk.adapters.llama import embedding
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
 from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
@@ -297,7 +298,8 @@ def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.s
                                    "message": f"bad request to model host: {error}"})
             return
         try:
-            serve_generation(model, chat, connection, request)
+            serve = embedding.serve if embedding.handles(model, request) else serve_generation
+            serve(model, chat, connection, request)
         except OSError:
             pass  # the node went away mid-answer; nothing left to tell it
         except PromptRejected as error:
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         announce({"event": "failed", "message": "--draft-max must be at least 1"})
         return 1
     try:
-        model = load_model(arguments)
+        model = embedding.for_embedding(load_model(arguments), arguments)  # an embedding model loads to embed
     except Exception as error:
         announce({"event": "failed", "message": f"could not load {arguments.model}: {error}"})
         return 1

@@ -11,6 +11,7 @@ from meshdesk.core.openai_api.fields import (is_int, read_chat_max_tokens, read_
                                              read_max_tokens, read_messages, read_model, read_optional_bool,
                                              read_penalty, read_prompt, read_seed, read_stop, read_temperature,
                                              read_top_p)
+from meshdesk.core.openai_api.embeddings import read_embedding_input
 from meshdesk.core.openai_api.known_fields import check_known_fields
 from meshdesk.core.openai_api.response_format import read_response_format, response_format_to_body
 from meshdesk.core.openai_api.tools import (check_grammar_tools, message_to_body, read_tool_choice, read_tools,
@@ -44,6 +45,8 @@ class GenerationRequest:
     response_format: dict | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # The texts of an "embedding" request (`embeddings.py`); empty for every other kind.
+    input: tuple[str, ...] = ()
 
     @property
     def grammar_needed(self) -> bool:
@@ -75,6 +78,8 @@ class GenerationRequest:
         }
         if self.continue_from is not None:
             wire["continue_from"] = self.continue_from
+        if self.kind == "embedding":
+            wire["input"] = list(self.input)
         return wire
 
     @classmethod
@@ -89,7 +94,12 @@ class GenerationRequest:
         if kind == "completion":
             _require_wire_empty(data, "messages", [])
             return _continued(parse_completion_request(_wire_to_body(data, "prompt")), data)
-        raise RequestError(f"'kind' must be \"chat\" or \"completion\", got {describe(kind)}", param="kind")
+        if kind == "embedding":
+            _require_wire_empty(data, "messages", [])
+            _require_wire_empty(data, "prompt", "")
+            return parse_embedding_request({key: data[key] for key in ("model", "input") if key in data})
+        raise RequestError(f"'kind' must be \"chat\", \"completion\" or \"embedding\", got {describe(kind)}",
+                           param="kind")
 
 
 def _continued(request: GenerationRequest, data: dict) -> GenerationRequest:
@@ -236,6 +246,14 @@ def parse_completion_request(body: dict) -> GenerationRequest:
         presence_penalty=read_penalty(body, "presence_penalty"),
         frequency_penalty=read_penalty(body, "frequency_penalty"),
     )
+
+
+def parse_embedding_request(body: dict) -> GenerationRequest:
+    """The texts of POST /v1/embeddings (`embeddings.read_embedding_options` reads the rest)."""
+    _require_object_body(body)
+    return GenerationRequest(kind="embedding", model=read_model(body), messages=(), prompt="", max_tokens=None,
+                             temperature=0.0, top_p=1.0, stop=(), seed=None, stream=False, include_usage=False,
+                             input=read_embedding_input(body))
 
 
 def _require_object_body(body: Any) -> None:
