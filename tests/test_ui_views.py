@@ -56,7 +56,7 @@ def test_settings_view_shows_offer_node_ports_and_agent_commands(qtbot):
     assert view.advertised.text() == "24 GB of 24 GB measured"
     assert (view.name.text(), view.api_port.text(), view.mesh_port.text()) == ("alice", "9337", "38489")
     assert view.secrets.text() == "keyring (SecretService)"
-    assert set(view.agent_boxes) == {"goose", "pi", "opencode"}
+    assert set(view.agent_boxes) == {"goose", "pi", "opencode", "claude", "codex"}
     assert "OPENAI_HOST=http://127.0.0.1:9337" in view.agent_boxes["goose"].command.text()
     assert QWEN in view.agent_boxes["opencode"].command.text()
     view.show_status(waiting())

@@ -14,6 +14,7 @@ from meshdesk import __version__
 from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info, read_tensor_infos
 from meshdesk.adapters.api_token import load_or_create_token
 from meshdesk.adapters.secret_store import open_secret_store
+from meshdesk.app.command_line import DEFAULT_CONTEXT
 from meshdesk.app.home import Home, default_node_name, save_node_name, saved_node_name
 from meshdesk.app.mesh_download import build_auto_download
 from meshdesk.app.mesh_setup import build_mesh, capacity_bytes, load_node_key, node_versions
@@ -42,7 +43,6 @@ from meshdesk.node.rpc_tunnel import Traffic
 from meshdesk.node.rpc_worker import RpcWorker
 from meshdesk.node.serving import Serving
 
-DEFAULT_CONTEXT = 4096
 RPC_PURPOSE = "rpc"
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,21 @@ def draft_for(model_path: Path, models_folder: Path, choice: DraftChoice) -> Pat
         return None
 
 
-def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = DraftChoice()):
+def model_context(path: Path, asked: int | None) -> int:
+    """`--context N`, else the default, but never past the context the model was trained for."""
+    try:
+        trained = read_model_info(path).context_length
+    except (ModelFileError, OSError):
+        trained = None
+    context = asked or DEFAULT_CONTEXT
+    return min(context, trained) if trained else context
+
+
+def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = DraftChoice(),
+                       context: int | None = None):
     def make(model: dict, endpoints: list[str], shares: list[float]) -> ModelHost:
-        context = DEFAULT_CONTEXT
-        arguments = ["--model", model["path"], "--context", str(context)]
+        context_size = model_context(Path(model["path"]), context)
+        arguments = ["--model", model["path"], "--context", str(context_size)]
         if threads:
             arguments += ["--threads", str(threads)]
         arguments += draft_host_arguments(draft_for(Path(model["path"]), home.models, drafts), drafts)
@@ -198,7 +209,7 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
         home.logs / "rpc-worker.log", on_ready=gpu_memory_user(offer, mesh))
     drafts = getattr(arguments, "drafts", None) or DraftChoice()
     serving = Serving(node_id, mesh, lambda: inventory.models,
-                      model_host_factory(home, arguments.threads, drafts),
+                      model_host_factory(home, arguments.threads, drafts, getattr(arguments, "context", None)),
                       worker, referencer_factory(home.root), traffic)
     traffic.layers = layers.progress if layers is not None else None
     rescan = model_rescanner(inventory, mesh)

@@ -9,18 +9,29 @@ import sys
 from pathlib import Path
 
 from meshdesk import __version__
-from meshdesk.app.command_line import (DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length, gigabytes,
-                                       ip_address, node_name, port_number, ratios)
+from meshdesk.app.command_line import (DEFAULT_CONTEXT, DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length,
+                                       gigabytes, ip_address, node_name, port_number, ratios)
 from meshdesk.core.local_api_policy import parse_origin
 
 DEFAULT_API_PORT = 9337
-COMMANDS = ("invite", "revoke", "remove", "admin", "drop", "models", "download")
+MIN_CONTEXT, MAX_CONTEXT = 512, 1 << 20
+COMMANDS = ("invite", "revoke", "remove", "admin", "drop", "models", "download", "run")
 
 
 def api_key(text: str) -> str:
     if not re.fullmatch(r"[\x21-\x7e]{1,256}", text):
         raise argparse.ArgumentTypeError("an API key is 1 to 256 visible ASCII characters, no spaces")
     return text
+
+
+def context_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of tokens: {text!r}") from None
+    if not MIN_CONTEXT <= value <= MAX_CONTEXT:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_CONTEXT} and {MAX_CONTEXT}, got {value}")
+    return value
 
 
 def web_origin(text: str) -> str:
@@ -50,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", type=node_name, help="this node's name in the mesh (default: host name)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--context", type=context_size, metavar="N",
+                        help=f"tokens of context each model this node hosts gets (default: {DEFAULT_CONTEXT}, "
+                        "or less where the model was trained for less; coding agents' prompts need 8k-16k)")
     parser.add_argument("--client", action="store_true",
                         help="lite client: no model and no llama.cpp, only the API and the mesh")
     parser.add_argument("--join", action="append", metavar="TOKEN",
@@ -94,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CORS (repeatable; default: no web page)")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | admin NODE_ID | drop MODEL "
-                     "| models | download [NAME] (each with --help)")
+                     "| models | download [NAME] | run AGENT [ARGS...] (each with --help)")
     return parser
 
 

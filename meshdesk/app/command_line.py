@@ -10,6 +10,9 @@ import argparse
 import sys
 
 DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX = 8, 64
+# Tokens of context a hosted model gets: coding agents' one prompt is ~12k tokens for Claude
+# Code and ~7.5k for opencode (measured), so 16k, or less where the model was trained for less.
+DEFAULT_CONTEXT = 16384
 
 
 class CommandFailed(Exception):

@@ -57,6 +57,10 @@ def run_command(command: str, argv: list[str]) -> int:
         from meshdesk.app.model_commands import run_model_command
 
         return run_model_command(command, argv)
+    if command == "run":
+        from meshdesk.app.agent_run import run_agent_command
+
+        return run_agent_command(argv)
     arguments = command_parser(command).parse_args(argv)
     home = Home((arguments.home or default_home()).expanduser().resolve())
     try:

@@ -1,4 +1,9 @@
-"""Commands that point coding agents (goose, pi, opencode) at this node's API (pure)."""
+"""What Settings shows for each coding agent: `meshdesk run AGENT`, and the same by hand (pure).
+
+The setups themselves are `core.agents`, shared with `meshdesk run`. By hand, the API key is
+the shell's `$MESHDESK_API_KEY` (the key a node started with `--api-key` checks; any value
+does for a node whose /v1 API is open to local programs), so no secret is ever shown.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +11,76 @@ import json
 import shlex
 from dataclasses import dataclass
 
-API_KEY = "meshdesk"  # the local API needs no key, but these agents insist on one
-PROVIDER = "meshdesk"
+from meshdesk.core.agents import (AGENTS, CODEX_CONFIG_FILE, INSTALL, KEY_VARIABLE, PI_MODELS_FILE,
+                                  PI_PROVIDER, Endpoint, codex_provider, setup_for, toml_value)
+
+SHOWN_CONTEXT = 16384   # what the node serves by default (`--context`), for the agents' own budgeting
+KEY_PLACEHOLDER = "\0key\0"  # stands for the key while commands are built, then becomes a shell reference
+KEY_REFERENCE = '"${%s:-none}"' % KEY_VARIABLE
 
 
 @dataclass(frozen=True)
 class AgentCommand:
     agent: str
-    command: str
+    command: str          # the agent run by hand, its environment set
     setup: str = ""       # a config file to write first, if the agent needs one
     setup_path: str = ""
+    run: str = ""         # `meshdesk run AGENT`: starts, configures and runs it in one go
+    install: str = ""     # how to install the agent
 
 
-def goose(port: int, model: str) -> AgentCommand:
-    environment = {"GOOSE_PROVIDER": "openai", "OPENAI_HOST": f"http://127.0.0.1:{port}",
-                   "OPENAI_API_KEY": API_KEY, "GOOSE_MODEL": model}
-    assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
-    return AgentCommand("goose", f"{assignments} goose session")
+def shell_word(value: str) -> str:
+    return value.replace(KEY_PLACEHOLDER, KEY_REFERENCE) if KEY_PLACEHOLDER in value else shlex.quote(value)
 
 
-def pi(port: int, model: str) -> AgentCommand:
-    provider = {"baseUrl": f"http://127.0.0.1:{port}/v1", "api": "openai-completions",
-                "apiKey": API_KEY, "models": [{"id": model}]}
-    setup = json.dumps({"providers": {PROVIDER: provider}}, indent=2)
-    return AgentCommand("pi", f"pi --provider {PROVIDER} --model {shlex.quote(model)}",
-                        setup=setup, setup_path="~/.pi/agent/models.json")
+def run_command(agent: str, home: str | None = None) -> str:
+    home_option = f" --home {shlex.quote(home)}" if home else ""
+    return f"meshdesk run{home_option} {agent}"
 
 
-def opencode(port: int, model: str) -> AgentCommand:
-    provider = {"npm": "@ai-sdk/openai-compatible", "name": "MeshDesk",
-                "options": {"baseURL": f"http://127.0.0.1:{port}/v1", "apiKey": API_KEY},
-                "models": {model: {"name": model}}}
-    config = json.dumps({"$schema": "https://opencode.ai/config.json",
-                         "provider": {PROVIDER: provider}}, separators=(",", ":"))
-    return AgentCommand("opencode", f"OPENCODE_CONFIG_CONTENT={shlex.quote(config)} "
-                                    f"opencode -m {shlex.quote(f'{PROVIDER}/{model}')}")
+def agent_command(agent: str, port: int, model: str, home: str | None = None) -> AgentCommand:
+    endpoint = Endpoint(port, model, KEY_PLACEHOLDER, SHOWN_CONTEXT)
+    setup = setup_for(agent, endpoint)
+    assignments = [f"{name}={shell_word(value)}" for name, value in setup.environment.items()]
+    words = [shell_word(word) for word in setup.command()]
+    command = " ".join(assignments + words)
+    if setup.unset:
+        command = " ".join(f"-u {name}" for name in setup.unset) + " " + command
+        command = f"env {command}"
+    text, path = "", ""
+    if agent == "pi":
+        text = json.dumps({"providers": {PI_PROVIDER: setup.config}}, indent=2)
+        path = f"~/{PI_MODELS_FILE}"
+    elif agent == "codex":
+        provider = codex_provider(endpoint)
+        text = "\n".join(["[model_providers.meshdesk]"] +
+                         [f"{name} = {toml_value(value)}" for name, value in provider.items()])
+        path = f"~/{CODEX_CONFIG_FILE}"
+    return AgentCommand(agent, command, text, path, run_command(agent, home), INSTALL[agent])
 
 
-def agent_commands(port: int | None, model: str | None) -> list[AgentCommand]:
+def agent_commands(port: int | None, model: str | None, home: str | None = None) -> list[AgentCommand]:
     """Empty until the API listens and a model is served."""
     if not port or not model:
         return []
-    return [goose(port, model), pi(port, model), opencode(port, model)]
+    return [agent_command(agent, port, model, home) for agent in AGENTS]
+
+
+LINUX_TERMINALS = (  # the first one installed opens the command; each takes the words after these
+    ("x-terminal-emulator", ("-e",)), ("gnome-terminal", ("--",)), ("konsole", ("-e",)),
+    ("xfce4-terminal", ("-x",)), ("kitty", ()), ("alacritty", ("-e",)), ("xterm", ("-e",)))
+
+
+def terminal_command(platform: str, line: str, installed) -> list[str] | None:
+    """The program and arguments that open a terminal window running the shell command `line`
+    (the shell stays open after it, to read what the agent said); None without a terminal.
+    `platform` is `sys.platform`; `installed(name)` says whether a program is on PATH."""
+    if platform == "darwin":
+        script = 'tell application "Terminal" to do script %s' % json.dumps(line)
+        return ["osascript", "-e", script, "-e", 'tell application "Terminal" to activate']
+    if platform == "win32":
+        return ["cmd.exe", "/c", "start", "MeshDesk agent", "cmd.exe", "/k", line]
+    for program, options in LINUX_TERMINALS:
+        if installed(program):
+            return [program, *options, "sh", "-c", f'{line}; exec "${{SHELL:-sh}}"']
+    return None

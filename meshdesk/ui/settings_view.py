@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget)
 
+from meshdesk.core.agents import best_model, ready_models
 from meshdesk.core.status import OfferStatus, StatusSnapshot
 from meshdesk.ui.agents import agent_commands
 from meshdesk.ui.agent_box import AgentBox
@@ -110,8 +111,9 @@ class SettingsView(QWidget):
     def show_status(self, snapshot: StatusSnapshot) -> None:
         self._show_offer(snapshot.offer)
         self._show_node(snapshot)
-        choices = chat_model_choices(snapshot)
-        self._show_agents(snapshot.api_port, choices[0] if choices else None)
+        choices = chat_model_choices(snapshot)  # the agents' model: the one `meshdesk run` picks
+        model = best_model(ready_models(snapshot)) or (choices[0] if choices else None)
+        self._show_agents(snapshot.api_port, model, snapshot.node.home)
 
     def _show_offer(self, offer: OfferStatus) -> None:
         measured = offer.measured_bytes
@@ -144,8 +146,8 @@ class SettingsView(QWidget):
         else:
             self.secrets.setText(secrets.backend + (f"\n{secrets.warning}" if secrets.warning else ""))
 
-    def _show_agents(self, port, model) -> None:
-        commands = agent_commands(port, model)
+    def _show_agents(self, port, model, home: str | None = None) -> None:
+        commands = agent_commands(port, model, home or None)
         self.agents_note.setVisible(not commands)
         for command in commands:
             box = self.agent_boxes.get(command.agent)

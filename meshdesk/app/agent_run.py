@@ -1,0 +1,169 @@
+"""`meshdesk run goose|opencode|pi|claude|codex [ARGS...]`: a coding agent on the mesh's API.
+
+The node running for the home serves the API, else a lite client started for the run does
+(`app.agent_client`); once the mesh serves a model, the best one (`core.agents.best_model`,
+or `--model`) is the agent's, its config points at the API (`core.agents.setup_for`), and the
+agent runs with the terminal. ARGS go to the agent unchanged, and its exit code is ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from meshdesk.app.agent_client import LiteClient, local_sizes, node_for_run, say, v1_key_works, wait_for_models
+from meshdesk.app.assembly import DEFAULT_CONTEXT
+from meshdesk.app.command_line import CommandFailed, OneLineErrorParser
+from meshdesk.app.home import Home, default_home
+from meshdesk.app.model_choice import bundled_catalog
+from meshdesk.core.agents import (AGENTS, CODEX_CONFIG_FILE, KEY_VARIABLE, PI_MODELS_FILE, AgentSetup,
+                                  ConfigFileError, Endpoint, best_model, merge_codex_config, merge_pi_models,
+                                  not_installed, setup_for)
+
+NOT_INSTALLED = 127   # what a shell answers for a command it cannot find
+DEFAULT_WAIT_SECONDS = 180.0
+OPEN_API_KEY = "none"  # a node whose /v1 API is open checks no key; agents insist on one
+
+
+def parser() -> argparse.ArgumentParser:
+    command = OneLineErrorParser(
+        prog="meshdesk run", description="Run a coding agent against the mesh's API: the node running "
+        "for this home, or a lite client started for the run and stopped after it. Options go before "
+        "AGENT; everything after it goes to the agent unchanged.")
+    command.add_argument("--home", type=Path, metavar="DIR",
+                         help="the node's data folder (default: $MESHDESK_HOME or the platform's)")
+    command.add_argument("--model", metavar="ID", help="the model to use (default: the best one served: "
+                         "a chat-tuned model over a base one, then the largest)")
+    command.add_argument("--wait", type=float, default=DEFAULT_WAIT_SECONDS, metavar="SECONDS",
+                         help=f"how long to wait for a served model (default: {DEFAULT_WAIT_SECONDS:.0f})")
+    command.add_argument("--join", action="append", default=[], metavar="TOKEN",
+                         help="for a lite client started now: join this mesh first (an invite token or link)")
+    command.add_argument("--api-key", default=None, metavar="KEY",
+                         help=f"the key the running node's /v1 API checks (default: ${KEY_VARIABLE})")
+    command.add_argument("agent", choices=AGENTS, help="the agent to run")
+    command.add_argument("arguments", nargs=argparse.REMAINDER, help="passed to the agent unchanged")
+    return command
+
+
+def run_agent_command(argv: list[str]) -> int:
+    arguments = parser().parse_args(argv)
+    program = shutil.which(arguments.agent)
+    if program is None:
+        sys.stderr.write(f"meshdesk run: {not_installed(arguments.agent)}\n")
+        return NOT_INSTALLED
+    home = Home((arguments.home or default_home()).expanduser().resolve())
+    client: LiteClient | None = None
+    try:
+        with stopping_on_sigterm():
+            node, client = node_for_run(home, arguments.join)
+            models, status = wait_for_models(node, arguments.model, arguments.wait, client)
+            model = arguments.model or best_model(models, local_sizes(status))
+            key = client.api_key if client is not None else node_key(node, arguments.api_key)
+            setup = setup_for(arguments.agent, Endpoint(node.port, model, key, context_for(model)))
+            write_config(setup)
+            where = "a lite client started for this run" if client else f"the node of {home.root}"
+            say(f"{arguments.agent} uses {model} through {where} (http://127.0.0.1:{node.port}/v1)")
+            return run_program(program, setup, arguments.arguments)
+    except CommandFailed as failure:
+        sys.stderr.write(f"meshdesk run: error: {failure}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if client is not None:
+            client.stop()
+
+
+def node_key(node, given: str | None) -> str:
+    """The key for a node already running: the one it checks, or a stand-in when it checks none."""
+    key = given or os.environ.get(KEY_VARIABLE) or None
+    if v1_key_works(node, key):
+        return key or OPEN_API_KEY
+    raise CommandFailed(f"the node's /v1 API needs the key it was started with (--api-key): "
+                        f"{'that key is not it' if key else f'set {KEY_VARIABLE} or pass --api-key'}")
+
+
+def context_for(model: str) -> int:
+    """The context the node gives the model: its default, or less where the model holds less."""
+    found = bundled_catalog().by_local_file(f"{model}.gguf")
+    return min(DEFAULT_CONTEXT, found[0].context_length) if found else DEFAULT_CONTEXT
+
+
+def config_path(setup: AgentSetup) -> Path:
+    """Where the agent reads its config, the agents' own overrides of their folder honoured."""
+    if setup.config_file == PI_MODELS_FILE and os.environ.get("PI_CODING_AGENT_DIR"):
+        return Path(os.environ["PI_CODING_AGENT_DIR"]).expanduser() / "models.json"
+    if setup.config_file == CODEX_CONFIG_FILE and os.environ.get("CODEX_HOME"):
+        return Path(os.environ["CODEX_HOME"]).expanduser() / "config.toml"
+    return Path.home() / setup.config_file
+
+
+def write_config(setup: AgentSetup) -> None:
+    """Merges our provider into the agent's file, keeping the user's entries; a file that is
+    not what it should be is left alone, and the run stops saying so."""
+    if not setup.config_file:
+        return
+    path = config_path(setup)
+    merge = merge_pi_models if setup.config_file == PI_MODELS_FILE else merge_codex_config
+    try:
+        existing = path.read_text(encoding="utf-8") if path.exists() else None
+        text = merge(existing, setup.config)
+    except ConfigFileError as error:
+        raise CommandFailed(f"not changing {path}: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandFailed(f"cannot read {path}: {error}") from None
+    if text == existing:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise CommandFailed(f"cannot write {path}: {error}") from None
+
+
+def agent_environment(setup: AgentSetup) -> dict[str, str]:
+    environment = {name: value for name, value in os.environ.items() if name not in setup.unset}
+    environment.update(setup.environment)
+    return environment
+
+
+def run_program(program: str, setup: AgentSetup, user_arguments: list[str]) -> int:
+    """The agent in the foreground: Ctrl+C is the agent's to handle (it reaches the whole
+    foreground group), so this process only waits, and answers with the agent's exit code."""
+    command = [program, *setup.command(user_arguments)[1:]]
+    process = subprocess.Popen(command, env=agent_environment(setup))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = process.wait()
+    except BaseException:
+        process.terminate()
+        process.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 128 - code if code < 0 else code
+
+
+class stopping_on_sigterm:
+    """SIGTERM to `meshdesk run` ends the run like Ctrl+C would: the agent and the client stop."""
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signal_number, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+        return False
