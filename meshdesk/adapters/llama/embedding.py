@@ -55,17 +55,17 @@ def for_embedding(model, arguments):
     if arguments.rpc:  # registered by the first load
         split = {"n_gpu_layers": -1, "tensor_split": arguments.tensor_split or [1.0] * len(arguments.rpc)}
     llama.close()
-    embedder = llama_cpp.Llama(
-        model_path=arguments.model,
-        embedding=True,
-        n_ctx=context,
-        n_batch=context,
-        n_ubatch=context,  # a non-causal model must see a whole text in one micro-batch
-        n_threads=arguments.threads,
-        n_threads_batch=arguments.threads,
-        verbose=False,
-        **({"n_gpu_layers": 0} | split),
-    )
+    settings = dict(model_path=arguments.model, embedding=True, n_ctx=context, n_batch=context,
+                    n_ubatch=context,  # a non-causal model must see a whole text in one micro-batch
+                    n_threads=arguments.threads, n_threads_batch=arguments.threads, verbose=False,
+                    **({"n_gpu_layers": 0} | split))
+    try:
+        # Without flash attention a text of n tokens holds n * n scores per head at once (8192
+        # tokens, 12 heads: 3 GB). A 2-head test model embedding 8192 tokens peaks at 865 MB
+        # without it and 225 MB with it, in a third of the time.
+        embedder = llama_cpp.Llama(**settings, flash_attn=True)
+    except ValueError:  # a backend that cannot
+        embedder = llama_cpp.Llama(**settings)
     return replace(model, llama=embedder, draft=None, draft_name=None)
 
 
