@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshdesk.adapters.llama import embedding
+from meshdesk.adapters.llama import grammar as grammars
+from meshdesk.adapters.llama.chat_template import ChatFormat, chat_format
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
+from meshdesk.adapters.llama.tool_output import output_for
 from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
 
@@ -116,63 +119,13 @@ def load_draft(arguments: argparse.Namespace):
 
 
 @dataclass(frozen=True)
-class FallbackTemplate:
-    """A chat template for GGUFs that carry none (the bundled Gemma 3 270M is one)."""
-
-    template: str
-    stop: tuple[str, ...]
-
-
-GEMMA_TEMPLATE = FallbackTemplate(
-    "{{ bos_token }}{% for message in messages %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
-    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
-    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
-    ("<end_of_turn>",),
-)
-CHATML_TEMPLATE = FallbackTemplate(
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
-    ("<|im_end|>",),
-)
-
-
-def fallback_template(architecture: str) -> FallbackTemplate:
-    return GEMMA_TEMPLATE if architecture.startswith("gemma") else CHATML_TEMPLATE
-
-
-@dataclass(frozen=True)
-class ChatFormat:
-    formatter: object
-    extra_stop: tuple[str, ...]
-
-
-def chat_format(llama) -> ChatFormat:
-    """The GGUF's own chat template, else a fallback for its architecture."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    template = llama.metadata.get("tokenizer.chat_template")
-    extra_stop: tuple[str, ...] = ()
-    if template is None:
-        fallback = fallback_template(llama.metadata.get("general.architecture", ""))
-        template, extra_stop = fallback.template, fallback.stop
-    eos_id, bos_id = llama.token_eos(), llama.token_bos()
-    formatter = Jinja2ChatFormatter(
-        template=template,
-        eos_token=llama._model.token_get_text(eos_id) if eos_id != -1 else "",
-        bos_token=llama._model.token_get_text(bos_id) if bos_id != -1 else "",
-        stop_token_ids=[eos_id],
-    )
-    return ChatFormat(formatter, extra_stop)
-
-
-@dataclass(frozen=True)
 class Prompt:
     tokens: list[int]
     stop: list[str]
     stopping_criteria: list
     prompt_tokens: int = -1  # the client's prompt alone, without an answer carried on (-1: all)
     tokens_so_far: int = 0   # of the answer carried on (`continue_from`)
+    grammar: object | None = None  # a llama_cpp.LlamaGrammar the answer must follow
 
     def counted(self) -> int:
         return len(self.tokens) if self.prompt_tokens < 0 else self.prompt_tokens
@@ -182,14 +135,15 @@ def prompt_for(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
     if request.kind == "completion":
         text, add_bos, stop, criteria = request.prompt, True, list(request.stop), []
     else:
-        formatted = chat.formatter(messages=list(request.messages))  # ends with the open assistant turn
+        formatted = chat.render(request)  # ends with the open assistant turn
         text, add_bos = formatted.prompt, not formatted.added_special
         criteria = list(formatted.stopping_criteria or [])
         stop = [*request.stop, *formatted.stop, *chat.extra_stop]
     tokens = llama.tokenize(continuation.continued_prompt(text, request.continue_from).encode("utf-8"),
                             add_bos=add_bos, special=True)
     if not request.continue_from:
-        return Prompt(tokens, stop, criteria)
+        return Prompt(tokens, stop, criteria, grammar=grammars.llama_grammar(llama, grammars.constraint_for(request)))
+    # A grammar starts at its root, not inside an answer carried on: that answer goes on freely.
     own = len(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
     so_far = len(llama.tokenize(request.continue_from.encode("utf-8"), add_bos=False, special=True))
     return Prompt(tokens, stop, criteria, own, so_far)
@@ -202,6 +156,8 @@ class PromptRejected(Exception):
 def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
     try:
         prompt = prompt_for(llama, chat, request)
+    except grammars.GrammarError as error:
+        raise PromptRejected(str(error)) from None
     except Exception as error:  # the template's raise_exception, jinja2 errors, bad text
         raise PromptRejected(f"cannot build a prompt from these messages: {error}") from None
     if len(prompt.tokens) >= llama.n_ctx() and not request.continue_from:  # carried on: "length"
@@ -232,8 +188,11 @@ def text_chunks(model: LoadedModel, prompt: Prompt, request: GenerationRequest, 
         max_tokens=token_budget(llama, prompt, request),
         temperature=request.temperature,
         top_p=request.top_p,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
         stop=prompt.stop,
         seed=request.seed,
+        grammar=prompt.grammar,
         stream=True,
         stopping_criteria=llama_cpp.StoppingCriteriaList(
             [generation.stopping_criteria, *prompt.stopping_criteria]),
@@ -254,6 +213,15 @@ def send_line(connection: socket.socket, payload: dict) -> None:
     connection.sendall(json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n")
 
 
+def send_delta(connection: socket.socket, generation: Generation, text: str) -> None:
+    if not text or generation.cancelled:
+        return
+    try:
+        send_line(connection, {"type": "delta", "text": text})
+    except OSError:
+        generation.cancelled = True
+
+
 def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.socket,
                      request: GenerationRequest) -> None:
     llama = model.llama
@@ -263,14 +231,14 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
     finish_reason = None if token_budget(llama, prompt, request) > 0 else "length"
     if model.draft is not None:
         model.draft.begin()
+    output = output_for(request)
     for text, reason in text_chunks(model, prompt, request, generation) if finish_reason is None else ():
         if text:
             generation.text_parts.append(text)
-            try:
-                send_line(connection, {"type": "delta", "text": text})
-            except OSError:
-                generation.cancelled = True
+            send_delta(connection, generation, output.feed(text))
         finish_reason = reason or finish_reason
+    tail, calls = output.finish()
+    send_delta(connection, generation, tail)
     if generation.cancelled:
         return
     usage = {
@@ -278,6 +246,8 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
         "completion_tokens": completion_token_count(llama, generation),
     }
     finish = {"type": "finish", "finish_reason": finish_reason or "stop", "usage": usage}
+    if calls:
+        finish |= {"finish_reason": "tool_calls", "tool_calls": calls}
     if model.draft is not None:
         finish["speculative"] = model.draft.finish().to_dict()
     send_line(connection, finish)
