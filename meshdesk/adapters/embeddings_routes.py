@@ -30,7 +30,7 @@ async def answer_embeddings(gateway: Gateway, http_request: web.Request) -> web.
     options = read_embedding_options(body)
     request = parse_embedding_request(body)
     answer = EmbeddingAnswer(len(request.input))
-    usage: dict = {}
+    usage: dict | None = None
     events = gateway.generate(request)
     try:
         async for event in events:
@@ -43,6 +43,8 @@ async def answer_embeddings(gateway: Gateway, http_request: web.Request) -> web.
                 add(answer, event)
     finally:
         await events.aclose()
+    if usage is None:
+        raise host_failed("the model host's answer ended before it finished")
     vectors = complete(answer)
     check_dimensions(options, len(vectors[0]), request.model)
     prompt_tokens = usage.get("prompt_tokens")
