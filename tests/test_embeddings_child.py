@@ -101,6 +101,13 @@ def test_a_generative_model_does_not_embed(generative):
     assert not embedding.handles(generative, chat)  # generation goes on as before
 
 
+def test_a_reranker_does_not_embed_either(tmp_path):
+    reranker = loaded(write_tiny_bert(tmp_path / "reranker.gguf", pooling=gguf.PoolingType.RANK))
+    assert not embedding.embeds(reranker.llama)
+    events = answer(reranker, parse_embedding_request({"model": "reranker", "input": "hello"}))
+    assert len(events) == 1 and "'reranker' cannot embed: it is a reranker" in events[0]["message"], events
+
+
 def test_the_child_notices_the_node_went_away():
     ours, theirs = socket.socketpair()
     with ours:

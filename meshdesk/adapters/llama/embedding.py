@@ -25,6 +25,7 @@ from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.core.openai_api.embeddings import vector_event
 
 POOLING_NAMES = {1: "mean", 2: "cls", 3: "last"}  # llama_pooling_type values that give one vector per text
+RANK_POOLING = 4
 
 
 def declared_pooling(metadata: dict) -> int | None:
@@ -79,9 +80,11 @@ def mismatch(llama, request: GenerationRequest) -> str | None:
     """Why this model cannot answer this kind of request, in words for the client."""
     if request.kind == "embedding" and not embeds(llama):
         architecture = llama.metadata.get("general.architecture", "?")
-        return (f"the model '{request.model}' cannot embed: it is a generative model (its GGUF declares no "
-                f"{architecture}.pooling_type); /v1/embeddings needs an embedding model such as "
-                f"nomic-embed-text or bge")
+        what = ("a reranker (its GGUF declares rank pooling: scores, not vectors)"
+                if declared_pooling(llama.metadata) == RANK_POOLING else
+                f"a generative model (its GGUF declares no {architecture}.pooling_type)")
+        return (f"the model '{request.model}' cannot embed: it is {what}; /v1/embeddings needs an "
+                f"embedding model such as nomic-embed-text or bge")
     if request.kind != "embedding" and embeds(llama):
         pooling = POOLING_NAMES.get(declared_pooling(llama.metadata), "its")
         return (f"the model '{request.model}' is an embedding model ({pooling} pooling) and does not "
