@@ -26,6 +26,10 @@ MAX_PATTERN_CHARS = 1000
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment",
                          "deprecated", "readOnly", "writeOnly", "$defs", "definitions"})
+# Keywords the converter reads, each in some kind of schema (which kind: `_Reader.read`).
+HANDLED = frozenset({"type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum",
+                     "const", "anyOf", "oneOf", "allOf", "$ref", "format", "pattern", "minLength", "maxLength",
+                     "minItems", "maxItems"})
 PRIMITIVES = ("string", "number", "integer", "boolean", "null", "object", "array")
 ANY_VALUE = {"type": ["string", "number", "boolean", "null", "object", "array"]}  # integers are numbers
 FORMATS = ("date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5")
@@ -84,11 +88,13 @@ class _Reader:
     def __init__(self, root: dict, param: str):
         self.top, self.param = root, param
         self.refs: dict[str, str] = {}  # ref -> the path it was first read at
+        self.definitions: dict[str, dict] = {}  # "$defs" or "definitions" -> {name: normal form}
         self.ref_names: dict[str, str] = {}  # rule name a ref makes -> the ref
         self.property_names = _property_rule_names(root)
 
     def root(self) -> dict:
-        return self.read(self.top, self.param)
+        out = self.read(self.top, self.param)
+        return out | self.definitions  # the definitions the references name, in normal form too
 
     def read(self, schema: Any, path: str) -> dict:
         if schema is True:
@@ -98,6 +104,9 @@ class _Reader:
         keys = {key for key in schema if key not in ANNOTATIONS}
         if not keys:
             return _any_value()
+        unknown = sorted(str(key) for key in keys - HANDLED)
+        if unknown:
+            raise _refuse(f"{path}.{unknown[0]}", f"the keyword '{unknown[0]}' is not supported")
         if "$ref" in schema:
             return self.ref(schema, keys, path)
         for union in ("anyOf", "oneOf"):
@@ -152,15 +161,19 @@ class _Reader:
         target = self.target(ref, f"{path}.$ref")
         if ref not in self.refs:
             self.refs[ref] = path
-            self.read(target, f"{path}.$ref")  # once: a recursive schema refers to itself again
+            folder, name = ref[2:].split("/")
+            self.definitions.setdefault(folder, {})[name] = {}
+            # once: a recursive schema refers to itself again
+            self.definitions[folder][name] = self.read(target, f"{path}.$ref")
         return {"$ref": ref}
 
     def target(self, ref: Any, path: str) -> dict:
-        if not isinstance(ref, str) or not ref.startswith("#/"):
-            raise _refuse(path, f"only a reference inside the schema (\"#/$defs/NAME\") is supported, "
-                                f"got {describe(ref)}")
+        parts = ref[2:].split("/") if isinstance(ref, str) and ref.startswith("#/") else []
+        if len(parts) != 2 or parts[0] not in ("$defs", "definitions") or not parts[1]:
+            raise _refuse(path, "only a reference to a definition of this schema (\"#/$defs/NAME\" or "
+                                f"\"#/definitions/NAME\") is supported, got {describe(ref)}")
         target: Any = self.top
-        for part in ref[2:].split("/"):
+        for part in parts:
             if not isinstance(target, dict) or part not in target:
                 raise _refuse(path, f"the reference {describe(ref)} names nothing in the schema")
             target = target[part]
@@ -191,7 +204,8 @@ class _Reader:
         if extra is True or extra is False:
             out["additionalProperties"] = extra
         elif extra is not None:
-            out["additionalProperties"] = self.read(extra, f"{path}.additionalProperties")
+            read = self.read(extra, f"{path}.additionalProperties")
+            out["additionalProperties"] = True if read == ANY_VALUE else read
         return out
 
     def all_of(self, schema: dict, keys: set, path: str) -> dict:
@@ -385,7 +399,8 @@ def _char_class(body: str, start: int, path: str) -> tuple[int, str]:
             continue
         if char == "[":
             raise _refuse(path, "nested '[' in a character class is not supported")
-        out.append(char)
+        expanded = index > start + 1 and body[index - 2] == "\\" and body[index - 1] in "dws"
+        out.append("\\x2D" if char == "-" and expanded else char)  # [\w-]: no range from \w's last
         index += 1
     if index >= len(body):
         raise _refuse(path, "unbalanced square brackets")
