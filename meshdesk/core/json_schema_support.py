@@ -19,10 +19,10 @@ import json
 import re
 from typing import Any
 
+from meshdesk.core.json_schema_pattern import MAX_REPEAT, PatternError, grammar_pattern
+
 MAX_SCHEMA_DEPTH = 48
 MAX_SCHEMA_NODES = 20_000
-MAX_REPEAT = 1000        # minLength/maxLength/minItems/maxItems and regex {m,n}: the grammar unrolls them
-MAX_PATTERN_CHARS = 1000
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment",
                          "deprecated", "readOnly", "writeOnly", "$defs", "definitions"})
@@ -256,7 +256,10 @@ class _Reader:
     def string_shape(self, schema: dict, keys: set, path: str) -> dict:
         if "pattern" in schema:
             self.only(schema, keys, {"type", "pattern"}, path, "beside 'pattern'")
-            return {"type": "string", "pattern": grammar_pattern(schema["pattern"], f"{path}.pattern")}
+            try:
+                return {"type": "string", "pattern": grammar_pattern(schema["pattern"])}
+            except PatternError as error:
+                raise _refuse(f"{path}.pattern", str(error)) from None
         self.only(schema, keys, {"type", "format"}, path, "beside 'format'")
         if schema["format"] not in FORMATS:
             raise _refuse(f"{path}.format", f"the format {describe(schema['format'])} is not supported "
@@ -305,105 +308,3 @@ def _property_rule_names(root: Any) -> set[str]:
         elif isinstance(item, list):
             stack.extend(item)
     return names
-
-
-# Regular expressions -------------------------------------------------------------------------
-
-_CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r", "t": "\\t", "n": "\\n", "r": "\\r"}
-_SPECIAL = set("[]()|{}*+?")  # the converter unescapes these itself
-
-
-def grammar_pattern(pattern: Any, path: str) -> str:
-    """`pattern` rewritten into the regex subset the converter turns into a grammar: anchored
-    ^...$, literals, `.`, classes, groups, `|`, `* + ?`, `{m}` `{m,}` `{m,n}`; `\\d \\w \\s` and
-    escaped punctuation become classes the grammar parser reads."""
-    if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
-        raise _refuse(path, f"must be a string of at most {MAX_PATTERN_CHARS} characters")
-    if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$") or len(pattern) < 2:
-        raise _refuse(path, "a pattern must be anchored: start with '^' and end with '$'")
-    out, index, body, depth = ["^"], 0, pattern[1:-1], 0
-    repeatable = False  # whether what came last can take a quantifier
-    while index < len(body):
-        char, step, token = body[index], 1, None
-        if char == "\\":
-            escaped = body[index + 1:index + 2]
-            if not escaped:
-                raise _refuse(path, "the pattern ends in a lone backslash")
-            token, step, repeatable = _escape_outside(escaped, path), 2, True
-        elif char == "[":
-            end, token = _char_class(body, index, path)
-            step, repeatable = end - index, True
-        elif char == "(":
-            if body[index + 1:index + 2] == "?":
-                raise _refuse(path, "lookarounds and special groups '(?' are not supported")
-            depth, repeatable = depth + 1, False
-        elif char == ")":
-            depth, repeatable = depth - 1, True
-            if depth < 0:
-                raise _refuse(path, "unbalanced parentheses")
-        elif char == "|":
-            repeatable = False
-        elif char in "*+?{":
-            if not repeatable:
-                raise _refuse(path, f"'{char}' must follow something it repeats (lazy and possessive "
-                                    "quantifiers are not supported)")
-            if char == "{":
-                end = body.find("}", index)
-                match = re.fullmatch(r"\{(\d+)(,(\d*))?\}", body[index:end + 1]) if end > 0 else None
-                if match is None:
-                    raise _refuse(path, "a '{' must be a quantifier {m}, {m,} or {m,n}")
-                low, high = int(match.group(1)), match.group(3)
-                if low > MAX_REPEAT or (high and not low <= int(high) <= MAX_REPEAT):
-                    raise _refuse(path, f"quantifiers must be at most {MAX_REPEAT} and ordered")
-                token, step = body[index:end + 1], end + 1 - index
-            repeatable = False
-        elif char in "^$":
-            raise _refuse(path, f"'{char}' is only supported at the ends of the pattern")
-        else:
-            repeatable = True
-        out.append(char if token is None else token)
-        index += step
-    if depth:
-        raise _refuse(path, "unbalanced parentheses")
-    return "".join(out) + "$"
-
-
-def _escape_outside(escaped: str, path: str) -> str:
-    if escaped in "dws":
-        return f"[{_CLASS_ESCAPES[escaped]}]"
-    if escaped in "tnr":
-        return f"[{_CLASS_ESCAPES[escaped]}]"
-    if escaped in _SPECIAL:
-        return "\\" + escaped
-    if escaped.isalnum():
-        raise _refuse(path, f"the escape '\\{escaped}' is not supported")
-    return f"[\\x{ord(escaped):02X}]" if ord(escaped) < 256 else f"[\\u{ord(escaped):04X}]"
-
-
-def _char_class(body: str, start: int, path: str) -> tuple[int, str]:
-    out, index = ["["], start + 1
-    if body[index:index + 1] == "^":
-        out.append("^")
-        index += 1
-    while index < len(body) and body[index] != "]":
-        char = body[index]
-        if char == "\\":
-            escaped = body[index + 1:index + 2]
-            if escaped in _CLASS_ESCAPES and escaped:
-                out.append(_CLASS_ESCAPES[escaped])
-            elif escaped and not escaped.isalnum():
-                out.append(f"\\x{ord(escaped):02X}" if ord(escaped) < 256 else f"\\u{ord(escaped):04X}")
-            else:
-                raise _refuse(path, f"the escape '\\{escaped}' is not supported in a character class")
-            index += 2
-            continue
-        if char == "[":
-            raise _refuse(path, "nested '[' in a character class is not supported")
-        expanded = index > start + 1 and body[index - 2] == "\\" and body[index - 1] in "dws"
-        out.append("\\x2D" if char == "-" and expanded else char)  # [\w-]: no range from \w's last
-        index += 1
-    if index >= len(body):
-        raise _refuse(path, "unbalanced square brackets")
-    if out[-1] in ("[", "^"):
-        raise _refuse(path, "an empty character class is not supported")
-    return index + 1, "".join(out) + "]"

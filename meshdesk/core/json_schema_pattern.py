@@ -1,0 +1,119 @@
+"""A JSON Schema `pattern` in the regex subset llama-cpp-python's converter turns into a grammar.
+
+The converter copies a pattern almost as it is into GBNF, where `\\d`, `\\.` or `\\-` are
+escapes llama.cpp's grammar parser refuses, and it asserts on what it does not read. So a
+pattern is read here and rewritten: `\\d \\w \\s` and escaped punctuation become classes,
+or refused with a `PatternError` saying what is not supported.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MAX_REPEAT = 1000  # minLength/maxLength/minItems/maxItems and regex {m,n}: the grammar unrolls them
+MAX_PATTERN_CHARS = 1000
+
+
+class PatternError(ValueError):
+    """What in a pattern the grammar cannot follow."""
+
+
+_CLASS_ESCAPES = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r", "t": "\\t", "n": "\\n", "r": "\\r"}
+_SPECIAL = set("[]()|{}*+?")  # the converter unescapes these itself
+
+
+def grammar_pattern(pattern: Any) -> str:
+    """`pattern` rewritten into the regex subset the converter turns into a grammar: anchored
+    ^...$, literals, `.`, classes, groups, `|`, `* + ?`, `{m}` `{m,}` `{m,n}`; `\\d \\w \\s` and
+    escaped punctuation become classes the grammar parser reads."""
+    if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+        raise PatternError(f"must be a string of at most {MAX_PATTERN_CHARS} characters")
+    if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$") or len(pattern) < 2:
+        raise PatternError("a pattern must be anchored: start with '^' and end with '$'")
+    out, index, body, depth = ["^"], 0, pattern[1:-1], 0
+    repeatable = False  # whether what came last can take a quantifier
+    while index < len(body):
+        char, step, token = body[index], 1, None
+        if char == "\\":
+            escaped = body[index + 1:index + 2]
+            if not escaped:
+                raise PatternError("the pattern ends in a lone backslash")
+            token, step, repeatable = _escape_outside(escaped), 2, True
+        elif char == "[":
+            end, token = _char_class(body, index)
+            step, repeatable = end - index, True
+        elif char == "(":
+            if body[index + 1:index + 2] == "?":
+                raise PatternError("lookarounds and special groups '(?' are not supported")
+            depth, repeatable = depth + 1, False
+        elif char == ")":
+            depth, repeatable = depth - 1, True
+            if depth < 0:
+                raise PatternError("unbalanced parentheses")
+        elif char == "|":
+            repeatable = False
+        elif char in "*+?{":
+            if not repeatable:
+                raise PatternError(f"'{char}' must follow something it repeats (lazy and possessive "
+                                    "quantifiers are not supported)")
+            if char == "{":
+                end = body.find("}", index)
+                match = re.fullmatch(r"\{(\d+)(,(\d*))?\}", body[index:end + 1]) if end > 0 else None
+                if match is None:
+                    raise PatternError("a '{' must be a quantifier {m}, {m,} or {m,n}")
+                low, high = int(match.group(1)), match.group(3)
+                if low > MAX_REPEAT or (high and not low <= int(high) <= MAX_REPEAT):
+                    raise PatternError(f"quantifiers must be at most {MAX_REPEAT} and ordered")
+                token, step = body[index:end + 1], end + 1 - index
+            repeatable = False
+        elif char in "^$":
+            raise PatternError(f"'{char}' is only supported at the ends of the pattern")
+        else:
+            repeatable = True
+        out.append(char if token is None else token)
+        index += step
+    if depth:
+        raise PatternError("unbalanced parentheses")
+    return "".join(out) + "$"
+
+
+def _escape_outside(escaped: str) -> str:
+    if escaped in "dws":
+        return f"[{_CLASS_ESCAPES[escaped]}]"
+    if escaped in "tnr":
+        return f"[{_CLASS_ESCAPES[escaped]}]"
+    if escaped in _SPECIAL:
+        return "\\" + escaped
+    if escaped.isalnum():
+        raise PatternError(f"the escape '\\{escaped}' is not supported")
+    return f"[\\x{ord(escaped):02X}]" if ord(escaped) < 256 else f"[\\u{ord(escaped):04X}]"
+
+
+def _char_class(body: str, start: int) -> tuple[int, str]:
+    out, index = ["["], start + 1
+    if body[index:index + 1] == "^":
+        out.append("^")
+        index += 1
+    while index < len(body) and body[index] != "]":
+        char = body[index]
+        if char == "\\":
+            escaped = body[index + 1:index + 2]
+            if escaped in _CLASS_ESCAPES and escaped:
+                out.append(_CLASS_ESCAPES[escaped])
+            elif escaped and not escaped.isalnum():
+                out.append(f"\\x{ord(escaped):02X}" if ord(escaped) < 256 else f"\\u{ord(escaped):04X}")
+            else:
+                raise PatternError(f"the escape '\\{escaped}' is not supported in a character class")
+            index += 2
+            continue
+        if char == "[":
+            raise PatternError("nested '[' in a character class is not supported")
+        expanded = index > start + 1 and body[index - 2] == "\\" and body[index - 1] in "dws"
+        out.append("\\x2D" if char == "-" and expanded else char)  # [\w-]: no range from \w's last
+        index += 1
+    if index >= len(body):
+        raise PatternError("unbalanced square brackets")
+    if out[-1] in ("[", "^"):
+        raise PatternError("an empty character class is not supported")
+    return index + 1, "".join(out) + "]"
