@@ -14,6 +14,7 @@ from meshdesk.core.invite import MAX_DURATION_SECONDS
 from meshdesk.core.local_api_policy import ApiAccess, Decision, judge
 from meshdesk.core.openai_api import GenerationRequest, RequestError, Usage
 from meshdesk.core.openai_api.errors import describe
+from meshdesk.core.openai_api.tools import finish_tool_calls
 from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -264,11 +265,32 @@ def usage_of(finish: dict) -> Usage:
     return Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
 
 
+def new_call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+def ending(request: GenerationRequest, finish: dict) -> tuple[str, list[dict]]:
+    """The finish reason and the tool calls (OpenAI's "tool_calls" reason whenever there are some)."""
+    try:
+        calls = finish_tool_calls(finish, new_call_id) if request.kind == "chat" else []
+    except ValueError as error:
+        raise GenerationFailed(str(error)) from None
+    reason = "tool_calls" if calls else finish.get("finish_reason") or "stop"
+    allowed = api.CHAT_FINISH_REASONS if request.kind == "chat" else api.COMPLETION_FINISH_REASONS
+    if reason not in allowed or (reason == "tool_calls" and not calls):
+        raise GenerationFailed(f"the model host finished with {describe(reason)}")
+    return reason, calls
+
+
 async def whole_answer(request: GenerationRequest, first_event: dict, events) -> web.Response:
     text, finish = await collect(first_event, events)
-    shape = api.chat_completion if request.kind == "chat" else api.completion
-    body = shape(new_response_id(request), int(time.time()), request.model, text,
-                 finish.get("finish_reason") or "stop", usage_of(finish))
+    reason, calls = ending(request, finish)
+    created = int(time.time())
+    if request.kind == "chat":
+        body = api.chat_completion(new_response_id(request), created, request.model, text, reason,
+                                   usage_of(finish), tool_calls=calls)
+    else:
+        body = api.completion(new_response_id(request), created, request.model, text, reason, usage_of(finish))
     return web.json_response(body)
 
 
@@ -300,7 +322,10 @@ class ChunkWriter:
                                            role="assistant", content=""))
 
     async def closing(self, finish: dict) -> None:
-        await self.text("", finish.get("finish_reason") or "stop")
+        reason, calls = ending(self.request, finish)
+        for chunk in api.tool_call_chunks(self.id, self.created, self.request.model, calls):
+            await self.send(chunk)
+        await self.text("", reason)
         if self.request.include_usage:
             await self.send(api.usage_chunk(self.request, self.id, self.created,
                                             self.request.model, usage_of(finish)))

@@ -10,12 +10,13 @@ from meshdesk.core.openai_api.request import (GenerationRequest, parse_chat_requ
                                               parse_completion_request, parse_json_body)
 from meshdesk.core.openai_api.responses import (CHAT_FINISH_REASONS, COMPLETION_FINISH_REASONS, SSE_DONE,
                                                 Usage, chat_chunk, chat_completion, completion,
-                                                completion_chunk, models_list, sse_event, usage_chunk)
+                                                completion_chunk, models_list, openai_tool_calls, sse_event,
+                                                tool_call_chunks, usage_chunk)
 
 __all__ = [
     "CHAT_FINISH_REASONS", "CHAT_ROLES", "COMPLETION_FINISH_REASONS", "DEFAULT_TEMPERATURE", "DEFAULT_TOP_P",
     "MAX_STOP_SEQUENCES", "MAX_TOKENS_LIMIT", "SEED_MAX", "SEED_MIN", "SSE_DONE", "GenerationRequest",
     "RequestError", "Usage", "chat_chunk", "chat_completion", "completion", "completion_chunk", "error_body",
-    "models_list", "parse_chat_request", "parse_completion_request", "parse_json_body", "sse_event",
-    "usage_chunk",
+    "models_list", "openai_tool_calls", "parse_chat_request", "parse_completion_request", "parse_json_body",
+    "sse_event", "tool_call_chunks", "usage_chunk",
 ]

@@ -25,15 +25,35 @@ class Usage:
         }
 
 
-def chat_completion(id: str, created: int, model: str, text: str, finish_reason: str, usage: Usage) -> dict:
+def chat_completion(id: str, created: int, model: str, text: str, finish_reason: str, usage: Usage,
+                    tool_calls: list[dict] | tuple = ()) -> dict:
+    """`tool_calls` as the finish event carries them, [{"id", "name", "arguments"}]: the message
+    carries them in OpenAI's shape, its content null when the model wrote nothing else."""
     _check_finish_reason(finish_reason, CHAT_FINISH_REASONS)
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": text},
-        "finish_reason": finish_reason,
-        "logprobs": None,
-    }
+    message: dict = {"role": "assistant", "content": text}
+    if tool_calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": openai_tool_calls(tool_calls)}
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
     return _envelope(id, "chat.completion", created, model, [choice]) | {"usage": usage.to_dict()}
+
+
+def openai_tool_calls(tool_calls: list[dict] | tuple) -> list[dict]:
+    return [{"id": call["id"], "type": "function",
+             "function": {"name": call["name"], "arguments": call["arguments"]}} for call in tool_calls]
+
+
+def tool_call_chunks(id: str, created: int, model: str, tool_calls: list[dict] | tuple) -> list[dict]:
+    """The stream chunks of whole calls, as OpenAI streams them: per call, one delta that opens
+    it (index, id, type, name, empty arguments), then one with all its arguments."""
+    chunks = []
+    for index, call in enumerate(tool_calls):
+        opening = {"index": index, "id": call["id"], "type": "function",
+                   "function": {"name": call["name"], "arguments": ""}}
+        arguments = {"index": index, "function": {"arguments": call["arguments"]}}
+        for delta in (opening, arguments):
+            choice = {"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None, "logprobs": None}
+            chunks.append(_envelope(id, "chat.completion.chunk", created, model, [choice]))
+    return chunks
 
 
 def chat_chunk(

@@ -215,6 +215,25 @@ def _arguments(arguments: Any, param: str) -> str:
     return valid_text(arguments, param)
 
 
+def finish_tool_calls(finish: dict, new_id) -> list[dict]:
+    """The calls a finish event carries ([{"id", "name", "arguments"}]), checked: they come from a
+    model host, maybe another node's. A call without a usable id gets `new_id()`; anything else
+    malformed is a ValueError (the host's fault, not the client's)."""
+    calls = finish.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ValueError(f"a finish event's tool calls must be a list, got {describe(calls)}")
+    checked = []
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str) \
+                or not TOOL_NAME.fullmatch(call["name"]) or not isinstance(call.get("arguments"), str):
+            raise ValueError(f"a malformed tool call in a finish event: {describe(call)}")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID:
+            call_id = new_id()
+        checked.append({"id": call_id, "name": call["name"], "arguments": call["arguments"]})
+    return checked
+
+
 def message_to_body(message: dict) -> dict:
     """A flat wire message in OpenAI's nested shape."""
     body = dict(message)
