@@ -72,6 +72,10 @@ def test_tool_choices_map_to_the_requests(choice, expected):
     ({"top_k": 5}, "top_k"),
     ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
     ({"mcp_servers": []}, "mcp_servers"),
+    ({"container": "c"}, "container"),
+    ({"output_config": {"format": {"type": "json_schema", "schema": "no"}}}, "output_config.format.schema"),
+    ({"output_config": {"format": {"type": "text"}}}, "output_config.format"),
+    ({"output_config": {"task_budget": 3}}, "output_config.task_budget"),
     ({"stop_sequences": "x"}, "stop_sequences"),
     ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences"),
     ({"system": 3}, "system"),
@@ -104,6 +108,15 @@ def test_what_cannot_be_honoured_is_a_400_naming_the_field(fields, param):
         parse(**fields)
     assert caught.value.status == 400 and caught.value.param == param
     assert param.split("[")[0].split(".")[0] in caught.value.message
+
+
+def test_output_config_is_a_response_format_and_quiet_thinking_and_hints_are_accepted():
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    request = parse(output_config={"effort": "low", "format": {"type": "json_schema", "schema": schema}},
+                    thinking={"type": "adaptive"}, cache_control={"type": "ephemeral"}, speed="fast",
+                    service_tier="auto", inference_geo="eu")
+    assert request.response_format == {"type": "json_schema", "name": "output", "schema": schema, "strict": True}
+    assert parse(output_config={"effort": "high"}).response_format is None
 
 
 def test_a_count_tokens_body_needs_no_max_tokens_and_asks_for_one_token():

@@ -6,8 +6,9 @@ Anthropic's own is read here: the required `max_tokens`, `system`, content block
 `{name, description, input_schema}` tools, `tool_choice` {auto|any|tool|none} with
 `disable_parallel_tool_use`, `stop_sequences`, and a temperature from 0 to 1.
 
-Fields that cannot change the answer (`metadata`, `service_tier`, `cache_control`) are accepted
-and ignored; `thinking` is accepted only as disabled; anything else is refused by name, as
+`output_config.format` (a JSON Schema) is the chat side's json_schema response format. Fields
+that cannot change the answer (`metadata`, `service_tier`, `cache_control`, ...) are accepted
+and ignored; `thinking` only as disabled or adaptive; anything else is refused by name, as
 Anthropic's own API refuses a field it does not know."""
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from meshdesk.core.openai_api.request import GenerationRequest
 from meshdesk.core.responses_api.request import parse_chat_body
 
 READ_FIELDS = {"model", "messages", "system", "max_tokens", "stop_sequences", "temperature", "top_p",
-               "stream", "tools", "tool_choice", "thinking"}
-IGNORED_FIELDS = {"metadata", "service_tier"}
+               "stream", "tools", "tool_choice", "thinking", "output_config"}
+# Accepted and ignored: bookkeeping, routing and cache hints that cannot change the answer.
+IGNORED_FIELDS = {"metadata", "service_tier", "cache_control", "inference_geo", "speed", "user_profile_id",
+                  "workspace_id", "diagnostics"}
+# "adaptive" lets the model decide whether to think: the models served here decide not to.
+QUIET_THINKING = ("disabled", "adaptive")
 TOOL_KEYS = {"name", "description", "input_schema", "type", "cache_control", "strict"}
 CHOICE_TYPES = {"auto": "auto", "any": "required", "none": "none", "tool": "function"}
 MAX_STOP_SEQUENCES = 4  # what the chat side takes
 MESSAGES_RENAMES = (("tools[].function.parameters", "tools[].input_schema"), ("tools[].function", "tools[]"),
-                    ("tool_choice.function", "tool_choice"), ("stop", "stop_sequences"))
+                    ("tool_choice.function", "tool_choice"), ("stop", "stop_sequences"),
+                    ("response_format.json_schema.schema", "output_config.format.schema"),
+                    ("response_format", "output_config.format"))
 
 
 def parse_messages_request(body: Any, *, counting: bool = False) -> GenerationRequest:
@@ -58,14 +65,37 @@ def parse_messages_request(body: Any, *, counting: bool = False) -> GenerationRe
     if tools:
         chat["tools"] = tools
     chat.update(_tool_choice(body.get("tool_choice")))
+    output_format = _output_format(body.get("output_config"))
+    if output_format is not None:
+        chat["response_format"] = output_format
     return parse_chat_body(chat, MESSAGES_RENAMES)
 
 
 def _refuse_thinking(thinking: Any) -> None:
-    if thinking is None or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+    if thinking is None or (isinstance(thinking, dict) and thinking.get("type") in QUIET_THINKING):
         return
     raise RequestError("thinking: the models this node serves do not think aloud; send "
                        "{\"type\": \"disabled\"} or leave it out", param="thinking")
+
+
+def _output_format(config: Any) -> dict | None:
+    """`output_config.format` (a JSON Schema the answer must follow) as the chat body's
+    `response_format`; `effort` is accepted and ignored, as the chat side ignores reasoning_effort."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise RequestError(f"output_config: must be an object, got {describe(config)}", param="output_config")
+    extra = sorted(set(config) - {"effort", "format"})
+    if extra:
+        raise RequestError(f"output_config.{extra[0]}: Extra inputs are not permitted",
+                           param=f"output_config.{extra[0]}")
+    given = config.get("format")
+    if given is None:
+        return None
+    if not isinstance(given, dict) or given.get("type") != "json_schema" or set(given) - {"type", "schema"}:
+        raise RequestError(f"output_config.format: must be {{\"type\": \"json_schema\", \"schema\": ...}}, "
+                           f"got {describe(given)}", param="output_config.format")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": given.get("schema"), "strict": True}}
 
 
 def _max_tokens(body: dict) -> int:
