@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from meshdesk.adapters import embeddings_routes
+from meshdesk.adapters import agent_apis, embeddings_routes
 from meshdesk.adapters.openai_server import OpenAiServer
 from meshdesk.core.invite import InviteToken
 from meshdesk.core.local_api_policy import ApiAccess
@@ -37,7 +37,8 @@ class Runtime:
         self.mesh = mesh
         self.join_tokens = join_tokens
         self.api_port = api_port
-        self.server = OpenAiServer(node, api_access, routes=(embeddings_routes.add_routes,))
+        self.server = OpenAiServer(node, api_access, routes=(embeddings_routes.add_routes,
+                                                                agent_apis.add_routes))
         self.background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
