@@ -59,9 +59,11 @@ def test_continue_from_crosses_the_mesh_but_is_never_read_from_an_http_body():
     carried = continuation(completion_request(), "upon a")
     assert GenerationRequest.from_wire(carried.to_wire()) == carried
     assert "continue_from" not in completion_request().to_wire()  # the old wire shape, unchanged
-    assert parse_completion_request({"model": "m", "prompt": "x", "continue_from": "injected"}).continue_from is None
-    assert parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                               "continue_from": "injected"}).continue_from is None
+    for parse, body in ((parse_completion_request, {"model": "m", "prompt": "x"}),
+                        (parse_chat_request, {"model": "m", "messages": [{"role": "user", "content": "x"}]})):
+        with pytest.raises(RequestError) as refused:  # a field no client may send: a 400 naming it
+            parse(body | {"continue_from": "injected"})
+        assert refused.value.param == "continue_from"
     for bad in (5, ["x"], "x" * (4 * 1024 * 1024 + 1)):
         with pytest.raises(RequestError):
             GenerationRequest.from_wire(completion_request().to_wire() | {"continue_from": bad})
@@ -230,3 +232,35 @@ def test_a_cut_off_watch_passes_every_event_and_the_end_through():
             yield FINISH
         return [event async for event in cut_when(two(), asyncio.Event(), lambda: HostLost("x"))]
     assert asyncio.run(scenario()) == [delta("a"), FINISH]
+
+
+JSON_ANSWER = {"response_format": {"type": "json_object"}}
+
+
+def test_an_answer_under_a_grammar_is_not_carried_on_from_its_text():
+    """The new host's grammar would start over at the first character: the client is told to ask again."""
+    for extra in (JSON_ANSWER, {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}):
+        request = chat(**extra)
+        mesh = FakeMesh(([delta('{"a"')], HostLost("link broke", "host-a", node_gone=True)), ([FINISH], None))
+        with pytest.raises(ModelUnavailable, match="cannot be carried on from its text") as raised:
+            asyncio.run(_collect_events(request, mesh))
+        assert not isinstance(raised.value, HostLost) and len(mesh.seen) == 1
+
+
+def test_an_answer_under_a_grammar_lost_before_any_text_starts_again_on_the_new_host():
+    request = chat(**JSON_ANSWER)
+    mesh = FakeMesh(([], HostLost("its child exited", "host-a", node_gone=False)), ([delta("{}"), FINISH], None))
+    assert asyncio.run(_collect_events(request, mesh)) == [delta("{}"), FINISH]
+    assert [seen.continue_from for seen, _ in mesh.seen] == [None, None]
+
+
+def test_a_tool_answer_without_a_grammar_is_carried_on_as_before():
+    request = chat(tools=[{"type": "function", "function": {"name": "f"}}])  # "auto": free text, calls held back
+    mesh = FakeMesh(([delta("Let me")], HostLost("link broke", "host-a", node_gone=True)),
+                    ([delta(" see."), FINISH], None))
+    assert asyncio.run(_collect_events(request, mesh)) == [delta("Let me"), delta(" see."), FINISH]
+    assert mesh.seen[1][0].continue_from == "Let me" and mesh.seen[1][0].tools == request.tools
+
+
+async def _collect_events(request, mesh) -> list[dict]:
+    return [event async for event in resumed(request, mesh.attempt, Changes(), 60, Clock())]

@@ -8,6 +8,10 @@ continuation (`core.continuation`) on whichever host they pick, never the node t
 Between tries it waits for the node's next change (a re-plan, a model host's state) or
 `RETRY_SECONDS`, at most `RESUME_SECONDS` after the loss; then the stream ends with an error.
 
+An answer under a grammar (a forced tool call, JSON by `response_format`) is carried on only
+if nothing of it has streamed yet (then it simply starts again on the new host): another host
+could not go on from its text, since the grammar would start over at the first character.
+
 Only a lost host is carried on. A request the plans never routed (unknown, still loading) fails
 at once as before; a client's mistake and a failure of the model itself are not retried; a
 client going away cancels everything.
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 RESUME_SECONDS = 60.0  # from losing the host to giving the answer up
 RESUME_SECONDS_ENV = "MESHDESK_RESUME_SECONDS"  # another bound, for tests
 RETRY_SECONDS = 0.5    # a remote host's own reloading is not a change this node hears of
+
+_GRAMMAR_LOST = ("the host of {model} was lost mid-answer ({error}); an answer under a grammar (a forced "
+                 "tool call or JSON) cannot be carried on from its text by another host: ask again")
 
 # (request, node ids not to send it to) -> the events of one try
 Attempt = Callable[[GenerationRequest, frozenset[str]], AsyncIterator[dict]]
@@ -105,6 +112,8 @@ async def resumed(request: GenerationRequest, attempt: Attempt, changes: Changes
                     return
             return
         except HostLost as error:
+            if request.grammar_needed and progress.text:
+                raise ModelUnavailable(_GRAMMAR_LOST.format(model=request.model, error=error)) from None
             if lost is None:  # one bound for the whole answer, however often its host is lost
                 deadline = clock() + bound
             lost = error
