@@ -81,7 +81,12 @@ def test_tool_choices_map_to_the_requests(choice, expected):
     ({"system": 3}, "system"),
     ({"system": [{"type": "image", "source": {}}]}, "system[0].type"),
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "system", "content": [{"type": "tool_result", "tool_use_id": "t"}]},
+                   {"role": "user", "content": "x"}]}, "messages[0].content[0].type"),
+    ({"tools": [dict(WEATHER, eager_input_streaming=True)]}, "tools[0].eager_input_streaming"),
+    ({"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}, "context_management"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 2048, "display": "omitted"}}, "thinking"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]},
      "messages[0].content[0].type"),
     ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
@@ -117,6 +122,32 @@ def test_output_config_is_a_response_format_and_quiet_thinking_and_hints_are_acc
                     service_tier="auto", inference_geo="eu")
     assert request.response_format == {"type": "json_schema", "name": "output", "schema": schema, "strict": True}
     assert parse(output_config={"effort": "high"}).response_format is None
+
+
+def test_a_request_as_claude_code_sends_it_is_read():
+    # The shape of a real Claude Code 2.1 first turn (ANTHROPIC_BASE_URL at a recording server),
+    # its long texts cut short.
+    body = {
+        "model": MODEL, "max_tokens": 32000, "stream": True,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<system-reminder>...</system-reminder>"},
+                                         {"type": "text", "text": "Say hi", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment ...",
+                                            "cache_control": {"type": "ephemeral"}}]}],
+        "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1"},
+                   {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+                   {"type": "text", "text": "# Doing tasks ...", "cache_control": {"type": "ephemeral"}}],
+        "tools": [dict(WEATHER, name="Bash"), dict(WEATHER, name="Monitor", defer_loading=True)],
+        "metadata": {"user_id": '{"device_id":"6de5","account_uuid":"","session_id":"0c37"}'},
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+    }
+    request = parse_messages_request(body)
+    assert [message["role"] for message in request.messages] == ["system", "user", "system"]
+    assert request.messages[1]["content"] == "<system-reminder>...</system-reminder>\nSay hi"
+    assert [tool["name"] for tool in request.tools] == ["Bash", "Monitor"]
+    assert request.stream and request.max_tokens == 32000 and request.response_format is None
 
 
 def test_a_count_tokens_body_needs_no_max_tokens_and_asks_for_one_token():

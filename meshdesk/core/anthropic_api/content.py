@@ -20,7 +20,8 @@ BLOCK_KEYS = {
     "tool_use": {"type", "id", "name", "input"},
     "tool_result": {"type", "tool_use_id", "content", "is_error"},
 }
-BLOCKS_BY_ROLE = {"user": ("text", "tool_result"), "assistant": ("text", "tool_use")}
+# Claude Code sends "system" turns inside `messages` too (instructions that arrive mid-conversation).
+BLOCKS_BY_ROLE = {"user": ("text", "tool_result"), "assistant": ("text", "tool_use"), "system": ("text",)}
 
 
 def system_messages(body: dict) -> list[dict]:
@@ -58,7 +59,7 @@ def _message(message: Any, param: str) -> list[dict]:
         raise RequestError(f"{param}.{extra[0]}: Extra inputs are not permitted", param=f"{param}.{extra[0]}")
     role = message.get("role")
     if role not in BLOCKS_BY_ROLE:
-        raise RequestError(f"{param}.role: must be \"user\" or \"assistant\", got {describe(role)}",
+        raise RequestError(f"{param}.role: must be \"user\", \"assistant\" or \"system\", got {describe(role)}",
                            param=f"{param}.role")
     content = message.get("content")
     if isinstance(content, str):
@@ -68,6 +69,8 @@ def _message(message: Any, param: str) -> list[dict]:
                            f"got {describe(content)}", param=f"{param}.content")
     blocks = [_block(block, f"{param}.content[{index}]", BLOCKS_BY_ROLE[role])
               for index, block in enumerate(content)]
+    if role == "system":
+        return [{"role": "system", "content": "\n".join(block["text"] for block in blocks)}]
     return _assistant_turn(blocks) if role == "assistant" else _user_turn(blocks)
 
 

@@ -22,13 +22,14 @@ from meshdesk.core.openai_api.request import GenerationRequest
 from meshdesk.core.responses_api.request import parse_chat_body
 
 READ_FIELDS = {"model", "messages", "system", "max_tokens", "stop_sequences", "temperature", "top_p",
-               "stream", "tools", "tool_choice", "thinking", "output_config"}
+               "stream", "tools", "tool_choice", "thinking", "output_config", "context_management"}
 # Accepted and ignored: bookkeeping, routing and cache hints that cannot change the answer.
 IGNORED_FIELDS = {"metadata", "service_tier", "cache_control", "inference_geo", "speed", "user_profile_id",
                   "workspace_id", "diagnostics"}
 # "adaptive" lets the model decide whether to think: the models served here decide not to.
 QUIET_THINKING = ("disabled", "adaptive")
-TOOL_KEYS = {"name", "description", "input_schema", "type", "cache_control", "strict"}
+# `defer_loading` marks a tool the model may load later (tool search): here it is there from the start.
+TOOL_KEYS = {"name", "description", "input_schema", "type", "cache_control", "strict", "defer_loading"}
 CHOICE_TYPES = {"auto": "auto", "any": "required", "none": "none", "tool": "function"}
 MAX_STOP_SEQUENCES = 4  # what the chat side takes
 MESSAGES_RENAMES = (("tools[].function.parameters", "tools[].input_schema"), ("tools[].function", "tools[]"),
@@ -47,6 +48,7 @@ def parse_messages_request(body: Any, *, counting: bool = False) -> GenerationRe
     if unknown:
         raise RequestError(f"{unknown[0]}: Extra inputs are not permitted", param=unknown[0])
     _refuse_thinking(body.get("thinking"))
+    _refuse_context_edits(body.get("context_management"))
     chat: dict = {"model": read_model(body), "messages": system_messages(body) + chat_messages(body),
                   "max_tokens": 1 if counting else _max_tokens(body),
                   "stream": False if counting else read_optional_bool(body, "stream", default=False)}
@@ -76,6 +78,18 @@ def _refuse_thinking(thinking: Any) -> None:
         return
     raise RequestError("thinking: the models this node serves do not think aloud; send "
                        "{\"type\": \"disabled\"} or leave it out", param="thinking")
+
+
+def _refuse_context_edits(management: Any) -> None:
+    """Edits that clear thinking blocks are accepted (no turn here has any); any other edit
+    would change what the model reads, which this node does not do."""
+    if management is None:
+        return
+    edits = management.get("edits") if isinstance(management, dict) else None
+    if not isinstance(edits, list) or set(management) - {"edits"} or not all(
+            isinstance(edit, dict) and str(edit.get("type", "")).startswith("clear_thinking_") for edit in edits):
+        raise RequestError("context_management: only edits that clear thinking blocks are supported, "
+                           f"got {describe(management)}", param="context_management")
 
 
 def _output_format(config: Any) -> dict | None:
