@@ -10,6 +10,7 @@ from aiohttp import web
 
 from meshdesk.adapters.agent_apis.answers import AnswerFailed, answer_events, collect, relay
 from meshdesk.core import openai_api
+from meshdesk.core.openai_api import RequestError
 from meshdesk.core.responses_api import ResponseEvents, parse_responses_request, whole_response
 from meshdesk.node.interfaces import Gateway
 
@@ -20,6 +21,12 @@ class ResponsesRoutes:
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/v1/responses", self.create)
+        app.router.add_get("/v1/responses/{response_id}", self.retrieve)
+
+    async def retrieve(self, http_request: web.Request) -> web.Response:
+        raise RequestError(f"no response {http_request.match_info['response_id'][:80]!r}: this node keeps no "
+                           "responses (it answers with store false)", status=404, param="response_id",
+                           code="not_found")
 
     async def create(self, http_request: web.Request) -> web.StreamResponse:
         try:
