@@ -79,6 +79,31 @@ def test_fields_that_cannot_change_the_answer_are_accepted():
     assert call.request.stream and call.echo["store"] is False and call.echo["metadata"] == {"a": "b"}
 
 
+def test_a_request_as_codex_sends_it_is_read():
+    # The fields of codex-rs's ResponsesApiRequest, as it sends them to a provider of its own.
+    shell = {"type": "function", "name": "shell", "description": "Runs a shell command", "strict": False,
+             "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}},
+                                                             "workdir": {"type": "string"}},
+                            "required": ["command"], "additionalProperties": False}}
+    call = parse_responses_request({
+        "model": MODEL, "instructions": "You are Codex.", "tools": [shell], "tool_choice": "auto",
+        "parallel_tool_calls": False, "reasoning": None, "store": False, "stream": True, "include": [],
+        "prompt_cache_key": "0199-thread", "client_metadata": {"x": "y"},
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "<permissions>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "List files."}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Listing."}],
+             "end_turn": False},
+            {"type": "function_call", "name": "shell", "arguments": '{"command": ["ls"]}', "call_id": "call_1"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "README.md"},
+        ]})
+    assert [message["role"] for message in call.request.messages] == \
+        ["system", "developer", "user", "assistant", "tool"]
+    assert call.request.messages[3]["tool_calls"] == [{"id": "call_1", "name": "shell",
+                                                      "arguments": '{"command": ["ls"]}'}]
+    assert call.request.stream and not call.request.parallel_tool_calls and call.request.tools[0]["name"] == "shell"
+
+
 @pytest.mark.parametrize("fields, param", [
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
     ({"store": True}, "store"),

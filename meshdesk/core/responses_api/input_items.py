@@ -16,7 +16,7 @@ INPUT_ROLES = ("user", "system", "developer", "assistant")
 # The parts a message's content may hold, by who wrote it, and the key their text is under.
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 ITEM_KEYS = {
-    "message": {"type", "role", "content", "id", "status", "phase"},
+    "message": {"type", "role", "content", "id", "status", "phase", "end_turn"},
     "function_call": {"type", "call_id", "name", "arguments", "id", "status", "namespace"},
     "function_call_output": {"type", "call_id", "output", "id", "status"},
 }

@@ -27,7 +27,7 @@ READ_FIELDS = {"model", "input", "instructions", "tools", "tool_choice", "parall
 # Accepted and ignored, as the chat side does: none can change the answer. `reasoning` asks a
 # reasoning model how long to think (and for summaries of it); no model served here thinks aloud.
 IGNORED_FIELDS = {"metadata", "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
-                  "service_tier", "reasoning"}
+                  "service_tier", "reasoning", "client_metadata"}
 # `include` values that ask for nothing this node could leave out of its answer.
 HARMLESS_INCLUDES = {"reasoning.encrypted_content"}
 TEXT_FORMATS = ("text", "json_object", "json_schema")
