@@ -1,5 +1,6 @@
 """POST /v1/embeddings, pure: the body read and bounded, the request on the wire, the host's
-events checked and the answer shaped (`core.openai_api.embeddings`)."""
+events checked and the answer shaped (`core.openai_api.embeddings`); and `node.resume` asking a
+lost host's embeddings again."""
 
 from __future__ import annotations
 
@@ -152,3 +153,32 @@ def test_dimensions_must_be_the_models_own():
     with pytest.raises(RequestError) as caught:
         check_dimensions(EmbeddingOptions(dimensions=16), 32, "tiny")
     assert caught.value.param == "dimensions" and "32" in caught.value.message and "tiny" in caught.value.message
+
+
+def test_an_embedding_whose_host_is_lost_is_asked_again_whole_and_the_last_vectors_count():
+    import asyncio
+
+    from meshdesk.node.interfaces import HostLost
+    from meshdesk.node.resume import Changes, resumed
+
+    request = parse_embedding_request({"model": "m", "input": ["a", "b"]})
+    first = [vector_event(0, [1.0, 0.0])]
+    second = [vector_event(0, [0.0, 1.0]), vector_event(1, [0.6, 0.8]), {"type": "finish", "finish_reason": "stop",
+                                                                        "usage": {"prompt_tokens": 4}}]
+    seen = []
+
+    async def attempt(each, avoid):
+        seen.append(each)
+        for event in first if len(seen) == 1 else second:
+            yield event
+        if len(seen) == 1:
+            raise HostLost("the link broke", "host-a", node_gone=True)
+
+    async def run():
+        return [event async for event in resumed(request, attempt, Changes(), 60, lambda: 0.0)]
+    events = asyncio.run(run())
+    assert seen == [request, request]  # the same texts again: no continue_from for vectors
+    answer = EmbeddingAnswer(2)
+    for event in events[:-1]:
+        answer.add(event)
+    assert answer.complete() == [[0.0, 1.0], np.array([0.6, 0.8], dtype=np.float32).tolist()]
