@@ -112,6 +112,7 @@ def test_the_embedder_does_not_chat_a_400_naming_it(mesh, through):
     with pytest.raises(openai.BadRequestError) as caught:
         node.client().chat.completions.create(model=EMBEDDER, messages=[{"role": "user", "content": "hi"}])
     assert f"'{EMBEDDER}' is an embedding model" in caught.value.body["message"]
+    assert caught.value.body["param"] == "model"
 
 
 @pytest.mark.parametrize("body, param", [

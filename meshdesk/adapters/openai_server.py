@@ -256,7 +256,8 @@ def raise_if_error(event: dict) -> None:
         return
     message = str(event.get("message", "model host error"))
     if event.get("kind") == "request":
-        raise RequestError(message, code="invalid_prompt")
+        param = event.get("param")  # the field the host names, e.g. "model" for an embedding model
+        raise RequestError(message, code="invalid_prompt", param=param if isinstance(param, str) else None)
     raise GenerationFailed(message)
 
 
