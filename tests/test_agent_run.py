@@ -16,7 +16,7 @@ import pytest
 from meshdesk.app.assembly import model_context
 from meshdesk.app.cli import build_parser
 from meshdesk.core.agents import (ConfigFileError, Endpoint, ServedModel, best_model, chat_tuned,
-                                  merge_codex_config, merge_pi_models, setup_for)
+                                  merge_codex_config, merge_pi_models, merge_pi_settings, setup_for)
 from meshdesk.ui.agents import agent_commands, terminal_command
 from tests.nodes import meshdesk_command
 from tests.nodes import test_environment as child_environment
@@ -57,7 +57,7 @@ def test_claude_gets_the_messages_api_our_model_everywhere_and_no_other_traffic(
                  "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL"):
         assert environment[name] == ENDPOINT.model, name
     assert environment["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
-    assert environment["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "8192"
+    assert setup.defaults["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "8192"  # the user's own setting wins
 
 
 def test_codex_gets_a_responses_provider_in_its_config_and_chooses_it_on_the_command_line():
@@ -92,6 +92,20 @@ def test_our_pi_provider_joins_the_users_providers_and_replaces_only_our_old_one
     for broken in ("{not json", "[1, 2]", '{"providers": []}'):
         with pytest.raises(ConfigFileError):
             merge_pi_models(broken, {})
+
+
+def test_pi_reserves_a_quarter_of_our_context_unless_the_users_reserve_leaves_room():
+    settings = setup_for("pi", ENDPOINT).settings  # a context of 8192
+    assert json.loads(merge_pi_settings(None, settings, 8192)) == {"compaction": {"reserveTokens": 2048}}
+    users = {"theme": "dark", "compaction": {"enabled": True}}
+    merged = json.loads(merge_pi_settings(json.dumps(users), settings, 8192))
+    assert merged == {"theme": "dark", "compaction": {"enabled": True, "reserveTokens": 2048}}
+    # pi's default reserve (16384) would leave no room in our window: it compacts after every answer
+    assert json.loads(merge_pi_settings('{"compaction": {"reserveTokens": 16384}}', settings, 8192)) \
+        == {"compaction": {"reserveTokens": 2048}}
+    assert merge_pi_settings('{"compaction": {"reserveTokens": 1000}}', settings, 8192) is None
+    with pytest.raises(ConfigFileError):
+        merge_pi_settings('{"compaction": 3}', settings, 8192)
 
 
 def test_our_codex_table_is_added_once_and_the_users_lines_are_kept():
@@ -259,6 +273,8 @@ def test_a_run_starts_a_lite_client_joins_picks_the_model_merges_pi_config_and_s
     served = shared_node.status()["models"][0]["id"]
     assert given["argv"] == ["--provider", "mesh", "--model", served, "-p", "hello there"]
     assert given["providers"] == ["mesh", "ollama"]  # the user's provider kept
+    settings = json.loads((user_home / ".pi" / "agent" / "settings.json").read_text())
+    assert settings["compaction"]["reserveTokens"] == 4096  # a quarter of Gemma's 16k context
     assert given["keyless"] == 401 and len(given["key"]) >= 24  # the client's API takes only the agent's key
     assert given["finish_reason"] in ("stop", "length") and served in given["models"]
     assert not (home / "runtime.json").exists()  # the lite client stopped with the agent

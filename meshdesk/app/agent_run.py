@@ -21,9 +21,9 @@ from meshdesk.app.assembly import DEFAULT_CONTEXT
 from meshdesk.app.command_line import CommandFailed, OneLineErrorParser
 from meshdesk.app.home import Home, default_home
 from meshdesk.app.model_choice import bundled_catalog
-from meshdesk.core.agents import (AGENTS, CODEX_CONFIG_FILE, KEY_VARIABLE, PI_MODELS_FILE, AgentSetup,
-                                  ConfigFileError, Endpoint, best_model, merge_codex_config, merge_pi_models,
-                                  not_installed, setup_for)
+from meshdesk.core.agents import (AGENTS, CODEX_CONFIG_FILE, KEY_VARIABLE, PI_MODELS_FILE, PI_SETTINGS_FILE,
+                                  AgentSetup, ConfigFileError, Endpoint, best_model, merge_codex_config,
+                                  merge_pi_models, merge_pi_settings, not_installed, setup_for)
 
 NOT_INSTALLED = 127   # what a shell answers for a command it cannot find
 DEFAULT_WAIT_SECONDS = 180.0
@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
                          "a chat-tuned model over a base one, then the largest)")
     command.add_argument("--wait", type=float, default=DEFAULT_WAIT_SECONDS, metavar="SECONDS",
                          help=f"how long to wait for a served model (default: {DEFAULT_WAIT_SECONDS:.0f})")
+    command.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                         help="the most tokens the agent asks for in one answer (default: a quarter of "
+                         "the model's context, at most 2048); less answers sooner on a slow mesh")
     command.add_argument("--join", action="append", default=[], metavar="TOKEN",
                          help="for a lite client started now: join this mesh first (an invite token or link)")
     command.add_argument("--api-key", default=None, metavar="KEY",
@@ -52,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
 
 def run_agent_command(argv: list[str]) -> int:
     arguments = parser().parse_args(argv)
+    if arguments.max_tokens is not None and arguments.max_tokens < 1:
+        parser().error("--max-tokens must be at least 1")
     program = shutil.which(arguments.agent)
     if program is None:
         sys.stderr.write(f"meshdesk run: {not_installed(arguments.agent)}\n")
@@ -64,8 +69,9 @@ def run_agent_command(argv: list[str]) -> int:
             models, status = wait_for_models(node, arguments.model, arguments.wait, client)
             model = arguments.model or best_model(models, local_sizes(status))
             key = client.api_key if client is not None else node_key(node, arguments.api_key)
-            setup = setup_for(arguments.agent, Endpoint(node.port, model, key, context_for(model)))
-            write_config(setup)
+            endpoint = Endpoint(node.port, model, key, context_for(model), arguments.max_tokens)
+            setup = setup_for(arguments.agent, endpoint)
+            write_config(setup, endpoint.context)
             where = "a lite client started for this run" if client else f"the node of {home.root}"
             say(f"{arguments.agent} uses {model} through {where} (http://127.0.0.1:{node.port}/v1)")
             return run_program(program, setup, arguments.arguments)
@@ -94,30 +100,36 @@ def context_for(model: str) -> int:
     return min(DEFAULT_CONTEXT, found[0].context_length) if found else DEFAULT_CONTEXT
 
 
-def config_path(setup: AgentSetup) -> Path:
-    """Where the agent reads its config, the agents' own overrides of their folder honoured."""
-    if setup.config_file == PI_MODELS_FILE and os.environ.get("PI_CODING_AGENT_DIR"):
-        return Path(os.environ["PI_CODING_AGENT_DIR"]).expanduser() / "models.json"
-    if setup.config_file == CODEX_CONFIG_FILE and os.environ.get("CODEX_HOME"):
+def config_path(relative: str) -> Path:
+    """Where the agent reads a config file, the agents' own overrides of their folder honoured."""
+    if relative.startswith(".pi/agent/") and os.environ.get("PI_CODING_AGENT_DIR"):
+        return Path(os.environ["PI_CODING_AGENT_DIR"]).expanduser() / Path(relative).name
+    if relative == CODEX_CONFIG_FILE and os.environ.get("CODEX_HOME"):
         return Path(os.environ["CODEX_HOME"]).expanduser() / "config.toml"
-    return Path.home() / setup.config_file
+    return Path.home() / relative
 
 
-def write_config(setup: AgentSetup) -> None:
-    """Merges our provider into the agent's file, keeping the user's entries; a file that is
-    not what it should be is left alone, and the run stops saying so."""
-    if not setup.config_file:
-        return
-    path = config_path(setup)
-    merge = merge_pi_models if setup.config_file == PI_MODELS_FILE else merge_codex_config
+def write_config(setup: AgentSetup, context: int) -> None:
+    """Merges our provider (and pi's settings) into the agent's files, keeping the user's
+    entries; a file that is not what it should be is left alone, and the run stops saying so."""
+    if setup.config_file == PI_MODELS_FILE:
+        merge_file(config_path(PI_MODELS_FILE), lambda text: merge_pi_models(text, setup.config))
+    elif setup.config_file == CODEX_CONFIG_FILE:
+        merge_file(config_path(CODEX_CONFIG_FILE), lambda text: merge_codex_config(text, setup.config))
+    if setup.settings:
+        merge_file(config_path(PI_SETTINGS_FILE), lambda text: merge_pi_settings(text, setup.settings, context))
+
+
+def merge_file(path: Path, merge) -> None:
+    """`merge(text or None)` gives the new text, or None for no change; written atomically."""
     try:
         existing = path.read_text(encoding="utf-8") if path.exists() else None
-        text = merge(existing, setup.config)
+        text = merge(existing)
     except ConfigFileError as error:
         raise CommandFailed(f"not changing {path}: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise CommandFailed(f"cannot read {path}: {error}") from None
-    if text == existing:
+    if text is None or text == existing:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +143,8 @@ def write_config(setup: AgentSetup) -> None:
 
 
 def agent_environment(setup: AgentSetup) -> dict[str, str]:
-    environment = {name: value for name, value in os.environ.items() if name not in setup.unset}
+    environment = {**setup.defaults, **{name: value for name, value in os.environ.items()
+                                         if name not in setup.unset}}
     environment.update(setup.environment)
     return environment
 

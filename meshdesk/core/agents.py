@@ -21,6 +21,7 @@ KEY_VARIABLE = "MESHDESK_API_KEY"
 PROVIDER = "meshdesk"      # opencode's and codex's provider id
 PI_PROVIDER = "mesh"       # pi's, as mesh-llm names it (`pi --provider mesh`)
 PI_MODELS_FILE = ".pi/agent/models.json"    # under the user's home (or $PI_CODING_AGENT_DIR/models.json)
+PI_SETTINGS_FILE = ".pi/agent/settings.json"
 CODEX_CONFIG_FILE = ".codex/config.toml"    # under the user's home (or $CODEX_HOME/config.toml)
 DEFAULT_OUTPUT_TOKENS = 2048
 
@@ -42,6 +43,7 @@ class Endpoint:
     model: str
     api_key: str
     context: int   # the tokens the agent may assume the model's context holds
+    max_tokens: int | None = None  # the most an answer may take; None: a quarter of the context
 
     @property
     def root(self) -> str:
@@ -53,7 +55,7 @@ class Endpoint:
 
     @property
     def output_tokens(self) -> int:
-        return max(256, min(DEFAULT_OUTPUT_TOKENS, self.context // 4))
+        return self.max_tokens or max(256, min(DEFAULT_OUTPUT_TOKENS, self.context // 4))
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,13 @@ class AgentSetup:
     agent: str
     program: str                               # the executable looked up on PATH
     environment: dict[str, str]                # set for the agent (the key included)
+    defaults: dict[str, str] = field(default_factory=dict)  # set unless the user's environment has them
     arguments: tuple[str, ...] = ()            # before the user's arguments
     default_arguments: tuple[str, ...] = ()    # when the user gives none
     unset: tuple[str, ...] = ()                # variables the agent must not inherit
     config_file: str = ""                      # relative to the user's home: must hold `config` first
     config: dict = field(default_factory=dict)  # the provider to merge into that file
+    settings: dict = field(default_factory=dict)  # pi: settings.json values a user's own file lacks
 
     def command(self, user_arguments: list[str] | tuple[str, ...] = ()) -> list[str]:
         return [self.program, *self.arguments, *(user_arguments or self.default_arguments)]
@@ -80,9 +84,9 @@ def setup_for(agent: str, endpoint: Endpoint) -> AgentSetup:
 def goose(endpoint: Endpoint) -> AgentSetup:
     environment = {"GOOSE_PROVIDER": "openai", "OPENAI_HOST": endpoint.root,
                    "OPENAI_BASE_PATH": "v1/chat/completions", "OPENAI_API_KEY": endpoint.api_key,
-                   "GOOSE_MODEL": endpoint.model, "GOOSE_CONTEXT_LIMIT": str(endpoint.context),
-                   KEY_VARIABLE: endpoint.api_key}
-    return AgentSetup("goose", "goose", environment, default_arguments=("session",))
+                   "GOOSE_MODEL": endpoint.model, KEY_VARIABLE: endpoint.api_key}
+    return AgentSetup("goose", "goose", environment, {"GOOSE_CONTEXT_LIMIT": str(endpoint.context)},
+                      default_arguments=("session",))
 
 
 def opencode_config(endpoint: Endpoint) -> dict:
@@ -98,9 +102,9 @@ def opencode_config(endpoint: Endpoint) -> dict:
 
 def opencode(endpoint: Endpoint) -> AgentSetup:
     environment = {"OPENCODE_CONFIG_CONTENT": json.dumps(opencode_config(endpoint), separators=(",", ":")),
-                   "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1",
                    KEY_VARIABLE: endpoint.api_key}
-    return AgentSetup("opencode", "opencode", environment)
+    return AgentSetup("opencode", "opencode", environment,
+                      {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1"})
 
 
 def pi_provider(endpoint: Endpoint) -> dict:
@@ -112,9 +116,13 @@ def pi_provider(endpoint: Endpoint) -> dict:
 
 
 def pi(endpoint: Endpoint) -> AgentSetup:
+    """pi compacts a session once its tokens pass the model's window less `reserveTokens`
+    (16384 by default: all of our context, so it would summarise after every answer); a
+    quarter of the context is reserved instead, where the user's settings reserve too much."""
     return AgentSetup("pi", "pi", {KEY_VARIABLE: endpoint.api_key},
                       arguments=("--provider", PI_PROVIDER, "--model", endpoint.model),
-                      config_file=PI_MODELS_FILE, config=pi_provider(endpoint))
+                      config_file=PI_MODELS_FILE, config=pi_provider(endpoint),
+                      settings={"compaction": {"reserveTokens": endpoint.context // 4}})
 
 
 def claude(endpoint: Endpoint) -> AgentSetup:
@@ -125,12 +133,11 @@ def claude(endpoint: Endpoint) -> AgentSetup:
                    "ANTHROPIC_MODEL": model, "ANTHROPIC_SMALL_FAST_MODEL": model,
                    "ANTHROPIC_DEFAULT_HAIKU_MODEL": model, "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
                    "ANTHROPIC_DEFAULT_OPUS_MODEL": model, "CLAUDE_CODE_SUBAGENT_MODEL": model,
-                   "CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(endpoint.context),
-                   "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(endpoint.output_tokens),
-                   "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
-                   "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
-                   KEY_VARIABLE: endpoint.api_key}
-    return AgentSetup("claude", "claude", environment, unset=("ANTHROPIC_API_KEY",))
+                   "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", KEY_VARIABLE: endpoint.api_key}
+    defaults = {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(endpoint.context),
+                "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(endpoint.output_tokens),
+                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1"}
+    return AgentSetup("claude", "claude", environment, defaults, unset=("ANTHROPIC_API_KEY",))
 
 
 def codex_provider(endpoint: Endpoint) -> dict:
@@ -175,6 +182,27 @@ def merge_pi_models(existing: str | None, provider: dict) -> str:
     if not isinstance(providers, dict):
         raise ConfigFileError('its "providers" is not an object')
     providers[PI_PROVIDER] = provider
+    return json.dumps(document, indent=2) + "\n"
+
+
+def merge_pi_settings(existing: str | None, settings: dict, context: int) -> str | None:
+    """`~/.pi/agent/settings.json` with our compaction reserve where the user's leaves no room in
+    a `context`-token window (or sets none); None when the file needs no change."""
+    document: dict = {}
+    if existing is not None and existing.strip():
+        try:
+            document = json.loads(existing)
+        except ValueError as error:
+            raise ConfigFileError(f"it is not JSON ({error})") from None
+        if not isinstance(document, dict):
+            raise ConfigFileError("it is not a JSON object")
+    compaction = document.setdefault("compaction", {})
+    if not isinstance(compaction, dict):
+        raise ConfigFileError('its "compaction" is not an object')
+    reserve = compaction.get("reserveTokens")
+    if isinstance(reserve, int) and not isinstance(reserve, bool) and 0 < reserve < context // 2:
+        return None
+    compaction["reserveTokens"] = settings["compaction"]["reserveTokens"]
     return json.dumps(document, indent=2) + "\n"
 
 

@@ -41,7 +41,8 @@ def run_command(agent: str, home: str | None = None) -> str:
 def agent_command(agent: str, port: int, model: str, home: str | None = None) -> AgentCommand:
     endpoint = Endpoint(port, model, KEY_PLACEHOLDER, SHOWN_CONTEXT)
     setup = setup_for(agent, endpoint)
-    assignments = [f"{name}={shell_word(value)}" for name, value in setup.environment.items()]
+    variables = {**setup.environment, **setup.defaults}
+    assignments = [f"{name}={shell_word(value)}" for name, value in variables.items()]
     words = [shell_word(word) for word in setup.command()]
     command = " ".join(assignments + words)
     if setup.unset:
