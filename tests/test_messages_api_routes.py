@@ -6,6 +6,8 @@ status line and after it, and that every answer's events are closed."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import threading
 
 import anthropic
@@ -41,10 +43,14 @@ class ScriptedGateway:
             self.closed += 1
 
 
+KEY = "sk-local-" + "k" * 24
+
+
 @pytest.fixture(scope="module")
 def api():
+    """A server whose /v1 needs KEY, as `--api-key` makes it."""
     gateway = ScriptedGateway()
-    server = OpenAiServer(gateway, ApiAccess("secret-" + "s" * 32), routes=(agent_apis.add_routes,))
+    server = OpenAiServer(gateway, ApiAccess("secret-" + "s" * 32, api_key=KEY), routes=(agent_apis.add_routes,))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -65,12 +71,13 @@ def gateway(api):
 
 @pytest.fixture
 def claude(api):
-    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{api[1]}", api_key="x", max_retries=0, timeout=10)
+    # This SDK sends its key as "Authorization: Bearer"; older ones and other clients send x-api-key.
+    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{api[1]}", api_key=KEY, max_retries=0, timeout=10)
 
 
 @pytest.fixture
 def responses(api):
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{api[1]}/v1", api_key="x", max_retries=0, timeout=10).responses
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{api[1]}/v1", api_key=KEY, max_retries=0, timeout=10).responses
 
 
 def test_an_answer_whole_and_streamed_and_each_closed(gateway, claude, responses):
@@ -165,3 +172,31 @@ def test_a_stored_response_is_not_found_saying_why(gateway, responses):
     with pytest.raises(openai.NotFoundError) as caught:
         responses.retrieve("resp_123")
     assert "keeps no responses" in caught.value.body["message"] and gateway.requests == []
+
+
+def post(port: int, path: str, headers: dict, method: str = "POST") -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps({"model": "m", "max_tokens": 5, "messages": ASK}) if method == "POST" else None
+    connection.request(method, path, body=body, headers={"Host": f"127.0.0.1:{port}", **headers})
+    answer = connection.getresponse()
+    status, text = answer.status, answer.read()
+    connection.close()
+    return status, dict(answer.getheaders()) | {"body": text}
+
+
+def test_the_key_opens_the_agents_routes_and_a_web_page_still_cannot_use_them(api, gateway):
+    port = api[1]
+    honest = {"Content-Type": "application/json", "x-api-key": KEY}
+    assert post(port, "/v1/messages", honest)[0] == 200
+    assert post(port, "/v1/messages", {"Content-Type": "application/json"})[0] == 401
+    assert post(port, "/v1/responses", {"Content-Type": "application/json", "x-api-key": "wrong"})[0] == 401
+    # A page that knows the key: its requests carry its Origin, which was never allowed.
+    evil = {"Origin": "https://evil.example"}
+    status, answer = post(port, "/v1/messages", honest | evil)
+    assert status == 403 and "Access-Control-Allow-Origin" not in answer
+    status, answer = post(port, "/v1/messages", evil | {
+        "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key,content-type"},
+        method="OPTIONS")
+    assert status == 403 and "Access-Control-Allow-Origin" not in answer
+    assert post(port, "/v1/messages", {"Content-Type": "text/plain", "x-api-key": KEY})[0] == 415
+    assert len(gateway.requests) == 1
