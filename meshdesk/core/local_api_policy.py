@@ -10,7 +10,8 @@ is judged, in this order:
    preflight from an allowed origin is answered here, with the CORS headers it asks for.
 3. Routes outside `/v1/` are management: they need the node's local secret (a token in a
    0600 file in the home) as `Authorization: Bearer TOKEN`. `/v1/` is open to local
-   processes unless the user set an API key, which it then needs, as OpenAI's API does.
+   processes unless the user set an API key, which it then needs, as OpenAI's API does
+   (`Authorization: Bearer KEY`, or `x-api-key: KEY` as Anthropic's clients send it).
 4. A POST must say `Content-Type: application/json`, which no page can send without a
    preflight.
 
