@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("speculative.py", "main-model passes per token with the draft ="),
     ("split.py", "MeshDesk / direct RPC tokens/s ="),
     ("churn.py", "SIGKILL of a peer -> removal from every view"),
+    ("grammar.py", "grammar-constrained / free tokens/s ="),
 ])
 def test_bench_quick_mode_prints_its_verdict(script, verdict):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,

@@ -45,7 +45,10 @@ def request(messages=({"role": "user", "content": "What is the weather in Paris?
 def smollm2(smollm2_model_path):
     import llama_cpp
 
-    return llama_cpp.Llama(model_path=str(smollm2_model_path), n_ctx=2048, n_threads=2, verbose=False)
+    from meshdesk.adapters.llama.grammar_sampler import with_grammar_first
+
+    return with_grammar_first(llama_cpp.Llama)(model_path=str(smollm2_model_path), n_ctx=2048, n_threads=2,
+                                               verbose=False)
 
 
 def generate(llama, chat_request, max_tokens=96) -> tuple[str, str]:
@@ -142,3 +145,18 @@ def test_two_tools_with_a_definition_of_the_same_name_keep_their_own(smollm2):
     assert 'tool0-item-n-kv ::= "\\"n\\"" space ":" space integer' in text
     assert 'tool1-item-b-kv ::= "\\"b\\"" space ":" space boolean' in text
     grammar.check_parses(smollm2, text)
+
+
+def test_the_grammar_asked_first_about_the_chosen_token_gives_the_chain_s_answer(smollm2):
+    """The host's sampler (grammar_sampler) against llama-cpp-python's grammar in the chain."""
+    chat_request = request(parallel=False)
+    smollm2.grammar_first = False
+    try:
+        smollm2.reset()  # a cached prefix changes the batch shapes, and so the logits' last bits
+        chain_text = generate(smollm2, chat_request)
+    finally:
+        smollm2.grammar_first = True
+    smollm2.reset()
+    assert generate(smollm2, chat_request) == chain_text
+    sampler = smollm2.last_sampler
+    assert 0 < sampler.refusals < sampler.steps  # the grammar overruled the model, but not every step

@@ -24,6 +24,7 @@ from meshdesk.adapters.llama import embedding
 from meshdesk.adapters.llama import grammar as grammars
 from meshdesk.adapters.llama.chat_template import ChatFormat, chat_format
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
+from meshdesk.adapters.llama.grammar_sampler import with_grammar_first
 from meshdesk.adapters.llama.tool_output import output_for
 from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
@@ -80,7 +81,7 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
         model_class = llama_cpp.Llama
     else:
         from meshdesk.adapters.llama.speculative import SpeculativeLlama as model_class
-    llama = model_class(
+    llama = with_grammar_first(model_class)(
         model_path=arguments.model,
         n_ctx=arguments.context,
         n_threads=arguments.threads,
