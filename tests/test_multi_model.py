@@ -85,3 +85,35 @@ def test_requests_spread_across_solo_replicas(node_factory, tmp_path, default_mo
         assert all(pool.map(long_answer, range(4)))
     served = [node.status()["models"][0]["requests"] for node in (seeder, replica)]
     assert all(count >= 1 for count in served), served
+
+
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_two_architectures_are_served_together_and_tools_cross_the_mesh(
+        node_factory, tmp_path, default_model_path, smollm2_model_path):
+    """Gemma 3 (fallback template) and SmolLM2 (llama, its own ChatML template) in one mesh: each
+    node serves one, and both answer from either node, a forced tool call too."""
+    import json
+
+    seeder = node_factory("--model", "default", "--model", "smollm2", "--threads", "1",
+                          home=home_with(tmp_path, "seeder", default_model_path, smollm2_model_path))
+    joiner = node_factory("--join", seeder.invite_token(), "--threads", "1",
+                          home=home_with(tmp_path, "joiner", default_model_path, smollm2_model_path))
+    poll(lambda: {states(seeder).get(GEMMA), states(seeder).get(SMOLLM2)} == {"ready", "remote"}
+         and {states(joiner).get(GEMMA), states(joiner).get(SMOLLM2)} == {"ready", "remote"}, 90,
+         message="each node to serve one of the two models")
+    tool = {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "required": ["a", "b"], "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}
+    for node in (seeder, joiner):
+        assert model_ids(node) == sorted([GEMMA, SMOLLM2])
+        client = node.client()
+        for model in (GEMMA, SMOLLM2):
+            answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                                    max_tokens=4, temperature=0)
+            assert answer.model == model and answer.choices[0].message.content
+        call = client.chat.completions.create(
+            model=SMOLLM2, messages=[{"role": "user", "content": "Add 2 and 3."}], tools=[tool],
+            tool_choice="required", parallel_tool_calls=False, temperature=0, max_tokens=40).choices[0]
+        assert call.finish_reason == "tool_calls" and call.message.tool_calls[0].function.name == "add"
+        assert set(json.loads(call.message.tool_calls[0].function.arguments)) == {"a", "b"}
