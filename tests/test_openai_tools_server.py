@@ -116,6 +116,12 @@ def test_streamed_calls_arrive_as_openais_deltas(api, gateway):
     assert raw.endswith(b"data: [DONE]\n\n")
 
 
+def test_without_parallel_tool_calls_only_the_first_call_is_given(api, gateway):
+    _, client, _ = api
+    reply = client.chat.completions.create(model="m", messages=HI, tools=[WEATHER, SEARCH], parallel_tool_calls=False)
+    assert [call.function.name for call in reply.choices[0].message.tool_calls] == ["get_weather"]
+
+
 def test_the_sdks_stream_helper_assembles_the_calls(api, gateway):
     _, client, _ = api
     with client.chat.completions.stream(model="m", messages=HI, tools=[WEATHER, SEARCH]) as stream:

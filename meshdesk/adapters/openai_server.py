@@ -276,6 +276,8 @@ def ending(request: GenerationRequest, finish: dict) -> tuple[str, list[dict]]:
         calls = finish_tool_calls(finish, new_call_id) if request.kind == "chat" else []
     except ValueError as error:
         raise GenerationFailed(str(error)) from None
+    if not request.parallel_tool_calls:
+        calls = calls[:1]  # the client asked for one call at most
     reason = "tool_calls" if calls else finish.get("finish_reason") or "stop"
     allowed = api.CHAT_FINISH_REASONS if request.kind == "chat" else api.COMPLETION_FINISH_REASONS
     if reason not in allowed or (reason == "tool_calls" and not calls):

@@ -1,7 +1,9 @@
 """The OpenAI-compatible API, pure: requests read and validated, responses shaped (ids and
 timestamps are parameters). One module per concept: `errors` (a client's mistake, in OpenAI's
-error shape), `fields` (each field of a request body), `request` (the generation request from a
-body and across the mesh), `responses` (bodies, stream chunks, server-sent events)."""
+error shape), `fields` (each field of a request body), `known_fields` (which top-level fields
+are honoured, accepted and ignored, or a 400), `tools` (tools, tool_choice, messages' tool calls),
+`response_format` (JSON answers), `request` (the generation request from a body and across the
+mesh), `responses` (bodies, stream chunks with tool calls, server-sent events)."""
 
 from meshdesk.core.openai_api.errors import RequestError, error_body
 from meshdesk.core.openai_api.fields import (CHAT_ROLES, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
