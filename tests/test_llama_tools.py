@@ -160,3 +160,16 @@ def test_the_grammar_asked_first_about_the_chosen_token_gives_the_chain_s_answer
     assert generate(smollm2, chat_request) == chain_text
     sampler = smollm2.last_sampler
     assert 0 < sampler.refusals < sampler.steps  # the grammar overruled the model, but not every step
+
+
+def test_a_forced_call_cut_short_by_max_tokens_is_dropped_and_the_whole_ones_go():
+    from meshdesk.adapters.llama.tool_output import output_for
+
+    text = ('<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "add", "argu')
+    for choice, tail in (("required", ""), ("auto", text[text.index("\n<tool_call>"):])):
+        output = output_for(request(tool_choice=choice))
+        streamed = "".join(output.feed(text[at:at + 5]) for at in range(0, len(text), 5))
+        left, calls = output.finish()
+        assert (streamed, left.lstrip("\n"), len(calls)) == ("", tail.lstrip("\n"), 1), choice
+        assert calls[0]["id"].startswith("call_") and json.loads(calls[0]["arguments"]) == {"a": 1, "b": 2}

@@ -27,18 +27,24 @@ class PlainOutput:
 
 
 class ToolOutput:
-    def __init__(self, tool_names: list[str]):
+    """`forced`: "required" or a named function, so the grammar allowed calls only: text left
+    after the complete calls is a call cut short by max_tokens, and is dropped."""
+
+    def __init__(self, tool_names: list[str], forced: bool = False):
         self.splitter = tool_calls.ToolCallSplitter(tool_names, new_id=call_id)
+        self.forced = forced
 
     def feed(self, text: str) -> str:
         return self.splitter.feed(text)
 
     def finish(self) -> tuple[str, list[dict]]:
-        return self.splitter.close()
+        tail, calls = self.splitter.close()
+        return ("" if self.forced and calls else tail), calls
 
 
 def output_for(request) -> PlainOutput | ToolOutput:
     tools = tuple(request.tools)
     if not tools or request.tool_choice == "none":
         return PlainOutput()
-    return ToolOutput([tool["name"] for tool in tools])
+    forced = request.tool_choice in ("required", "function") and not request.continue_from
+    return ToolOutput([tool["name"] for tool in tools], forced)
