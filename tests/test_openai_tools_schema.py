@@ -58,6 +58,8 @@ REFUSED = [
     (obj(item={"type": "string"}, other={"$ref": "#/$defs/item"}) | {"$defs": {"item": {"type": "integer"}}},
      "properties.other.$ref", "rename the definition"),
     (obj(a={"anyOf": []}), "properties.a.anyOf", "at least 1"),
+    (obj(a={"type": "array", "prefixItems": [{"type": "string"}], "minItems": 2}), "properties.a.minItems",
+     "fixed-length array of 1"),
     (obj(a=False), "properties.a", "must be an object"),
 ]
 
@@ -121,6 +123,40 @@ def test_the_normal_form_is_what_the_converter_reads_exactly():
         "extra": {"type": "object", "properties": {}, "additionalProperties": True}}}
 
 
+def test_the_schemas_the_openai_sdk_sends_for_a_pydantic_model_are_accepted():
+    """What `client.chat.completions.parse(response_format=Model)` and `pydantic_function_tool` send."""
+    import datetime
+    import enum
+    from typing import Literal, Optional
+
+    import pydantic
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from openai.lib._pydantic import to_strict_json_schema
+
+    class Colour(enum.Enum):
+        RED, BLUE = "red", "blue"
+
+    class Address(pydantic.BaseModel):
+        city: str
+        zip: Optional[str]
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int
+        kind: Literal["friend", "foe"]
+        colour: Colour
+        born: datetime.date
+        tags: list[str]
+        home: Address
+        point: tuple[float, float]
+        scores: dict[str, int]
+
+    for schema in (to_strict_json_schema(Person), Person.model_json_schema()):
+        normal = grammar_schema(schema)
+        assert set(normal["$defs"]) == {"Address", "Colour"}
+        assert "home-kv" in json_schema_to_gbnf(json.dumps(normal))
+
+
 # ------------------------------------------------------------- against llama.cpp itself
 
 ACCEPTED = {
@@ -132,7 +168,8 @@ ACCEPTED = {
         "age": {"type": "integer"}}, "required": ["age"]},
     "bounded list": obj(tags={"type": "array", "items": {"type": "string", "maxLength": 8},
                               "minItems": 1, "maxItems": 3}),
-    "tuple": obj(point={"type": "array", "prefixItems": [{"type": "number"}, {"type": "number"}]}),
+    "tuple": obj(point={"type": "array", "prefixItems": [{"type": "number"}, {"type": "number"}],
+                        "minItems": 2, "maxItems": 2}),  # as pydantic writes tuple[float, float]
     "definitions": {"type": "object", "properties": {"owner": {"$ref": "#/$defs/Person"}},
                     "required": ["owner"], "$defs": {"Person": obj(name={"type": "string", "maxLength": 12},
                                                                     admin={"type": "boolean"})}},

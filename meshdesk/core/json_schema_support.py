@@ -238,9 +238,15 @@ class _Reader:
         if prefix is not None or isinstance(items, list):
             if prefix is not None and items not in (None, False):
                 raise _refuse(f"{path}.items", "'items' beside 'prefixItems' is not supported")
-            self.only(schema, keys, {"type", "items", "prefixItems"}, path, "on a fixed-length array")
+            self.only(schema, keys, {"type", "items", "prefixItems", "minItems", "maxItems"}, path,
+                      "on a fixed-length array")
             field = "prefixItems" if prefix is not None else "items"
-            return {"type": "array", "prefixItems": self.schemas(schema[field], f"{path}.{field}")}
+            items = self.schemas(schema[field], f"{path}.{field}")
+            low, high = self.lengths(schema, path, "minItems", "maxItems")  # as pydantic writes a tuple
+            if not low <= len(items) <= (len(items) if high is None else high):
+                raise _refuse(f"{path}.minItems" if low > len(items) else f"{path}.maxItems",
+                              f"a fixed-length array of {len(items)} items cannot have it")
+            return {"type": "array", "prefixItems": items}
         self.only(schema, keys, {"type", "items", "minItems", "maxItems"}, path, "on an array")
         out: dict = {"type": "array"}
         low, high = self.lengths(schema, path, "minItems", "maxItems")
