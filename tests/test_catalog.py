@@ -166,7 +166,8 @@ def test_the_kv_cache_estimate_follows_its_formula():
     (10 * GB, 0, 11 * GB, None, FITS_HERE),             # exactly the planner's 10% margin
     (10 * GB, 0, 11 * GB - 1, None, TOO_LARGE),
     (10 * GB, 2 * GB, 11 * GB, 40 * GB, FITS_MESH),     # the KV cache is over the margin
-    (10 * GB, 2 * GB, 12 * GB, None, FITS_HERE),
+    (10 * GB, 2 * GB, 13 * GB, None, FITS_HERE),        # the margin and the KV cache, as the planner
+    (10 * GB, 2 * GB, 13 * GB - 1, None, TOO_LARGE),
     (40 * GB, GB, 24 * GB, 48 * GB, FITS_MESH),
     (40 * GB, GB, 24 * GB, 44 * GB - 1, TOO_LARGE),
     (40 * GB, GB, 24 * GB, None, TOO_LARGE),

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from meshdesk import __version__
-from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info, read_tensor_infos
+from meshdesk.adapters.gguf_metadata import ModelFileError, read_kv_bytes_per_token, read_model_info, read_tensor_infos
 from meshdesk.adapters.api_token import load_or_create_token
 from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.app.command_line import DEFAULT_CONTEXT
@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 
 def describe_model(path: Path) -> dict:
-    return {"layers": read_model_info(path).layer_count}
+    info = read_model_info(path)
+    return {"layers": info.layer_count, "context_length": info.context_length,
+            "kv_bytes_per_token": read_kv_bytes_per_token(path)}
 
 
 @lru_cache(maxsize=8)

@@ -117,9 +117,9 @@ def entry_kv_cache_bytes(entry: CatalogEntry, context: int) -> int:
 
 
 def needed_bytes(model_bytes: int, kv_bytes: int) -> int:
-    """Weights plus KV cache, and never less than the split planner's margin, so that
-    "fits here" agrees with the planner serving the model solo."""
-    return max(model_bytes + kv_bytes, int(model_bytes * FIT_MARGIN))
+    """Weights with the planner's margin plus the KV cache, as `core.planning.needed_bytes`
+    counts them, so that "fits here" agrees with the planner serving the model solo."""
+    return int(model_bytes * FIT_MARGIN) + kv_bytes
 
 
 def fit_label(model_bytes: int, kv_bytes: int, node_capacity: int, mesh_capacity: int | None = None) -> str:

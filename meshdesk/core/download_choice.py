@@ -40,6 +40,7 @@ class MeshModel:
     layers: int = 1
     force_split: bool = False
     hosts: int = 0
+    kv_bytes: int = 0  # its KV cache at the mesh's context (`ModelAdvert.needs`), 0 if unknown
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def choose_download(wanted: Sequence[MeshModel], node: NodeSide, catalog: Catalo
         download = catalog_download(model, catalog)
         if download is None or model.force_split:
             continue
-        if needed_bytes(ModelNeeds(model.name, model.size, model.layers)) > node.capacity_bytes:
+        if needed_bytes(ModelNeeds(model.name, model.size, model.layers)) + model.kv_bytes > node.capacity_bytes:
             continue  # not solo here: a split plan may still use this node
         why_not = _why_not(model, download, node)
         if why_not:
@@ -138,7 +139,8 @@ def wanted_from(plans: Mapping[str, Sequence], records: Iterable) -> list[MeshMo
         advert: ModelAdvert = adverts[0]
         hosts = len({plan.host for plan in digest_plans if plan.state != WAITING and plan.host})
         found.append(MeshModel(advert.name, advert.size, digest, advert.layers or 1,
-                               any(each.force_split for each in adverts if each.wanted), hosts))
+                               any(each.force_split for each in adverts if each.wanted), hosts,
+                               advert.needs().kv_bytes))
     return found
 
 

@@ -10,11 +10,17 @@ Wire format (a JSON object inside a node record's `models`)::
 three fields for models they do not want served, so a missing field means null / false.
 Unknown fields are ignored, so that a later version can add one without older nodes dropping
 its gossip. The file's path never leaves its node.
+
+`context_length` (the context the model was trained for) and `kv_bytes_per_token` (its f16 KV
+cache for one token, every layer: what the planner counts besides the weights) are written
+only when the file says, so an advert without them, from an earlier protocol-4 build or a
+stored want, reads back and re-signs the same; the planner then counts the margin alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
 from meshdesk.core.gossip_values import (
     MAX_COUNTER,
     check,
@@ -25,12 +31,15 @@ from meshdesk.core.gossip_values import (
     read_number,
     read_text,
 )
+from meshdesk.core.planning import MAX_CONTEXT, ModelNeeds, planned_context
 
 MAX_NAME_LENGTH = 256
 MAX_DIGEST_LENGTH = 128
 MAX_LAYERS = 1_000_000
 MAX_SPLIT_RATIOS = 1024  # one per device, and a split has no more devices than the mesh has nodes
 MAX_ADVERT_FIELDS = 32
+MAX_KV_BYTES_PER_TOKEN = 1 << 26  # 64 MiB a token; real models need well under 5 MiB
+OPTIONAL_FIELDS = ("context_length", "kv_bytes_per_token")  # left out of the wire when None
 REQUIRED_FIELDS = ("name", "size", "digest")
 
 
@@ -47,6 +56,8 @@ class ModelAdvert:
     wanted: bool = False
     split: bool = False
     tensor_split: tuple[float, ...] | None = None
+    context_length: int | None = None      # the context it was trained for, when the file says
+    kv_bytes_per_token: int | None = None  # f16 K and V of every layer for one token
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tensor_split", _ratios(self.tensor_split))
@@ -57,6 +68,10 @@ class ModelAdvert:
             read_counter(self.layers, "model layers", MAX_LAYERS)
         read_flag(self.wanted, "model wanted")
         read_flag(self.split, "model split")
+        if self.context_length is not None:
+            read_counter(self.context_length, "model context_length", MAX_CONTEXT)
+        if self.kv_bytes_per_token is not None:
+            read_counter(self.kv_bytes_per_token, "model kv_bytes_per_token", MAX_KV_BYTES_PER_TOKEN)
 
     @property
     def model_id(self) -> str:
@@ -68,7 +83,13 @@ class ModelAdvert:
         """Ratios given by hand ask for a split as much as `split` does."""
         return self.split or self.tensor_split is not None
 
+    def needs(self) -> ModelNeeds:
+        """What the planner needs for it: weights, layers, and the KV cache at the mesh's context."""
+        return ModelNeeds(self.model_id, self.size, self.layers or 1, self.kv_bytes_per_token or 0,
+                          planned_context(self.context_length))
+
     def to_wire(self) -> dict:
+        optional = {name: getattr(self, name) for name in OPTIONAL_FIELDS if getattr(self, name) is not None}
         return {
             "name": self.name,
             "size": self.size,
@@ -77,6 +98,7 @@ class ModelAdvert:
             "wanted": self.wanted,
             "split": self.split,
             "tensor_split": None if self.tensor_split is None else list(self.tensor_split),
+            **optional,
         }
 
     @classmethod

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from meshdesk.core.states import PlanState
 
-FIT_MARGIN = 1.1        # a model needs its bytes x 1.1 (KV cache, buffers)
+FIT_MARGIN = 1.1        # a model needs its bytes x 1.1 (compute buffers), plus its KV cache
+# The context a host runs a model with unless started with `--context N`, capped at the model's
+# trained context: `app.command_line.DEFAULT_CONTEXT` is this number (tests hold them equal).
+MESH_CONTEXT = 16384
+MAX_CONTEXT = 1 << 24   # tokens; a larger number on the wire is refused
 MAX_SPLIT_RTT_MS = 80.0  # farther members stay in the mesh as API clients only
 GB = 1e9
 
@@ -26,9 +30,23 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ModelNeeds:
+    """What a model needs: its weights x FIT_MARGIN, plus its KV cache for `context` tokens
+    (`kv_bytes_per_token` 0 when its advert does not say: then the margin alone)."""
+
     name: str
     size_bytes: int
     layer_count: int
+    kv_bytes_per_token: int = 0
+    context: int = MESH_CONTEXT
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_bytes_per_token * self.context
+
+
+def planned_context(trained: int | None) -> int:
+    """The context the mesh plans a host for: MESH_CONTEXT, or less if the model was trained for less."""
+    return min(MESH_CONTEXT, trained) if trained else MESH_CONTEXT
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,12 @@ def elect_host(candidates: list[Candidate]) -> Candidate | None:
 
 
 def needed_bytes(model: ModelNeeds) -> float:
-    return model.size_bytes * FIT_MARGIN
+    return model.size_bytes * FIT_MARGIN + model.kv_bytes
+
+
+def member_needed_bytes(model: ModelNeeds, layers: int) -> float:
+    """A split member's part: the weights and the KV cache of its layers (both go by layer)."""
+    return needed_bytes(model) * layers / max(model.layer_count, 1)
 
 
 def round_trip(host: Candidate, other: Candidate) -> float | None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from meshdesk.core.assignment import MeshNode, WantedModel, plan_mesh
 from meshdesk.core.model_advert import ModelAdvert, SplitOptions
 from meshdesk.core.node_record import NodeRecord
-from meshdesk.core.planning import SPLIT, WAITING, ModelNeeds, Plan
+from meshdesk.core.planning import SPLIT, WAITING, Plan
 from meshdesk.core.states import Role
 from meshdesk.core.wants import WantEntry
 
@@ -134,7 +134,7 @@ def plan_serving(records: Iterable[NodeRecord], wants: Iterable[WantEntry] | Non
 def mesh_wanted(wants: Iterable[WantEntry]) -> list[WantedModel]:
     """The entries that want their model served, oldest first, each with its own split options."""
     found = [entry for entry in sorted(wants, key=lambda entry: entry.stamp) if entry.wanted]
-    return [WantedModel(entry.digest, ModelNeeds(entry.advert.model_id, entry.advert.size, entry.advert.layers or 1),
+    return [WantedModel(entry.digest, entry.advert.needs(),
                         entry.advert.force_split, entry.advert.tensor_split) for entry in found]
 
 
@@ -150,7 +150,7 @@ def wanted_models(records: list[NodeRecord]) -> list[WantedModel]:
         for advert in record.models:
             if asks_to_serve(record, advert) and advert.digest not in found:
                 options = seeded_options(advert.digest, records)
-                needs = ModelNeeds(advert.model_id, advert.size, advert.layers or 1)
+                needs = advert.needs()
                 found[advert.digest] = WantedModel(advert.digest, needs, options.force_split, options.manual_split)
     return list(found.values())
 

@@ -36,15 +36,18 @@ def cache_key(path: Path) -> str:
 
 
 class ModelInventory:
-    """Entries (`models`): name, size, digest, layers, path. What the mesh learns of them is
-    `public_models()`, adverts without the path: the path never leaves this node."""
+    """Entries (`models`): name, size, digest, layers, context_length, kv_bytes_per_token, path.
+    What the mesh learns of them is `public_models()`, adverts without the path: the path never
+    leaves this node."""
 
     def __init__(self, home: Path, folders: list[Path], extra_files: list[Path],
                  describe: Callable[[Path], dict]):
         self.cache_path = home / CACHE_FILE
         self.folders = folders
         self.extra_files = extra_files
-        self.describe = describe  # e.g. {"layers": 18}; raises for an unusable file
+        # e.g. {"layers": 18, "context_length": 32768, "kv_bytes_per_token": 18432}; raises for
+        # an unusable file; a key it leaves out means the file does not say
+        self.describe = describe
         self.cache = self._load_cache()
         self.models: list[dict] = []
 
@@ -75,17 +78,22 @@ class ModelInventory:
             details = self.describe(path)
             key = cache_key(path)
             digest = self.cache.get(key) or file_digest(path)
-            advert = ModelAdvert(path.name, path.stat().st_size, digest, details.get("layers"))
+            advert = ModelAdvert(path.name, path.stat().st_size, digest, details.get("layers"),
+                                 context_length=details.get("context_length"),
+                                 kv_bytes_per_token=details.get("kv_bytes_per_token"))
         except Exception as error:  # an unusable file (or one no advert can describe) is skipped, never fatal
             log.warning("skipping model file %s: %s", path, error)
             return None
         self.cache[key] = digest
-        return {"name": advert.name, "size": advert.size, "digest": advert.digest,
-                "layers": advert.layers, "path": str(path)}
+        return {"name": advert.name, "size": advert.size, "digest": advert.digest, "layers": advert.layers,
+                "context_length": advert.context_length, "kv_bytes_per_token": advert.kv_bytes_per_token,
+                "path": str(path)}
 
     def public_models(self) -> tuple[ModelAdvert, ...]:
         """What this node tells the mesh about its files (not yet asking it to serve any)."""
-        return tuple(ModelAdvert(model["name"], model["size"], model["digest"], model["layers"])
+        return tuple(ModelAdvert(model["name"], model["size"], model["digest"], model["layers"],
+                                 context_length=model.get("context_length"),
+                                 kv_bytes_per_token=model.get("kv_bytes_per_token"))
                      for model in self.models)
 
     def path_for_digest(self, digest: str) -> Path | None:

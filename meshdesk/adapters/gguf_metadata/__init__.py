@@ -10,7 +10,9 @@ Tensor shapes are in GGUF (ggml) order: the first dimension is the row length.
 """
 
 from meshdesk.adapters.gguf_metadata.cursor import ModelFileError
-from meshdesk.adapters.gguf_metadata.header import ModelFileInfo, read_model_info, read_tensor_infos
+from meshdesk.adapters.gguf_metadata.header import (ModelFileInfo, read_kv_bytes_per_token, read_model_info,
+                                                    read_tensor_infos)
 from meshdesk.adapters.gguf_metadata.tensor_table import TensorInfo
 
-__all__ = ["ModelFileError", "ModelFileInfo", "TensorInfo", "read_model_info", "read_tensor_infos"]
+__all__ = ["ModelFileError", "ModelFileInfo", "TensorInfo", "read_kv_bytes_per_token", "read_model_info",
+           "read_tensor_infos"]

@@ -14,6 +14,7 @@ from gguf.constants import GGUFValueType, Keys
 
 from meshdesk.adapters.gguf_metadata.cursor import (U32, U64, Cursor, ModelFileError, StoredString,
                                                     corrupt_header, one_line, shown)
+from meshdesk.adapters.gguf_metadata.kv_cache import kv_bytes_per_token
 from meshdesk.adapters.gguf_metadata.tensor_table import TensorInfo, read_tensor_table
 
 GGUF_MAGIC = b"GGUF"
@@ -58,6 +59,7 @@ class ModelFileInfo:
 class _ParsedModel:
     info: ModelFileInfo
     tensors: list[TensorInfo]
+    metadata: dict[str, object]  # scalars and undecoded strings; arrays are skipped
 
 
 def read_model_info(path: str | os.PathLike) -> ModelFileInfo:
@@ -68,6 +70,12 @@ def read_model_info(path: str | os.PathLike) -> ModelFileInfo:
 def read_tensor_infos(path: str | os.PathLike) -> list[TensorInfo]:
     """Validate the GGUF file at `path` and return its tensor table; raises ModelFileError."""
     return _parse(Path(path)).tensors
+
+
+def read_kv_bytes_per_token(path: str | os.PathLike) -> int | None:
+    """The f16 KV cache one token of context needs (`kv_cache`); raises ModelFileError."""
+    parsed = _parse(Path(path))
+    return kv_bytes_per_token(parsed.metadata, parsed.info.architecture)
 
 
 # --- opening the file -----------------------------------------------------------------------
@@ -122,7 +130,7 @@ def _parse_buffer(buffer: mmap.mmap, path: Path) -> _ParsedModel:
     tensors, data_offset = read_tensor_table(cursor, tensor_count, _alignment(metadata, path))
     info = _model_info(cursor, metadata, version, tensors, data_offset)
     _check_not_truncated(info)
-    return _ParsedModel(info=info, tensors=tensors)
+    return _ParsedModel(info=info, tensors=tensors, metadata=metadata)
 
 
 def _read_preamble(cursor: Cursor) -> int:
