@@ -167,6 +167,7 @@ def test_settings_commands_name_no_secret_and_open_in_a_terminal():
     assert commands["claude"].run == "meshdesk run --home '/home/a b/MeshDesk' claude"
     assert 'ANTHROPIC_AUTH_TOKEN="${MESHDESK_API_KEY:-none}"' in commands["claude"].command
     assert commands["pi"].setup_path == "~/.pi/agent/models.json" and '"mesh"' in commands["pi"].setup
+    assert '"reserveTokens": 4096' in commands["pi"].note
     assert "wire_api = \"responses\"" in commands["codex"].setup
     assert commands["opencode"].install == "npm i -g opencode-ai"
     line = commands["pi"].run

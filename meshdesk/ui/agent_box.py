@@ -31,6 +31,7 @@ class AgentBox(QWidget):
         self.setup.setReadOnly(True)
         self.setup.setFont(monospace)
         self.setup.setMaximumHeight(110)
+        self.note = selectable_label()
         self.copy_setup = QPushButton("Copy")
         self.copy_setup.clicked.connect(
             lambda: QGuiApplication.clipboard().setText(self.setup.toPlainText()))
@@ -49,6 +50,7 @@ class AgentBox(QWidget):
         row.addWidget(self.copy_setup)
         layout.addWidget(self.setup_title)
         layout.addLayout(row)
+        layout.addWidget(self.note)
 
     def show_command(self, command: AgentCommand) -> None:
         self.run.set_text(command.run)
@@ -63,6 +65,8 @@ class AgentBox(QWidget):
         self.setup_title.setText(f"first put this in {command.setup_path}:" if has_setup else "")
         for widget in (self.setup_title, self.setup, self.copy_setup):
             widget.setVisible(has_setup)
+        self.note.setText(command.note)
+        self.note.setVisible(bool(command.note))
         if self.setup.toPlainText() != command.setup:
             self.setup.setPlainText(command.setup)
 

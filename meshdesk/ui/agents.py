@@ -27,6 +27,7 @@ class AgentCommand:
     setup_path: str = ""
     run: str = ""         # `meshdesk run AGENT`: starts, configures and runs it in one go
     install: str = ""     # how to install the agent
+    note: str = ""        # what else the agent needs by hand
 
 
 def shell_word(value: str) -> str:
@@ -48,16 +49,19 @@ def agent_command(agent: str, port: int, model: str, home: str | None = None) ->
     if setup.unset:
         command = " ".join(f"-u {name}" for name in setup.unset) + " " + command
         command = f"env {command}"
-    text, path = "", ""
+    text, path, note = "", "", ""
     if agent == "pi":
         text = json.dumps({"providers": {PI_PROVIDER: setup.config}}, indent=2)
         path = f"~/{PI_MODELS_FILE}"
+        reserve = setup.settings["compaction"]["reserveTokens"]
+        note = (f'and in ~/.pi/agent/settings.json "compaction": {{"reserveTokens": {reserve}}}, or pi '
+                "summarises the session after every answer (`meshdesk run pi` does both)")
     elif agent == "codex":
         provider = codex_provider(endpoint)
         text = "\n".join(["[model_providers.meshdesk]"] +
                          [f"{name} = {toml_value(value)}" for name, value in provider.items()])
         path = f"~/{CODEX_CONFIG_FILE}"
-    return AgentCommand(agent, command, text, path, run_command(agent, home), INSTALL[agent])
+    return AgentCommand(agent, command, text, path, run_command(agent, home), INSTALL[agent], note)
 
 
 def agent_commands(port: int | None, model: str | None, home: str | None = None) -> list[AgentCommand]:
