@@ -108,10 +108,7 @@ def converted(schema: dict, prefix: str) -> dict:
     """The schema as the converter reads it exactly (`core.json_schema_support`), its definitions
     renamed with `prefix`: the converter names a definition's rule by its last name alone, so two
     tools' "#/$defs/item" would otherwise share one rule."""
-    schema = renamed_definitions(copy.deepcopy(schema), prefix) if prefix else copy.deepcopy(schema)
-    normal = grammar_schema(schema)
-    # That normal form keeps each "$ref" but not the definitions it names: then the client's own.
-    return schema if "$ref" in json.dumps(normal) else normal
+    return grammar_schema(renamed_definitions(copy.deepcopy(schema), prefix) if prefix else copy.deepcopy(schema))
 
 
 def renamed_definitions(schema, prefix: str):
