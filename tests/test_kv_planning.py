@@ -178,3 +178,13 @@ def test_a_node_with_room_for_the_weights_only_downloads_nothing_to_host_solo():
     assert choose_download([model], side, catalog).download is None
     without_kv = MeshModel(model.name, model.size, DIGEST, 48)
     assert choose_download([without_kv], side, catalog).download is not None
+
+
+def test_meshdesk_models_labels_a_local_file_with_the_kv_the_planner_counts(default_model_path):
+    from meshdesk.app.model_listing import Capacity, local_row
+    from meshdesk.core.catalog import FITS_HERE, TOO_LARGE
+
+    needs = ModelNeeds("gemma", default_model_path.stat().st_size, 18, 18432, 16384)
+    row = local_row(default_model_path, Capacity(int(needed_bytes(needs)) + 1, None, None))
+    assert row["kv_cache_bytes"] == 18432 * 16384 and row["fit_here"] == FITS_HERE
+    assert local_row(default_model_path, Capacity(int(needed_bytes(needs)) - 1, None, None))["fit_here"] == TOO_LARGE

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshdesk.adapters.gguf_metadata import ModelFileError, read_model_info
+from meshdesk.adapters.gguf_metadata import ModelFileError, read_kv_bytes_per_token, read_model_info
 from meshdesk.adapters.hf_download import partial_path
 from meshdesk.app.assembly import DEFAULT_CONTEXT
 from meshdesk.app.home import Home
@@ -77,12 +77,13 @@ def local_row(path: Path, capacity: Capacity) -> dict:
     row = {"name": path.stem, "aliases": [], "in_catalog": False, "bundled": False, "quant": quant_in_name(path),
            "size_bytes": path.stat().st_size, "draft": None, "downloaded": True, "path": str(path)}
     try:
-        info = read_model_info(path)
+        info, per_token = read_model_info(path), read_kv_bytes_per_token(path)
     except ModelFileError as error:
         return {**row, "error": str(error), "fit_here": None, "fit_mesh": None, "fit": None}
-    # without the file's KV head count, assume every head has its own K and V: an upper bound
-    kv_bytes = kv_cache_bytes(info.layer_count or 0, info.embedding_length or 0,
-                              min(DEFAULT_CONTEXT, info.context_length or DEFAULT_CONTEXT))
+    context = min(DEFAULT_CONTEXT, info.context_length or DEFAULT_CONTEXT)
+    # the header's KV heads, as the planner counts them; else every head its own K and V (an upper bound)
+    kv_bytes = (per_token * context if per_token is not None
+                else kv_cache_bytes(info.layer_count or 0, info.embedding_length or 0, context))
     return {**row, "kv_cache_bytes": kv_bytes, "layers": info.layer_count, "context_length": info.context_length,
             "moe": bool(info.expert_count), **capacity.labels(info.size_bytes, kv_bytes)}
 
