@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshdesk.core.errors import Fault, PeerProtocolError
-from meshdesk.core.gossip_message import MAX_SET_SIZE, GossipMessage
+from meshdesk.core.gossip_message import MAX_SET_SIZE, PROTOCOL_VERSION, GossipMessage
 from meshdesk.core.gossip_values import MembershipError
 from meshdesk.core.membership import Membership
 from meshdesk.core.model_advert import ModelAdvert
@@ -681,7 +681,7 @@ BAD_MESSAGES = {
     "unknown field with a newline": with_changes(**{"bad\nkey": 1}),
     "wrong type": with_changes(type="ping"),
     "unhashable type": with_changes(type=["gossip"]),
-    "future version": with_changes(v=4),
+    "future version": with_changes(v=PROTOCOL_VERSION + 1),
     "older version": with_changes(v=2),
     "version as bool": with_changes(v=True),
     "version as text": with_changes(v="1"),
