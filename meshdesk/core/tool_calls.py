@@ -31,7 +31,6 @@ FUNCTION_OPEN, FUNCTION_CLOSE = "<function=", "</function>"
 MARKERS = (HERMES_OPEN, MISTRAL, PYTHON_TAG, FUNCTION_OPEN)
 END_TOKENS = ("<|eom_id|>", "<|eot_id|>", "</s>", "<|im_end|>")
 CALL_KEYS = frozenset({"name", "arguments", "parameters", "type", "id", "function"})
-_FENCE = re.compile(r"\A```(?:json|JSON)?[ \t]*\n?(.*?)\n?[ \t]*```\Z", re.S)
 _MISTRAL_NAMED = re.compile(r"([a-zA-Z0-9_-]{1,64})(?:\[CALL_ID\][a-zA-Z0-9_-]{1,64})?\[ARGS\]")
 _DECODER = json.JSONDecoder()
 
@@ -149,14 +148,22 @@ def _whole_json_calls(text: str, names: frozenset) -> list | None:
     body = text.strip()
     for token in END_TOKENS:
         body = body.removesuffix(token).rstrip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
+    body = _unfenced(body)
     if not body or body[0] not in "{[":
         return None
     values = _json_sequence(body, separators=";,")
     calls = _calls_of(values, names) if values else _python_calls(body, names, listed=True)
     return [(0, len(text), calls)] if calls else None
+
+
+def _unfenced(body: str) -> str:
+    """The inside of a ```json (or ```JSON, or bare ```) fence around all of `body`, stripped;
+    `body` itself when it is not one. String operations, linear in the text whatever it holds
+    (a regex with `[ \\t]*` on both sides of a lazy `.*?` took cubic time on a run of spaces)."""
+    if len(body) < 6 or not body.startswith("```") or not body.endswith("```"):
+        return body
+    inner = body[3:-3]
+    return (inner[4:] if inner.startswith(("json", "JSON")) else inner).strip()
 
 
 def _json_sequence(text: str, separators: str = ";") -> list | None:
@@ -251,10 +258,7 @@ def _hermes(text: str, at: int, names: frozenset):
 
 
 def _calls_of_text(body: str, names: frozenset) -> list | None:
-    body = body.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
+    body = _unfenced(body.strip())
     values = _json_sequence(body)
     if values is None:
         values = _python_literal(body)

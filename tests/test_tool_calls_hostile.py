@@ -1,0 +1,50 @@
+"""Answers written to hurt the tool-call reader (core.tool_calls): it works in steps linear in the
+answer, never more, and what it gives back is always a valid call or plain content."""
+
+from __future__ import annotations
+
+import re
+
+from meshdesk.core import tool_calls
+from meshdesk.core.tool_calls import counting_ids, parse_tool_calls
+
+try:
+    from re import _parser as sre_parse  # Python 3.11+
+except ImportError:  # pragma: no cover
+    import sre_parse  # type: ignore[no-redef]
+
+TOOLS = ("search", "f")
+
+
+def unbounded_repeats(pattern: str) -> int:
+    """How many `*`, `+` or `{m,}` a regex holds (each one can make a backtracking engine
+    retry the text under it)."""
+    count, stack = 0, [sre_parse.parse(pattern)]
+    while stack:
+        for op, value in stack.pop():
+            if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT):
+                count += value[1] == sre_parse.MAXREPEAT
+                stack.append(value[2])
+            elif op in (sre_parse.SUBPATTERN,):
+                stack.append(value[-1])
+            elif op is sre_parse.BRANCH:
+                stack.extend(value[1])
+    return count
+
+
+def test_the_reader_holds_no_regex_with_an_unbounded_repeat():
+    # The ```json fence regex r"\A```(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```\Z" took 25 s on
+    # "```" + 4000 spaces + "x": fences are read with string operations now.
+    patterns = [value.pattern for value in vars(tool_calls).values() if isinstance(value, re.Pattern)]
+    assert patterns  # the Mistral name reader, bounded {1,64}
+    assert [pattern for pattern in patterns if unbounded_repeats(pattern)] == []
+
+
+def test_fences_are_still_read_and_a_hostile_one_is_content():
+    body = '{"name": "search", "arguments": {"q": "x"}}'
+    for text in (f"```json\n{body}\n```", f"```JSON {body}```", f"```\n{body}\n```", f"``` {body} ```",
+                 f"<tool_call>\n```json\n{body}\n```\n</tool_call>"):
+        assert parse_tool_calls(text, TOOLS, counting_ids()) == \
+            ("", [{"id": "call_0", "name": "search", "arguments": '{"q":"x"}'}]), text
+    for text in ("```" + " " * 4000 + "x", "```" + " \t" * 3000 + "```", "```python\n" + body + "\n```"):
+        assert parse_tool_calls(text, TOOLS, counting_ids()) == (text, [])
