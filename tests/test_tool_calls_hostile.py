@@ -3,6 +3,7 @@ answer, never more, and what it gives back is always a valid call or plain conte
 
 from __future__ import annotations
 
+import json
 import re
 
 from meshdesk.core import tool_calls
@@ -48,3 +49,16 @@ def test_fences_are_still_read_and_a_hostile_one_is_content():
             ("", [{"id": "call_0", "name": "search", "arguments": '{"q":"x"}'}]), text
     for text in ("```" + " " * 4000 + "x", "```" + " \t" * 3000 + "```", "```python\n" + body + "\n```"):
         assert parse_tool_calls(text, TOOLS, counting_ids()) == (text, [])
+
+
+def test_arguments_json_cannot_say_are_no_call():
+    # 1e400 reads as infinity; written back it would be "Infinity", which no JSON reader takes.
+    for arguments in ('{"x": 1e400}', '{"x": -1e400}', '{"x": NaN}', '{"x": Infinity}', '{"x": [1, -Infinity]}'):
+        for text in (f'<tool_call>\n{{"name": "f", "arguments": {arguments}}}\n</tool_call>',
+                     f'{{"name": "f", "arguments": {arguments}}}', f"<function=f>{arguments}</function>",
+                     f'[TOOL_CALLS]f[ARGS]{arguments}', f"<tool_call>{{'name': 'f', 'arguments': {{'x': 1e400}}}}"
+                                                         "</tool_call>", "[f(x=1e400)]",
+                     f'{{"name": "f", "arguments": {json.dumps(arguments)}}}'):
+            assert parse_tool_calls(text, TOOLS, counting_ids()) == (text, []), text
+    _, calls = parse_tool_calls('{"name": "f", "arguments": {"x": 1e300}}', TOOLS, counting_ids())
+    assert calls[0]["arguments"] == '{"x":1e+300}' and json.loads(calls[0]["arguments"]) == {"x": 1e300}

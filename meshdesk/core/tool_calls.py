@@ -32,7 +32,13 @@ MARKERS = (HERMES_OPEN, MISTRAL, PYTHON_TAG, FUNCTION_OPEN)
 END_TOKENS = ("<|eom_id|>", "<|eot_id|>", "</s>", "<|im_end|>")
 CALL_KEYS = frozenset({"name", "arguments", "parameters", "type", "id", "function"})
 _MISTRAL_NAMED = re.compile(r"([a-zA-Z0-9_-]{1,64})(?:\[CALL_ID\][a-zA-Z0-9_-]{1,64})?\[ARGS\]")
-_DECODER = json.JSONDecoder()
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # NaN, Infinity: not JSON, not a call
 
 NewId = Callable[[], str]
 
@@ -217,12 +223,15 @@ def _arguments(arguments) -> str | None:
         arguments = {}
     if isinstance(arguments, str):  # arguments already as JSON text, as some models write them
         try:
-            arguments = json.loads(arguments)
+            arguments = json.loads(arguments, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             return None
     if not isinstance(arguments, dict):
         return None
-    return json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+    try:  # 1e400 reads as infinity, which JSON cannot say: no call
+        return json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, RecursionError):
+        return None
 
 
 # Marked calls (Hermes/Qwen, Mistral, Llama's python tag and <function=>) ------------------------
@@ -365,7 +374,7 @@ def _function_tag(text: str, at: int, names: frozenset):
     close = text.find(FUNCTION_CLOSE, head)
     body_end, end = (close, close + len(FUNCTION_CLOSE)) if close >= 0 else (len(text), len(text))
     try:
-        arguments = json.loads(text[head + 1:body_end].strip() or "{}")
+        arguments = json.loads(text[head + 1:body_end].strip() or "{}", parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return None
     call = _call({"name": name, "arguments": arguments}, names)
