@@ -101,6 +101,8 @@ def node_for_run(home: Home, join: list[str]) -> tuple[RunningNode, LiteClient |
     """The running node of `home`, or a lite client started now (the caller stops it)."""
     node = running_node(home)
     if node is not None:
+        if join:
+            say(f"a node already runs for {home.root}: using it as it is (--join is not applied)")
         return node, None
     say(f"no MeshDesk node runs for {home.root}; starting a lite client for this run")
     client = LiteClient.start(home, join)

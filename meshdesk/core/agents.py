@@ -24,6 +24,7 @@ PI_MODELS_FILE = ".pi/agent/models.json"    # under the user's home (or $PI_CODI
 PI_SETTINGS_FILE = ".pi/agent/settings.json"
 CODEX_CONFIG_FILE = ".codex/config.toml"    # under the user's home (or $CODEX_HOME/config.toml)
 DEFAULT_OUTPUT_TOKENS = 2048
+SLOW_ANSWER_MS = 3_600_000  # a long prompt on a small CPU mesh takes minutes; Claude Code gives up at 10
 
 INSTALL = {
     "goose": "brew install block-goose-cli, pipx install goose-ai, or "
@@ -136,7 +137,8 @@ def claude(endpoint: Endpoint) -> AgentSetup:
                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", KEY_VARIABLE: endpoint.api_key}
     defaults = {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(endpoint.context),
                 "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(endpoint.output_tokens),
-                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1"}
+                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
+                "API_TIMEOUT_MS": str(SLOW_ANSWER_MS)}
     return AgentSetup("claude", "claude", environment, defaults, unset=("ANTHROPIC_API_KEY",))
 
 
