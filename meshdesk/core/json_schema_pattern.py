@@ -27,14 +27,35 @@ def grammar_pattern(pattern: Any) -> str:
     """`pattern` rewritten into the regex subset the converter turns into a grammar: anchored
     ^...$, literals, `.`, classes, groups, `|`, `* + ?`, `{m}` `{m,}` `{m,n}`; `\\d \\w \\s` and
     escaped punctuation become classes the grammar parser reads."""
+    return read_pattern(pattern)[0]
+
+
+class _Group:
+    """One group being read: its alternatives so far, each a list of items (nullable, size)."""
+
+    def __init__(self):
+        self.done: list[list[tuple[bool, int]]] = []
+        self.items: list[tuple[bool, int]] = []
+
+    def item(self) -> tuple[bool, int]:
+        alternatives = self.done + [self.items]
+        nullable = any(all(empty for empty, _ in items) for items in alternatives)
+        return nullable, sum(size for items in alternatives for _, size in items)
+
+
+def read_pattern(pattern: Any) -> tuple[str, int]:
+    """(the pattern as `grammar_pattern` writes it, its size once the grammar unrolls its bounded
+    quantifiers). A quantifier on something that can match nothing is refused (`(a|a?){1000}`,
+    `(a?)*`: a grammar keeps every way of matching alive, exponentially many), and so is a size
+    above MAX_REPEAT (nested bounds multiply: `(a{0,1000}){0,1000}`)."""
     if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
         raise PatternError(f"must be a string of at most {MAX_PATTERN_CHARS} characters")
     if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$") or len(pattern) < 2:
         raise PatternError("a pattern must be anchored: start with '^' and end with '$'")
-    out, index, body, depth = ["^"], 0, pattern[1:-1], 0
+    out, index, body, groups = ["^"], 0, pattern[1:-1], [_Group()]
     repeatable = False  # whether what came last can take a quantifier
     while index < len(body):
-        char, step, token = body[index], 1, None
+        char, step, token, atom = body[index], 1, None, True
         if char == "\\":
             escaped = body[index + 1:index + 2]
             if not escaped:
@@ -46,36 +67,52 @@ def grammar_pattern(pattern: Any) -> str:
         elif char == "(":
             if body[index + 1:index + 2] == "?":
                 raise PatternError("lookarounds and special groups '(?' are not supported")
-            depth, repeatable = depth + 1, False
+            groups.append(_Group())
+            repeatable, atom = False, False
         elif char == ")":
-            depth, repeatable = depth - 1, True
-            if depth < 0:
+            if len(groups) == 1:
                 raise PatternError("unbalanced parentheses")
+            groups[-2].items.append(groups.pop().item())
+            repeatable, atom = True, False
         elif char == "|":
-            repeatable = False
+            groups[-1].done.append(groups[-1].items)
+            groups[-1].items = []
+            repeatable, atom = False, False
         elif char in "*+?{":
             if not repeatable:
                 raise PatternError(f"'{char}' must follow something it repeats (lazy and possessive "
                                     "quantifiers are not supported)")
+            low, high = {"*": (0, None), "+": (1, None), "?": (0, 1)}.get(char, (0, 0))
             if char == "{":
                 end = body.find("}", index)
-                match = re.fullmatch(r"\{(\d+)(,(\d*))?\}", body[index:end + 1]) if end > 0 else None
+                match = re.fullmatch(r"\{(\d{1,6})(,(\d{0,6}))?\}", body[index:end + 1]) if end > 0 else None
                 if match is None:
                     raise PatternError("a '{' must be a quantifier {m}, {m,} or {m,n}")
-                low, high = int(match.group(1)), match.group(3)
-                if low > MAX_REPEAT or (high and not low <= int(high) <= MAX_REPEAT):
+                low = int(match.group(1))
+                high = low if match.group(2) is None else (int(match.group(3)) if match.group(3) else None)
+                if low > MAX_REPEAT or (high is not None and not low <= high <= MAX_REPEAT):
                     raise PatternError(f"quantifiers must be at most {MAX_REPEAT} and ordered")
                 token, step = body[index:end + 1], end + 1 - index
-            repeatable = False
+            nullable, size = groups[-1].items.pop()
+            if nullable:
+                raise PatternError(f"'{char}' repeats something that can match nothing (make the part "
+                                   "it repeats match at least one character)")
+            size *= max(low, 1) if high is None else max(high, 1)
+            if size > MAX_REPEAT:
+                raise PatternError(f"nested quantifiers unroll to more than {MAX_REPEAT} repeats")
+            groups[-1].items.append((low == 0, size))
+            repeatable, atom = False, False
         elif char in "^$":
             raise PatternError(f"'{char}' is only supported at the ends of the pattern")
         else:
             repeatable = True
+        if atom:
+            groups[-1].items.append((False, 1))
         out.append(char if token is None else token)
         index += step
-    if depth:
+    if len(groups) != 1:
         raise PatternError("unbalanced parentheses")
-    return "".join(out) + "$"
+    return "".join(out) + "$", groups[0].item()[1]
 
 
 def _escape_outside(escaped: str) -> str:

@@ -19,10 +19,16 @@ import json
 import re
 from typing import Any
 
-from meshdesk.core.json_schema_pattern import MAX_REPEAT, PatternError, grammar_pattern
+from meshdesk.core.json_schema_ambiguity import check_ambiguity
+from meshdesk.core.json_schema_pattern import MAX_REPEAT, PatternError, read_pattern
 
 MAX_SCHEMA_DEPTH = 48
 MAX_SCHEMA_NODES = 20_000
+# What one grammar may unroll: schemas read, enum values, string lengths, array lengths and
+# pattern repeats, added up over every schema one answer's grammar holds (each costs some 20 bytes
+# of grammar text, parsed twice per answer). A real agent tool is well under 500; 10 string
+# fields of up to 500 characters still fit. 1500 arrays of 1000 strings of 1000 made 57 MB.
+MAX_GRAMMAR_COST = 10_000
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment",
                          "deprecated", "readOnly", "writeOnly", "$defs", "definitions"})
@@ -75,8 +81,21 @@ def check_grammar_schema(schema: dict, param: str) -> None:
 
 def grammar_schema(schema: dict, param: str = "schema") -> dict:
     """`schema` as the converter reads it exactly, or the client's 400 (see the module)."""
+    return read_grammar_schema(schema, param)[0]
+
+
+def read_grammar_schema(schema: dict, param: str = "schema", budget: int = MAX_GRAMMAR_COST) -> tuple[dict, int]:
+    """(`grammar_schema`, what its grammar unrolls, at most `budget`: see MAX_GRAMMAR_COST).
+    A schema whose grammar would be exponentially ambiguous is refused too (`check_ambiguity`)."""
     check_schema_bounds(schema, param)
-    return _Reader(schema, param).root()
+    reader = _Reader(schema, param, budget)
+    normal = reader.root()
+    try:
+        check_ambiguity(normal, param)
+    except ValueError as error:
+        path, message = error.args
+        raise _refuse(path, message) from None
+    return normal, reader.cost
 
 
 def _refuse(path: str, message: str) -> SchemaError:
@@ -85,8 +104,8 @@ def _refuse(path: str, message: str) -> SchemaError:
 
 
 class _Reader:
-    def __init__(self, root: dict, param: str):
-        self.top, self.param = root, param
+    def __init__(self, root: dict, param: str, budget: int = MAX_GRAMMAR_COST):
+        self.top, self.param, self.budget, self.cost = root, param, budget, 0
         self.refs: dict[str, str] = {}  # ref -> the path it was first read at
         self.definitions: dict[str, dict] = {}  # "$defs" or "definitions" -> {name: normal form}
         self.ref_names: dict[str, str] = {}  # rule name a ref makes -> the ref
@@ -96,7 +115,15 @@ class _Reader:
         out = self.read(self.top, self.param)
         return out | self.definitions  # the definitions the references name, in normal form too
 
+    def spend(self, amount: int, path: str) -> None:
+        self.cost += amount
+        if self.cost > self.budget:
+            raise _refuse(path, f"the grammar would unroll more than {self.budget} parts (schemas, enum values "
+                                "and the bounds maxLength, maxItems and pattern repeats, added up over the "
+                                "request); ask for fewer or shorter ones")
+
     def read(self, schema: Any, path: str) -> dict:
+        self.spend(1, path)
         if schema is True:
             return _any_value()
         if not isinstance(schema, dict):
@@ -127,6 +154,7 @@ class _Reader:
         if "enum" in schema:
             if not isinstance(schema["enum"], list) or not schema["enum"]:
                 raise _refuse(f"{path}.enum", f"must be a non-empty list, got {describe(schema['enum'])}")
+            self.spend(len(schema["enum"]), f"{path}.enum")
             return {"enum": list(schema["enum"])}
         if kind in (None, "object") and ("properties" in schema or schema.get("additionalProperties", True)
                                          is not True):
@@ -250,6 +278,7 @@ class _Reader:
         self.only(schema, keys, {"type", "items", "minItems", "maxItems"}, path, "on an array")
         out: dict = {"type": "array"}
         low, high = self.lengths(schema, path, "minItems", "maxItems")
+        self.spend(low if high is None else high, f"{path}.maxItems" if high is not None else f"{path}.minItems")
         read = self.read(items, f"{path}.items")
         if read != ANY_VALUE or low or high is not None:
             out["items"] = read  # the converter crashes on "items": {}
@@ -263,9 +292,11 @@ class _Reader:
         if "pattern" in schema:
             self.only(schema, keys, {"type", "pattern"}, path, "beside 'pattern'")
             try:
-                return {"type": "string", "pattern": grammar_pattern(schema["pattern"])}
+                pattern, size = read_pattern(schema["pattern"])
             except PatternError as error:
                 raise _refuse(f"{path}.pattern", str(error)) from None
+            self.spend(size, f"{path}.pattern")
+            return {"type": "string", "pattern": pattern}
         self.only(schema, keys, {"type", "format"}, path, "beside 'format'")
         if schema["format"] not in FORMATS:
             raise _refuse(f"{path}.format", f"the format {describe(schema['format'])} is not supported "
@@ -275,6 +306,7 @@ class _Reader:
     def string(self, schema: dict, keys: set, path: str) -> dict:
         self.only(schema, keys, {"type", "minLength", "maxLength"}, path, "on a string")
         low, high = self.lengths(schema, path, "minLength", "maxLength")
+        self.spend(low if high is None else high, f"{path}.maxLength" if high is not None else f"{path}.minLength")
         out: dict = {"type": "string"}
         if low or high is not None:
             out["minLength"] = low

@@ -202,7 +202,8 @@ def parse_chat_request(body: dict) -> GenerationRequest:
     stream = read_optional_bool(body, "stream", default=False)
     tools = read_tools(body)
     tool_choice, tool_name = read_tool_choice(body, tools)
-    check_grammar_tools(tools, tool_choice, tool_name)
+    response_format = read_response_format(body)
+    check_grammar_tools(tools, tool_choice, tool_name, response_format)
     return GenerationRequest(
         kind="chat",
         model=read_model(body),
@@ -219,7 +220,7 @@ def parse_chat_request(body: dict) -> GenerationRequest:
         tool_choice=tool_choice,
         tool_name=tool_name,
         parallel_tool_calls=read_optional_bool(body, "parallel_tool_calls", default=True),
-        response_format=read_response_format(body),
+        response_format=response_format,
         presence_penalty=read_penalty(body, "presence_penalty"),
         frequency_penalty=read_penalty(body, "frequency_penalty"),
     )

@@ -90,15 +90,26 @@ def checked_schema(check, schema: Any, param: str) -> Any:
         raise RequestError(error.message, param=error.param) from None
 
 
-def check_grammar_tools(tools: tuple[dict, ...], choice: str, name: str | None) -> None:
-    """With "required" or a named function the call is generated under a grammar built from the
-    parameters: each schema it is built from must be one the grammar can hold."""
-    if choice not in ("required", "function"):
+def check_grammar_tools(tools: tuple[dict, ...], choice: str, name: str | None,
+                        response_format: dict | None = None) -> None:
+    """The schemas an answer's grammar is built from must be ones a grammar can hold, and all of
+    them together small enough (`json_schema_support.MAX_GRAMMAR_COST`): with "required" or a
+    named function the chosen tools'; with a response format, its schema and, when tool_choice is
+    "auto", every tool's (the grammar lets the model call any of them instead)."""
+    budget = json_schema_support.MAX_GRAMMAR_COST
+    if response_format is not None and response_format.get("type") == "json_schema":
+        budget -= checked_schema(json_schema_support.read_grammar_schema, response_format["schema"],
+                                 "response_format.json_schema.schema")[1]
+    if choice in ("required", "function"):
+        chosen = [index for index, tool in enumerate(tools) if choice == "required" or tool["name"] == name]
+    elif choice == "auto" and response_format is not None:
+        chosen = list(range(len(tools)))
+    else:
         return
-    for index, tool in enumerate(tools):
-        if choice == "required" or tool["name"] == name:
-            checked_schema(json_schema_support.grammar_schema, tool["parameters"],
-                           f"tools[{index}].function.parameters")
+    for index in chosen:
+        param = f"tools[{index}].function.parameters"
+        budget -= checked_schema(lambda schema, where: json_schema_support.read_grammar_schema(schema, where, budget),
+                                 tools[index]["parameters"], param)[1]
 
 
 def read_tool_name(name: Any, param: str) -> str:
