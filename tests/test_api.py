@@ -13,6 +13,7 @@ import urllib.request
 import openai
 import pytest
 
+from meshdesk.app.command_line import DEFAULT_CONTEXT
 from meshdesk.core.status import StatusSnapshot
 from tests.nodes import poll
 
@@ -176,8 +177,9 @@ def test_unknown_route_is_an_openai_404(shared_node):
 
 
 def test_prompt_longer_than_the_context_is_400(shared_node):
+    words = DEFAULT_CONTEXT + 1000  # a token each, at least: past the node's context
     with pytest.raises(openai.BadRequestError) as caught:
-        shared_node.client().completions.create(model=MODEL, prompt="word " * 5000, max_tokens=1)
+        shared_node.client().completions.create(model=MODEL, prompt="word " * words, max_tokens=1)
     assert "context" in caught.value.message
 
 
