@@ -14,7 +14,7 @@ from meshdesk.core.invite import MAX_DURATION_SECONDS
 from meshdesk.core.local_api_policy import ApiAccess, Decision, judge
 from meshdesk.core.openai_api import GenerationRequest, RequestError, Usage
 from meshdesk.core.openai_api.errors import describe
-from meshdesk.core.openai_api.tools import finish_tool_calls
+from meshdesk.core.openai_api.tools import checked_finish
 from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -272,17 +272,14 @@ def new_call_id() -> str:
 
 def ending(request: GenerationRequest, finish: dict) -> tuple[str, list[dict]]:
     """The finish reason and the tool calls (OpenAI's "tool_calls" reason whenever there are some)."""
+    if request.kind != "chat":
+        finish = {key: value for key, value in finish.items() if key != "tool_calls"}
+    allowed = api.CHAT_FINISH_REASONS if request.kind == "chat" else api.COMPLETION_FINISH_REASONS
     try:
-        calls = finish_tool_calls(finish, new_call_id) if request.kind == "chat" else []
+        checked = checked_finish(finish, request.parallel_tool_calls, new_call_id, allowed)
     except ValueError as error:
         raise GenerationFailed(str(error)) from None
-    if not request.parallel_tool_calls:
-        calls = calls[:1]  # the client asked for one call at most
-    reason = "tool_calls" if calls else finish.get("finish_reason") or "stop"
-    allowed = api.CHAT_FINISH_REASONS if request.kind == "chat" else api.COMPLETION_FINISH_REASONS
-    if reason not in allowed or (reason == "tool_calls" and not calls):
-        raise GenerationFailed(f"the model host finished with {describe(reason)}")
-    return reason, calls
+    return checked["finish_reason"], checked["tool_calls"]
 
 
 async def whole_answer(request: GenerationRequest, first_event: dict, events) -> web.Response:

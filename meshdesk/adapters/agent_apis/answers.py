@@ -6,12 +6,14 @@ this only writes what it returns."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from aiohttp import web
 
 from meshdesk.core.openai_api import GenerationRequest, RequestError
+from meshdesk.core.openai_api.tools import checked_finish
 from meshdesk.core.responses_api import named_sse_event
 from meshdesk.node.interfaces import Gateway, ModelUnavailable
 
@@ -38,16 +40,36 @@ def raise_if_error(event: dict) -> None:
     raise AnswerFailed(message)
 
 
+def checked(request: GenerationRequest, event: dict) -> dict:
+    """A finish event checked as chat checks it (`checked_finish`): calls with ids, the first
+    only without parallel_tool_calls; a malformed one fails the answer (a server error, or the
+    stream's error event), never a half-shaped answer."""
+    if event.get("type") != "finish":
+        return event
+    try:
+        return checked_finish(event, request.parallel_tool_calls, lambda: f"call_{secrets.token_hex(12)}")
+    except ValueError as error:
+        raise AnswerFailed(str(error)) from None
+
+
+async def _checked_events(request: GenerationRequest, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    try:
+        async for event in events:
+            yield checked(request, event)
+    finally:
+        await events.aclose()
+
+
 async def answer_events(gateway: Gateway, request: GenerationRequest) -> tuple[dict, AsyncIterator[dict]]:
-    """(first event, the rest); the caller closes the rest."""
+    """(first event, the rest), finish events checked (`checked`); the caller closes the rest."""
     events = gateway.generate(request)
     try:
-        first = await anext(events)
+        first = checked(request, await anext(events))
         raise_if_error(first)
     except BaseException:
         await events.aclose()
         raise
-    return first, events
+    return first, _checked_events(request, events)
 
 
 async def collect(first_event: dict, events: AsyncIterator[dict]) -> tuple[str, dict]:

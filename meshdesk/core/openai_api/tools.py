@@ -245,6 +245,21 @@ def finish_tool_calls(finish: dict, new_id) -> list[dict]:
     return checked
 
 
+def checked_finish(finish: dict, parallel_tool_calls: bool, new_id,
+                   reasons: tuple[str, ...] = ("stop", "length", "tool_calls")) -> dict:
+    """A host's finish event as every API's answer may use it: its calls checked, each with an id
+    (`finish_tool_calls`), only the first when the client asked for parallel_tool_calls false,
+    finish_reason "tool_calls" whenever there are calls and one of `reasons` otherwise. A
+    ValueError when the host sent what cannot be answered (a server error, not the client's)."""
+    calls = finish_tool_calls(finish, new_id)
+    if not parallel_tool_calls:
+        calls = calls[:1]  # the client asked for one call at most
+    reason = "tool_calls" if calls else finish.get("finish_reason") or "stop"
+    if reason not in reasons or (reason == "tool_calls" and not calls):
+        raise ValueError(f"the model host finished with {describe(reason)}")
+    return {**finish, "finish_reason": reason, "tool_calls": calls}
+
+
 def message_to_body(message: dict) -> dict:
     """A flat wire message in OpenAI's nested shape."""
     body = dict(message)
