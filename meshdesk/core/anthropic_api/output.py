@@ -38,9 +38,21 @@ def tool_use_block(call: dict) -> dict:
             "input": tool_input(call["arguments"])}
 
 
+def stop_sequence(finish: dict) -> str | None:
+    """The client's stop sequence the answer ended on: the host's finish names it as
+    "stop_sequence" when one matched (an older host does not: then None, and "end_turn")."""
+    value = finish.get("stop_sequence")
+    if not isinstance(value, str) or not value or finish.get("tool_calls") \
+            or (finish.get("finish_reason") or "stop") != "stop":
+        return None
+    return value
+
+
 def stop_reason(finish: dict) -> str:
     if finish.get("tool_calls"):
         return "tool_use"
+    if stop_sequence(finish) is not None:
+        return "stop_sequence"
     return STOP_REASONS.get(finish.get("finish_reason") or "stop", "end_turn")
 
 
@@ -50,16 +62,18 @@ def usage(finish: dict) -> dict:
             "output_tokens": int(counts.get("completion_tokens", 0))}
 
 
-def message(token: str, model: str, *, content: list[dict], stop: str | None, counts: dict) -> dict:
+def message(token: str, model: str, *, content: list[dict], stop: str | None, counts: dict,
+            sequence: str | None = None) -> dict:
     return {"id": f"msg_{token}", "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop, "stop_sequence": None, "usage": counts}
+            "stop_reason": stop, "stop_sequence": sequence, "usage": counts}
 
 
 def whole_message(token: str, model: str, text: str, finish: dict) -> dict:
     calls = finish.get("tool_calls") or []
     content = [{"type": "text", "text": text}] if text or not calls else []
     content += [tool_use_block(call) for call in calls]
-    return message(token, model, content=content, stop=stop_reason(finish), counts=usage(finish))
+    return message(token, model, content=content, stop=stop_reason(finish), counts=usage(finish),
+                   sequence=stop_sequence(finish))
 
 
 class MessageEvents:
@@ -70,6 +84,8 @@ class MessageEvents:
         self.text_open = False
 
     def opening(self) -> list[Event]:
+        # input_tokens is not known yet: the host counts the prompt only as it answers, and its
+        # first event is text. message_delta's usage carries the real count at the end.
         start = message(self.token, self.model, content=[], stop=None,
                         counts={"input_tokens": 0, "output_tokens": 0})
         return [("message_start", {"type": "message_start", "message": start}), ("ping", {"type": "ping"})]
@@ -90,7 +106,8 @@ class MessageEvents:
             events += self._tool_use_events(block)
         counts = usage(finish)
         events.append(("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": stop_reason(finish), "stop_sequence": None},
+                                         "delta": {"stop_reason": stop_reason(finish),
+                                                   "stop_sequence": stop_sequence(finish)},
                                          "usage": counts}))
         events.append(("message_stop", {"type": "message_stop"}))
         return events
