@@ -128,7 +128,7 @@ def test_a_schema_or_grammar_llama_cpp_cannot_read_is_refused_not_a_crash(smollm
     with pytest.raises(grammar.GrammarError):
         grammar.grammar_text(grammar.Constraint(answer_schema=remote))
     with pytest.raises(grammar.GrammarError):
-        grammar.check_parses(smollm2, 'root ::= "unterminated')
+        grammar.parsed_grammar(smollm2, 'root ::= "unterminated')
     assert grammar.constraint_for(request(tools=(), tool_choice="auto")) is None
     assert grammar.constraint_for(request(tool_choice="auto")) is None  # auto without a format: free
 
@@ -144,7 +144,9 @@ def test_two_tools_with_a_definition_of_the_same_name_keep_their_own(smollm2):
     text = grammar.grammar_text(grammar.constraint_for(request(tools=tools)))
     assert 'tool0-item-n-kv ::= "\\"n\\"" space ":" space integer' in text
     assert 'tool1-item-b-kv ::= "\\"b\\"" space ":" space boolean' in text
-    grammar.check_parses(smollm2, text)
+    import llama_cpp
+
+    llama_cpp.llama_sampler_free(grammar.parsed_grammar(smollm2, text))
 
 
 def test_the_grammar_asked_first_about_the_chosen_token_gives_the_chain_s_answer(smollm2):
@@ -173,3 +175,10 @@ def test_a_forced_call_cut_short_by_max_tokens_is_dropped_and_the_whole_ones_go(
         left, calls = output.finish()
         assert (streamed, left.lstrip("\n"), len(calls)) == ("", tail.lstrip("\n"), 1), choice
         assert calls[0]["id"].startswith("call_") and json.loads(calls[0]["arguments"]) == {"a": 1, "b": 2}
+
+
+def test_a_grammar_longer_than_the_cap_is_refused_before_llama_cpp_parses_it():
+    properties = {f"p{index}": {"const": "x" * 2000} for index in range(600)}
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    with pytest.raises(grammar.GrammarError, match="characters"):
+        grammar.grammar_text(grammar.Constraint(answer_schema=schema))

@@ -11,7 +11,9 @@ With `tool_choice` "required" or a named function only calls are allowed; with "
 Once the grammar is complete llama.cpp allows only the end of the turn, so nothing trails.
 
 llama.cpp's grammar sampler, given text it cannot parse, yields no sampler at all (and the
-sampler chain would crash on it), so every grammar is parsed once by llama.cpp itself first.
+sampler chain would crash on it), so every grammar is parsed by llama.cpp itself first, and that
+parsed sampler is the one the answer uses (`CheckedGrammar.take`): parsing once, not twice. A
+grammar text longer than `MAX_GRAMMAR_CHARS` is refused before llama.cpp parses it at all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from llama_cpp.llama_grammar import LlamaGrammar, SchemaConverter
 
 from meshdesk.core.json_schema_support import SchemaError, grammar_schema
 
+# llama.cpp's parse takes ~0.2 s and ~30 MB a 1 MB of grammar text (57 MB: 11 s, 1.75 GB); the
+# grammars of real tools and schemas are a few kB.
+MAX_GRAMMAR_CHARS = 1_000_000
 MAX_PARALLEL_CALLS = 4  # a tiny model under a grammar may repeat a call; never without end
 CALL_OPEN, CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 
@@ -87,7 +92,11 @@ def grammar_text(constraint: Constraint) -> str:
     if not alternatives:
         raise GrammarError("nothing to constrain")
     converter._add_rule("root", " | ".join(alternatives))
-    return converter.format_grammar()
+    text = converter.format_grammar()
+    if len(text) > MAX_GRAMMAR_CHARS:
+        raise GrammarError(f"the grammar for this schema would be {len(text)} characters; at most "
+                           f"{MAX_GRAMMAR_CHARS} are allowed (fewer or shorter properties, enums, lengths)")
+    return text
 
 
 def _calls_rule(converter: SchemaConverter, constraint: Constraint) -> str:
@@ -130,19 +139,38 @@ def renamed_definitions(schema, prefix: str):
     return renamed
 
 
+class CheckedGrammar(LlamaGrammar):
+    """A `LlamaGrammar` that llama.cpp has parsed: it holds that parsed grammar sampler until the
+    answer's sampler takes it (`take`), or frees it."""
+
+    parsed = None
+
+    def take(self):
+        parsed, self.parsed = self.parsed, None
+        return parsed
+
+    def __del__(self):
+        import llama_cpp
+
+        if self.parsed:
+            llama_cpp.llama_sampler_free(self.take())
+
+
 def llama_grammar(llama, constraint: Constraint | None) -> LlamaGrammar | None:
     """The checked `LlamaGrammar` for `constraint` on this model's vocabulary, or None."""
     if constraint is None:
         return None
     text = grammar_text(constraint)
-    check_parses(llama, text)
-    return LlamaGrammar.from_string(text, verbose=False)
+    grammar = CheckedGrammar(_grammar=text)
+    grammar.parsed = parsed_grammar(llama, text)
+    return grammar
 
 
-def check_parses(llama, text: str) -> None:
+def parsed_grammar(llama, text: str):
+    """llama.cpp's grammar sampler for `text` on this model's vocabulary; GrammarError if it cannot parse it."""
     import llama_cpp
 
     sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, text.encode("utf-8"), b"root")
     if not sampler:
         raise GrammarError("llama.cpp could not parse the grammar built from this schema")
-    llama_cpp.llama_sampler_free(sampler)
+    return sampler

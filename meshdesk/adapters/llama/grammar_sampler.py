@@ -27,7 +27,8 @@ class GrammarFirstSampler:
     def __init__(self, llama, chain, grammar):
         self.chain = chain  # the request's LlamaSampler, built without the grammar
         self.vocabulary = llama.n_vocab()
-        self.grammar = llama_cpp.llama_sampler_init_grammar(
+        taken = getattr(grammar, "take", None)  # grammar.CheckedGrammar: parsed once already
+        self.grammar = (taken and taken()) or llama_cpp.llama_sampler_init_grammar(
             llama._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
         if not self.grammar:
             raise ValueError("llama.cpp could not parse the grammar")
