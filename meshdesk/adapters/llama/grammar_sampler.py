@@ -10,15 +10,33 @@ the grammar's, per step, only where the model wanted something else.
 
 `with_grammar_first(model_class)` makes a `Llama` class (plain or speculative) sample this way
 whenever a request passes `grammar=`.
+
+A grammar's work per token is bounded: llama.cpp keeps one parse stack per way the text so far
+can be read, and an ambiguous grammar (alternatives that share a start, nested, or an optional
+item repeated) doubles them at every token, so one step may take seconds, then minutes. A step
+whose grammar work (the check, the whole-vocabulary pass, the accept) takes longer than
+`STEP_LIMIT_SECONDS` ends the answer with `GrammarTooAmbiguous`, the client's request error.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
+import time
 
 import llama_cpp
 from llama_cpp._internals import LlamaTokenDataArray
+
+# An honest grammar's whole-vocabulary pass took 37.6 ms a token on Gemma 3's 262k vocabulary on
+# the loaded 2-core VM (bench/README.md), its check of one token well under 1 ms; an ambiguous
+# one grows 2-5x a token. A quarter second is beyond any honest step with room for load, and
+# the last step before the end costs at most a few times that.
+STEP_LIMIT_SECONDS = 0.25
+TOO_AMBIGUOUS = "the schema is too ambiguous for a grammar"
+
+
+class GrammarTooAmbiguous(Exception):
+    """One step of the grammar took longer than `STEP_LIMIT_SECONDS`: the client's schema."""
 
 
 class GrammarFirstSampler:
@@ -36,6 +54,7 @@ class GrammarFirstSampler:
         self.single = llama_cpp.llama_token_data()
         self.refusals = 0  # steps where the grammar refused the chain's choice (for the bench)
         self.steps = 0
+        self.clock = time.monotonic  # a test may stand in a clock
 
     def __del__(self):
         if getattr(self, "grammar", None):
@@ -59,15 +78,25 @@ class GrammarFirstSampler:
         array = self._array(ctx, idx)
         llama_cpp.llama_sampler_apply(self.chain.sampler, ctypes.byref(array))
         token = int(array.data[array.selected].id)
+        started = self.clock()
         if not self.allows(token):
             self.refusals += 1
             array = self._array(ctx, idx)
+            self._bounded(started)
             llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+            self._bounded(started)
             llama_cpp.llama_sampler_apply(self.chain.sampler, ctypes.byref(array))
             token = int(array.data[array.selected].id)
+            started = self.clock()
         llama_cpp.llama_sampler_accept(self.grammar, token)
+        self._bounded(started)
         self.chain.accept(token)
         return token
+
+    def _bounded(self, started: float) -> None:
+        if self.clock() - started > STEP_LIMIT_SECONDS:
+            self.__del__()  # its parse stacks may be gigabytes: free them now, not at the next request
+            raise GrammarTooAmbiguous(TOO_AMBIGUOUS)
 
 
 class GrammarFirst:

@@ -24,7 +24,7 @@ from meshdesk.adapters.llama import embedding
 from meshdesk.adapters.llama import grammar as grammars
 from meshdesk.adapters.llama.chat_template import ChatFormat, chat_format
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
-from meshdesk.adapters.llama.grammar_sampler import with_grammar_first
+from meshdesk.adapters.llama.grammar_sampler import GrammarTooAmbiguous, with_grammar_first
 from meshdesk.adapters.llama.tool_output import output_for
 from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
@@ -273,7 +273,7 @@ def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.s
             serve(model, chat, connection, request)
         except OSError:
             pass  # the node went away mid-answer; nothing left to tell it
-        except PromptRejected as error:
+        except (PromptRejected, GrammarTooAmbiguous) as error:
             send_line(connection, {"type": "error", "kind": "request", "message": str(error)})
         except Exception as error:
             send_line(connection, {"type": "error", "kind": "server", "message": f"generation failed: {error}"})

@@ -1,0 +1,71 @@
+"""The model host's guards, on a real llama.cpp with the real SmolLM2, each request served by the
+child's own `handle_connection` over a real 127.0.0.1 TCP connection: a grammar too ambiguous to
+run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from meshdesk.adapters.llama import grammar, host
+from meshdesk.adapters.llama.chat_template import chat_format
+from meshdesk.adapters.llama.grammar_sampler import TOO_AMBIGUOUS
+from meshdesk.core.openai_api import GenerationRequest
+
+ADD = {"name": "add", "description": "Adds two integers",
+       "parameters": {"type": "object", "required": ["a", "b"],
+                      "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}
+# Each definition offers the same branch twice: llama.cpp keeps a parse stack for each way of
+# reading the text, so every "[" doubles them (the reviewer's 30 $defs, as GBNF).
+AMBIGUOUS = "root ::= d0\n" + "".join(f'd{i} ::= "[" d{i + 1} "]" | "[" d{i + 1} "]"\n' for i in range(30)) + \
+    'd30 ::= "0"\n'
+
+
+@pytest.fixture(scope="module")
+def model(smollm2_model_path):
+    import llama_cpp
+
+    from meshdesk.adapters.llama.grammar_sampler import with_grammar_first
+
+    llama = with_grammar_first(llama_cpp.Llama)(model_path=str(smollm2_model_path), n_ctx=2048, n_threads=2,
+                                                verbose=False)
+    return host.LoadedModel(llama), chat_format(llama)
+
+
+def wire(content="Add 2 and 3.", **fields) -> dict:
+    base = dict(kind="chat", model="smollm2", messages=({"role": "user", "content": content},), prompt="",
+                max_tokens=8, temperature=0.0, top_p=1.0, stop=(), seed=1, stream=True, include_usage=False)
+    return GenerationRequest(**(base | fields)).to_wire()
+
+
+def start(model, request: dict) -> tuple[socket.socket, threading.Thread]:
+    """The node's end of a connection to the child serving `request` (in a thread)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    node = socket.create_connection(listener.getsockname())
+    child, _ = listener.accept()
+    listener.close()
+    served = threading.Thread(target=host.handle_connection, args=(*model, child), daemon=True)
+    served.start()
+    node.sendall(json.dumps(request).encode() + b"\n")
+    return node, served
+
+
+def serve(model, request: dict) -> list[dict]:
+    node, served = start(model, request)
+    with node, node.makefile("rb") as reader:
+        events = [json.loads(line) for line in reader]
+    served.join()
+    return events
+
+
+def test_a_grammar_too_ambiguous_to_run_ends_with_a_request_error_and_the_next_request_is_served(model, monkeypatch):
+    monkeypatch.setattr(grammar, "grammar_text", lambda constraint: AMBIGUOUS)
+    events = serve(model, wire(tools=(ADD,), tool_choice="required", max_tokens=64))
+    assert events[-1] == {"type": "error", "kind": "request", "message": TOO_AMBIGUOUS}
+    assert all(event["type"] == "delta" for event in events[:-1])
+    monkeypatch.undo()
+    assert serve(model, wire(max_tokens=4))[-1]["type"] == "finish"
+
