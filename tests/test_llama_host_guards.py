@@ -1,6 +1,6 @@
 """The model host's guards, on a real llama.cpp with the real SmolLM2, each request served by the
 child's own `handle_connection` over a real 127.0.0.1 TCP connection: a grammar too ambiguous to
-run."""
+run and a node that stops waiting while output is held."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ ADD = {"name": "add", "description": "Adds two integers",
 # reading the text, so every "[" doubles them (the reviewer's 30 $defs, as GBNF).
 AMBIGUOUS = "root ::= d0\n" + "".join(f'd{i} ::= "[" d{i + 1} "]" | "[" d{i + 1} "]"\n' for i in range(30)) + \
     'd30 ::= "0"\n'
+ENDLESS = 'root ::= "<tool_call>\\n" digits\ndigits ::= [0-9] digits\n'  # never complete: no end of turn
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,16 @@ def test_a_grammar_too_ambiguous_to_run_ends_with_a_request_error_and_the_next_r
     events = serve(model, wire(tools=(ADD,), tool_choice="required", max_tokens=64))
     assert events[-1] == {"type": "error", "kind": "request", "message": TOO_AMBIGUOUS}
     assert all(event["type"] == "delta" for event in events[:-1])
+    monkeypatch.undo()
+    assert serve(model, wire(max_tokens=4))[-1]["type"] == "finish"
+
+
+def test_a_node_gone_while_a_call_is_held_frees_the_child_for_the_next_request(model, monkeypatch):
+    monkeypatch.setattr(grammar, "grammar_text", lambda constraint: ENDLESS)
+    node, served = start(model, wire(tools=(ADD,), tool_choice="required", max_tokens=100_000))
+    node.close()  # the client went away; nothing streams (a call is held whole), so no send fails
+    served.join(timeout=30)  # the context holds ~2000 tokens: a minute of generating without the check
+    assert not served.is_alive()
     monkeypatch.undo()
     assert serve(model, wire(max_tokens=4))[-1]["type"] == "finish"
 

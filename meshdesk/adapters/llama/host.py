@@ -30,17 +30,25 @@ from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
 
 LISTEN_HOST = "127.0.0.1"
+GONE_CHECK_TOKENS = 16  # how often a generation asks whether its node still waits (one recv)
 
 
 @dataclass
 class Generation:
-    """Counts tokens and carries the cancel flag of one running generation."""
+    """Counts tokens and carries the cancel flag of one running generation. While output is held
+    back (a tool call, an answer that may start one) no delta's failed send tells that the node
+    went away, so every `GONE_CHECK_TOKENS` tokens it looks at the connection itself."""
 
     prompt_tokens: int = 0
     cancelled: bool = False
     text_parts: list[str] = field(default_factory=list)
+    connection: socket.socket | None = None
+    tokens: int = 0
 
     def stopping_criteria(self, _input_ids, _logits) -> bool:
+        self.tokens += 1
+        if self.tokens % GONE_CHECK_TOKENS == 0 and self.connection is not None and not self.cancelled:
+            self.cancelled = embedding.node_gone(self.connection)
         return self.cancelled
 
 
@@ -228,7 +236,8 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
     llama = model.llama
     prompt = prompt_for_request(llama, chat, request)
     # Carrying an answer on, its text so far counts as completion, as if one host wrote it all.
-    generation = Generation(prompt_tokens=prompt.counted(), text_parts=[request.continue_from or ""])
+    generation = Generation(prompt_tokens=prompt.counted(), text_parts=[request.continue_from or ""],
+                            connection=connection)
     finish_reason = None if token_budget(llama, prompt, request) > 0 else "length"
     if model.draft is not None:
         model.draft.begin()
