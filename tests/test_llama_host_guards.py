@@ -1,6 +1,6 @@
 """The model host's guards, on a real llama.cpp with the real SmolLM2, each request served by the
 child's own `handle_connection` over a real 127.0.0.1 TCP connection: a grammar too ambiguous to
-run and a node that stops waiting while output is held."""
+run, a node that stops waiting while output is held, and client stops under a grammar."""
 
 from __future__ import annotations
 
@@ -79,4 +79,12 @@ def test_a_node_gone_while_a_call_is_held_frees_the_child_for_the_next_request(m
     assert not served.is_alive()
     monkeypatch.undo()
     assert serve(model, wire(max_tokens=4))[-1]["type"] == "finish"
+
+
+def test_client_stops_do_not_cut_an_answer_the_grammar_shapes(model):
+    events = serve(model, wire(tools=(ADD,), tool_choice="required", parallel_tool_calls=False,
+                               stop=("\n", "add"), max_tokens=64))
+    finish = events[-1]
+    assert finish["finish_reason"] == "tool_calls" and "stop_sequence" not in finish
+    assert [call["name"] for call in finish["tool_calls"]] == ["add"]
 

@@ -151,7 +151,10 @@ def prompt_for(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
     tokens = llama.tokenize(continuation.continued_prompt(text, request.continue_from).encode("utf-8"),
                             add_bos=add_bos, special=True)
     if not request.continue_from:
-        return Prompt(tokens, stop, criteria, grammar=grammars.llama_grammar(llama, grammars.constraint_for(request)))
+        grammar = grammars.llama_grammar(llama, grammars.constraint_for(request))
+        if grammar is not None:  # the grammar ends the answer: a client's stop would cut a call or JSON short
+            stop = stop[len(request.stop):]
+        return Prompt(tokens, stop, criteria, grammar=grammar)
     # A grammar starts at its root, not inside an answer carried on: that answer goes on freely.
     own = len(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
     so_far = len(llama.tokenize(request.continue_from.encode("utf-8"), add_bos=False, special=True))
