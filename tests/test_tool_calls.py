@@ -199,10 +199,30 @@ def test_a_false_start_is_released():
     assert splitter.close() == ("", [])
 
 
-def test_an_answer_starting_like_json_is_held_to_the_end():
+def test_an_answer_starting_like_a_call_is_held_to_the_end():
     splitter = ToolCallSplitter(TOOLS, counting_ids())
-    assert splitter.feed('{"answer": ') == "" and splitter.feed("42}") == ""
-    assert splitter.close() == ('{"answer": 42}', [])
+    assert splitter.feed('{"na') == "" and splitter.feed('me": "Bob"') == "" and splitter.feed("}") == ""
+    assert splitter.close() == ('{"name": "Bob"}', [])
+
+
+@pytest.mark.parametrize("pieces", [
+    ['{"ans', 'wer": ', "42}"],  # JSON whose first key no call has
+    ["{ 4", "2 }"], ["[1, ", "2]"], ['["a", ', '"b"]'], ["[{\"x", '": 1}]'], ["[Note", ": see below]"],
+    ["[get_weather", " is a tool]"], ["```py", "thon\nprint(1)\n```"], ["```json\n", "[1, 2]\n```"],
+    ["``", "x``"], ["[T", "oday] it rains"],
+])
+def test_an_opening_that_clearly_is_not_a_call_is_released(pieces):
+    splitter = ToolCallSplitter(TOOLS, counting_ids())
+    streamed = [splitter.feed(piece) for piece in pieces]
+    assert streamed[-1] and "".join(streamed) == "".join(pieces)  # out before the answer ends
+    assert splitter.close() == ("", [])
+
+
+def test_a_released_opening_still_finds_a_marked_call_after_it():
+    splitter = ToolCallSplitter(TOOLS, counting_ids())
+    assert splitter.feed('{"answer": 1} ') == '{"answer": 1} '
+    assert splitter.feed('<tool_call>{"name": "search", "arguments": {}}</tool_call>') == ""
+    assert splitter.close() == ("", [{"id": "call_0", "name": "search", "arguments": "{}"}])
 
 
 def test_without_tools_nothing_is_held_or_parsed():

@@ -14,7 +14,7 @@ Models write calls in their own formats:
 Only names among the request's tools count; anything else, or a call that does not parse, stays
 plain content, verbatim. Arguments become JSON text of an object. Ids come from the caller.
 `ToolCallSplitter` does the same on a stream: what cannot start a call streams at once, the
-rest is held to the end, so calls arrive whole and content is never sent twice.
+rest is held to the end (`tool_call_start` tells which is which), so calls arrive whole and content is never sent twice.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import json
 import re
 from collections.abc import Callable, Iterable
 
-HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
-MISTRAL = "[TOOL_CALLS]"
-PYTHON_TAG = "<|python_tag|>"
-FUNCTION_OPEN, FUNCTION_CLOSE = "<function=", "</function>"
-MARKERS = (HERMES_OPEN, MISTRAL, PYTHON_TAG, FUNCTION_OPEN)
+from meshdesk.core.tool_call_start import (CALL_KEYS, FUNCTION_OPEN, HERMES_OPEN, MARKERS, MISTRAL, PYTHON_TAG,
+                                           start_verdict)
+
+HERMES_CLOSE = "</tool_call>"
+FUNCTION_CLOSE = "</function>"
 END_TOKENS = ("<|eom_id|>", "<|eot_id|>", "</s>", "<|im_end|>")
-CALL_KEYS = frozenset({"name", "arguments", "parameters", "type", "id", "function"})
 _MISTRAL_NAMED = re.compile(r"([a-zA-Z0-9_-]{1,64})(?:\[CALL_ID\][a-zA-Z0-9_-]{1,64})?\[ARGS\]")
 
 
@@ -84,12 +83,12 @@ class ToolCallSplitter:
         if self.holding:
             return ""
         if not self.started:
-            head = self.text.lstrip()
-            if not head or _may_open_whole(head):
-                if head and _opens_whole(head):
-                    self.holding = True
+            verdict = start_verdict(self.text.lstrip(), self.names)
+            if verdict is None:  # too soon to tell
                 return ""
-            self.started = True
+            self.holding, self.started = verdict, not verdict
+            if verdict:
+                return ""
         pending = self.text[self.sent:]
         found = [index for index in (pending.find(marker) for marker in MARKERS) if index >= 0]
         if found:
@@ -106,15 +105,6 @@ class ToolCallSplitter:
     def _send(self, end: int) -> str:
         out, self.sent = self.text[self.sent:end], max(self.sent, end)
         return out
-
-
-def _may_open_whole(head: str) -> bool:
-    """Whether an answer starting with `head` (no leading space) may still turn out to be calls."""
-    return _opens_whole(head) or any(marker.startswith(head) for marker in MARKERS) or "```".startswith(head)
-
-
-def _opens_whole(head: str) -> bool:
-    return head[0] in "{[" or head.startswith("```") or any(head.startswith(marker) for marker in MARKERS)
 
 
 def _marker_prefix_length(text: str) -> int:
