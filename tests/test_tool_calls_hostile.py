@@ -56,7 +56,7 @@ def test_arguments_json_cannot_say_are_no_call():
     for arguments in ('{"x": 1e400}', '{"x": -1e400}', '{"x": NaN}', '{"x": Infinity}', '{"x": [1, -Infinity]}'):
         for text in (f'<tool_call>\n{{"name": "f", "arguments": {arguments}}}\n</tool_call>',
                      f'{{"name": "f", "arguments": {arguments}}}', f"<function=f>{arguments}</function>",
-                     f'[TOOL_CALLS]f[ARGS]{arguments}', f"<tool_call>{{'name': 'f', 'arguments': {{'x': 1e400}}}}"
+                     f'[TOOL_CALLS]f[ARGS]{arguments}', "<tool_call>{'name': 'f', 'arguments': {'x': 1e400}}"
                                                          "</tool_call>", "[f(x=1e400)]",
                      f'{{"name": "f", "arguments": {json.dumps(arguments)}}}'):
             assert parse_tool_calls(text, TOOLS, counting_ids()) == (text, []), text
