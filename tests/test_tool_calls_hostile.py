@@ -62,3 +62,13 @@ def test_arguments_json_cannot_say_are_no_call():
             assert parse_tool_calls(text, TOOLS, counting_ids()) == (text, []), text
     _, calls = parse_tool_calls('{"name": "f", "arguments": {"x": 1e300}}', TOOLS, counting_ids())
     assert calls[0]["arguments"] == '{"x":1e+300}' and json.loads(calls[0]["arguments"]) == {"x": 1e300}
+
+
+def test_the_hosts_tool_output_reads_the_hostile_fence_as_content_and_streams_it():
+    from meshdesk.adapters.llama.tool_output import ToolOutput
+
+    output = ToolOutput(["search"])
+    text = "```" + " " * 4000 + "x"
+    streamed = "".join(output.feed(piece) for piece in [text[:3], *text[3:-1], text[-1]])
+    assert streamed == text  # once "x" shows it is no call, all of it goes out
+    assert output.finish() == ("", [])
