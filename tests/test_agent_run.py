@@ -302,3 +302,72 @@ def test_a_run_uses_the_node_running_for_the_home(shared_node, fake_agents, tmp_
     assert given["argv"] == ["run", "-t", "hi"] and given["keyless"] == 200  # the node's open /v1 API
     assert given["finish_reason"] in ("stop", "length")
     assert shared_node.process.poll() is None  # the user's node keeps running
+
+
+SLEEPING_AGENT = '''#!{python}
+import os, sys, time
+open(os.environ["FAKE_AGENT_PID"], "w").write(str(os.getpid()))
+time.sleep(600)
+'''
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return not stat.parent.parent.joinpath("self").exists()  # no /proc: os.kill said it runs
+
+
+def poll_until(condition, seconds: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("ending", ["SIGKILL", "SIGHUP"])
+def test_the_lite_client_does_not_outlive_meshdesk_run_however_it_ends(shared_node, tmp_path, ending):
+    import signal
+    import subprocess
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "goose").write_text(SLEEPING_AGENT.format(python=sys.executable))
+    (folder / "goose").chmod(0o755)
+    home, agent_pid = tmp_path / "client-home", tmp_path / "agent.pid"
+    environment = child_environment({"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
+                                     "MESHDESK_API_KEY": None, "FAKE_AGENT_PID": str(agent_pid)})
+    with open(tmp_path / "run.log", "wb") as log:
+        run = subprocess.Popen(meshdesk_command("run", "--home", str(home), "--join", shared_node.invite_token(),
+                                                "goose"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               env=environment)
+    try:
+        poll_until(lambda: agent_pid.exists() and agent_pid.read_text() or run.poll() is not None, 180,
+                   "the agent did not start")
+        assert run.poll() is None, (tmp_path / "run.log").read_text()
+        client = json.loads((home / "runtime.json").read_text())["pid"]
+        assert client != run.pid and process_alive(client)
+        run.send_signal(getattr(signal, ending))
+        assert run.wait(30) == (-9 if ending == "SIGKILL" else 130)
+        poll_until(lambda: not process_alive(client), 30, f"the lite client outlived meshdesk run's {ending}")
+        assert not (home / "runtime.json").exists()  # it stopped cleanly: the next run starts afresh
+    finally:
+        run.kill()
+        run.wait()
+        leftovers = [int(agent_pid.read_text())] if agent_pid.exists() and agent_pid.read_text() else []
+        if (home / "runtime.json").exists():
+            leftovers.append(json.loads((home / "runtime.json").read_text())["pid"])
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

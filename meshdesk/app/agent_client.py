@@ -38,7 +38,9 @@ def say(line: str) -> None:
 @dataclass
 class LiteClient:
     """A `meshdesk --client` child of this process, in its own session so that the terminal's
-    Ctrl+C reaches the agent only; stopped with SIGTERM (as a service manager would)."""
+    Ctrl+C reaches the agent only; stopped with SIGTERM (as a service manager would), and by
+    itself when its stdin, a pipe only this process holds, closes: when `meshdesk run` dies
+    however it dies (a closed terminal, SIGKILL), the client does not outlive it."""
 
     process: subprocess.Popen
     log_path: Path
@@ -49,13 +51,13 @@ class LiteClient:
         home.prepare()
         api_key = secrets.token_urlsafe(24)  # the /v1 API of this run's client: the agent's alone
         command = [sys.executable, "-m", "meshdesk", "--client", "--headless", "--home", str(home.root),
-                   "--port", "0"]
+                   "--port", "0", "--exit-with-stdin"]
         for token in join:
             command += ["--join", token]
         environment = {**os.environ, "MESHDESK_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
         log_path = home.logs / CLIENT_LOG
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                        env=environment, start_new_session=(os.name == "posix"))
         return cls(process, log_path, api_key)
 
@@ -95,6 +97,8 @@ class LiteClient:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
 
 
 def node_for_run(home: Home, join: list[str]) -> tuple[RunningNode, LiteClient | None]:

@@ -64,7 +64,7 @@ def run_agent_command(argv: list[str]) -> int:
     home = Home((arguments.home or default_home()).expanduser().resolve())
     client: LiteClient | None = None
     try:
-        with stopping_on_sigterm():
+        with stopping_on_signals():
             node, client = node_for_run(home, arguments.join)
             models, status = wait_for_models(node, arguments.model, arguments.wait, client)
             model = arguments.model or best_model(models, local_sizes(status))
@@ -166,11 +166,15 @@ def run_program(program: str, setup: AgentSetup, user_arguments: list[str]) -> i
     return 128 - code if code < 0 else code
 
 
-class stopping_on_sigterm:
-    """SIGTERM to `meshdesk run` ends the run like Ctrl+C would: the agent and the client stop."""
+STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class stopping_on_signals:
+    """SIGTERM, or SIGHUP (the terminal closed), to `meshdesk run` ends the run like Ctrl+C
+    would: the agent and the client stop."""
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGTERM, self._raise)
+        self.previous = {number: signal.signal(number, self._raise) for number in STOPPING_SIGNALS}
         return self
 
     @staticmethod
@@ -178,5 +182,6 @@ class stopping_on_sigterm:
         raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)
         return False

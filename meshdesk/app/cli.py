@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or less where the model was trained for less; coding agents' prompts need 8k-16k)")
     parser.add_argument("--client", action="store_true",
                         help="lite client: no model and no llama.cpp, only the API and the mesh")
+    parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)  # `meshdesk run`'s lifeline
     parser.add_argument("--join", action="append", metavar="TOKEN",
                         help="join a mesh with an invite token or meshdesk://join/ link (repeatable); "
                         "this is consent to join, so a link alone is only shown")

@@ -87,7 +87,7 @@ def launch(arguments: argparse.Namespace) -> int:
     if (refused := refused_switch(runtime.node, join_tokens, arguments.leave_current_mesh)) is not None:
         return fail(refused)
     if arguments.headless:
-        return asyncio.run(serve_headless(runtime))
+        return asyncio.run(serve_headless(runtime, getattr(arguments, "exit_with_stdin", False)))
     from meshdesk.app.desktop import run_desktop
 
     return run_desktop(runtime, link)
@@ -134,7 +134,7 @@ def hand_link_over(home: Home, link: str) -> int | None:
     return None
 
 
-async def serve_headless(runtime: Runtime) -> int:
+async def serve_headless(runtime: Runtime, exit_with_stdin: bool = False) -> int:
     runtime.node.subscribe(ReadinessPrinter(runtime.node))
     runtime.node.subscribe(DownloadPrinter(runtime.node.hooks.download_status))
     stop = asyncio.Event()
@@ -144,7 +144,28 @@ async def serve_headless(runtime: Runtime) -> int:
             loop.add_signal_handler(signal_number, stop.set)
         except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
             pass
+    if exit_with_stdin:
+        stop_when_stdin_closes(loop, stop)
     return await runtime.serve(stop)
+
+
+def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """`--exit-with-stdin` (a lite client of `meshdesk run`): the parent holds our stdin open, so
+    end of file means it is gone, however it went (even SIGKILL); the node then stops cleanly."""
+    import threading
+
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError, AttributeError):  # no stdin at all: stop as well
+            pass
+        try:
+            loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:  # the node had stopped already
+            pass
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def node_running_here(home: Home) -> bool:
