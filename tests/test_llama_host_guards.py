@@ -1,6 +1,7 @@
 """The model host's guards, on a real llama.cpp with the real SmolLM2, each request served by the
 child's own `handle_connection` over a real 127.0.0.1 TCP connection: a grammar too ambiguous to
-run, a node that stops waiting while output is held, and client stops under a grammar."""
+run, a node that stops waiting while output is held, client stops under a grammar, and which stop
+ended an answer."""
 
 from __future__ import annotations
 
@@ -87,4 +88,14 @@ def test_client_stops_do_not_cut_an_answer_the_grammar_shapes(model):
     finish = events[-1]
     assert finish["finish_reason"] == "tool_calls" and "stop_sequence" not in finish
     assert [call["name"] for call in finish["tool_calls"]] == ["add"]
+
+
+def test_the_finish_names_the_client_stop_that_ended_the_answer(model):
+    free = serve(model, wire(content="Count from one to ten in words.", max_tokens=24))
+    text = "".join(event["text"] for event in free if event["type"] == "delta")
+    assert free[-1]["finish_reason"] == "length" and "stop_sequence" not in free[-1]
+    word = text.split()[len(text.split()) // 2]
+    stopped = serve(model, wire(content="Count from one to ten in words.", max_tokens=24, stop=("@@never@@", word)))
+    assert stopped[-1]["finish_reason"] == "stop" and stopped[-1]["stop_sequence"] == word
+    assert "".join(event["text"] for event in stopped if event["type"] == "delta") == text[:text.index(word)]
 

@@ -100,10 +100,16 @@ class GrammarFirstSampler:
 
 
 class GrammarFirst:
-    """Mixed into a `Llama` class: `_init_sampler(grammar=...)` gives a `GrammarFirstSampler`."""
+    """Mixed into a `Llama` class: `_init_sampler(grammar=...)` gives a `GrammarFirstSampler`.
+    It also remembers the last token sampled (which client stop ended an answer, see host.py)."""
 
     last_sampler: GrammarFirstSampler | None = None
     grammar_first = True  # False: llama-cpp-python's own way, the grammar in the chain (bench/grammar.py)
+    last_token: int | None = None
+
+    def sample(self, *args, **kwargs) -> int:
+        self.last_token = super().sample(*args, **kwargs)
+        return self.last_token
 
     def _init_sampler(self, *args, grammar=None, **kwargs):
         if not self.grammar_first:

@@ -44,9 +44,11 @@ class Generation:
     text_parts: list[str] = field(default_factory=list)
     connection: socket.socket | None = None
     tokens: int = 0
+    input_ids: object = ()  # the prompt and the answer but its last token, as llama-cpp-python last showed
 
-    def stopping_criteria(self, _input_ids, _logits) -> bool:
+    def stopping_criteria(self, input_ids, _logits) -> bool:
         self.tokens += 1
+        self.input_ids = input_ids
         if self.tokens % GONE_CHECK_TOKENS == 0 and self.connection is not None and not self.cancelled:
             self.cancelled = embedding.node_gone(self.connection)
         return self.cancelled
@@ -259,11 +261,27 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
         "completion_tokens": completion_token_count(llama, generation),
     }
     finish = {"type": "finish", "finish_reason": finish_reason or "stop", "usage": usage}
+    stop_sequence = matched_stop(llama, prompt, request, generation) if finish_reason == "stop" else None
+    if stop_sequence is not None:
+        finish["stop_sequence"] = stop_sequence
     if calls:
         finish |= {"finish_reason": "tool_calls", "tool_calls": calls}
     if model.draft is not None:
         finish["speculative"] = model.draft.finish().to_dict()
     send_line(connection, finish)
+
+
+def matched_stop(llama, prompt: Prompt, request: GenerationRequest, generation: Generation) -> str | None:
+    """The client's stop string that ended the answer, if one did: llama-cpp-python cuts at the
+    first of `prompt.stop` (in order) that the answer's text holds, last token included."""
+    client = prompt.stop[:len(request.stop)] if prompt.stop[:len(request.stop)] == list(request.stop) else []
+    last = getattr(llama, "last_token", None)
+    if not client or last is None or len(generation.input_ids) < len(prompt.tokens):
+        return None
+    answer = [*(int(token) for token in generation.input_ids[len(prompt.tokens):]), last]
+    text = llama.detokenize(answer, prev_tokens=prompt.tokens).decode("utf-8", errors="ignore")
+    found = [stop for stop in prompt.stop if stop in text]
+    return found[0] if found and found[0] in client else None
 
 
 def read_request(connection: socket.socket) -> GenerationRequest:
