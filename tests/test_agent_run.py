@@ -136,6 +136,23 @@ def test_our_codex_table_is_added_once_and_the_users_lines_are_kept():
         merge_codex_config('model_providers.meshdesk.base_url = "x"\n', provider)
 
 
+def test_a_symlinked_config_stays_a_link_and_its_target_gets_the_merge(tmp_path):
+    from meshdesk.app.agent_run import merge_file
+
+    target = tmp_path / "dotfiles" / "models.json"
+    target.parent.mkdir()
+    target.write_text('{"providers": {"ollama": {}}}')
+    target.chmod(0o600)
+    link = tmp_path / ".pi" / "agent" / "models.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    merge_file(link, lambda text: merge_pi_models(text, {"x": 1}))
+    assert link.is_symlink() and link.resolve() == target
+    assert json.loads(target.read_text())["providers"] == {"ollama": {}, "mesh": {"x": 1}}
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(path.name for path in target.parent.iterdir()) == ["models.json"]  # no temporary left
+
+
 # --- which model ------------------------------------------------------------------------------
 
 def test_the_best_model_is_chat_tuned_then_the_largest():

@@ -121,7 +121,9 @@ def write_config(setup: AgentSetup, context: int) -> None:
 
 
 def merge_file(path: Path, merge) -> None:
-    """`merge(text or None)` gives the new text, or None for no change; written atomically."""
+    """`merge(text or None)` gives the new text, or None for no change; written atomically, to
+    the file a symlink names (dotfiles kept in a repository stay links)."""
+    path = path.resolve()
     try:
         existing = path.read_text(encoding="utf-8") if path.exists() else None
         text = merge(existing)
