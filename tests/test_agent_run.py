@@ -194,6 +194,15 @@ def test_settings_commands_name_no_secret_and_open_in_a_terminal():
     assert terminal_command("darwin", line, lambda name: False)[0] == "osascript"
 
 
+def test_the_run_command_is_quoted_for_the_platforms_shell():
+    assert agent_commands(1, "m", "/home/a b/MeshDesk", platform="linux")[3].run == \
+        "meshdesk run --home '/home/a b/MeshDesk' claude"
+    windows = agent_commands(1, "m", r"C:\Users\a b\MeshDesk", platform="win32")[3].run
+    assert windows == r'meshdesk run --home "C:\Users\a b\MeshDesk" claude'  # cmd.exe takes no '...'
+    assert agent_commands(1, "m", r"C:\Users\ab\MeshDesk", platform="win32")[0].run == \
+        r"meshdesk run --home C:\Users\ab\MeshDesk goose"
+
+
 def test_the_agent_box_offers_the_run_command_and_says_how_to_install(qtbot):
     from meshdesk.ui.agent_box import AgentBox
 

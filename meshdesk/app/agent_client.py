@@ -28,6 +28,8 @@ STOP_SECONDS = 15.0
 POLL_SECONDS = 0.25
 REPORT_EVERY_SECONDS = 10.0
 CLIENT_LOG = "agent-client.log"
+# Windows: the console's Ctrl+C reaches a process group; the client's own one keeps it for the agent
+NEW_PROCESS_GROUP = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0
 
 
 def say(line: str) -> None:
@@ -58,7 +60,8 @@ class LiteClient:
         log_path = home.logs / CLIENT_LOG
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                       env=environment, start_new_session=(os.name == "posix"))
+                                       env=environment, start_new_session=(os.name == "posix"),
+                                       creationflags=NEW_PROCESS_GROUP)
         return cls(process, log_path, api_key)
 
     def wait_for_api(self, home: Home, timeout: float = CLIENT_START_SECONDS) -> RunningNode:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from meshdesk.core.agents import (AGENTS, CODEX_CONFIG_FILE, INSTALL, KEY_VARIABLE, PI_MODELS_FILE,
@@ -34,12 +36,16 @@ def shell_word(value: str) -> str:
     return value.replace(KEY_PLACEHOLDER, KEY_REFERENCE) if KEY_PLACEHOLDER in value else shlex.quote(value)
 
 
-def run_command(agent: str, home: str | None = None) -> str:
-    home_option = f" --home {shlex.quote(home)}" if home else ""
+def run_command(agent: str, home: str | None = None, platform: str = sys.platform) -> str:
+    """`meshdesk run AGENT`, quoted for the platform's shell (cmd.exe on Windows, where a
+    POSIX shell's quotes would be part of the folder's name)."""
+    quote = (lambda word: subprocess.list2cmdline([word])) if platform == "win32" else shlex.quote
+    home_option = f" --home {quote(home)}" if home else ""
     return f"meshdesk run{home_option} {agent}"
 
 
-def agent_command(agent: str, port: int, model: str, home: str | None = None) -> AgentCommand:
+def agent_command(agent: str, port: int, model: str, home: str | None = None,
+                  platform: str = sys.platform) -> AgentCommand:
     endpoint = Endpoint(port, model, KEY_PLACEHOLDER, SHOWN_CONTEXT)
     setup = setup_for(agent, endpoint)
     variables = {**setup.environment, **setup.defaults}
@@ -61,14 +67,15 @@ def agent_command(agent: str, port: int, model: str, home: str | None = None) ->
         text = "\n".join(["[model_providers.meshdesk]"] +
                          [f"{name} = {toml_value(value)}" for name, value in provider.items()])
         path = f"~/{CODEX_CONFIG_FILE}"
-    return AgentCommand(agent, command, text, path, run_command(agent, home), INSTALL[agent], note)
+    return AgentCommand(agent, command, text, path, run_command(agent, home, platform), INSTALL[agent], note)
 
 
-def agent_commands(port: int | None, model: str | None, home: str | None = None) -> list[AgentCommand]:
+def agent_commands(port: int | None, model: str | None, home: str | None = None,
+                   platform: str = sys.platform) -> list[AgentCommand]:
     """Empty until the API listens and a model is served."""
     if not port or not model:
         return []
-    return [agent_command(agent, port, model, home) for agent in AGENTS]
+    return [agent_command(agent, port, model, home, platform) for agent in AGENTS]
 
 
 LINUX_TERMINALS = (  # the first one installed opens the command; each takes the words after these
