@@ -13,7 +13,7 @@ import pytest
 
 from meshdesk.adapters.llama import grammar, host
 from meshdesk.adapters.llama.chat_template import chat_format
-from meshdesk.adapters.llama.grammar_sampler import TOO_AMBIGUOUS
+from meshdesk.adapters.llama.grammar_sampler import TOO_AMBIGUOUS, detokenize_keeping
 from meshdesk.core.openai_api import GenerationRequest
 
 ADD = {"name": "add", "description": "Adds two integers",
@@ -98,4 +98,18 @@ def test_the_finish_names_the_client_stop_that_ended_the_answer(model):
     stopped = serve(model, wire(content="Count from one to ten in words.", max_tokens=24, stop=("@@never@@", word)))
     assert stopped[-1]["finish_reason"] == "stop" and stopped[-1]["stop_sequence"] == word
     assert "".join(event["text"] for event in stopped if event["type"] == "delta") == text[:text.index(word)]
+
+
+def test_marker_tokens_are_rendered_where_plain_text_drops_them():
+    """A fake vocabulary where [TOOL_CALLS] (7) and [ARGS] (8) are control tokens: plain
+    detokenizing renders them as nothing, as llama.cpp does with special=False."""
+    vocabulary = {1: b"get", 2: b"_weather", 3: b'{"city": "Paris"}', 7: b"[TOOL_CALLS]", 8: b"[ARGS]"}
+
+    def detokenize(tokens, special):
+        return b"".join(vocabulary[t] for t in tokens if special or t not in (7, 8))
+
+    tokens = [7, 1, 2, 8, 3]
+    assert detokenize(tokens, False) == b'get_weather{"city": "Paris"}'
+    assert detokenize_keeping(tokens, frozenset({7, 8}), detokenize) == b'[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+    assert detokenize_keeping(tokens, frozenset(), detokenize) == detokenize(tokens, False)
 

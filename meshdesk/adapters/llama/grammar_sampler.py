@@ -101,15 +101,24 @@ class GrammarFirstSampler:
 
 class GrammarFirst:
     """Mixed into a `Llama` class: `_init_sampler(grammar=...)` gives a `GrammarFirstSampler`.
-    It also remembers the last token sampled (which client stop ended an answer, see host.py)."""
+    It also remembers the last token sampled (which client stop ended an answer, see host.py),
+    and renders the control tokens in `kept_tokens` (tool call markers) that llama-cpp-python's
+    streamed text would drop (`tool_output.detokenize_keeping`)."""
 
     last_sampler: GrammarFirstSampler | None = None
     grammar_first = True  # False: llama-cpp-python's own way, the grammar in the chain (bench/grammar.py)
     last_token: int | None = None
+    kept_tokens: frozenset = frozenset()
 
     def sample(self, *args, **kwargs) -> int:
         self.last_token = super().sample(*args, **kwargs)
         return self.last_token
+
+    def detokenize(self, tokens, prev_tokens=None, special: bool = False) -> bytes:
+        if special or not self.kept_tokens:
+            return super().detokenize(tokens, prev_tokens=prev_tokens, special=special)
+        return detokenize_keeping(list(tokens), self.kept_tokens,
+                                  lambda run, keep: super(GrammarFirst, self).detokenize(run, special=keep))
 
     def _init_sampler(self, *args, grammar=None, **kwargs):
         if not self.grammar_first:
@@ -119,6 +128,26 @@ class GrammarFirst:
             return chain
         self.last_sampler = GrammarFirstSampler(self, chain, grammar)
         return self.last_sampler
+
+
+def detokenize_keeping(tokens: list[int], kept: frozenset, detokenize) -> bytes:
+    """`tokens` as text, each token in `kept` rendered as a special token (its text), the rest as
+    plain text: `detokenize(run, special)` renders a run of tokens (llama.cpp renders one token at
+    a time and joins them, so runs joined are the whole)."""
+    if kept.isdisjoint(tokens):
+        return detokenize(tokens, False)
+    parts, run = [], []
+    for token in tokens:
+        if token in kept:
+            if run:
+                parts.append(detokenize(run, False))
+                run = []
+            parts.append(detokenize([token], True))
+        else:
+            run.append(token)
+    if run:
+        parts.append(detokenize(run, False))
+    return b"".join(parts)
 
 
 def with_grammar_first(model_class: type) -> type:

@@ -25,7 +25,7 @@ from meshdesk.adapters.llama import grammar as grammars
 from meshdesk.adapters.llama.chat_template import ChatFormat, chat_format
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
 from meshdesk.adapters.llama.grammar_sampler import GrammarTooAmbiguous, with_grammar_first
-from meshdesk.adapters.llama.tool_output import output_for
+from meshdesk.adapters.llama.tool_output import PlainOutput, marker_tokens, output_for
 from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
 
@@ -247,11 +247,15 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
     if model.draft is not None:
         model.draft.begin()
     output = output_for(request)
-    for text, reason in text_chunks(model, prompt, request, generation) if finish_reason is None else ():
-        if text:
-            generation.text_parts.append(text)
-            send_delta(connection, generation, output.feed(text))
-        finish_reason = reason or finish_reason
+    llama.kept_tokens = frozenset() if isinstance(output, PlainOutput) else marker_tokens(llama)
+    try:
+        for text, reason in text_chunks(model, prompt, request, generation) if finish_reason is None else ():
+            if text:
+                generation.text_parts.append(text)
+                send_delta(connection, generation, output.feed(text))
+            finish_reason = reason or finish_reason
+    finally:
+        llama.kept_tokens = frozenset()
     tail, calls = output.finish()
     send_delta(connection, generation, tail)
     if generation.cancelled:

@@ -42,6 +42,24 @@ class ToolOutput:
         return ("" if self.forced and calls else tail), calls
 
 
+# The texts that start or shape a call; some vocabularies make them control tokens (Mistral's
+# [TOOL_CALLS] [ARGS] [CALL_ID], Llama 3.1's <|python_tag|>), which streamed text drops.
+MARKER_TEXTS = (*tool_calls.MARKERS, tool_calls.HERMES_CLOSE, "[ARGS]", "[CALL_ID]")
+
+
+def marker_tokens(llama) -> frozenset:
+    """This model's tokens that are a whole marker and that plain detokenizing renders as nothing."""
+    cached = getattr(llama, "_meshdesk_marker_tokens", None)
+    if cached is None:
+        found = set()
+        for marker in MARKER_TEXTS:
+            tokens = llama.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
+            if len(tokens) == 1 and llama._model.detokenize(tokens, special=False) == b"":
+                found.add(tokens[0])
+        cached = llama._meshdesk_marker_tokens = frozenset(found)
+    return cached
+
+
 def output_for(request) -> PlainOutput | ToolOutput:
     tools = tuple(request.tools)
     if not tools or request.tool_choice == "none":
