@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,4 +113,53 @@ def test_marker_tokens_are_rendered_where_plain_text_drops_them():
     assert detokenize(tokens, False) == b'get_weather{"city": "Paris"}'
     assert detokenize_keeping(tokens, frozenset({7, 8}), detokenize) == b'[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
     assert detokenize_keeping(tokens, frozenset(), detokenize) == detokenize(tokens, False)
+
+
+def write_marker_vocabulary(path) -> str:
+    """A vocabulary-only llama GGUF (SentencePiece, no weights) whose [TOOL_CALLS], [ARGS] and
+    [CALL_ID] are control tokens, as in Mistral's v3+ tokenizers."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(32)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(64)
+    writer.add_head_count(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    pieces = list("abcdefghijklmnopqrstuvwxyz_{}\":,0123456789 ")
+    tokens = ["<unk>", "<s>", "</s>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", *(f"<0x{b:02X}>" for b in range(256)), *pieces]
+    writer.add_tokenizer_model("llama")
+    writer.add_add_space_prefix(False)
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_types([2, 3, 3, 3, 3, 3] + [6] * 256 + [1] * len(pieces))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
+
+
+def test_a_real_tokenizer_s_control_token_markers_reach_the_splitter_as_text(tmp_path):
+    import llama_cpp
+
+    from meshdesk.adapters.llama.grammar_sampler import with_grammar_first
+    from meshdesk.adapters.llama.tool_output import marker_tokens, output_for
+
+    llama = with_grammar_first(llama_cpp.Llama)(model_path=write_marker_vocabulary(tmp_path / "markers.gguf"),
+                                                vocab_only=True, verbose=False)
+    answer = llama.tokenize(b'[TOOL_CALLS]add[ARGS]{"a":2,"b":3}', add_bos=False, special=True)
+    assert llama.detokenize(answer) == b'add{"a":2,"b":3}'  # what llama-cpp-python streamed before
+    assert marker_tokens(llama) == {llama.tokenize(marker.encode(), add_bos=False, special=True)[0]
+                                    for marker in ("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")}
+    llama.kept_tokens = marker_tokens(llama)
+    text = llama.detokenize(answer).decode()
+    assert text == '[TOOL_CALLS]add[ARGS]{"a":2,"b":3}'
+    output = output_for(SimpleNamespace(tools=(ADD,), tool_choice="auto", continue_from=None))
+    assert output.feed(text) == ""
+    _, calls = output.finish()
+    assert [(call["name"], json.loads(call["arguments"])) for call in calls] == [("add", {"a": 2, "b": 3})]
 
