@@ -176,6 +176,22 @@ def test_the_context_option_and_the_cap_at_what_the_model_was_trained_for(defaul
     assert model_context(Path("/nonexistent.gguf"), 2048) == 2048
 
 
+def test_an_agent_budgets_for_the_context_its_host_gives_the_model():
+    from meshdesk.app.agent_run import agent_context, context_for
+    from meshdesk.core.status import ModelStatus
+
+    assert agent_context(4096, 32768) == 4096      # a host started with --context 4096
+    assert agent_context(65536, None) == 65536     # or with more than the default
+    assert agent_context(None, 2048) == 2048       # unknown: the default, or less where trained for less
+    assert agent_context(None, 32768) == agent_context(None, None) == 16384
+    entry = ModelStatus("m", "", "remote", context=8192)
+    assert ModelStatus.from_wire(entry.to_wire()) == entry
+    assert ModelStatus.from_wire({**entry.to_wire(), "context": None}).context is None
+    unknown = ModelStatus("m", "", "remote")
+    assert "context" not in unknown.to_wire() and ModelStatus.from_wire(unknown.to_wire()) == unknown
+    assert context_for("m", None) == 16384
+
+
 # --- Settings ---------------------------------------------------------------------------------
 
 def test_settings_commands_name_no_secret_and_open_in_a_terminal():
@@ -302,6 +318,7 @@ def test_a_run_starts_a_lite_client_joins_picks_the_model_merges_pi_config_and_s
     assert given["providers"] == ["mesh", "ollama"]  # the user's provider kept
     settings = json.loads((user_home / ".pi" / "agent" / "settings.json").read_text())
     assert settings["compaction"]["reserveTokens"] == 4096  # a quarter of Gemma's 16k context
+    assert shared_node.status()["models"][0]["context"] == 16384  # the host's own n_ctx
     assert given["keyless"] == 401 and len(given["key"]) >= 24  # the client's API takes only the agent's key
     assert given["finish_reason"] in ("stop", "length") and served in given["models"]
     assert not (home / "runtime.json").exists()  # the lite client stopped with the agent
@@ -397,3 +414,18 @@ def test_the_lite_client_does_not_outlive_meshdesk_run_however_it_ends(shared_no
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_run_budgets_for_the_context_the_node_was_started_with(node_factory, default_model_path, fake_agents,
+                                                                 tmp_path):
+    home, user_home, report = tmp_path / "node-home", tmp_path / "user", tmp_path / "report.json"
+    (home / "models").mkdir(parents=True)
+    os.link(default_model_path, home / "models" / default_model_path.name)
+    node = node_factory("--context", "4096", home=home)
+    node.wait_until_ready()
+    assert node.status()["models"][0]["context"] == 4096
+    result = run_meshdesk_run("--home", str(home), "pi", "-p", "hi", path=fake_agents, user_home=user_home,
+                              extra={"FAKE_AGENT_REPORT": str(report)})
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((user_home / ".pi" / "agent" / "settings.json").read_text())
+    assert settings["compaction"]["reserveTokens"] == 1024  # a quarter of 4096, not of the 16k default

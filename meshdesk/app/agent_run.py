@@ -21,6 +21,7 @@ from meshdesk.app.assembly import DEFAULT_CONTEXT
 from meshdesk.app.command_line import CommandFailed, OneLineErrorParser
 from meshdesk.app.home import Home, default_home
 from meshdesk.app.model_choice import bundled_catalog
+from meshdesk.core.status import StatusSnapshot
 from meshdesk.core.agents import (AGENTS, CODEX_CONFIG_FILE, KEY_VARIABLE, PI_MODELS_FILE, PI_SETTINGS_FILE,
                                   AgentSetup, ConfigFileError, Endpoint, best_model, merge_codex_config,
                                   merge_pi_models, merge_pi_settings, not_installed, setup_for)
@@ -69,7 +70,7 @@ def run_agent_command(argv: list[str]) -> int:
             models, status = wait_for_models(node, arguments.model, arguments.wait, client)
             model = arguments.model or best_model(models, local_sizes(status))
             key = client.api_key if client is not None else node_key(node, arguments.api_key)
-            endpoint = Endpoint(node.port, model, key, context_for(model), arguments.max_tokens)
+            endpoint = Endpoint(node.port, model, key, context_for(model, status), arguments.max_tokens)
             setup = setup_for(arguments.agent, endpoint)
             write_config(setup, endpoint.context)
             where = "a lite client started for this run" if client else f"the node of {home.root}"
@@ -94,10 +95,21 @@ def node_key(node, given: str | None) -> str:
                         f"{'that key is not it' if key else f'set {KEY_VARIABLE} or pass --api-key'}")
 
 
-def context_for(model: str) -> int:
-    """The context the node gives the model: its default, or less where the model holds less."""
-    found = bundled_catalog().by_local_file(f"{model}.gguf")
-    return min(DEFAULT_CONTEXT, found[0].context_length) if found else DEFAULT_CONTEXT
+def context_for(model: str, status: StatusSnapshot | None) -> int:
+    """The context the model's host gives it, as the node's status says (its own model host's,
+    or what a remote host plans for); else the catalog's rule."""
+    served = next((entry.context for entry in status.models if entry.id == model and entry.context),
+                  None) if status is not None else None
+    found = bundled_catalog().by_local_file(f"{model}.gguf") if served is None else []
+    return agent_context(served, found[0].context_length if found else None)
+
+
+def agent_context(served: int | None, trained: int | None) -> int:
+    """The context an agent budgets for: the host's own when known, else the node's default,
+    or less where the model was trained for less."""
+    if served:
+        return served
+    return min(DEFAULT_CONTEXT, trained) if trained else DEFAULT_CONTEXT
 
 
 def config_path(relative: str) -> Path:

@@ -60,6 +60,9 @@ class ModelStatus:
     # proposed draft tokens) and "tokens_per_step" (tokens per main-model pass), or {"error"}
     # when the draft could not load; None without a draft. Read-only.
     speculative: dict | None = None
+    # Tokens of context its host gives it: this node's model host's own, or the advert's trained
+    # context capped at the mesh's (what a remote host plans for); None when unknown.
+    context: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", ModelState(self.state))
@@ -67,7 +70,8 @@ class ModelStatus:
     def to_wire(self) -> dict:
         return {"id": self.id, "state": self.state.value, "path": self.path, "error": self.error,
                 "pid": self.pid, "requests": self.requests, "draft": self.draft,
-                "speculative": copy.deepcopy(self.speculative)}
+                "speculative": copy.deepcopy(self.speculative),
+                **({} if self.context is None else {"context": self.context})}  # left out when unknown
 
     @classmethod
     def from_wire(cls, data: object, what: str = "model") -> ModelStatus:
@@ -76,7 +80,8 @@ class ModelStatus:
         return cls(read.text(data, "id", what), read.text(data, "path", what),
                    read.state(data, "state", ModelState, what), read.optional_text(data, "error", what),
                    read.optional_whole(data, "pid", what), read.whole(data, "requests", what),
-                   read.optional_text(data, "draft", what), copy.deepcopy(speculative))
+                   read.optional_text(data, "draft", what), copy.deepcopy(speculative),
+                   read.optional_whole(data, "context", what) if "context" in data else None)
 
 
 @dataclass(frozen=True)

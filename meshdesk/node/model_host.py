@@ -83,6 +83,7 @@ class ModelHost:
         self.error: str | None = None
         self.port: int | None = None
         self.pid: int | None = None
+        self.context: int | None = None  # the child's n_ctx, from its ready line
         self.queue = asyncio.Lock()  # FIFO: waiters are woken in arrival order
         self.requests = 0
         self.on_change: Callable[[], None] = lambda: None
@@ -91,7 +92,7 @@ class ModelHost:
     def status(self) -> ModelStatus:
         return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid,
                            requests=self.requests, draft=self.speculation.draft,
-                           speculative=self.speculation.summary())
+                           speculative=self.speculation.summary(), context=self.context)
 
     async def run(self) -> None:
         await supervise(self._make_child, self._await_ready, self._exited, self.backoff, sleep=self.sleep)
@@ -109,6 +110,8 @@ class ModelHost:
             return False
         if announcement.get("event") == "ready" and isinstance(announcement.get("port"), int):
             self.port, self.pid = announcement["port"], child.process.pid
+            context = announcement.get("context")
+            self.context = context if isinstance(context, int) and not isinstance(context, bool) else None
             self.speculation.announced(announcement)
             self._set_state(READY)
         return True

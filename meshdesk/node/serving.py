@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meshdesk.core.openai_api import GenerationRequest
-from meshdesk.core.planning import WAITING, Plan
+from meshdesk.core.planning import WAITING, Plan, planned_context
 from meshdesk.core.serving_plan import (
     NOTHING_PLANNED,
     NOTHING_RUNNING,
@@ -254,8 +254,15 @@ class Serving:
             served = any(plan.state != WAITING for plan in plans)
             reason = next((plan.waiting_reason for plan in plans if plan.waiting_reason), None)
             statuses.append(ModelStatus(self.plan.model_ids[digest], "",
-                                        ModelState.REMOTE if served else ModelState.WAITING, reason))
+                                        ModelState.REMOTE if served else ModelState.WAITING, reason,
+                                        context=self._advertised_context(digest)))
         return statuses
+
+    def _advertised_context(self, digest: str) -> int | None:
+        """What a remote host plans this model's context for: its trained one, capped at the mesh's."""
+        trained = [advert.context_length for record in self.mesh.alive_records() for advert in record.models
+                   if advert.digest == digest and advert.context_length]
+        return planned_context(max(trained)) if trained else None
 
     def plans_status(self) -> list[Plan]:
         return [plan for plans in self.plan.plans.values() for plan in plans]
