@@ -219,6 +219,22 @@ def test_the_run_command_is_quoted_for_the_platforms_shell():
         r"meshdesk run --home C:\Users\ab\MeshDesk goose"
 
 
+def test_the_run_command_starts_this_very_meshdesk():
+    from meshdesk.ui.agents import own_launcher
+
+    assert own_launcher("/usr/bin/python3", False, lambda name: True) == ("meshdesk",)
+    assert own_launcher("/home/a b/.venv/bin/python", False, lambda name: False) == (
+        "/home/a b/.venv/bin/python", "-m", "meshdesk")
+    bundled = own_launcher("/Applications/MeshDesk.app/Contents/MacOS/MeshDesk", True, lambda name: False)
+    assert bundled == ("/Applications/MeshDesk.app/Contents/MacOS/MeshDesk",)  # a Briefcase bundle's own program
+    venv = agent_commands(1, "m", "/h", platform="linux", launcher=("/home/a b/py", "-m", "meshdesk"))
+    assert venv[0].run == "'/home/a b/py' -m meshdesk run --home /h goose"
+    windows = agent_commands(1, "m", None, platform="win32", launcher=(r"C:\Program Files\MeshDesk\MeshDesk.exe",))
+    assert windows[0].run == r'"C:\Program Files\MeshDesk\MeshDesk.exe" run goose'
+    script = terminal_command("darwin", "meshdesk run --home /Users/zoë/MeshDesk pi", lambda name: False)[2]
+    assert script == 'tell application "Terminal" to do script "meshdesk run --home /Users/zoë/MeshDesk pi"'
+
+
 def test_the_agent_box_offers_the_run_command_and_says_how_to_install(qtbot):
     from meshdesk.ui.agent_box import AgentBox
 

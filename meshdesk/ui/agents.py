@@ -36,16 +36,25 @@ def shell_word(value: str) -> str:
     return value.replace(KEY_PLACEHOLDER, KEY_REFERENCE) if KEY_PLACEHOLDER in value else shlex.quote(value)
 
 
-def run_command(agent: str, home: str | None = None, platform: str = sys.platform) -> str:
+def own_launcher(executable: str, frozen: bool, on_path) -> tuple[str, ...]:
+    """The command that starts this very MeshDesk: a bundled app's own program, else `meshdesk`
+    when it is on PATH, else this Python with `-m meshdesk` (a checkout or a virtualenv)."""
+    if frozen:
+        return (executable,)
+    return ("meshdesk",) if on_path("meshdesk") else (executable, "-m", "meshdesk")
+
+
+def run_command(agent: str, home: str | None = None, platform: str = sys.platform,
+                launcher: tuple[str, ...] = ("meshdesk",)) -> str:
     """`meshdesk run AGENT`, quoted for the platform's shell (cmd.exe on Windows, where a
     POSIX shell's quotes would be part of the folder's name)."""
     quote = (lambda word: subprocess.list2cmdline([word])) if platform == "win32" else shlex.quote
     home_option = f" --home {quote(home)}" if home else ""
-    return f"meshdesk run{home_option} {agent}"
+    return f"{' '.join(quote(word) for word in launcher)} run{home_option} {agent}"
 
 
 def agent_command(agent: str, port: int, model: str, home: str | None = None,
-                  platform: str = sys.platform) -> AgentCommand:
+                  platform: str = sys.platform, launcher: tuple[str, ...] = ("meshdesk",)) -> AgentCommand:
     endpoint = Endpoint(port, model, KEY_PLACEHOLDER, SHOWN_CONTEXT)
     setup = setup_for(agent, endpoint)
     variables = {**setup.environment, **setup.defaults}
@@ -67,15 +76,16 @@ def agent_command(agent: str, port: int, model: str, home: str | None = None,
         text = "\n".join(["[model_providers.meshdesk]"] +
                          [f"{name} = {toml_value(value)}" for name, value in provider.items()])
         path = f"~/{CODEX_CONFIG_FILE}"
-    return AgentCommand(agent, command, text, path, run_command(agent, home, platform), INSTALL[agent], note)
+    return AgentCommand(agent, command, text, path, run_command(agent, home, platform, launcher), INSTALL[agent],
+                        note)
 
 
 def agent_commands(port: int | None, model: str | None, home: str | None = None,
-                   platform: str = sys.platform) -> list[AgentCommand]:
+                   platform: str = sys.platform, launcher: tuple[str, ...] = ("meshdesk",)) -> list[AgentCommand]:
     """Empty until the API listens and a model is served."""
     if not port or not model:
         return []
-    return [agent_command(agent, port, model, home, platform) for agent in AGENTS]
+    return [agent_command(agent, port, model, home, platform, launcher) for agent in AGENTS]
 
 
 LINUX_TERMINALS = (  # the first one installed opens the command; each takes the words after these
@@ -88,7 +98,7 @@ def terminal_command(platform: str, line: str, installed) -> list[str] | None:
     (the shell stays open after it, to read what the agent said); None without a terminal.
     `platform` is `sys.platform`; `installed(name)` says whether a program is on PATH."""
     if platform == "darwin":
-        script = 'tell application "Terminal" to do script %s' % json.dumps(line)
+        script = 'tell application "Terminal" to do script %s' % json.dumps(line, ensure_ascii=False)
         return ["osascript", "-e", script, "-e", 'tell application "Terminal" to activate']
     if platform == "win32":
         return ["cmd.exe", "/c", "start", "MeshDesk agent", "cmd.exe", "/k", line]
