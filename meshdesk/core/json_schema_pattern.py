@@ -31,23 +31,25 @@ def grammar_pattern(pattern: Any) -> str:
 
 
 class _Group:
-    """One group being read: its alternatives so far, each a list of items (nullable, size)."""
+    """One group being read: its alternatives so far, each a list of items (whether it can match
+    nothing, its size unrolled, the product of the quantifier maxima nested in it)."""
 
     def __init__(self):
-        self.done: list[list[tuple[bool, int]]] = []
-        self.items: list[tuple[bool, int]] = []
+        self.done: list[list[tuple[bool, int, int]]] = []
+        self.items: list[tuple[bool, int, int]] = []
 
-    def item(self) -> tuple[bool, int]:
+    def item(self) -> tuple[bool, int, int]:
         alternatives = self.done + [self.items]
-        nullable = any(all(empty for empty, _ in items) for items in alternatives)
-        return nullable, sum(size for items in alternatives for _, size in items)
+        nullable = any(all(empty for empty, _, _ in items) for items in alternatives)
+        return (nullable, sum(size for items in alternatives for _, size, _ in items),
+                max((product for items in alternatives for _, _, product in items), default=1))
 
 
 def read_pattern(pattern: Any) -> tuple[str, int]:
     """(the pattern as `grammar_pattern` writes it, its size once the grammar unrolls its bounded
     quantifiers). A quantifier on something that can match nothing is refused (`(a|a?){1000}`,
     `(a?)*`: a grammar keeps every way of matching alive, exponentially many), and so is a size
-    above MAX_REPEAT (nested bounds multiply: `(a{0,1000}){0,1000}`)."""
+    above MAX_REPEAT of the product of nested quantifiers' maxima (`(a{1,1000}){1,1000}`)."""
     if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
         raise PatternError(f"must be a string of at most {MAX_PATTERN_CHARS} characters")
     if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$") or len(pattern) < 2:
@@ -93,21 +95,22 @@ def read_pattern(pattern: Any) -> tuple[str, int]:
                 if low > MAX_REPEAT or (high is not None and not low <= high <= MAX_REPEAT):
                     raise PatternError(f"quantifiers must be at most {MAX_REPEAT} and ordered")
                 token, step = body[index:end + 1], end + 1 - index
-            nullable, size = groups[-1].items.pop()
+            nullable, size, product = groups[-1].items.pop()
             if nullable:
                 raise PatternError(f"'{char}' repeats something that can match nothing (make the part "
                                    "it repeats match at least one character)")
-            size *= max(low, 1) if high is None else max(high, 1)
-            if size > MAX_REPEAT:
-                raise PatternError(f"nested quantifiers unroll to more than {MAX_REPEAT} repeats")
-            groups[-1].items.append((low == 0, size))
+            most = max(low, 1) if high is None else max(high, 1)
+            size, product = size * most, product * most
+            if product > MAX_REPEAT:
+                raise PatternError(f"nested quantifiers multiply to more than {MAX_REPEAT} repeats")
+            groups[-1].items.append((low == 0, size, product))
             repeatable, atom = False, False
         elif char in "^$":
             raise PatternError(f"'{char}' is only supported at the ends of the pattern")
         else:
             repeatable = True
         if atom:
-            groups[-1].items.append((False, 1))
+            groups[-1].items.append((False, 1, 1))
         out.append(char if token is None else token)
         index += step
     if len(groups) != 1:
