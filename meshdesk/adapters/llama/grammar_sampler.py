@@ -27,11 +27,12 @@ import time
 import llama_cpp
 from llama_cpp._internals import LlamaTokenDataArray
 
-# An honest grammar's whole-vocabulary pass took 37.6 ms a token on Gemma 3's 262k vocabulary on
-# the loaded 2-core VM (bench/README.md), its check of one token well under 1 ms; an ambiguous
-# one grows 2-5x a token. A quarter second is beyond any honest step with room for load, and
-# the last step before the end costs at most a few times that.
-STEP_LIMIT_SECONDS = 0.25
+# Measured in this thread's CPU time, so a busy machine (other processes, other threads) never
+# makes an honest step look long: the worst honest step measured, a forced tool call on Gemma 3's
+# 262k vocabulary (a whole-vocabulary pass), took 60 ms of CPU; on a loaded 2-core VM it took over
+# 250 ms of wall time. An ambiguous grammar grows 2-5x a token (the reviewer's: 0.13, 0.54, 2.7 s),
+# so half a second is 8x beyond the honest and stops the ambiguous within a few seconds.
+STEP_LIMIT_SECONDS = 0.5
 TOO_AMBIGUOUS = "the schema is too ambiguous for a grammar"
 
 
@@ -54,7 +55,7 @@ class GrammarFirstSampler:
         self.single = llama_cpp.llama_token_data()
         self.refusals = 0  # steps where the grammar refused the chain's choice (for the bench)
         self.steps = 0
-        self.clock = time.monotonic  # a test may stand in a clock
+        self.clock = time.thread_time  # the work of this thread, whatever else the machine runs
 
     def __del__(self):
         if getattr(self, "grammar", None):
