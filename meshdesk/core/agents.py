@@ -170,16 +170,22 @@ class ConfigFileError(ValueError):
     """The user's file cannot be read as its format: we leave it alone and say why."""
 
 
+def _json_object(existing: str | None) -> dict:
+    """A user's JSON config file as an object; an empty or missing file is an empty one."""
+    if existing is None or not existing.strip():
+        return {}
+    try:
+        document = json.loads(existing)
+    except ValueError as error:
+        raise ConfigFileError(f"it is not JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ConfigFileError("it is not a JSON object")
+    return document
+
+
 def merge_pi_models(existing: str | None, provider: dict) -> str:
     """`~/.pi/agent/models.json` with our provider under "mesh", every other entry kept."""
-    document: dict = {}
-    if existing is not None and existing.strip():
-        try:
-            document = json.loads(existing)
-        except ValueError as error:
-            raise ConfigFileError(f"it is not JSON ({error})") from None
-        if not isinstance(document, dict):
-            raise ConfigFileError("it is not a JSON object")
+    document = _json_object(existing)
     providers = document.setdefault("providers", {})
     if not isinstance(providers, dict):
         raise ConfigFileError('its "providers" is not an object')
@@ -190,14 +196,7 @@ def merge_pi_models(existing: str | None, provider: dict) -> str:
 def merge_pi_settings(existing: str | None, settings: dict, context: int) -> str | None:
     """`~/.pi/agent/settings.json` with our compaction reserve where the user's leaves no room in
     a `context`-token window (or sets none); None when the file needs no change."""
-    document: dict = {}
-    if existing is not None and existing.strip():
-        try:
-            document = json.loads(existing)
-        except ValueError as error:
-            raise ConfigFileError(f"it is not JSON ({error})") from None
-        if not isinstance(document, dict):
-            raise ConfigFileError("it is not a JSON object")
+    document = _json_object(existing)
     compaction = document.setdefault("compaction", {})
     if not isinstance(compaction, dict):
         raise ConfigFileError('its "compaction" is not an object')
