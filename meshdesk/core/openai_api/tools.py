@@ -48,12 +48,17 @@ def _refuse_legacy(body: dict) -> None:
                                "send 'tools' and 'tool_choice' instead", param=field)
 
 
-def _tool(tool: Any, param: str) -> dict:
+def require_function_tool(tool: Any, param: str) -> None:
+    """A tool object of type "function" (chat's and the Responses API's shapes both)."""
     if not isinstance(tool, dict):
         raise RequestError(f"'{param}' must be a tool object, got {describe(tool)}", param=param)
     if tool.get("type") != "function":
         raise RequestError(f"only function tools are supported: '{param}.type' must be \"function\", "
                            f"got {describe(tool.get('type'))}", param=f"{param}.type")
+
+
+def _tool(tool: Any, param: str) -> dict:
+    require_function_tool(tool, param)
     function = tool.get("function")
     if not isinstance(function, dict):
         raise RequestError(f"'{param}.function' must be an object, got {describe(function)}",

@@ -18,6 +18,7 @@ from typing import Any
 from meshdesk.core.openai_api.errors import RequestError, describe
 from meshdesk.core.openai_api.fields import read_max_tokens, read_model, read_optional_bool
 from meshdesk.core.openai_api.request import GenerationRequest, parse_chat_request
+from meshdesk.core.openai_api.tools import require_function_tool
 from meshdesk.core.responses_api.input_items import input_messages
 
 READ_FIELDS = {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text",
@@ -134,11 +135,7 @@ def _tools(tools: Any) -> list[dict]:
 
 
 def _tool(tool: Any, param: str) -> dict:
-    if not isinstance(tool, dict):
-        raise RequestError(f"'{param}' must be a tool object, got {describe(tool)}", param=param)
-    if tool.get("type") != "function":
-        raise RequestError(f"only function tools are supported: '{param}.type' must be \"function\", "
-                           f"got {describe(tool.get('type'))}", param=f"{param}.type")
+    require_function_tool(tool, param)
     extra = sorted(set(tool) - {"type", "name", "description", "parameters", "strict"})
     if extra:
         raise RequestError(f"'{param}.{extra[0]}' is not supported on a function tool",
