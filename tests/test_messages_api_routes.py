@@ -5,10 +5,8 @@ status line and after it, and that every answer's events are closed."""
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import threading
 
 import anthropic
 import openai
@@ -18,6 +16,7 @@ from meshdesk.adapters import agent_apis
 from meshdesk.adapters.openai_server import OpenAiServer
 from meshdesk.core.local_api_policy import ApiAccess
 from meshdesk.node.interfaces import ModelUnavailable, UnknownModel
+from tests.threaded_server import serving
 
 FINISH = {"type": "finish", "finish_reason": "stop", "usage": {"prompt_tokens": 9, "completion_tokens": 2}}
 GOOD = [{"type": "delta", "text": "Hel"}, {"type": "delta", "text": "lo"}, FINISH]
@@ -51,15 +50,8 @@ def api():
     """A server whose /v1 needs KEY, as `--api-key` makes it."""
     gateway = ScriptedGateway()
     server = OpenAiServer(gateway, ApiAccess("secret-" + "s" * 32, api_key=KEY), routes=(agent_apis.add_routes,))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio.run_coroutine_threadsafe(server.start(0), loop).result(10)
-    yield gateway, port
-    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    with serving(server) as port:
+        yield gateway, port
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ front of a gateway that records what reaches it. Common real schemas still pass.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import threading
 
 import pytest
 
@@ -17,6 +15,7 @@ from meshdesk.core.json_schema_ambiguity import check_ambiguity
 from meshdesk.core.json_schema_pattern import MAX_REPEAT, PatternError, read_pattern
 from meshdesk.core.json_schema_support import MAX_GRAMMAR_COST, SchemaError, grammar_schema
 from meshdesk.core.local_api_policy import ApiAccess
+from tests.threaded_server import serving
 
 
 def chain(depth: int) -> dict:
@@ -117,15 +116,8 @@ class RecordingGateway:
 def server():
     gateway = RecordingGateway()
     api = OpenAiServer(gateway, ApiAccess("secret-" + "s" * 32), routes=(agent_apis.add_routes,))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio.run_coroutine_threadsafe(api.start(0), loop).result(10)
-    yield gateway, port
-    asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    with serving(api) as port:
+        yield gateway, port
 
 
 def post(port: int, path: str, body: dict) -> tuple[int, dict]:

@@ -4,16 +4,15 @@ reason tool_calls, OpenAI's streamed tool-call deltas, and the 400s that name a 
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import threading
 
 import openai
 import pytest
 
 from meshdesk.adapters.openai_server import OpenAiServer
 from meshdesk.core.local_api_policy import ApiAccess
+from tests.threaded_server import serving
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
@@ -43,16 +42,9 @@ class ScriptedGateway:
 def api():
     gateway = ScriptedGateway()
     server = OpenAiServer(gateway, ApiAccess("secret-" + "s" * 32))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = asyncio.run_coroutine_threadsafe(server.start(0), loop).result(10)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10)
-    yield gateway, client, port
-    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    with serving(server) as port:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10)
+        yield gateway, client, port
 
 
 @pytest.fixture
