@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -39,10 +40,20 @@ def shared_node(tmp_path_factory, default_model_path) -> NodeProcess:
     Its home is seeded with a hard link to the assembled model, which the node finds where it
     would have assembled it itself.
     """
-    home = tmp_path_factory.mktemp("home")
+    yield from node_on(tmp_path_factory.mktemp("home"), default_model_path)
+
+
+@pytest.fixture(scope="module")
+def smol_node(tmp_path_factory, smollm2_model_path) -> NodeProcess:
+    """One running node on the bundled instruct model, SmolLM2, as `shared_node` is on Gemma."""
+    yield from node_on(tmp_path_factory.mktemp("smol-home"), smollm2_model_path,
+                       "--model", "smollm2", "--threads", "2")
+
+
+def node_on(home: Path, model_path: Path, *arguments: str):
     (home / "models").mkdir()
-    os.link(default_model_path, home / "models" / default_model_path.name)
-    node = start_node(home)
+    os.link(model_path, home / "models" / model_path.name)
+    node = start_node(home, *arguments)
     try:
         node.wait_until_ready()
         yield node

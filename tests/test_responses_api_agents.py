@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import pytest
 
-from tests.nodes import start_node
 
 agents = pytest.importorskip("agents", reason="the openai-agents test extra is not installed")
 
@@ -21,19 +19,6 @@ pytestmark = pytest.mark.slow
 
 MODEL = "smollm2"
 asked: list[str] = []
-
-
-@pytest.fixture(scope="module")
-def smol_node(tmp_path_factory, smollm2_model_path):
-    home = tmp_path_factory.mktemp("smol-home")
-    (home / "models").mkdir()
-    os.link(smollm2_model_path, home / "models" / smollm2_model_path.name)
-    node = start_node(home, "--model", "smollm2")
-    try:
-        node.wait_until_ready()
-        yield node
-    finally:
-        node.stop()
 
 
 @agents.function_tool

@@ -5,14 +5,12 @@ grammar, so even this tiny model's answer parses and validates against the schem
 from __future__ import annotations
 
 import json
-import os
 
 import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.nodes import start_node
 
 pytestmark = pytest.mark.slow
 
@@ -23,19 +21,6 @@ class Place(BaseModel):
     city: str
     country: str
     population_millions: int
-
-
-@pytest.fixture(scope="module")
-def smol_node(tmp_path_factory, smollm2_model_path):
-    home = tmp_path_factory.mktemp("smol-home")
-    (home / "models").mkdir()
-    os.link(smollm2_model_path, home / "models" / smollm2_model_path.name)
-    node = start_node(home, "--model", "smollm2", "--threads", "2")
-    try:
-        node.wait_until_ready()
-        yield node
-    finally:
-        node.stop()
 
 
 def test_json_object_streams_an_answer_that_parses_as_an_object(smol_node):

@@ -8,12 +8,10 @@ the SDK assembles, and a follow-up turn that carries the call and its result."""
 from __future__ import annotations
 
 import json
-import os
 
 import jsonschema
 import pytest
 
-from tests.nodes import start_node
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +27,6 @@ ADD = {"type": "function", "function": {
 TOOLS = [WEATHER, ADD]
 SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def smol_node(tmp_path_factory, smollm2_model_path):
-    home = tmp_path_factory.mktemp("smol-home")
-    (home / "models").mkdir()
-    os.link(smollm2_model_path, home / "models" / smollm2_model_path.name)
-    node = start_node(home, "--model", "smollm2", "--threads", "2")
-    try:
-        node.wait_until_ready()
-        yield node
-    finally:
-        node.stop()
 
 
 def assert_valid_calls(calls, only: str | None = None) -> None:
