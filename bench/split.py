@@ -201,7 +201,10 @@ class Child:
 
 
 def model_host_arguments(model: Path, threads: int, endpoints=(), shares=()) -> list[str]:
-    arguments = ["--model", str(model), "--threads", str(threads)]
+    from meshdesk.app.assembly import model_context
+
+    # The context a node gives this model: the same KV cache, so the same arithmetic.
+    arguments = ["--model", str(model), "--threads", str(threads), "--context", str(model_context(model, None))]
     for endpoint in endpoints:
         arguments += ["--rpc", endpoint]
     if shares:

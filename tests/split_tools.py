@@ -12,6 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from meshdesk.app.assembly import model_context
 from meshdesk.core.openai_api import parse_completion_request
 from tests.nodes import poll
 
@@ -75,7 +76,9 @@ def direct_rpc_completion(model: Path, shares: list[float], prompt: str, max_tok
             worker, port = rpc_worker()
             workers.append(worker)
             endpoints.append(f"127.0.0.1:{port}")
-        arguments = ["--model", str(model), "--threads", "1",
+        # The context a node gives this model: another KV cache size changes the last bits of
+        # the logits, and a greedy answer can then go another way.
+        arguments = ["--model", str(model), "--threads", "1", "--context", str(model_context(model, None)),
                      "--tensor-split", ",".join(map(str, shares))]
         for endpoint in endpoints:
             arguments += ["--rpc", endpoint]
