@@ -68,7 +68,10 @@ def test_a_member_that_is_not_the_host_cannot_drive_a_worker(node_factory, tmp_p
     assert asyncio.run(attack()) == b""
     poll(lambda: any("rpc tunnel from" in refusal["reason"] for refusal in worker.status()["refusals"]), 10,
          message="the refusal in the worker's status")
-    assert split_plan(host) is not None and completion(host, 4)  # the honest split still answers
+    # under a loaded CI box the host may briefly miss the worker's heartbeats and re-plan; the
+    # claim is that the honest split serves again, so wait for it rather than sample it once
+    poll(lambda: split_plan(host), 60, message="the honest split to be planned")
+    assert completion(host, 4)  # the honest split still answers
 
 
 @pytest.mark.parametrize("request_bytes", [
