@@ -122,6 +122,7 @@ def test_weight_uploads_travel_as_references_and_the_traffic_is_counted():
             "weights_sent_bytes": len(CHANGED_DATA),
             "weights_referenced_bytes": EMBD.nbytes,
             "activations_bytes": len(HELLO_MESSAGE) + SET_TENSOR_HEADER + len(REPLY),
+            "round_trips": 1,
         }
         await tunnel.stop()
 
@@ -137,7 +138,28 @@ def test_without_a_referencer_every_byte_passes_unchanged_as_activations():
         llama_writer.write(HELLO_MESSAGE + WEIGHTS)
         assert await within(member_reader.readexactly(len(HELLO_MESSAGE + WEIGHTS))) == HELLO_MESSAGE + WEIGHTS
         assert traffic.to_dict() == {"weights_sent_bytes": 0, "weights_referenced_bytes": 0,
-                                     "activations_bytes": len(HELLO_MESSAGE + WEIGHTS)}
+                                     "activations_bytes": len(HELLO_MESSAGE + WEIGHTS), "round_trips": 0}
+        await tunnel.stop()
+
+    run_on_loopback(scenario)
+
+
+def test_each_wait_for_the_member_after_sending_counts_one_round_trip():
+    async def scenario(loopback):
+        mesh, traffic = Mesh(), Traffic()
+        tunnel, port = await host_tunnel(mesh, traffic, make_referencer=no_referencer)
+        llama_reader, llama_writer = await loopback.connect(port)
+        member_reader, member_writer = await mesh.member_end()
+        for exchange in range(3):  # a pass: several requests sent unanswered, then one reply
+            llama_writer.write(HELLO_MESSAGE)
+            llama_writer.write(HELLO_MESSAGE)
+            await within(member_reader.readexactly(2 * len(HELLO_MESSAGE)))
+            member_writer.write(REPLY)
+            assert await within(llama_reader.readexactly(len(REPLY))) == REPLY
+            assert traffic.round_trips == exchange + 1
+        member_writer.write(REPLY)  # the member speaking unasked is no round trip
+        await within(llama_reader.readexactly(len(REPLY)))
+        assert traffic.round_trips == 3
         await tunnel.stop()
 
     run_on_loopback(scenario)

@@ -40,7 +40,8 @@ def solo_wire() -> dict:
         "api_port": 9337,
         "plans": [{"model": GEMMA, "host": ALICE, "state": "solo",
                    "members": [{"id": ALICE, "share": 1.0, "layers": 18}], "waiting_reason": None}],
-        "traffic": {"weights_sent_bytes": 0, "weights_referenced_bytes": 0, "activations_bytes": 0},
+        "traffic": {"weights_sent_bytes": 0, "weights_referenced_bytes": 0, "activations_bytes": 0,
+                    "round_trips": 0},
         "secrets": {"backend": "keyring (SecretService)", "warning": None},
         "offer": {"measured_bytes": 24 * GB, "cap_bytes": None, "donating": True,
                   "capacity_bytes": 24 * GB},
@@ -77,7 +78,7 @@ def split_wire() -> dict:
                                       {"id": CAROL, "share": 0.1667, "layers": 11},
                                       {"id": ALICE, "share": 0.5, "layers": 32}]}]
     snapshot["traffic"] = {"weights_sent_bytes": 0, "weights_referenced_bytes": int(9.9 * GB),
-                           "activations_bytes": 52_428_800}
+                           "activations_bytes": 52_428_800, "round_trips": 1200}
     return snapshot
 
 

@@ -91,18 +91,21 @@ class TrafficStatus:
     weights_sent_bytes: int = 0
     weights_referenced_bytes: int = 0  # weights the far side read from its own copy instead
     activations_bytes: int = 0
+    round_trips: int = 0  # times this host waited on a remote member (`node.rpc_tunnel.TurnCounter`)
 
     def to_wire(self) -> dict:
         return {"weights_sent_bytes": self.weights_sent_bytes,
                 "weights_referenced_bytes": self.weights_referenced_bytes,
-                "activations_bytes": self.activations_bytes}
+                "activations_bytes": self.activations_bytes,
+                "round_trips": self.round_trips}
 
     @classmethod
     def from_wire(cls, data: object, what: str = "traffic") -> TrafficStatus:
         data = read.section(data, what)
         return cls(read.whole(data, "weights_sent_bytes", what),
                    read.whole(data, "weights_referenced_bytes", what),
-                   read.whole(data, "activations_bytes", what))
+                   read.whole(data, "activations_bytes", what),
+                   read.whole(data, "round_trips", what) if "round_trips" in data else 0)
 
 
 @dataclass(frozen=True)

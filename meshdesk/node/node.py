@@ -168,7 +168,7 @@ class Node:
             api_port=self.api_port,
             plans=tuple(self.serving.plans_status()),
             traffic=TrafficStatus(traffic.weights_sent_bytes, traffic.weights_referenced_bytes,
-                                  traffic.activations_bytes),
+                                  traffic.activations_bytes, traffic.round_trips),
             secrets=SecretsNote.from_wire(self.secrets_note),
             offer=OfferStatus(offer.measured_bytes, offer.cap_bytes, offer.donating, offer.capacity_bytes),
             wants=tuple(path.stem for path in self.wants),

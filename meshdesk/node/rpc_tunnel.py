@@ -34,6 +34,10 @@ class Traffic:
     weights_sent_bytes: int = 0
     weights_referenced_bytes: int = 0
     activations_bytes: int = 0
+    # Times a host waited on a remote member: bytes from the member after bytes to it. llama.cpp
+    # sends a pass's inputs and graph without waiting, then asks for the result, so on a quiet
+    # link this is one per pass per remote member, the figure latency multiplies.
+    round_trips: int = 0
     layers: object = None  # a member's node.layer_member.LayerProgress: layers being received
 
     def add(self, counts: TrafficCounts, previous: TrafficCounts) -> None:
@@ -44,7 +48,8 @@ class Traffic:
     def to_dict(self) -> dict:
         return {"weights_sent_bytes": self.weights_sent_bytes,
                 "weights_referenced_bytes": self.weights_referenced_bytes,
-                "activations_bytes": self.activations_bytes}
+                "activations_bytes": self.activations_bytes,
+                "round_trips": self.round_trips}
 
 
 def counted(machine, traffic: Traffic) -> Transform:
@@ -62,6 +67,29 @@ def passthrough(traffic: Traffic) -> Transform:
         traffic.activations_bytes += len(data)
         return [data]
     return transform
+
+
+class TurnCounter:
+    """Counts one host connection's round trips into `traffic.round_trips`: `sent` wraps the
+    host-to-member transform, `received` the member-to-host one."""
+
+    def __init__(self, traffic: Traffic):
+        self.traffic = traffic
+        self.waiting = False
+
+    def sent(self, transform: Transform) -> Transform:
+        def counting(data: bytes) -> list:
+            self.waiting = True
+            return transform(data)
+        return counting
+
+    def received(self, transform: Transform) -> Transform:
+        def counting(data: bytes) -> list:
+            if self.waiting:
+                self.waiting = False
+                self.traffic.round_trips += 1
+            return transform(data)
+        return counting
 
 
 def no_file_pieces(piece: FilePiece) -> bytes:
@@ -164,8 +192,9 @@ class HostTunnel:
             self.connections.discard(task)
             return
         upstream = counted(referencer, self.traffic) if referencer else passthrough(self.traffic)
+        turns = TurnCounter(self.traffic)
         try:
-            await splice((reader, writer), link.detach(), upstream, passthrough(self.traffic))
+            await splice((reader, writer), link.detach(), turns.sent(upstream), turns.received(passthrough(self.traffic)))
         finally:
             self.connections.discard(task)
 
