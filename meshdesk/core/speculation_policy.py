@@ -1,0 +1,90 @@
+"""When to propose prompt-lookup tokens, and how many: backing off while they are rejected.
+
+A verification pass that carries k proposals computes the output layer for k + 1 positions
+(Gemma 3's is 262k tokens wide), so proposals that are rejected make every pass slower than a
+plain one; on a remote split only accepted ones save a round trip. On prose, lookups are mostly
+wrong; on edits and refactors, long runs are right. So:
+
+- length: a pass whose proposals were all accepted doubles the next proposal (up to `longest`);
+  one that was cut short proposes what it accepted plus one next time (at least one token).
+- back-off: once the last `window` passes with proposals accepted under `threshold` of what they
+  proposed, no proposals for a cool-down of `first_cool_down` generated tokens. Then one probe
+  pass: if it accepts nothing, the next cool-down is twice as long (up to `longest_cool_down`);
+  it starts again at `first_cool_down` once a whole window is above the threshold.
+
+Pure and counted in tokens, not time: the model host feeds it each pass's outcome.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+LONGEST_PROPOSAL = 8
+FIRST_PROPOSAL = 4
+WINDOW = 4
+THRESHOLD = 0.25
+FIRST_COOL_DOWN = 16
+LONGEST_COOL_DOWN = 512
+
+
+@dataclass
+class SpeculationPolicy:
+    longest: int = LONGEST_PROPOSAL
+    window: int = WINDOW
+    threshold: float = THRESHOLD
+    first_cool_down: int = FIRST_COOL_DOWN
+    longest_cool_down: int = LONGEST_COOL_DOWN
+    length: int = 0              # the next proposal's length (0: min(FIRST_PROPOSAL, longest))
+    cool_down_left: int = 0      # tokens still to generate without proposals
+    next_cool_down: int = 0      # the next back-off's length (0: first_cool_down)
+    probing: bool = False        # the next pass with proposals decides whether to back off again
+    recent: deque = field(default_factory=deque)  # (proposed, accepted) of the last passes
+
+    def __post_init__(self):
+        if self.longest < 1:
+            raise ValueError("the longest proposal must be at least one token")
+        self.length = self.length or min(FIRST_PROPOSAL, self.longest)
+        self.next_cool_down = self.next_cool_down or self.first_cool_down
+
+    @property
+    def backed_off(self) -> bool:
+        return self.cool_down_left > 0
+
+    def proposal_length(self) -> int:
+        """How many tokens to propose for the next pass: 0 while backed off."""
+        return 0 if self.backed_off else self.length
+
+    def generated(self, tokens: int) -> None:
+        """`tokens` came out of a pass without proposals (backed off, or nothing to look up)."""
+        self.cool_down_left = max(0, self.cool_down_left - tokens)
+
+    def verified(self, proposed: int, accepted: int) -> None:
+        """A pass checked `proposed` proposals and accepted the first `accepted` of them."""
+        if proposed < 1:
+            return
+        self.length = (min(self.longest, 2 * self.length) if accepted >= proposed
+                       else max(1, min(self.longest, accepted + 1)))
+        if self.probing:
+            self.probing = False
+            if accepted == 0:
+                self._back_off()
+                return
+        self.recent.append((proposed, accepted))
+        if len(self.recent) > self.window:
+            self.recent.popleft()
+        if len(self.recent) == self.window:
+            if self._acceptance() < self.threshold:
+                self._back_off()
+            else:
+                self.next_cool_down = self.first_cool_down
+
+    def _acceptance(self) -> float:
+        return sum(a for _, a in self.recent) / sum(p for p, _ in self.recent)
+
+    def _back_off(self) -> None:
+        self.cool_down_left = self.next_cool_down
+        self.next_cool_down = min(self.longest_cool_down, 2 * self.next_cool_down)
+        self.recent.clear()
+        self.probing = True
+        self.length = min(FIRST_PROPOSAL, self.longest)

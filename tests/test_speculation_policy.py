@@ -1,0 +1,103 @@
+"""The prompt-lookup back-off (meshdesk/core/speculation_policy.py), driven pass by pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshdesk.core.speculation_policy import SpeculationPolicy
+
+
+def cool_down(policy: SpeculationPolicy) -> int:
+    """Generates token by token until proposals come back; returns how many tokens that took."""
+    tokens = 0
+    while policy.proposal_length() == 0:
+        policy.generated(1)
+        tokens += 1
+        assert tokens < 10_000
+    return tokens
+
+
+def test_lengths_double_while_accepted_whole_and_shrink_to_what_was_accepted():
+    policy = SpeculationPolicy(longest=8)
+    lengths = []
+    for accepted_part in (1.0, 1.0, 1.0, 0.5, 1.0, 0.0):
+        length = policy.proposal_length()
+        lengths.append(length)
+        policy.verified(length, int(length * accepted_part))
+    # 4 whole -> 8 whole -> 8 (capped) whole -> 8, 4 accepted -> 5 whole -> 8, none -> 1
+    assert lengths == [4, 8, 8, 8, 5, 8]
+    assert policy.proposal_length() == 1
+
+
+def test_a_short_longest_caps_the_first_proposal():
+    assert SpeculationPolicy(longest=2).proposal_length() == 2
+    with pytest.raises(ValueError):
+        SpeculationPolicy(longest=0)
+
+
+def test_a_window_of_low_acceptance_backs_off_for_a_cool_down():
+    policy = SpeculationPolicy(window=4, threshold=0.25, first_cool_down=16)
+    for _ in range(3):
+        policy.verified(policy.proposal_length(), 0)
+        assert not policy.backed_off  # three passes are not yet a window
+    policy.verified(policy.proposal_length(), 0)
+    assert policy.backed_off and policy.proposal_length() == 0
+    assert cool_down(policy) == 16
+
+
+def test_acceptance_at_the_threshold_keeps_proposing():
+    policy = SpeculationPolicy(window=4, threshold=0.25)
+    for _ in range(20):
+        policy.verified(4, 1)  # exactly a quarter
+        assert not policy.backed_off
+
+
+def test_failed_probes_double_the_cool_down_up_to_a_cap():
+    policy = SpeculationPolicy(window=4, first_cool_down=16, longest_cool_down=64)
+    for _ in range(4):
+        policy.verified(4, 0)
+    waits = [cool_down(policy)]
+    for _ in range(4):
+        policy.verified(policy.proposal_length(), 0)  # one probe pass, rejected: back off again
+        waits.append(cool_down(policy))
+    assert waits == [16, 32, 64, 64, 64]
+
+
+def test_a_good_probe_resumes_and_a_good_window_resets_the_cool_down():
+    policy = SpeculationPolicy(window=4, first_cool_down=16)
+    for _ in range(4):
+        policy.verified(4, 0)
+    assert cool_down(policy) == 16
+    policy.verified(policy.proposal_length(), 2)  # the probe accepted something: go on
+    assert not policy.backed_off
+    for _ in range(3):
+        policy.verified(4, 0)
+    # The window (probe included) is 2 of 4 + 0 + 0 + 0: under a quarter, the wait grown.
+    assert cool_down(policy) == 32
+    policy.verified(policy.proposal_length(), 4)
+    for _ in range(3):
+        policy.verified(policy.proposal_length(), policy.proposal_length())
+    for _ in range(4):
+        policy.verified(4, 0)
+    assert cool_down(policy) == 16  # a whole good window came first: back to the first wait
+
+
+def test_passes_without_proposals_change_nothing():
+    policy = SpeculationPolicy()
+    policy.verified(0, 0)
+    policy.generated(5)
+    assert policy.proposal_length() == 4 and not policy.recent
+
+
+def test_prose_like_rejections_spend_few_passes_on_proposals():
+    """Always rejected, a long answer spends ever fewer passes on proposals."""
+    policy = SpeculationPolicy()
+    proposing_passes = 0
+    for _ in range(2000):
+        length = policy.proposal_length()
+        if length:
+            proposing_passes += 1
+            policy.verified(length, 0)
+        else:
+            policy.generated(1)
+    assert proposing_passes < 20, proposing_passes  # 4 to back off, then one probe per cool-down
