@@ -1,9 +1,10 @@
 """The model host child process: one `llama_cpp.Llama`, serving generations to its node.
 
-Run as `python -m meshdesk.adapters.llama.host --model PATH [--draft PATH]`. It loads the model
-(and a draft model for speculative decoding, see `speculative.py`), listens on 127.0.0.1 (never
-anything else), prints one JSON line `{"event": "ready", "port": N}` on stdout (with
-`"draft": FILE NAME` when a draft runs) and then serves one generation at a time. The node sends a request as one JSON line; the host
+Run as `python -m meshdesk.adapters.llama.host --model PATH [--draft PATH] [--speculative MODE]`.
+It loads the model (and a draft model for speculative decoding, see `speculative.py`; without
+one, prompt lookup proposes, see `prompt_lookup_draft.py`), listens on 127.0.0.1 (never
+anything else), prints one JSON line `{"event": "ready", "port": N, "speculation": MODE}` on
+stdout (with `"draft": FILE NAME` when a draft runs) and then serves one generation at a time. The node sends a request as one JSON line; the host
 answers with JSON lines (see `meshdesk.node.host_protocol`). A request whose connection goes
 away stops generating at the next token. A request with `continue_from` carries on an answer
 whose host was lost (`meshdesk.core.continuation`). The process exits when its stdin closes, so it never
@@ -30,6 +31,7 @@ from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
 
 LISTEN_HOST = "127.0.0.1"
+SPECULATION_MODES = ("auto", "draft", "ngram", "off")
 GONE_CHECK_TOKENS = 16  # how often a generation asks whether its node still waits (one recv)
 
 
@@ -67,15 +69,25 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
                         help="a small model with the same vocabulary, for speculative decoding")
     parser.add_argument("--draft-max", type=int, default=8, metavar="N",
                         help="tokens the draft proposes per step (default: 8)")
+    parser.add_argument("--speculative", choices=SPECULATION_MODES, default="auto",
+                        help="auto: the draft when one is given and loads, else prompt lookup; "
+                             "draft: the draft only; ngram: prompt lookup only; off (default: auto)")
+    parser.add_argument("--ngram-max", type=int, default=8, metavar="N",
+                        help="most tokens prompt lookup proposes per step (default: 8)")
     return parser.parse_args(argv)
 
 
 @dataclass
 class LoadedModel:
     llama: object
-    draft: object | None = None      # speculative.DraftModel
-    draft_name: str | None = None
+    draft: object | None = None      # speculative.Proposer: a DraftModel or a PromptLookupDraft
+    draft_name: str | None = None    # the draft model's file name, when one runs
     draft_error: str | None = None   # why the draft asked for is not running
+
+    @property
+    def speculation(self) -> str:
+        """What proposes tokens: "draft", "ngram", or "off"."""
+        return self.draft.mode if self.draft is not None else "off"
 
 
 def load_model(arguments: argparse.Namespace) -> LoadedModel:
@@ -86,8 +98,9 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
         register_rpc_servers(arguments.rpc)
         # Every layer goes to the RPC devices; the host's own worker is the last of them.
         split = {"n_gpu_layers": -1, "tensor_split": arguments.tensor_split or [1.0] * len(arguments.rpc)}
-    draft, draft_error = load_draft(arguments) if arguments.draft else (None, None)
-    if draft is None:
+    wants_draft = arguments.draft and arguments.speculative in ("auto", "draft")
+    draft, draft_error = load_draft(arguments) if wants_draft else (None, None)
+    if draft is None and arguments.speculative in ("draft", "off"):
         model_class = llama_cpp.Llama
     else:
         from meshdesk.adapters.llama.speculative import SpeculativeLlama as model_class
@@ -108,6 +121,12 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
             llama.attach_draft(speculation)
             return LoadedModel(llama, speculation, Path(arguments.draft).name)
         del draft
+    if arguments.speculative in ("auto", "ngram"):
+        from meshdesk.adapters.llama.prompt_lookup_draft import PromptLookupDraft
+
+        lookup = PromptLookupDraft(arguments.ngram_max, context=llama.n_ctx())
+        llama.attach_draft(lookup)
+        return LoadedModel(llama, lookup, draft_error=draft_error)
     return LoadedModel(llama, draft_error=draft_error)
 
 
@@ -193,7 +212,7 @@ def text_chunks(model: LoadedModel, prompt: Prompt, request: GenerationRequest, 
     if request.seed is not None:
         # Reusing a cached prompt prefix changes the batch shapes and so the last bits of the
         # logits; a seeded request must give the same answer every time, so it starts afresh.
-        # So does the draft: its proposals decide the main model's batch shapes.
+        # So do the proposals (a draft's, or prompt lookup's): they decide the batch shapes.
         llama.reset()
         if model.draft is not None:
             model.draft.reset()
@@ -271,7 +290,7 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
     if calls:
         finish |= {"finish_reason": "tool_calls", "tool_calls": calls}
     if model.draft is not None:
-        finish["speculative"] = model.draft.finish().to_dict()
+        finish["speculative"] = model.draft.finish().to_dict() | {"mode": model.speculation}
     send_line(connection, finish)
 
 
@@ -316,9 +335,10 @@ def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.s
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     exit_when_parent_goes()
-    if arguments.draft_max < 1:
-        announce({"event": "failed", "message": "--draft-max must be at least 1"})
-        return 1
+    for name, value in (("--draft-max", arguments.draft_max), ("--ngram-max", arguments.ngram_max)):
+        if value < 1:
+            announce({"event": "failed", "message": f"{name} must be at least 1"})
+            return 1
     try:
         model = embedding.for_embedding(load_model(arguments), arguments)  # an embedding model loads to embed
     except Exception as error:
@@ -326,9 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     chat = chat_format(model.llama)
     listener = socket.create_server((LISTEN_HOST, 0))
-    ready = {"event": "ready", "port": listener.getsockname()[1], "context": model.llama.n_ctx()}
-    if model.draft is not None:
+    ready = {"event": "ready", "port": listener.getsockname()[1], "context": model.llama.n_ctx(),
+             "speculation": model.speculation}
+    if model.draft_name is not None:
         ready |= {"draft": model.draft_name, "draft_max": model.draft.draft_max}
+    elif model.draft is not None:
+        ready["ngram_max"] = model.draft.draft_max
     if model.draft_error is not None:
         ready["draft_error"] = model.draft_error
     announce(ready)

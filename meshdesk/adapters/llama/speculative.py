@@ -40,15 +40,16 @@ FIRST_COMPARED_TOKEN = 5
 class SpeculationStats:
     """Proposals and acceptances of one generation (or of many, added together)."""
 
-    proposed: int = 0   # draft tokens the main model checked (a generation that ends mid-step
+    proposed: int = 0   # proposed tokens the main model checked (a generation that ends mid-step
                         # leaves the rest of that step's proposals unchecked, and uncounted)
     accepted: int = 0   # of those, tokens the main model sampled itself
-    steps: int = 0      # main-model verification passes that carried proposals
+    steps: int = 0      # main-model passes after the prompt's (with proposals or, backed off, without)
     generated: int = 0  # tokens the main model sampled during those passes
+    backed_off: int = 0  # of those, tokens sampled while proposals were held back (prompt lookup)
 
     def to_dict(self) -> dict:
         return {"proposed": self.proposed, "accepted": self.accepted, "steps": self.steps,
-                "generated": self.generated}
+                "generated": self.generated, "backed_off": self.backed_off}
 
 
 @dataclass
@@ -59,21 +60,24 @@ class PendingProposal:
     matched: int = 0
     mismatched: bool = False
     sampled: int = 0
+    held_back: bool = False   # no proposals because the policy backed off
 
 
-class DraftModel(LlamaDraftModel):
-    """Greedy proposals from a second `Llama` that shares the main model's vocabulary."""
+class Proposer(LlamaDraftModel):
+    """What `SpeculativeLlama` verifies: proposals for a sequence, and counts of what the main
+    model accepted. Subclasses propose (`DraftModel`, `prompt_lookup_draft.PromptLookupDraft`)."""
 
-    def __init__(self, draft: llama_cpp.Llama, draft_max: int = DEFAULT_DRAFT_MAX):
+    mode = "draft"  # what the ready line and the finish event call it
+
+    def __init__(self, draft_max: int):
         if draft_max < 1:
             raise ValueError("draft_max must be at least 1")
-        self.draft = draft
         self.draft_max = draft_max
         self.stats = SpeculationStats()
         self.pending: PendingProposal | None = None
-        self.greedy = LlamaSampler()
-        self.greedy.add_greedy()
-        self.vocabulary_size = draft.n_vocab()  # tokens both models know; see `attach_draft`
+
+    def fit_vocabulary(self, main_vocabulary: int) -> None:
+        """The main model knows `main_vocabulary` tokens; proposals must stay within them."""
 
     def begin(self) -> None:
         """Starts counting a new generation."""
@@ -81,27 +85,12 @@ class DraftModel(LlamaDraftModel):
         self.pending = None
 
     def reset(self) -> None:
-        """Forgets the draft's KV cache, so its proposals depend on the request alone."""
-        self.draft.reset()
+        """Forgets what earlier requests left, so proposals depend on the request alone."""
 
     def finish(self) -> SpeculationStats:
         """Closes the last proposal and returns the generation's counts."""
         self._settle()
         return self.stats
-
-    def __call__(self, input_ids, /, **kwargs):
-        """Proposals continuing `input_ids`, as the draft's own token array (numpy, int32)."""
-        self._settle()
-        sequence = input_ids.tolist()
-        if len(sequence) + self.draft_max > self.draft.n_ctx():
-            return self.draft.input_ids[:0].copy()  # no room left in the draft's context
-        proposals = self._propose(sequence)
-        self.pending = PendingProposal(start=len(sequence), tokens=proposals)
-        start = len(sequence)
-        # The draft's token buffer holds every proposal it evaluated; the last one goes past
-        # its n_tokens, where the next evaluation overwrites it.
-        self.draft.input_ids[start:start + len(proposals)] = proposals
-        return self.draft.input_ids[start:start + len(proposals)].copy()
 
     def observe(self, position: int, token: int) -> None:
         """The main model sampled `token` for `position` of the sequence."""
@@ -118,14 +107,49 @@ class DraftModel(LlamaDraftModel):
         else:
             pending.mismatched = True
 
-    def _settle(self) -> None:
+    def _settle(self) -> PendingProposal | None:
         pending, self.pending = self.pending, None
         if pending is None or pending.sampled == 0:
-            return
+            return None
         self.stats.proposed += pending.checked
         self.stats.accepted += pending.matched
         self.stats.steps += 1
         self.stats.generated += pending.sampled
+        if pending.held_back:
+            self.stats.backed_off += pending.sampled
+        return pending
+
+
+class DraftModel(Proposer):
+    """Greedy proposals from a second `Llama` that shares the main model's vocabulary."""
+
+    def __init__(self, draft: llama_cpp.Llama, draft_max: int = DEFAULT_DRAFT_MAX):
+        super().__init__(draft_max)
+        self.draft = draft
+        self.greedy = LlamaSampler()
+        self.greedy.add_greedy()
+        self.vocabulary_size = draft.n_vocab()  # tokens both models know; see `fit_vocabulary`
+
+    def fit_vocabulary(self, main_vocabulary: int) -> None:
+        self.vocabulary_size = min(main_vocabulary, self.draft.n_vocab())
+
+    def reset(self) -> None:
+        """Forgets the draft's KV cache, so its proposals depend on the request alone."""
+        self.draft.reset()
+
+    def __call__(self, input_ids, /, **kwargs):
+        """Proposals continuing `input_ids`, as the draft's own token array (numpy, int32)."""
+        self._settle()
+        sequence = input_ids.tolist()
+        if len(sequence) + self.draft_max > self.draft.n_ctx():
+            return self.draft.input_ids[:0].copy()  # no room left in the draft's context
+        proposals = self._propose(sequence)
+        self.pending = PendingProposal(start=len(sequence), tokens=proposals)
+        start = len(sequence)
+        # The draft's token buffer holds every proposal it evaluated; the last one goes past
+        # its n_tokens, where the next evaluation overwrites it.
+        self.draft.input_ids[start:start + len(proposals)] = proposals
+        return self.draft.input_ids[start:start + len(proposals)].copy()
 
     def _propose(self, sequence: list[int]) -> list[int]:
         draft = self.draft
@@ -152,14 +176,14 @@ class DraftModel(LlamaDraftModel):
 
 
 class SpeculativeLlama(llama_cpp.Llama):
-    """The main model, verifying a `DraftModel`'s proposals (see the module docstring)."""
+    """The main model, verifying a `Proposer`'s proposals (see the module docstring)."""
 
-    speculation: DraftModel | None = None
+    speculation: Proposer | None = None
 
-    def attach_draft(self, draft: DraftModel) -> None:
-        draft.vocabulary_size = min(self.n_vocab(), draft.draft.n_vocab())
-        self.speculation = draft
-        self.draft_model = draft
+    def attach_draft(self, proposer: Proposer) -> None:
+        proposer.fit_vocabulary(self.n_vocab())
+        self.speculation = proposer
+        self.draft_model = proposer
 
     def eval(self, tokens) -> None:
         if self.speculation is None:
