@@ -10,6 +10,7 @@ import sys
 
 from meshdesk.adapters import agent_apis, embeddings_routes
 from meshdesk.adapters.openai_server import OpenAiServer
+from meshdesk.core.data_routes import DataRoutesError
 from meshdesk.core.invite import InviteToken
 from meshdesk.core.local_api_policy import ApiAccess
 from meshdesk.node.mesh import JoinRefused, MeshService
@@ -42,6 +43,10 @@ class Runtime:
         self.background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        try:
+            self.mesh.read_data_routes()
+        except DataRoutesError as error:
+            raise StartupFailed(str(error)) from None
         await self._start_api()
         try:
             await self.mesh.bind()

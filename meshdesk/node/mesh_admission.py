@@ -8,8 +8,10 @@ the same handshake and the same admission: removals, versions, invites, mesh mem
 from __future__ import annotations
 
 import logging
+import os
 
 from meshdesk.core.admission import MeshView, admit
+from meshdesk.core.data_routes import ENVIRONMENT_VARIABLE, Address, parse_data_routes, routed
 from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.handshake import HandshakeError, Hello
 from meshdesk.core.node_record import NodeRecord
@@ -26,6 +28,14 @@ MAX_REFUSALS_SHOWN = 10
 
 class MeshAdmission:
     """Mixed into MeshService: accepting links on both planes, and dialling data links."""
+
+    data_routes: dict[Address, Address] = {}  # test-only (core.data_routes); set by read_data_routes
+
+    def read_data_routes(self) -> None:
+        """Reads MESHDESK_TEST_DATA_ROUTES once, at start; raises core.data_routes.DataRoutesError."""
+        self.data_routes = parse_data_routes(os.environ.get(ENVIRONMENT_VARIABLE, ""))
+        for advertised, dialled in self.data_routes.items():
+            log.warning("test-only data route: dialling %s:%d for %s:%d", *dialled, *advertised)
 
     def _admit(self, hello: Hello) -> list[bytes]:
         """Refuses, or returns the mesh secrets this dialler may prove membership with."""
@@ -88,7 +98,8 @@ class MeshAdmission:
         for address in record.addresses:
             try:
                 link, _ = await connect_and_authenticate(
-                    self.data_transport, address, self.credentials, dial, DATA_LINK_TIMEOUT)
+                    self.data_transport, routed(address, self.data_routes), self.credentials, dial,
+                    DATA_LINK_TIMEOUT)
                 return link
             except Unreachable as error:
                 last_error = error
