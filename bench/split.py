@@ -270,12 +270,13 @@ def finished_run(side, prompt, repetition, start, first, last, pieces) -> Run:
 # --- the mesh ---------------------------------------------------------------------------------------
 
 
-def start_node(home: Path, *arguments: str) -> NodeProcess:
-    """A headless node on 127.0.0.1 (as tests/nodes.py starts them), killed if it never serves."""
+def start_node(home: Path, *arguments: str, environment: dict | None = None) -> NodeProcess:
+    """A headless node on 127.0.0.1 (as tests/nodes.py starts them), killed if it never serves;
+    `environment` adds variables to its environment."""
     command = meshdesk_command("--headless", "--home", str(home), "--port", "0",
                                "--bind-host", "127.0.0.1", *arguments)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=test_environment(NODE_ENVIRONMENT))
+                               text=True, env=test_environment({**NODE_ENVIRONMENT, **(environment or {})}))
     try:
         return NodeProcess(process, home)  # waits for the `API: http://127.0.0.1:PORT/v1` line
     except BaseException:

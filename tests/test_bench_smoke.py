@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("gui_latency.py", "longest stall "),
     ("speculative.py", "main-model passes per token with the draft ="),
     ("split.py", "MeshDesk / direct RPC tokens/s ="),
+    ("latency.py", "round trips per token per remote member ="),
     ("churn.py", "SIGKILL of a peer -> removal from every view"),
     ("grammar.py", "grammar-constrained / free tokens/s ="),
 ])
