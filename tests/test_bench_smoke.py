@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("transport.py", "tls / raw tcp ="),
     ("api_overhead.py", "ratio (api / in-process) ="),
     ("gui_latency.py", "longest stall "),
-    ("speculative.py", "main-model passes per token with the draft ="),
+    ("speculative.py", "n-gram / off tok/s on code edits at 20 ms ="),
     ("split.py", "MeshDesk / direct RPC tokens/s ="),
     ("latency.py", "round trips per token per remote member ="),
     ("churn.py", "SIGKILL of a peer -> removal from every view"),
