@@ -65,8 +65,8 @@ def completion(port: int, prompt: str, max_tokens: int = MAX_TOKENS) -> tuple[st
 
 @pytest.fixture(scope="module")
 def hosts(default_model_path):
-    """The same model in two host children: without a draft, and drafting for itself."""
-    plain = Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1")
+    """The same model in two host children: without speculation, and drafting for itself."""
+    plain = Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1", "--speculative", "off")
     drafted = Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1",
                     "--draft", str(default_model_path), "--draft-max", "8")
     try:
@@ -80,9 +80,9 @@ def test_the_ready_line_names_the_draft(hosts, default_model_path):
     plain, drafted = hosts
     drafted.port()
     assert drafted.ready["draft"] == default_model_path.name
-    assert drafted.ready["draft_max"] == 8
+    assert drafted.ready["draft_max"] == 8 and drafted.ready["speculation"] == "draft"
     plain.port()
-    assert "draft" not in plain.ready
+    assert "draft" not in plain.ready and plain.ready["speculation"] == "off"
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -101,6 +101,7 @@ def test_greedy_output_is_identical_with_and_without_the_draft(hosts, prompt):
     assert stats["generated"] / stats["steps"] >= 4, stats
     # Every token after the first (sampled from the prompt) came out of a verification step.
     assert stats["generated"] == finish["usage"]["completion_tokens"] - 1
+    assert stats["mode"] == "draft" and stats["backed_off"] == 0
 
 
 def test_a_chat_request_is_identical_with_and_without_the_draft(hosts):
@@ -119,6 +120,20 @@ def test_a_draft_that_cannot_load_leaves_the_model_serving_without_one(default_m
     try:
         port = host.port()
         assert "draft" not in host.ready and "broken-draft.gguf" in host.ready["draft_error"]
+        assert host.ready["speculation"] == "ngram"  # auto: prompt lookup instead
+        text, finish = completion(port, PROMPTS[0], 8)
+        assert text and finish["speculative"]["mode"] == "ngram"
+    finally:
+        host.stop()
+
+
+def test_draft_mode_without_a_loadable_draft_serves_without_speculation(default_model_path, tmp_path):
+    broken = write_gguf(tmp_path / "broken-draft.gguf")
+    host = Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1",
+                 "--speculative", "draft", "--draft", str(broken))
+    try:
+        port = host.port()
+        assert host.ready["speculation"] == "off" and "broken-draft.gguf" in host.ready["draft_error"]
         text, finish = completion(port, PROMPTS[0], 8)
         assert text and "speculative" not in finish
     finally:
