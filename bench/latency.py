@@ -65,6 +65,7 @@ class Sample:
     delay_ms: float
     run: split_bench.Run
     member_round_trips: list[int]  # per remote member, from its proxy
+    member_bytes: list[tuple[int, int]]  # per remote member: (to it, from it)
     status_round_trips: int | None  # MeshDesk's own count (A's traffic.round_trips)
 
     @property
@@ -219,12 +220,14 @@ def start_direct(root: Path, model: Path, arguments, shares: list[float], childr
 
 
 def sample(split: Split, delay_ms: float, prompt: str, max_tokens: int, repetition: int) -> Sample:
-    before = [proxy.counters()["round_trips"] for proxy in split.proxies]
+    before = [proxy.counters() for proxy in split.proxies]
     status_before = split.round_trips() if split.round_trips else None
     run = split.complete(prompt, max_tokens, repetition)
-    after = [proxy.counters()["round_trips"] for proxy in split.proxies]
+    after = [proxy.counters() for proxy in split.proxies]
     status_after = split.round_trips() if split.round_trips else None
-    return Sample(split.side, delay_ms, run, [b - a for a, b in zip(before, after)],
+    return Sample(split.side, delay_ms, run, [b["round_trips"] - a["round_trips"] for a, b in zip(before, after)],
+                  [(b["bytes_to_target"] - a["bytes_to_target"], b["bytes_from_target"] - a["bytes_from_target"])
+                   for a, b in zip(before, after)],
                   None if status_before is None else status_after - status_before)
 
 
@@ -260,6 +263,7 @@ class Figures:
     tokens_per_second: float
     round_trips_per_token: list[float]  # per remote member
     status_per_token: float | None
+    bytes_per_token: list[tuple[float, float]]  # per remote member: (to it, from it)
 
     @property
     def milliseconds_per_token(self) -> float:
@@ -272,7 +276,9 @@ def figures(samples: list[Sample]) -> Figures:
     per_member = [sum(s.member_round_trips[m] for s in samples) / tokens for m in range(members)]
     counted = [s.status_round_trips for s in samples if s.status_round_trips is not None]
     status = sum(counted) / tokens if counted else None
-    return Figures(split_bench.median(s.run.tokens_per_second for s in samples), per_member, status)
+    traffic = [(sum(s.member_bytes[m][0] for s in samples) / tokens, sum(s.member_bytes[m][1] for s in samples) / tokens)
+               for m in range(members)]
+    return Figures(split_bench.median(s.run.tokens_per_second for s in samples), per_member, status, traffic)
 
 
 def report(arguments, samples: list[Sample], load_before) -> None:
@@ -283,15 +289,16 @@ def report(arguments, samples: list[Sample], load_before) -> None:
     print(f"per delay and side (median tok/s; round trips per generated token, per remote member "
           f"{'/'.join(MEMBER_NAMES[:remote])}):")
     print(f"  {'one-way':>7}  {'side':<8} {'tok/s':>7} {'vs 0 ms':>7} {'ms/tok':>7}  {'round trips/tok':>15}  "
-          f"{'meshdesk count/tok':>18}")
+          f"{'meshdesk count/tok':>18}  {'bytes/tok to/from each member':>29}")
     for delay in arguments.delays:
         for side in SIDES:
             mine, base = table[(side, delay)], table[(side, 0.0)]
             ratio = mine.tokens_per_second / base.tokens_per_second if base.tokens_per_second else math.nan
             per_member = " ".join(f"{value:.2f}" for value in mine.round_trips_per_token)
             counted = "" if mine.status_per_token is None else f"{mine.status_per_token:.2f}"
+            traffic = " ".join(f"{to / 1000:.1f}k/{back / 1000:.1f}k" for to, back in mine.bytes_per_token)
             print(f"  {delay:5.1f} ms  {side:<8} {mine.tokens_per_second:7.1f} {ratio:7.2f} "
-                  f"{mine.milliseconds_per_token:7.1f}  {per_member:>15}  {counted:>18}")
+                  f"{mine.milliseconds_per_token:7.1f}  {per_member:>15}  {counted:>18}  {traffic:>29}")
     print()
     last = max(arguments.delays)
     for side in SIDES:
