@@ -310,8 +310,9 @@ def test_speculative_counts_add_up_across_generations(tmp_path):
             await (await port.next()).finish("t", speculative=speculative)
             await within(generation)
         assert harness.host.status().speculative == {
-            "proposed": 16, "accepted": 8, "steps": 6, "generated": 14, "draft_max": 8,
-            "acceptance_rate": 0.5, "tokens_per_step": round(14 / 6, 3)}
+            "proposed": 16, "accepted": 8, "steps": 6, "generated": 14, "backed_off": 0, "mode": "draft",
+            "draft_max": 8, "acceptance_rate": 0.5, "tokens_per_step": round(14 / 6, 3),
+            "tokens_per_round_trip": None}
         await harness.stop()
 
     run_on_loopback(scenario)

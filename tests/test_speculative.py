@@ -323,7 +323,8 @@ def test_a_node_with_a_draft_shows_acceptance_in_its_status(node_factory, tmp_pa
     assert ask(node, model_id)
     speculative = poll(lambda: model_status(node)["speculative"]["steps"] and model_status(node)["speculative"],
                        10, message="acceptance counts after a request")
-    assert speculative["draft_max"] == 8
+    assert speculative["draft_max"] == 8 and speculative["mode"] == "draft"
+    assert speculative["tokens_per_round_trip"] is None  # not split
     assert 0.8 <= speculative["acceptance_rate"] <= 1
     assert 4 <= speculative["tokens_per_step"] <= 9
     ask(node, model_id, PROMPTS[1])
@@ -340,7 +341,8 @@ def test_a_node_pairs_the_catalog_draft_unless_told_not_to(node_factory, tmp_pat
     paired.wait_until_ready(90)
     unpaired.wait_until_ready(90)
     assert model_status(paired)["draft"] == PAIRED_DRAFT
-    assert model_status(unpaired)["draft"] is None and model_status(unpaired)["speculative"] is None
+    assert model_status(unpaired)["draft"] is None
+    assert model_status(unpaired)["speculative"]["mode"] == "ngram"  # --no-draft: prompt lookup instead
     model_id = PAIRED_MODEL.removesuffix(".gguf")
     assert ask(paired, model_id) == ask(unpaired, model_id)
     assert model_status(paired)["speculative"]["steps"] > 0

@@ -111,7 +111,9 @@ def model_context(path: Path, asked: int | None) -> int:
 
 
 def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = DraftChoice(),
-                       context: int | None = None):
+                       context: int | None = None, traffic: Traffic | None = None):
+    """Model hosts as this node's options say; a split one counts its tunnel's round trips
+    (`traffic`, which counts every split this node hosts) for tokens per round trip."""
     def make(model: dict, endpoints: list[str], shares: list[float]) -> ModelHost:
         context_size = model_context(Path(model["path"]), context)
         arguments = ["--model", model["path"], "--context", str(context_size)]
@@ -124,7 +126,9 @@ def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = Dr
             arguments += ["--tensor-split", ",".join(str(share) for share in shares)]
         command = python_module_command("meshdesk.adapters.llama.host", *arguments)
         model_id = Path(model["name"]).stem
-        return ModelHost(model_id, Path(model["path"]), command, home.logs / f"model-host-{model_id}.log")
+        round_trips = (lambda: traffic.round_trips) if endpoints and traffic is not None else None
+        return ModelHost(model_id, Path(model["path"]), command, home.logs / f"model-host-{model_id}.log",
+                         round_trips=round_trips)
     return make
 
 
@@ -211,7 +215,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
         home.logs / "rpc-worker.log", on_ready=gpu_memory_user(offer, mesh))
     drafts = getattr(arguments, "drafts", None) or DraftChoice()
     serving = Serving(node_id, mesh, lambda: inventory.models,
-                      model_host_factory(home, arguments.threads, drafts, getattr(arguments, "context", None)),
+                      model_host_factory(home, arguments.threads, drafts, getattr(arguments, "context", None),
+                                         traffic),
                       worker, referencer_factory(home.root), traffic)
     traffic.layers = layers.progress if layers is not None else None
     rescan = model_rescanner(inventory, mesh)

@@ -11,6 +11,7 @@ from pathlib import Path
 from meshdesk import __version__
 from meshdesk.app.command_line import (DEFAULT_CONTEXT, DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length,
                                        gigabytes, ip_address, node_name, port_number, ratios)
+from meshdesk.app.drafts import SPECULATION_MODES
 from meshdesk.core.local_api_policy import parse_origin
 
 DEFAULT_API_PORT = 9337
@@ -96,9 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "vocabulary as the model this node hosts (default: the catalog's pairing, "
                         "when that file is in the models folder)")
     drafts.add_argument("--no-draft", action="store_true",
-                        help="no speculative decoding, even when the catalog pairs a draft")
+                        help="no draft model, even when the catalog pairs one (--speculative off: "
+                        "no speculative decoding at all)")
     parser.add_argument("--draft-max", type=draft_length, default=DEFAULT_DRAFT_MAX, metavar="N",
                         help=f"tokens the draft proposes per step (default: {DEFAULT_DRAFT_MAX})")
+    parser.add_argument("--speculative", choices=SPECULATION_MODES, default="auto",
+                        help="speculative decoding: auto (a draft model when there is one, else "
+                        "n-gram prompt lookup, which backs off while its guesses are rejected), "
+                        "draft, ngram, or off (default: auto)")
     parser.add_argument("--api-key", type=api_key, default=os.environ.get("MESHDESK_API_KEY") or None,
                         metavar="KEY",
                         help="make the /v1 API require 'Authorization: Bearer KEY' (default: "

@@ -56,9 +56,11 @@ class ModelStatus:
     pid: int | None = None    # the model host child, for diagnostics
     requests: int = 0         # generations this node's model host has answered
     draft: str | None = None  # the speculative-decoding draft's file name, when one runs
-    # The model host's cumulative speculative-decoding counts, with "acceptance_rate" (accepted /
-    # proposed draft tokens) and "tokens_per_step" (tokens per main-model pass), or {"error"}
-    # when the draft could not load; None without a draft. Read-only.
+    # The model host's cumulative speculative-decoding counts (proposed, accepted, steps,
+    # generated, backed_off) with "mode" ("draft" or "ngram"), "acceptance_rate" (accepted /
+    # proposed tokens), "tokens_per_step" (tokens per main-model pass) and
+    # "tokens_per_round_trip" (tokens per tunnel round trip; None unless split); {"error"} when
+    # a draft could not load and nothing speculates; None when speculation is off. Read-only.
     speculative: dict | None = None
     # Tokens of context its host gives it: this node's model host's own, or the advert's trained
     # context capped at the mesh's (what a remote host plans for); None when unknown.

@@ -19,24 +19,36 @@ LOADING, READY, FAILED = ModelState.LOADING, ModelState.READY, ModelState.FAILED
 EVENT_LINE_LIMIT = 16 * 1024 * 1024
 
 
-COUNTS = ("proposed", "accepted", "steps", "generated")
+COUNTS = ("proposed", "accepted", "steps", "generated", "backed_off")
+MODES = ("draft", "ngram", "off")
 
 
 class SpeculationTotals:
-    """Speculative decoding counts from the host's finish events, added up since it started."""
+    """Speculative decoding counts from the host's finish events, added up since it started, and
+    for a split model the tunnel's round trips during those generations (`tokens_per_round_trip`:
+    what speculation is for on a slow link)."""
 
     def __init__(self):
+        self.mode = "off"
         self.draft: str | None = None
         self.draft_max: int | None = None
+        self.ngram_max: int | None = None
         self.draft_error: str | None = None
         self.counts = dict.fromkeys(COUNTS, 0)
+        self.round_trips = 0
+        self.round_trip_tokens = 0  # tokens generated while those round trips were counted
+        self.split = False
 
     def announced(self, ready: dict) -> None:
-        """The host's ready line names its draft (or why the draft it was given is not running)."""
+        """The host's ready line says what speculates and names its draft (or why the draft it
+        was given is not running)."""
         draft, draft_max, error = ready.get("draft"), ready.get("draft_max"), ready.get("draft_error")
         self.draft = draft if isinstance(draft, str) else None
         self.draft_max = draft_max if isinstance(draft_max, int) else None
+        self.ngram_max = ready.get("ngram_max") if isinstance(ready.get("ngram_max"), int) else None
         self.draft_error = error if isinstance(error, str) else None
+        mode = ready.get("speculation")
+        self.mode = mode if mode in MODES else ("draft" if self.draft else "off")
 
     def add(self, counts) -> None:
         if not isinstance(counts, dict):
@@ -46,16 +58,29 @@ class SpeculationTotals:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 self.counts[name] += value
 
+    def add_round_trips(self, round_trips: int, tokens) -> None:
+        """A generation of a split model took `round_trips` and gave `tokens` tokens."""
+        self.split = True
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 and round_trips >= 0:
+            self.round_trips += round_trips
+            self.round_trip_tokens += tokens
+
     def summary(self) -> dict | None:
-        if self.draft is None:
-            return {"error": self.draft_error} if self.draft_error else None
+        error = {"error": self.draft_error} if self.draft_error else {}
+        if self.mode == "off":
+            return error or None
         proposed, accepted = self.counts["proposed"], self.counts["accepted"]
         steps, generated = self.counts["steps"], self.counts["generated"]
+        lengths = {"draft_max": self.draft_max} if self.mode == "draft" else {"ngram_max": self.ngram_max}
         return {
             **self.counts,
-            "draft_max": self.draft_max,
+            "mode": self.mode,
+            **lengths,
             "acceptance_rate": round(accepted / proposed, 4) if proposed else None,
             "tokens_per_step": round(generated / steps, 3) if steps else None,
+            "tokens_per_round_trip": (round(self.round_trip_tokens / self.round_trips, 3)
+                                      if self.split and self.round_trips else None),
+            **error,
         }
 
 
@@ -71,6 +96,7 @@ class ModelHost:
         backoff: Backoff = Backoff(),
         start_process: StartProcess = asyncio.create_subprocess_exec,
         sleep: Sleep = asyncio.sleep,
+        round_trips: Callable[[], int] | None = None,
     ):
         self.model_id = model_id
         self.model_path = model_path
@@ -88,6 +114,7 @@ class ModelHost:
         self.requests = 0
         self.on_change: Callable[[], None] = lambda: None
         self.speculation = SpeculationTotals()
+        self.round_trips = round_trips  # a split model's tunnel count (rpc_tunnel.Traffic); None solo
 
     def status(self) -> ModelStatus:
         return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid,
@@ -133,10 +160,11 @@ class ModelHost:
             self._check_ready()
             reader, writer = await self._connect()
             self.requests += 1
+            started = self.round_trips() if self.round_trips is not None else 0
             try:
                 writer.write(json.dumps(request.to_wire()).encode("utf-8") + b"\n")
                 await writer.drain()
-                async for event in self._events(reader):
+                async for event in self._events(reader, started):
                     yield event
             finally:
                 writer.close()
@@ -153,7 +181,7 @@ class ModelHost:
         except OSError as error:
             raise ModelUnavailable(f"model host for {self.model_id} is not reachable: {error}")
 
-    async def _events(self, reader: asyncio.StreamReader) -> AsyncIterator[dict]:
+    async def _events(self, reader: asyncio.StreamReader, round_trips_before: int) -> AsyncIterator[dict]:
         while True:
             try:
                 line = await reader.readline()
@@ -164,6 +192,9 @@ class ModelHost:
             event = json.loads(line)
             if event.get("type") == "finish":
                 self.speculation.add(event.get("speculative"))
+                if self.round_trips is not None:
+                    tokens = (event.get("usage") or {}).get("completion_tokens")
+                    self.speculation.add_round_trips(self.round_trips() - round_trips_before, tokens)
             yield event
             if event.get("type") in ("finish", "error"):
                 return

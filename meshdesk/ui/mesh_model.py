@@ -53,6 +53,7 @@ class MeshSummary:
     capacity: str
     traffic: str = DASH
     layers: str = DASH  # "receiving layers: X of Y MB", or why this node takes none
+    speculation: str = DASH  # "n-gram, 62% accepted, 2.4 tokens/pass, 2.4 tokens/round trip"
     plans: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
@@ -143,6 +144,36 @@ def draft_line(snapshot: StatusSnapshot) -> str:
     return ", ".join(model.draft for model in snapshot.models if model.draft) or DASH
 
 
+SPECULATION_NAMES = {"ngram": "n-gram", "draft": "draft model"}
+
+
+def speculation_text(speculative: dict | None) -> str | None:
+    """One model host's speculation, from its status counts; None when it does not speculate."""
+    if not speculative:
+        return None
+    mode = speculative.get("mode")
+    if mode not in SPECULATION_NAMES:
+        return f"off ({speculative['error']})" if speculative.get("error") else None
+    parts = [SPECULATION_NAMES[mode]]
+    rate, per_pass = speculative.get("acceptance_rate"), speculative.get("tokens_per_step")
+    per_round_trip = speculative.get("tokens_per_round_trip")
+    if isinstance(rate, (int, float)):
+        parts.append(f"{rate:.0%} accepted")
+    if isinstance(per_pass, (int, float)):
+        parts.append(f"{per_pass:.1f} tokens/pass")
+    if isinstance(per_round_trip, (int, float)):
+        parts.append(f"{per_round_trip:.1f} tokens/round trip")
+    return ", ".join(parts) if len(parts) > 1 else f"{parts[0]}, nothing generated yet"
+
+
+def speculation_line(snapshot: StatusSnapshot) -> str:
+    lines = [(model.id, speculation_text(model.speculative)) for model in snapshot.models]
+    lines = [(model_id, text) for model_id, text in lines if text]
+    if len(lines) == 1:
+        return lines[0][1]
+    return "\n".join(f"{model_id}: {text}" for model_id, text in lines) or DASH
+
+
 def api_line(snapshot: StatusSnapshot) -> str:
     port = snapshot.api_port
     return f"http://127.0.0.1:{port}/v1" if port else "starting…"
@@ -167,6 +198,7 @@ def mesh_summary(snapshot: StatusSnapshot) -> MeshSummary:
     return MeshSummary(mesh=mesh_line(snapshot), models=served_models_line(snapshot),
                        draft=draft_line(snapshot), api=api_line(snapshot), capacity=gigabytes(total),
                        traffic=traffic_line(snapshot), layers=layers_line(snapshot),
+                       speculation=speculation_line(snapshot),
                        plans=[plan_line(plan, names) for plan in snapshot.plans],
                        waiting=waiting_reasons(snapshot), refusals=refusal_lines(snapshot))
 

@@ -22,6 +22,7 @@ class MeshView(QWidget):
         self.mesh, self.models, self.draft = selectable_label(), selectable_label(), selectable_label()
         self.api, self.capacity, self.plans = selectable_label(), selectable_label(), selectable_label()
         self.refusals, self.traffic, self.layers = selectable_label(), selectable_label(), selectable_label()
+        self.speculation = selectable_label()
         layout = QVBoxLayout(self)
         layout.addWidget(self.cluster_bar)
         layout.addWidget(self.waiting)
@@ -31,7 +32,8 @@ class MeshView(QWidget):
     def _facts(self) -> QFormLayout:
         form = QFormLayout()
         for title, label in (("Mesh", self.mesh), ("Pooled capacity", self.capacity),
-                             ("Models", self.models), ("Draft", self.draft), ("API", self.api),
+                             ("Models", self.models), ("Draft", self.draft),
+                             ("Speculation", self.speculation), ("API", self.api),
                              ("Plans", self.plans), ("Split traffic", self.traffic), ("Layers", self.layers),
                              ("Refused peers", self.refusals)):
             form.addRow(title, label)
@@ -46,6 +48,7 @@ class MeshView(QWidget):
         self.capacity.setText(summary.capacity)
         self.models.setText(summary.models)
         self.draft.setText(summary.draft)
+        self.speculation.setText(summary.speculation)
         self.api.setText(summary.api)
         self.plans.setText("\n".join(summary.plans) or "—")
         self.traffic.setText(summary.traffic)
