@@ -125,6 +125,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for each host and worker (default 1)")
     parser.add_argument("--repetitions", type=int, default=1, help="rounds over all prompts per delay (default 1)")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens per answer (default 256)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write every run (prompt, side, delay, text, counts) to PATH, for analysis")
     parser.add_argument("--quick", action="store_true",
                         help="one prompt of each kind x 48 tokens at 0 and 20 ms (a smoke test; rough numbers)")
     arguments = parser.parse_args(argv)
@@ -361,6 +363,13 @@ def report_goals(runs: list[Run], delays: list[float]) -> None:
           f"{'PASS' if prose[worst] >= PROSE_GOAL else 'FAIL'}")
 
 
+def save_runs(runs: list[Run], path: Path) -> None:
+    path.write_text(json.dumps([{"side": r.side, "kind": r.prompt.kind, "name": r.prompt.name,
+                                 "message": r.prompt.message, "delay_ms": r.delay_ms, "repetition": r.repetition,
+                                 "tokens": r.tokens, "seconds": r.seconds, "round_trips": r.round_trips,
+                                 "speculative": r.speculative, "text": r.text} for r in runs], indent=1))
+
+
 def stop_on_signal(signum, frame) -> None:
     raise Stopped(f"stopped by signal {signum}")
 
@@ -388,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(side)
             generate(side, "Hello", 8)  # warm-up, not counted
         runs = measure(sides, arguments)
+        if arguments.json:
+            save_runs(runs, arguments.json)
         report_table(runs, side_names, arguments.delays)
         report_same_output(runs, side_names)
         report_load(load_before, arguments)
