@@ -18,25 +18,37 @@ def cool_down(policy: SpeculationPolicy) -> int:
 
 
 def test_lengths_double_while_accepted_whole_and_shrink_to_what_was_accepted():
-    policy = SpeculationPolicy(longest=8)
+    policy = SpeculationPolicy(longest=8, shortest=1)
     lengths = []
     for accepted_part in (1.0, 1.0, 1.0, 0.5, 1.0, 0.0):
         length = policy.proposal_length()
         lengths.append(length)
         policy.verified(length, int(length * accepted_part))
-    # 4 whole -> 8 whole -> 8 (capped) whole -> 8, 4 accepted -> 5 whole -> 8, none -> 1
-    assert lengths == [4, 8, 8, 8, 5, 8]
+    # 1 whole -> 2 whole -> 4 whole -> 8, 4 accepted -> 5 whole -> 8, none -> 1
+    assert lengths == [1, 2, 4, 8, 5, 8]
     assert policy.proposal_length() == 1
 
 
+def test_a_proposal_never_shrinks_below_the_shortest():
+    policy = SpeculationPolicy(longest=16, shortest=4)
+    assert policy.proposal_length() == 4
+    policy.verified(4, 4)
+    policy.verified(8, 8)
+    assert policy.proposal_length() == 16
+    policy.verified(16, 5)
+    assert policy.proposal_length() == 6
+    policy.verified(6, 0)
+    assert policy.proposal_length() == 4
+
+
 def test_a_short_longest_caps_the_first_proposal():
-    assert SpeculationPolicy(longest=2).proposal_length() == 2
+    assert SpeculationPolicy(longest=2).proposal_length() == 2  # the shortest, 4, capped
     with pytest.raises(ValueError):
         SpeculationPolicy(longest=0)
 
 
 def test_a_window_of_low_acceptance_backs_off_for_a_cool_down():
-    policy = SpeculationPolicy(window=4, threshold=0.25, first_cool_down=16)
+    policy = SpeculationPolicy(window=4, threshold=0.25, first_cool_down=16, longest_cool_down=512)
     for _ in range(3):
         policy.verified(policy.proposal_length(), 0)
         assert not policy.backed_off  # three passes are not yet a window
@@ -64,7 +76,7 @@ def test_failed_probes_double_the_cool_down_up_to_a_cap():
 
 
 def test_a_good_probe_resumes_and_a_good_window_resets_the_cool_down():
-    policy = SpeculationPolicy(window=4, first_cool_down=16)
+    policy = SpeculationPolicy(window=4, threshold=0.25, first_cool_down=16, longest_cool_down=512)
     for _ in range(4):
         policy.verified(4, 0)
     assert cool_down(policy) == 16
@@ -89,6 +101,17 @@ def test_passes_without_proposals_change_nothing():
     assert policy.proposal_length() == 4 and not policy.recent
 
 
+def test_the_defaults_probe_at_least_every_32_tokens():
+    policy = SpeculationPolicy()
+    for _ in range(4):
+        policy.verified(4, 0)
+    waits = [cool_down(policy)]
+    for _ in range(3):
+        policy.verified(policy.proposal_length(), 0)
+        waits.append(cool_down(policy))
+    assert waits == [16, 32, 32, 32]
+
+
 def test_prose_like_rejections_spend_few_passes_on_proposals():
     """Always rejected, a long answer spends ever fewer passes on proposals."""
     policy = SpeculationPolicy()
@@ -100,4 +123,5 @@ def test_prose_like_rejections_spend_few_passes_on_proposals():
             policy.verified(length, 0)
         else:
             policy.generated(1)
-    assert proposing_passes < 20, proposing_passes  # 4 to back off, then one probe per cool-down
+    # 4 to back off, then one probe per cool-down of at most 32 tokens.
+    assert proposing_passes < 2000 / 32 + 6, proposing_passes
