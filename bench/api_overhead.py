@@ -156,7 +156,8 @@ def finished_run(side, prompt, repetition, chunks, start, first, last, parts, us
 def start_ready_node(home: Path, model: Path, threads: int, timeout: float) -> NodeProcess:
     """A headless node (as tests/nodes.py starts them), stopped again if it never gets ready."""
     command = meshdesk_command("--headless", "--home", str(home), "--port", "0",
-                               "--model", str(model), "--threads", str(threads))
+                               "--model", str(model), "--threads", str(threads),
+                               "--speculative", "off")  # the in-process side is a plain Llama
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=test_environment())
     try:

@@ -204,7 +204,8 @@ def model_host_arguments(model: Path, threads: int, endpoints=(), shares=()) -> 
     from meshdesk.app.assembly import model_context
 
     # The context a node gives this model: the same KV cache, so the same arithmetic.
-    arguments = ["--model", str(model), "--threads", str(threads), "--context", str(model_context(model, None))]
+    arguments = ["--model", str(model), "--threads", str(threads), "--context", str(model_context(model, None)),
+                 "--speculative", "off"]  # plain speed, like the node (bench/speculative.py measures speculation)
     for endpoint in endpoints:
         arguments += ["--rpc", endpoint]
     if shares:
@@ -320,7 +321,7 @@ def start_mesh(root: Path, model: Path, arguments, nodes: list[NodeProcess]) -> 
     os.link(model, home_b / "models" / model.name)  # B's own copy of the file, as a friend's would be
     threads = ["--threads", str(arguments.threads)]
     started = time.perf_counter()
-    node_a = start_node(home_a, "--model", str(model), "--split", *threads)
+    node_a = start_node(home_a, "--model", str(model), "--split", "--speculative", "off", *threads)
     nodes.append(node_a)
     token = node_a.invite_token()
     # B also asks for a split: every node plans from the seeding entry of the lowest node id,
