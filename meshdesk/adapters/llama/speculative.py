@@ -7,6 +7,10 @@ proposals. The first mismatch is the main model's own token; the rest of the bat
 from its KV cache. Every token is therefore sampled by the main model from logits conditioned on
 the accepted prefix, so greedy output is the main model's own, whatever the draft proposes.
 
+What proposes is a `Proposer`: `DraftModel` here, or prompt lookup
+(`prompt_lookup_draft.PromptLookupDraft`), which needs no second model. Both count, per
+generation, what the main model accepted (`SpeculationStats`).
+
 `DraftModel` runs the draft greedily for a constant `draft_max` tokens (a constant length lets
 llama.cpp reuse its compute graph), keeping the draft's KV cache across calls: only the tokens
 past the longest common prefix with what the draft has already seen are evaluated.
@@ -18,8 +22,12 @@ past the longest common prefix with what the draft has already seen are evaluate
   computes the output layer for every prompt token and keeps an n_ctx x n_vocab float array
   (4 GiB for Gemma's 262k vocabulary at 4096 tokens). Sampling reads llama.cpp's logits
   directly, so nothing else needs them; `logprobs` are refused as without a draft.
-- every sampled token is reported to the draft model, which counts how many of its proposals
+- every sampled token is reported to the proposer, which counts how many of its proposals
   the main model accepted.
+
+A grammar (tool calls, structured output) keeps working: the sampler (grammar_sampler.py) is
+asked for each position in turn, accepts only the tokens the main model sampled, and a proposal
+the grammar forbids is simply a mismatch.
 """
 
 from __future__ import annotations
