@@ -3,13 +3,18 @@ proxy (tests/delay_proxy.py, no delay), so the test sees every round trip to the
 
 - prompt lookup verifies several tokens per pass, so an answer that repeats its prompt takes
   fewer round trips than tokens: what it is for on a slow link;
+- greedy tokens on rpc devices are the plain model's up to a near tie (tests/ngram_split_check.py,
+  a child, since rpc devices stay registered in the process that adds them);
 - a draft model runs on the host only (host.load_draft: no GPU layers, no op offload): its
   weights never cross the link, and its passes (draft_max per step) add no round trips.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -78,3 +83,25 @@ def test_a_draft_model_stays_on_the_host_in_a_split(proxied_worker, default_mode
     stats = finish["speculative"]
     # Each step the draft ran up to 8 passes of its own; the link saw only the main model's.
     assert stats["steps"] >= 3 and round_trips <= stats["steps"] + 2, (round_trips, stats)
+
+
+@pytest.mark.parametrize("model, workers", [("default_model_path", 1), ("smollm2_model_path", 2)])
+def test_greedy_tokens_on_rpc_devices_are_the_plain_models_up_to_a_near_tie(request, model, workers):
+    """A rejected proposal's KV cache entries must go from the rpc devices too, and the logits
+    of each verified position must be read from its own row: a fork at a clear margin says not."""
+    started = [rpc_worker() for _ in range(workers)]
+    try:
+        result = subprocess.run([sys.executable, "-m", "tests.ngram_split_check", str(request.getfixturevalue(model)),
+                                 *(f"127.0.0.1:{port}" for _, port in started)],
+                                capture_output=True, text=True, timeout=600)
+    finally:
+        for worker, _ in started:
+            worker.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    print(result.stdout)  # the margins, for a reader of -s
+    assert len(runs) == 4, result.stdout
+    for run in runs:
+        assert run["compared"] >= run["of"] // 4, run
+    repeating = runs[:2]
+    assert all(run["accepted"] > 0 and run["generated"] / run["steps"] > 1.5 for run in repeating), repeating
