@@ -65,6 +65,9 @@ def split_wire() -> dict:
     snapshot = solo_wire()
     snapshot["models"] = [model_wire(QWEN, "ready", f"/models/{QWEN}.gguf", pid=4242,
                                      draft="Qwen2.5-0.5B-Instruct-Q4_K_M")]
+    snapshot["models"][0]["speculative"] = {
+        "proposed": 800, "accepted": 496, "steps": 300, "generated": 720, "backed_off": 0, "mode": "draft",
+        "draft_max": 8, "acceptance_rate": 0.62, "tokens_per_step": 2.4, "tokens_per_round_trip": 2.38}
     snapshot["wants"] = [QWEN]
     snapshot["mesh"]["members"] = 4
     advert = {"name": f"{QWEN}.gguf", "size": int(19.9 * GB), "digest": "ab" * 32}
