@@ -140,6 +140,15 @@ def test_draft_mode_without_a_loadable_draft_serves_without_speculation(default_
         host.stop()
 
 
+def test_draft_mode_without_any_draft_says_so(default_model_path):
+    host = Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1", "--speculative", "draft")
+    try:
+        host.port()
+        assert host.ready["speculation"] == "off" and "no draft model" in host.ready["draft_error"]
+    finally:
+        host.stop()
+
+
 # --- in process: drafts that are always wrong, and always right ------------------------------
 
 

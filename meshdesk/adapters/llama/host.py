@@ -100,6 +100,8 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
         split = {"n_gpu_layers": -1, "tensor_split": arguments.tensor_split or [1.0] * len(arguments.rpc)}
     wants_draft = arguments.draft and arguments.speculative in ("auto", "draft")
     draft, draft_error = load_draft(arguments) if wants_draft else (None, None)
+    if arguments.speculative == "draft" and not arguments.draft:
+        draft_error = "no draft model for this model (--speculative draft): serving without speculation"
     if draft is None and arguments.speculative in ("draft", "off"):
         model_class = llama_cpp.Llama
     else:
