@@ -9,6 +9,7 @@ from tests.nodes import poll, run_meshdesk
 from tests.test_cli import assert_one_line_error
 from tests.test_ngram_speculation import RENAME
 from tests.test_speculative import model_status
+from tests.test_split import MODEL, start_split
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +25,18 @@ def test_a_node_with_ngram_speculation_shows_acceptance_in_its_status(node_facto
                        10, message="acceptance counts after a request")
     assert speculative["acceptance_rate"] > 0.5 and speculative["tokens_per_step"] > 2, speculative
     assert speculative["ngram_max"] == 8 and speculative["tokens_per_round_trip"] is None  # not split
+
+
+def test_a_split_host_shows_tokens_per_round_trip(node_factory, tmp_path, default_model_path):
+    host, _ = start_split(node_factory, tmp_path, default_model_path)  # auto: prompt lookup
+    assert model_status(host)["speculative"]["tokens_per_round_trip"] is None  # nothing generated yet
+    for _ in range(2):  # the second without the first passes' buffer allocations on the member
+        host.client().completions.create(model=MODEL, prompt=RENAME, max_tokens=48, temperature=0, seed=1)
+    speculative = model_status(host)["speculative"]
+    assert speculative["mode"] == "ngram" and speculative["acceptance_rate"] > 0.5, speculative
+    # One round trip per pass to the one remote member: several tokens per round trip.
+    assert speculative["tokens_per_round_trip"] > 1.5, speculative
+    assert host.status()["traffic"]["round_trips"] > 0
 
 
 def test_a_node_with_speculation_off_has_no_counts(node_factory, default_model_path):
