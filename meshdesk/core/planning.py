@@ -12,6 +12,10 @@ FIT_MARGIN = 1.1        # a model needs its bytes x 1.1 (compute buffers), plus 
 MESH_CONTEXT = 16384
 MAX_CONTEXT = 1 << 24   # tokens; a larger number on the wire is refused
 MAX_SPLIT_RTT_MS = 80.0  # farther members stay in the mesh as API clients only
+# Measured RTTs jitter by milliseconds from one gossip round to the next. Members whose RTTs fall
+# in the same band are equally near: ordered by id, so that jitter never changes a plan (every
+# change restarts the model host).
+RTT_BAND_MS = 10.0
 GB = 1e9
 
 SOLO, SPLIT, WAITING = PlanState.SOLO, PlanState.SPLIT, PlanState.WAITING
@@ -96,11 +100,15 @@ def round_trip(host: Candidate, other: Candidate) -> float | None:
 
 
 def nearby_by_rtt(host: Candidate, others: list[Candidate]) -> list[Candidate]:
-    """Members close enough to split with, lowest RTT first (unmeasured ones last)."""
+    """Members close enough to split with, nearest RTT band first (unmeasured ones last)."""
     timed = [(round_trip(host, other), other) for other in others if other.capacity_bytes > 0]
     close = [(rtt, other) for rtt, other in timed if rtt is None or rtt <= MAX_SPLIT_RTT_MS]
-    close.sort(key=lambda pair: (pair[0] is None, pair[0] or 0.0, pair[1].node_id))
+    close.sort(key=lambda pair: (pair[0] is None, rtt_band(pair[0]), pair[1].node_id))
     return [other for _, other in close]
+
+
+def rtt_band(rtt: float | None) -> int:
+    return 0 if rtt is None else int(rtt // RTT_BAND_MS)
 
 
 def plan_model(model: ModelNeeds, candidates: list[Candidate], force_split: bool = False,
@@ -125,8 +133,10 @@ def grow_group(model: ModelNeeds, host: Candidate, others: list[Candidate], forc
         if not force_split and sum(c.capacity_bytes for c in group) >= needed_bytes(model):
             break
         group.append(other)
-    # The host goes last: llama.cpp puts the output layer on the last device.
-    return group[1:] + group[:1]
+    # The host goes last: llama.cpp puts the output layer on the last device. The members before
+    # it go by id: their order costs nothing (the host relays between them either way), and an
+    # order by RTT would change with it.
+    return sorted(group[1:], key=lambda member: member.node_id) + group[:1]
 
 
 def split_members(model: ModelNeeds, group: list[Candidate],
