@@ -235,7 +235,7 @@ def test_a_restarted_peer_replaces_the_silent_link_it_left_behind():
 # ---------------------------------------------------------------- round trips
 
 
-def test_ping_round_trips_are_measured_smoothed_and_gossiped():
+def test_ping_round_trips_are_measured_and_gossiped():
     mesh = SimulatedLinks((A1, B2), delay=0.02)
     mesh.link(A1, B2)
     mesh.run_for(12.0)
@@ -243,6 +243,22 @@ def test_ping_round_trips_are_measured_smoothed_and_gossiped():
     assert rtt == pytest.approx(40.0, abs=0.5)
     b2_as_seen_by_a1 = next(r for r in mesh.nodes[A1].membership.alive_records(mesh.now) if r.node_id == B2)
     assert b2_as_seen_by_a1.rtt_ms[A1] == pytest.approx(40.0, abs=0.5)
+
+
+def test_one_slow_pong_never_makes_a_link_look_far():
+    """A busy machine answers one ping late (its event loop stalled): the link's RTT stays what
+    the link is, not the stall, so the planner does not drop a LAN member for it."""
+    control = make_control(A1)
+    control.link_up(0.0, 1, B2, dialled_by_us=True)
+    pongs = [(1.0, 0.9995), (2.0, 1.9995), (2.4, 2.0)]  # two 0.5 ms pongs, then a 400 ms one
+    for now, sent_at in pongs:
+        control.message_received(now, 1, {"type": "pong", "t": sent_at})
+        if now < 2.4:
+            assert control.link_to(B2).rtt_ms is None  # too few samples to tell yet
+    assert control.link_to(B2).rtt_ms == pytest.approx(0.5)
+    for second in range(3, 3 + pc.RTT_WINDOW):  # a link that really got slower shows it
+        control.message_received(float(second), 1, {"type": "pong", "t": second - 0.1})
+    assert control.link_to(B2).rtt_ms == pytest.approx(100.0)
 
 
 def test_a_pong_from_the_future_or_of_the_wrong_type_is_ignored():

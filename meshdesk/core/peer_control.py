@@ -5,7 +5,8 @@ One `PeerControl` per node, in the style of aioquic's `QuicConnection`: every in
 `next_deadline()` says when to call `handle_timer` again. It owns:
 
 - message dispatch on control links (gossip, ping, pong, removal notices);
-- ping/pong round trips, smoothed per link, and links gone silent (`core.link_watch`), whose
+- ping/pong round trips (the least of the last few, per link), and links gone silent
+  (`core.link_watch`), whose
   peers die sooner than relayed heartbeats alone would tell;
 - the duplicate-link rule: when two links to one peer exist, both ends keep the one dialled
   by the lower node id, so they agree without talking about it;
@@ -24,7 +25,8 @@ Outputs are commands (imperative: `SendMessage`, `CloseLink`, `DialAddress`, `Sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from meshdesk.core.dial_schedule import DialAddress, DialSchedule
 from meshdesk.core.errors import Fault, PeerProtocolError
@@ -36,7 +38,12 @@ SAVE_INTERVAL = 5.0
 RTT_REPORT_INTERVAL = 5.0
 REMOVAL_LINGER_SECONDS = 1.0  # lets a removal notice arrive before its link goes
 STALE_LINK_SECONDS = 3 * PING_INTERVAL  # a link silent this long loses to a new one (a restarted peer)
-RTT_SMOOTHING = 0.2           # weight of a new sample in the moving average
+# A link's RTT is the least of its last RTT_WINDOW samples, once it has RTT_SAMPLES_NEEDED: a
+# stalled event loop (a model loading on a busy machine) only ever lengthens a sample, and one
+# long sample used to push a LAN member past the planner's 80 ms for the ~10 s a moving average
+# took to forget it, re-planning (restarting the model host) twice.
+RTT_WINDOW = 10
+RTT_SAMPLES_NEEDED = 3
 MAX_MESSAGE_TYPE_SHOWN = 40
 
 Address = tuple[str, int]
@@ -104,15 +111,18 @@ class LinkState:
     peer_id: str
     dialled_by_us: bool
     last_heard: float = 0.0        # when anything last arrived on this link
-    rtt_ms: float | None = None
     close_at: float | None = None  # set once the peer has been told it was removed
+    rtt_samples: deque = field(default_factory=lambda: deque(maxlen=RTT_WINDOW))
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The link's round trip (see RTT_WINDOW), None until enough pongs came back."""
+        return min(self.rtt_samples) if len(self.rtt_samples) >= RTT_SAMPLES_NEEDED else None
 
     def measure_rtt(self, now: float, sent_at: object) -> None:
         """A pong echoes the time its ping was sent; anything else in it is ignored."""
         if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and sent_at <= now:
-            sample = (now - sent_at) * 1000
-            self.rtt_ms = sample if self.rtt_ms is None else \
-                (1 - RTT_SMOOTHING) * self.rtt_ms + RTT_SMOOTHING * sample
+            self.rtt_samples.append((now - sent_at) * 1000)
 
 
 class LinkBook:
