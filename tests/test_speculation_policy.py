@@ -41,6 +41,35 @@ def test_a_proposal_never_shrinks_below_the_shortest():
     assert policy.proposal_length() == 4
 
 
+@pytest.mark.parametrize("row_cost, threshold", [(0.0, 0.1), (0.1, 0.1), (0.45, 0.45)])
+def test_the_cost_of_width_is_the_least_acceptance_that_pays(row_cost, threshold):
+    assert SpeculationPolicy(row_cost=row_cost).threshold == threshold
+
+
+@pytest.mark.parametrize("row_cost, accepted_of_8, length", [
+    (0.0, 6, 7),    # width free: what was accepted plus one
+    (0.38, 6, 3),   # 0.75 accepted: a third token is worth 0.42 > 0.38, a fourth 0.32 is not
+    (0.38, 7, 7),   # 0.875: up to seven pay (0.875^7 = 0.39)
+    (0.38, 3, 1),   # under the cost: one token (and soon a back-off)
+    (0.1, 2, 1),    # 0.25 accepted: a second token is worth 0.06 < 0.1, the shortest (4) capped
+    (0.1, 5, 4),    # 0.625: four pay (0.15), five do not (0.095)
+])
+def test_a_proposal_is_no_longer_than_pays(row_cost, accepted_of_8, length):
+    policy = SpeculationPolicy(row_cost=row_cost, longest=8, threshold=0.0)
+    policy.verified(8, accepted_of_8)
+    assert policy.proposal_length() == length
+
+
+def test_where_width_is_dear_a_window_must_accept_more_than_it_costs():
+    policy = SpeculationPolicy(row_cost=0.45, longest=8)
+    for _ in range(4):
+        policy.verified(4, 2)  # half accepted: above 0.45, it pays
+    assert not policy.backed_off
+    for _ in range(4):
+        policy.verified(4, 1)
+    assert policy.backed_off
+
+
 def test_a_short_longest_caps_the_first_proposal():
     assert SpeculationPolicy(longest=2).proposal_length() == 2  # the shortest, 4, capped
     with pytest.raises(ValueError):

@@ -9,7 +9,15 @@ wrong; on edits and refactors, long runs are right. So:
   one that was cut short proposes what it accepted plus one next time, but never fewer than
   `shortest`: on a link the width of a pass is nearly free (one round trip whatever it
   carries), and a lookup that was wrong once is often right at the next match.
-- back-off: once the last `window` passes with proposals accepted under `threshold` of what they
+- what pays: on a CPU a pass's time grows with its width; `row_cost` is one more position's
+  time as a share of a one-token pass (the model host measures it at load: 0.4-0.45 for Gemma 3
+  270M and SmolLM2 135M on one thread, less over a slow link, where the round trip dominates).
+  k proposals of which a are accepted save a passes and cost k * row_cost of one, so they pay
+  while the acceptance a / k is above `row_cost`: that is the back-off's threshold (never below
+  `threshold`). And the k-th proposal of a run accepted with probability p each is worth p^k
+  against its cost, so a proposal is no longer than log(row_cost) / log(p), p the window's
+  acceptance (which caps the length rule above, `shortest` included).
+- back-off: once the last `window` passes with proposals accepted under that threshold of what they
   proposed, no proposals for a cool-down of `first_cool_down` generated tokens. Then one probe
   pass: if it accepts nothing, the next cool-down is twice as long (up to `longest_cool_down`);
   it starts again at `first_cool_down` once a whole window is above the threshold.
@@ -24,13 +32,15 @@ Pure and counted in tokens, not time: the model host feeds it each pass's outcom
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
 LONGEST_PROPOSAL = 8
 SHORTEST_PROPOSAL = 4
 WINDOW = 4
-THRESHOLD = 0.1
+THRESHOLD = 0.1        # the least acceptance that keeps proposals coming, however cheap
+ROW_COST = 0.0         # unmeasured: width taken as free (a link's round trip dominates)
 FIRST_COOL_DOWN = 16
 LONGEST_COOL_DOWN = 32
 
@@ -38,7 +48,8 @@ LONGEST_COOL_DOWN = 32
 @dataclass
 class SpeculationPolicy:
     longest: int = LONGEST_PROPOSAL
-    shortest: int = SHORTEST_PROPOSAL  # capped by `longest`
+    shortest: int = SHORTEST_PROPOSAL  # capped by `longest`, and by what pays (see above)
+    row_cost: float = ROW_COST
     window: int = WINDOW
     threshold: float = THRESHOLD
     first_cool_down: int = FIRST_COOL_DOWN
@@ -53,6 +64,7 @@ class SpeculationPolicy:
         if self.longest < 1:
             raise ValueError("the longest proposal must be at least one token")
         self.shortest = max(1, min(self.shortest, self.longest))
+        self.threshold = max(self.threshold, self.row_cost)
         self.length = self.length or self.shortest
         self.next_cool_down = self.next_cool_down or self.first_cool_down
 
@@ -74,6 +86,7 @@ class SpeculationPolicy:
             return
         self.length = (min(self.longest, 2 * self.length) if accepted >= proposed
                        else max(self.shortest, min(self.longest, accepted + 1)))
+        self.length = min(self.length, self._paying_length(proposed, accepted))
         if self.probing:
             self.probing = False
             if accepted == 0:
@@ -88,6 +101,16 @@ class SpeculationPolicy:
             else:
                 self.next_cool_down = self.first_cool_down
 
+    def _paying_length(self, proposed: int, accepted: int) -> int:
+        """The longest proposal whose last token still pays, at the recent acceptance."""
+        passes = [*self.recent, (proposed, accepted)][-self.window:]
+        acceptance = sum(a for _, a in passes) / sum(p for p, _ in passes)
+        if self.row_cost <= 0 or acceptance >= 1:
+            return self.longest
+        if acceptance <= self.row_cost:
+            return 1
+        return max(1, min(self.longest, int(math.log(self.row_cost) / math.log(acceptance))))
+
     def _acceptance(self) -> float:
         return sum(a for _, a in self.recent) / sum(p for p, _ in self.recent)
 
@@ -97,3 +120,4 @@ class SpeculationPolicy:
         self.recent.clear()
         self.probing = True
         self.length = self.shortest
+

@@ -124,10 +124,12 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
             return LoadedModel(llama, speculation, Path(arguments.draft).name)
         del draft
     if arguments.speculative in ("auto", "ngram"):
-        from meshdesk.adapters.llama.prompt_lookup_draft import PromptLookupDraft
+        from meshdesk.adapters.llama.prompt_lookup_draft import PromptLookupDraft, measure_row_cost
 
         lookup = PromptLookupDraft(arguments.ngram_max, context=llama.n_ctx())
         llama.attach_draft(lookup)
+        lookup.row_cost = measure_row_cost(llama)
+        lookup.reset()
         return LoadedModel(llama, lookup, draft_error=draft_error)
     return LoadedModel(llama, draft_error=draft_error)
 
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.draft_name is not None:
         ready |= {"draft": model.draft_name, "draft_max": model.draft.draft_max}
     elif model.draft is not None:
-        ready["ngram_max"] = model.draft.draft_max
+        ready |= {"ngram_max": model.draft.draft_max, "ngram_row_cost": model.draft.row_cost}
     if model.draft_error is not None:
         ready["draft_error"] = model.draft_error
     announce(ready)

@@ -11,6 +11,8 @@ draft to run).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from meshdesk.adapters.llama.speculative import PendingProposal, Proposer
@@ -18,25 +20,31 @@ from meshdesk.core.prompt_lookup import PromptLookup
 from meshdesk.core.speculation_policy import SpeculationPolicy
 
 DEFAULT_NGRAM_MAX = 8
+MEASURED_WIDTH = 5   # positions of the wide pass `measure_row_cost` times against a one-token pass
+MEASUREMENTS = 3
 
 
 class PromptLookupDraft(Proposer):
     mode = "ngram"
 
-    def __init__(self, ngram_max: int = DEFAULT_NGRAM_MAX, context: int | None = None):
+    def __init__(self, ngram_max: int = DEFAULT_NGRAM_MAX, context: int | None = None, row_cost: float = 0.0):
         super().__init__(ngram_max)
         self.context = context  # the main model's n_ctx: no proposal runs past it
+        self.row_cost = row_cost  # see core.speculation_policy; `measure_row_cost`
         self.lookup = PromptLookup()
-        self.policy = SpeculationPolicy(longest=ngram_max)
+        self.policy = self._new_policy()
 
     def begin(self) -> None:
         """A new request starts proposing afresh: what was accepted on the last says little."""
         super().begin()
-        self.policy = SpeculationPolicy(longest=self.draft_max)
+        self.policy = self._new_policy()
 
     def reset(self) -> None:
         self.lookup = PromptLookup()
-        self.policy = SpeculationPolicy(longest=self.draft_max)
+        self.policy = self._new_policy()
+
+    def _new_policy(self) -> SpeculationPolicy:
+        return SpeculationPolicy(longest=self.draft_max, row_cost=self.row_cost)
 
     def __call__(self, input_ids, /, **kwargs):
         """Proposals continuing `input_ids` (numpy, int32; empty while backed off)."""
@@ -61,3 +69,29 @@ class PromptLookupDraft(Proposer):
         else:
             self.policy.generated(pending.sampled)
         return pending
+
+
+def measure_row_cost(llama) -> float:
+    """One more verified position's time as a share of a one-token pass, on this model, these
+    devices and (split) this link as they are now: the median of a few timed passes at load.
+    Measured once, so within a process a seeded request's batch shapes never depend on timing."""
+    start = llama.n_tokens
+    token = llama.token_bos() if llama.token_bos() >= 0 else 0
+
+    def timed(width: int) -> float:
+        times = []
+        for _ in range(MEASUREMENTS + 1):  # the first of each width allocates: not counted
+            llama.n_tokens = start
+            began = time.perf_counter()
+            llama.eval([token] * width)
+            times.append(time.perf_counter() - began)
+        return sorted(times[1:])[len(times[1:]) // 2]
+
+    try:
+        one, wide = timed(1), timed(MEASURED_WIDTH)
+    except Exception:  # a model that cannot decode this way (an embedding model) never generates
+        return 0.0
+    finally:
+        llama.n_tokens = start
+        llama._ctx.kv_cache_seq_rm(-1, start, -1)
+    return round(min(1.0, max(0.0, (wide - one) / (MEASURED_WIDTH - 1) / one)), 3) if one > 0 else 0.0
