@@ -6,8 +6,7 @@ One `PeerControl` per node, in the style of aioquic's `QuicConnection`: every in
 
 - message dispatch on control links (gossip, ping, pong, removal notices);
 - ping/pong round trips (the least of the last few, per link), and links gone silent
-  (`core.link_watch`), whose
-  peers die sooner than relayed heartbeats alone would tell;
+  (`core.link_watch`), whose peers die sooner than relayed heartbeats alone would tell;
 - the duplicate-link rule: when two links to one peer exist, both ends keep the one dialled
   by the lower node id, so they agree without talking about it;
 - whom to dial: members we hold alive but have no link to (the lower id dials), or, while
