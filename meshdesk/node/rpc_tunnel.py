@@ -167,6 +167,12 @@ class HostTunnel:
         return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _accepted(self, reader, writer) -> None:
+        try:
+            await self._tunnel(reader, writer)
+        except asyncio.CancelledError:  # stop() or a new plan; nobody awaits this task, so asyncio
+            writer.close()              # would log the cancellation as an error
+
+    async def _tunnel(self, reader, writer) -> None:
         peer, listener = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
         if not self.from_own_user(peer, listener):
             self.refused_local += 1
