@@ -197,6 +197,9 @@ def wait_ready(side: Side) -> None:
     if running != side.name:
         raise RuntimeError(f"the {side.name} side's host runs speculation {running!r}, not {side.name!r}: "
                            f"{side.host.ready}")
+    # What the host says about its speculation (e.g. n-gram's measured cost of a verified row).
+    details = {key: value for key, value in side.host.ready.items() if key not in ("event", "port")}
+    print(f"{side.name} host ready: {json.dumps(details)}", flush=True)
 
 
 # --- requests --------------------------------------------------------------------------------------
