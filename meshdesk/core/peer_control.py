@@ -40,8 +40,9 @@ STALE_LINK_SECONDS = 3 * PING_INTERVAL  # a link silent this long loses to a new
 # A link's RTT is the least of its last RTT_WINDOW samples, once it has RTT_SAMPLES_NEEDED: a
 # stalled event loop (a model loading on a busy machine) only ever lengthens a sample, and one
 # long sample used to push a LAN member past the planner's 80 ms for the ~10 s a moving average
-# took to forget it, re-planning (restarting the model host) twice.
-RTT_WINDOW = 10
+# took to forget it, re-planning (restarting the model host) twice. A short window, so that a
+# link that really got slower shows it within RTT_WINDOW pings.
+RTT_WINDOW = 5
 RTT_SAMPLES_NEEDED = 3
 MAX_MESSAGE_TYPE_SHOWN = 40
 
