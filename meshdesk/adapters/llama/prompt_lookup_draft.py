@@ -22,6 +22,7 @@ from meshdesk.core.speculation_policy import SpeculationPolicy
 DEFAULT_NGRAM_MAX = 8
 MEASURED_WIDTH = 5   # positions of the wide pass `measure_row_cost` times against a one-token pass
 MEASUREMENTS = 3
+SLOW_PASS_SECONDS = 1.0
 
 
 class PromptLookupDraft(Proposer):
@@ -79,13 +80,16 @@ def measure_row_cost(llama) -> float:
     token = llama.token_bos() if llama.token_bos() >= 0 else 0
 
     def timed(width: int) -> float:
-        times = []
-        for _ in range(MEASUREMENTS + 1):  # the first of each width allocates: not counted
+        times: list[float] = []
+        # The first of each width allocates: not counted. A slow model (a pass over a second)
+        # is timed once more, not three times: its load must not grow by a minute.
+        while len(times) < 2 or (len(times) <= MEASUREMENTS and times[-1] < SLOW_PASS_SECONDS):
             llama.n_tokens = start
             began = time.perf_counter()
             llama.eval([token] * width)
             times.append(time.perf_counter() - began)
-        return sorted(times[1:])[len(times[1:]) // 2]
+        counted = sorted(times[1:])
+        return counted[len(counted) // 2]
 
     try:
         one, wide = timed(1), timed(MEASURED_WIDTH)
