@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from meshdesk.node.model_host import ModelHost, SpeculationTotals
+from meshdesk.node.model_host import ModelHost, SpeculationTotals, generated_here
 from tests.fakes import ProcessStarter, ManualClock, eventually, run_on_loopback
 from tests.test_node_model_host import GenerationPort, collect
 
@@ -48,11 +48,20 @@ def test_a_split_host_counts_tokens_per_round_trip_around_each_generation(tmp_pa
             generation = asyncio.ensure_future(collect(host, "x"))
             answer = await port.next()
             tunnel["round_trips"] += round_trips
-            await answer.finish("t", usage={"prompt_tokens": 3, "completion_tokens": tokens},
-                                speculative={"proposed": 1, "accepted": 1, "steps": 1, "generated": 2})
+            # each answer carries on 100 tokens of a lost host's: `usage` counts them, this host
+            # generated only the prompt pass's token and its passes' (`generated`)
+            await answer.finish("t", usage={"prompt_tokens": 3, "completion_tokens": 100 + tokens},
+                                speculative={"proposed": 1, "accepted": 1, "steps": 1, "generated": tokens - 1})
             await asyncio.wait_for(generation, 2)
         assert host.status().speculative["tokens_per_round_trip"] == 2.0  # 50 tokens, 25 round trips
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     run_on_loopback(scenario)
+
+
+def test_a_finish_event_with_malformed_counts_adds_no_round_trip_tokens():
+    assert generated_here({"usage": 5, "speculative": [1]}) is None
+    assert generated_here({"speculative": {"generated": "9"}}) is None
+    assert generated_here({"speculative": {"generated": True}}) is None
+    assert generated_here({"speculative": {"generated": 9}}) == 10

@@ -154,3 +154,20 @@ def test_prose_like_rejections_spend_few_passes_on_proposals():
             policy.generated(1)
     # 4 to back off, then one probe per cool-down of at most 32 tokens.
     assert proposing_passes < 2000 / 32 + 6, proposing_passes
+
+
+def test_where_width_is_dear_the_probe_after_a_back_off_is_one_token():
+    """Prose on a CPU host: the probes are most of what speculation costs, so a probe is only
+    as wide as pays at the acceptance that backed off; where width is free it stays wide."""
+    dear = SpeculationPolicy(longest=8, row_cost=0.4)
+    free = SpeculationPolicy(longest=8, row_cost=0.0)
+    for policy in (dear, free):
+        for _ in range(policy.window):
+            policy.verified(policy.proposal_length(), 0)
+        assert policy.backed_off
+        cool_down(policy)
+    assert dear.proposal_length() == 1
+    assert free.proposal_length() == 4
+    dear.verified(1, 0)  # the probe failed: the next one is no wider
+    cool_down(dear)
+    assert dear.proposal_length() == 1

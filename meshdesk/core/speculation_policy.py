@@ -28,8 +28,9 @@ paragraph before the code they copy lost most of their gain to a stricter back-o
 0.25, cool-downs up to 512 tokens), so the cool-down is short; with free width a shortest
 proposal of 4 beat shrinking to 1 on every prompt; 1-token n-grams proposed worse than 2.
 
-Pure and counted in tokens, not time (the row cost is measured once, by the model host): the
-host feeds it each pass's outcome, and a seeded request's batch shapes never depend on timing.
+Pure and counted in tokens, not time (the row cost is measured once, by the model host, and a
+seeded request gets a fixed one instead, `SEEDED_ROW_COST`, so its batch shapes never depend on
+timing): the host feeds it each pass's outcome.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ SHORTEST_PROPOSAL = 4
 WINDOW = 4
 THRESHOLD = 0.1        # the least acceptance that keeps proposals coming, however cheap
 ROW_COST = 0.0         # unmeasured: width taken as free (a link's round trip dominates)
+# A seeded request must give the same answer on every host process and replica, so its policy
+# uses no measurement: this is about what one CPU thread measures here (0.38-0.47).
+SEEDED_ROW_COST = 0.4
 FIRST_COOL_DOWN = 16
 LONGEST_COOL_DOWN = 32
 
@@ -106,7 +110,9 @@ class SpeculationPolicy:
     def _paying_length(self, proposed: int, accepted: int) -> int:
         """The longest proposal whose last token still pays, at the recent acceptance."""
         passes = [*self.recent, (proposed, accepted)][-self.window:]
-        acceptance = sum(a for _, a in passes) / sum(p for p, _ in passes)
+        return self._paying_at(sum(a for _, a in passes) / sum(p for p, _ in passes))
+
+    def _paying_at(self, acceptance: float) -> int:
         if self.row_cost <= 0 or acceptance >= 1:
             return self.longest
         if acceptance <= self.row_cost:
@@ -117,9 +123,12 @@ class SpeculationPolicy:
         return sum(a for _, a in self.recent) / sum(p for p, _ in self.recent)
 
     def _back_off(self) -> None:
+        # The probe after the cool-down is as wide as pays at the acceptance that backed off
+        # (one token where width is dear), not `shortest`: on prose, probes are most of the cost.
+        probe = self._paying_at(self._acceptance()) if self.recent else self.length  # a failed probe
         self.cool_down_left = self.next_cool_down
         self.next_cool_down = min(self.longest_cool_down, 2 * self.next_cool_down)
         self.recent.clear()
         self.probing = True
-        self.length = self.shortest
+        self.length = min(self.shortest, probe)
 

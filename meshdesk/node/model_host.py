@@ -193,8 +193,18 @@ class ModelHost:
             if event.get("type") == "finish":
                 self.speculation.add(event.get("speculative"))
                 if self.round_trips is not None:
-                    tokens = (event.get("usage") or {}).get("completion_tokens")
-                    self.speculation.add_round_trips(self.round_trips() - round_trips_before, tokens)
+                    self.speculation.add_round_trips(self.round_trips() - round_trips_before,
+                                                     generated_here(event))
             yield event
             if event.get("type") in ("finish", "error"):
                 return
+
+
+def generated_here(finish: dict) -> int | None:
+    """The tokens this host generated for a finish event: its speculation's passes' tokens and
+    the prompt pass's one (not `usage`, which counts an answer carried on from a lost host)."""
+    counts = finish.get("speculative")
+    generated = counts.get("generated") if isinstance(counts, dict) else None
+    if not isinstance(generated, int) or isinstance(generated, bool) or generated < 0:
+        return None
+    return generated + 1

@@ -268,7 +268,7 @@ def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.so
                             connection=connection)
     finish_reason = None if token_budget(llama, prompt, request) > 0 else "length"
     if model.draft is not None:
-        model.draft.begin()
+        model.draft.begin(seeded=request.seed is not None)
     output = output_for(request)
     llama.kept_tokens = frozenset() if isinstance(output, PlainOutput) else marker_tokens(llama)
     try:

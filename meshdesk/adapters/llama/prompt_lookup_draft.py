@@ -17,11 +17,12 @@ import numpy as np
 
 from meshdesk.adapters.llama.speculative import PendingProposal, Proposer
 from meshdesk.core.prompt_lookup import PromptLookup
-from meshdesk.core.speculation_policy import SpeculationPolicy
+from meshdesk.core.speculation_policy import SEEDED_ROW_COST, SpeculationPolicy
 
 DEFAULT_NGRAM_MAX = 8
 MEASURED_WIDTH = 5   # positions of the wide pass `measure_row_cost` times against a one-token pass
-MEASUREMENTS = 3
+MEASUREMENTS = 4
+MAX_ROW_COST = 0.6   # the most measured here was 0.47 (one CPU thread); more is contention
 SLOW_PASS_SECONDS = 1.0
 
 
@@ -33,11 +34,14 @@ class PromptLookupDraft(Proposer):
         self.context = context  # the main model's n_ctx: no proposal runs past it
         self.row_cost = row_cost  # see core.speculation_policy; `measure_row_cost`
         self.lookup = PromptLookup()
+        self.seeded = False
         self.policy = self._new_policy()
 
-    def begin(self) -> None:
-        """A new request starts proposing afresh: what was accepted on the last says little."""
-        super().begin()
+    def begin(self, seeded: bool = False) -> None:
+        """A new request starts proposing afresh: what was accepted on the last says little. A
+        seeded one uses a fixed row cost: the measured one differs between host processes."""
+        super().begin(seeded)
+        self.seeded = seeded
         self.policy = self._new_policy()
 
     def reset(self) -> None:
@@ -45,7 +49,8 @@ class PromptLookupDraft(Proposer):
         self.policy = self._new_policy()
 
     def _new_policy(self) -> SpeculationPolicy:
-        return SpeculationPolicy(longest=self.draft_max, row_cost=self.row_cost)
+        row_cost = SEEDED_ROW_COST if self.seeded else self.row_cost
+        return SpeculationPolicy(longest=self.draft_max, row_cost=row_cost)
 
     def __call__(self, input_ids, /, **kwargs):
         """Proposals continuing `input_ids` (numpy, int32; empty while backed off)."""
@@ -74,28 +79,31 @@ class PromptLookupDraft(Proposer):
 
 def measure_row_cost(llama) -> float:
     """One more verified position's time as a share of a one-token pass, on this model, these
-    devices and (split) this link as they are now: the median of a few timed passes at load.
-    Measured once, so within a process a seeded request's batch shapes never depend on timing."""
+    devices and (split) this link as they are now, timed at load. The widths take turns and the
+    quickest of each counts: another process's burst only ever lengthens a pass, and a cost read
+    too high would hold prompt lookup back for the host's whole life (so it is capped, too)."""
     start = llama.n_tokens
     token = llama.token_bos() if llama.token_bos() >= 0 else 0
 
     def timed(width: int) -> float:
-        times: list[float] = []
-        # The first of each width allocates: not counted. A slow model (a pass over a second)
-        # is timed once more, not three times: its load must not grow by a minute.
-        while len(times) < 2 or (len(times) <= MEASUREMENTS and times[-1] < SLOW_PASS_SECONDS):
-            llama.n_tokens = start
-            began = time.perf_counter()
-            llama.eval([token] * width)
-            times.append(time.perf_counter() - began)
-        counted = sorted(times[1:])
-        return counted[len(counted) // 2]
+        llama.n_tokens = start
+        began = time.perf_counter()
+        llama.eval([token] * width)
+        return time.perf_counter() - began
 
     try:
-        one, wide = timed(1), timed(MEASURED_WIDTH)
+        timed(1), timed(MEASURED_WIDTH)  # the first of each width allocates: not counted
+        ones, wides = [], []
+        # A slow model (a pass over a second) is timed once: its load must not grow by a minute.
+        while len(ones) < MEASUREMENTS and not (ones and ones[-1] > SLOW_PASS_SECONDS):
+            ones.append(timed(1))
+            wides.append(timed(MEASURED_WIDTH))
+        one, wide = min(ones), min(wides)
     except Exception:  # a model that cannot decode this way (an embedding model) never generates
         return 0.0
     finally:
         llama.n_tokens = start
         llama._ctx.kv_cache_seq_rm(-1, start, -1)
-    return round(min(1.0, max(0.0, (wide - one) / (MEASURED_WIDTH - 1) / one)), 3) if one > 0 else 0.0
+    if one <= 0:
+        return 0.0
+    return round(min(MAX_ROW_COST, max(0.0, (wide - one) / (MEASURED_WIDTH - 1) / one)), 3)

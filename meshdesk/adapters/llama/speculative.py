@@ -87,8 +87,8 @@ class Proposer(LlamaDraftModel):
     def fit_vocabulary(self, main_vocabulary: int) -> None:
         """The main model knows `main_vocabulary` tokens; proposals must stay within them."""
 
-    def begin(self) -> None:
-        """Starts counting a new generation."""
+    def begin(self, seeded: bool = False) -> None:
+        """Starts counting a new generation (`seeded`: a request that must repeat exactly)."""
         self.stats = SpeculationStats()
         self.pending = None
 
