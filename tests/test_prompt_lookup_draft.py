@@ -21,7 +21,7 @@ class TimedLlama:
 
     def eval(self, tokens) -> None:
         self.passes.append(len(tokens))
-        self.clock[0] += self.seconds_for(len(tokens), len(self.passes))
+        self.clock[0] += self.seconds_for(len(tokens), len([p for p in self.passes if p != "sync"]))
 
     def kv_cache_seq_rm(self, *_arguments) -> None:
         pass
@@ -30,6 +30,7 @@ class TimedLlama:
 def measured(monkeypatch, seconds_for) -> tuple[float, TimedLlama]:
     clock = [0.0]
     monkeypatch.setattr(prompt_lookup_draft.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(prompt_lookup_draft, "synchronize", lambda llama: llama.passes.append("sync"))
     llama = TimedLlama(clock, seconds_for)
     return measure_row_cost(llama), llama
 
@@ -38,7 +39,7 @@ def test_the_row_cost_is_one_more_positions_share_of_a_pass(monkeypatch):
     cost, llama = measured(monkeypatch, lambda width, _: 0.020 + 0.008 * (width - 1))
     assert cost == 0.4
     assert llama.n_tokens == 7  # the timed passes leave the sequence as it was
-    assert llama.passes[:4] == [1, 5, 1, 5]  # the widths take turns
+    assert llama.passes[:8] == [1, "sync", 5, "sync", 1, "sync", 5, "sync"]  # in turns, each waited for
 
 
 def test_a_burst_of_other_work_during_the_wide_passes_does_not_inflate_it(monkeypatch):

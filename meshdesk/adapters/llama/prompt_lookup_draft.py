@@ -77,6 +77,14 @@ class PromptLookupDraft(Proposer):
         return pending
 
 
+def synchronize(llama) -> None:
+    """Waits for the pass `eval` started: on rpc devices `llama_decode` returns before the graph
+    has run, so an unsynchronised pass's time is the one before it (interleaved widths read 0)."""
+    import llama_cpp
+
+    llama_cpp.llama_synchronize(llama._ctx.ctx)
+
+
 def measure_row_cost(llama) -> float:
     """One more verified position's time as a share of a one-token pass, on this model, these
     devices and (split) this link as they are now, timed at load. The widths take turns and the
@@ -89,6 +97,7 @@ def measure_row_cost(llama) -> float:
         llama.n_tokens = start
         began = time.perf_counter()
         llama.eval([token] * width)
+        synchronize(llama)
         return time.perf_counter() - began
 
     try:
