@@ -12,11 +12,12 @@ An rpc worker serves one client at a time, so every side has its own two workers
   prompt and the answer so far, verified in one batched pass;
 - **draft** (with `--draft PATH`): `--speculative draft --draft PATH --draft-max N`.
 
-The sides get the same greedy chat requests (temperature 0, seed 1234): code edits
+The sides get the same greedy chat requests (temperature 0, no seed, as agents send them): code edits
 (bench/prompts/code_edits.py: type hints, a rename through a file, a bug fix, two of each,
-answers that repeat their input) and open prose (bench/prompts/prose.py). At each delay the
-sides take turns one request at a time, the side that goes first alternating, after an uncounted
-warm-up.
+answers that repeat their input) and open prose (bench/prompts/prose.py). For each delay the
+sides start afresh with the delay already on their link, as a node's model host loads on its
+real link: n-gram times what a verified row costs at load, round trips included. Then they take
+turns one request at a time, the side that goes first alternating, after an uncounted warm-up.
 
     .venv/bin/python bench/speculative.py                      # delays 0,20 ms, 10 prompts x 256 tokens
     .venv/bin/python bench/speculative.py --delays 0,5,10,20
@@ -58,7 +59,6 @@ from meshdesk.core.openai_api import parse_chat_request  # noqa: E402
 from tests.delay_proxy import DelayProxy  # noqa: E402
 from tests.split_tools import Child, rpc_worker  # noqa: E402
 
-SEED = 1234
 OFF, NGRAM, DRAFT = "off", "ngram", "draft"
 CODE, PROSE_KIND = "code", "prose"
 KINDS = (CODE, PROSE_KIND)
@@ -167,13 +167,13 @@ def side_options(side: str, arguments) -> list[str]:
     return ["--speculative", OFF]
 
 
-def start_side(side: str, model: Path, arguments) -> Side:
+def start_side(side: str, model: Path, arguments, delay_ms: float) -> Side:
     """Starts the side's children without waiting for its model host (sides load in parallel)."""
     from meshdesk.app.assembly import model_context
 
     remote, remote_port = rpc_worker()
     workers = [remote]
-    proxy = DelayProxy(("127.0.0.1", remote_port))
+    proxy = DelayProxy(("127.0.0.1", remote_port), delay_ms / 1000.0)
     try:
         proxy_host, proxy_port = proxy.start()
         local, local_port = rpc_worker()
@@ -207,7 +207,7 @@ def wait_ready(side: Side) -> None:
 
 def chat_line(message: str, max_tokens: int) -> bytes:
     request = parse_chat_request({"model": "bench", "messages": [{"role": "user", "content": message}],
-                                  "max_tokens": max_tokens, "temperature": 0, "seed": SEED, "stream": True})
+                                  "max_tokens": max_tokens, "temperature": 0, "stream": True})
     return json.dumps(request.to_wire()).encode("utf-8") + b"\n"
 
 
@@ -252,13 +252,17 @@ def describe_run(run: Run) -> str:
     return line
 
 
-def measure(sides: list[Side], arguments) -> list[Run]:
+def measure(model: Path, side_names: list[str], arguments, sides: list[Side]) -> list[Run]:
+    """Every delay on freshly started sides (`sides` holds the running ones, for cleaning up)."""
     runs: list[Run] = []
     turn = 0
     for delay_ms in arguments.delays:
-        for side in sides:
-            side.proxy.set_delay(delay_ms / 1000.0, 0.0)
         print(f"\n{delay_ms:g} ms one-way delay, host to member:", flush=True)
+        for name in side_names:
+            sides.append(start_side(name, model, arguments, delay_ms))
+        for side in sides:
+            wait_ready(side)
+            generate(side, "Hello", 8)  # warm-up, not counted
         for repetition in range(arguments.repetitions):
             for prompt in prompts(arguments.quick):
                 order = sides[turn % len(sides):] + sides[:turn % len(sides)]
@@ -267,6 +271,8 @@ def measure(sides: list[Side], arguments) -> list[Run]:
                     run = run_once(side, prompt, delay_ms, repetition, arguments.max_tokens)
                     runs.append(run)
                     print(describe_run(run), flush=True)
+        while sides:
+            sides.pop().stop()
     return runs
 
 
@@ -394,12 +400,7 @@ def main(argv: list[str] | None = None) -> int:
               f"max_tokens {arguments.max_tokens}  repetitions {arguments.repetitions}  "
               f"--ngram-max {arguments.ngram_max}  threads {arguments.threads}  split "
               f"{REMOTE_SHARE}/{1 - REMOTE_SHARE} (remote worker behind the proxy / host's own)", flush=True)
-        for name in side_names:
-            sides.append(start_side(name, model, arguments))
-        for side in sides:
-            wait_ready(side)
-            generate(side, "Hello", 8)  # warm-up, not counted
-        runs = measure(sides, arguments)
+        runs = measure(model, side_names, arguments, sides)
         if arguments.json:
             save_runs(runs, arguments.json)
         report_table(runs, side_names, arguments.delays)
