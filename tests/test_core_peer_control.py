@@ -12,6 +12,7 @@ import random
 import pytest
 
 from meshdesk.core import peer_control as pc
+from meshdesk.core.link_book import RTT_WINDOW
 from meshdesk.core.dial_schedule import DIAL_RETRY_SECONDS
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.membership import Membership
@@ -256,7 +257,7 @@ def test_one_slow_pong_never_makes_a_link_look_far():
         if now < 2.4:
             assert control.link_to(B2).rtt_ms is None  # too few samples to tell yet
     assert control.link_to(B2).rtt_ms == pytest.approx(0.5)
-    for second in range(3, 3 + pc.RTT_WINDOW):  # a link that really got slower shows it
+    for second in range(3, 3 + RTT_WINDOW):  # a link that really got slower shows it
         control.message_received(float(second), 1, {"type": "pong", "t": second - 0.1})
     assert control.link_to(B2).rtt_ms == pytest.approx(100.0)
 

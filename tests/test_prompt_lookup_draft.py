@@ -15,6 +15,7 @@ class TimedLlama:
         self.clock, self.seconds_for, self.n_tokens = clock, seconds_for, 7
         self.passes: list[int] = []
         self._ctx = self
+        self.memory = object()  # a KV cache, as a generative model has
 
     def token_bos(self) -> int:
         return 1
@@ -50,6 +51,13 @@ def test_a_burst_of_other_work_during_the_wide_passes_does_not_inflate_it(monkey
 
 def test_a_cost_read_far_too_high_is_capped(monkeypatch):
     assert measured(monkeypatch, lambda width, _: 0.020 * width * 2)[0] == MAX_ROW_COST
+
+
+def test_a_model_without_a_kv_cache_is_not_timed(monkeypatch):
+    clock = [0.0]
+    llama = TimedLlama(clock, lambda width, _: 0.02)
+    llama.memory = None  # an embedding model: llama.cpp gives it no KV cache
+    assert measure_row_cost(llama) == 0.0 and llama.passes == []
 
 
 def test_a_seeded_request_uses_the_fixed_row_cost_not_the_measured_one():

@@ -24,11 +24,11 @@ Outputs are commands (imperative: `SendMessage`, `CloseLink`, `DialAddress`, `Sa
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from meshdesk.core.dial_schedule import DialAddress, DialSchedule
 from meshdesk.core.errors import Fault, PeerProtocolError
+from meshdesk.core.link_book import LinkBook, LinkState
 from meshdesk.core.link_watch import LinkWatch
 from meshdesk.core.membership import Membership
 
@@ -37,13 +37,6 @@ SAVE_INTERVAL = 5.0
 RTT_REPORT_INTERVAL = 5.0
 REMOVAL_LINGER_SECONDS = 1.0  # lets a removal notice arrive before its link goes
 STALE_LINK_SECONDS = 3 * PING_INTERVAL  # a link silent this long loses to a new one (a restarted peer)
-# A link's RTT is the least of its last RTT_WINDOW samples, once it has RTT_SAMPLES_NEEDED: a
-# stalled event loop (a model loading on a busy machine) only ever lengthens a sample, and one
-# long sample used to push a LAN member past the planner's 80 ms for the ~10 s a moving average
-# took to forget it, re-planning (restarting the model host) twice. A short window, so that a
-# link that really got slower shows it within RTT_WINDOW pings.
-RTT_WINDOW = 5
-RTT_SAMPLES_NEEDED = 3
 MAX_MESSAGE_TYPE_SHOWN = 40
 
 Address = tuple[str, int]
@@ -100,55 +93,6 @@ class PeerBrokeProtocol:
 
 Output = (SendMessage | CloseLink | DialAddress | SaveState | RefreshOwnRecord | PeersChanged
           | RemovedFromMesh | RekeyReceived | PeerBrokeProtocol)
-
-
-# ---------------------------------------------------------------- links
-
-
-@dataclass
-class LinkState:
-    link: int
-    peer_id: str
-    dialled_by_us: bool
-    last_heard: float = 0.0        # when anything last arrived on this link
-    close_at: float | None = None  # set once the peer has been told it was removed
-    rtt_samples: deque = field(default_factory=lambda: deque(maxlen=RTT_WINDOW))
-
-    @property
-    def rtt_ms(self) -> float | None:
-        """The link's round trip (see RTT_WINDOW), None until enough pongs came back."""
-        return min(self.rtt_samples) if len(self.rtt_samples) >= RTT_SAMPLES_NEEDED else None
-
-    def measure_rtt(self, now: float, sent_at: object) -> None:
-        """A pong echoes the time its ping was sent; anything else in it is ignored."""
-        if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and sent_at <= now:
-            self.rtt_samples.append((now - sent_at) * 1000)
-
-
-class LinkBook:
-    """The live links by number, and the one link kept per peer."""
-
-    def __init__(self):
-        self.states: dict[int, LinkState] = {}
-        self.by_peer: dict[str, int] = {}
-
-    def add(self, state: LinkState) -> None:
-        self.states[state.link] = state
-        self.by_peer[state.peer_id] = state.link
-
-    def forget(self, link: int) -> LinkState:
-        state = self.states.pop(link)
-        if self.by_peer.get(state.peer_id) == link:
-            del self.by_peer[state.peer_id]
-        return state
-
-    def to(self, peer_id: str) -> LinkState | None:
-        link = self.by_peer.get(peer_id)
-        return None if link is None else self.states[link]
-
-    def rtt_table(self) -> dict[str, float]:
-        return {peer_id: round(self.states[link].rtt_ms, 2) for peer_id, link in self.by_peer.items()
-                if self.states[link].rtt_ms is not None}
 
 
 class PeerControl:

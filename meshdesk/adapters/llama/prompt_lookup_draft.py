@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from meshdesk.adapters.llama.speculative import PendingProposal, Proposer
+from meshdesk.adapters.llama.speculative import PendingProposal, Proposer, synchronize
 from meshdesk.core.prompt_lookup import PromptLookup
 from meshdesk.core.speculation_policy import SEEDED_ROW_COST, SpeculationPolicy
 
@@ -77,19 +77,13 @@ class PromptLookupDraft(Proposer):
         return pending
 
 
-def synchronize(llama) -> None:
-    """Waits for the pass `eval` started: on rpc devices `llama_decode` returns before the graph
-    has run, so an unsynchronised pass's time is the one before it (interleaved widths read 0)."""
-    import llama_cpp
-
-    llama_cpp.llama_synchronize(llama._ctx.ctx)
-
-
 def measure_row_cost(llama) -> float:
     """One more verified position's time as a share of a one-token pass, on this model, these
     devices and (split) this link as they are now, timed at load. The widths take turns and the
     quickest of each counts: another process's burst only ever lengthens a pass, and a cost read
     too high would hold prompt lookup back for the host's whole life (so it is capped, too)."""
+    if getattr(llama._ctx, "memory", None) is None:
+        return 0.0  # no KV cache: an embedding model, which never generates
     start = llama.n_tokens
     token = llama.token_bos() if llama.token_bos() >= 0 else 0
 

@@ -215,6 +215,12 @@ class SpeculativeLlama(llama_cpp.Llama):
         return token
 
 
+def synchronize(llama) -> None:
+    """Waits for the pass `eval` started: on rpc devices `llama_decode` returns before the graph
+    has run, so an unsynchronised pass's time is the one before it (interleaved widths read 0)."""
+    llama_cpp.llama_synchronize(llama._ctx.ctx)
+
+
 def vocabulary_mismatch(main: llama_cpp.Llama, draft: llama_cpp.Llama) -> str | None:
     """Why `draft` cannot propose tokens for `main`, or None when they share a vocabulary."""
     if main.n_vocab() < 1 or abs(main.n_vocab() - draft.n_vocab()) > VOCABULARY_SIZE_SLACK:
