@@ -104,15 +104,20 @@ def test_rejected_proposals_back_off(pair):
 # --- the model host child ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def gemma_hosts(default_model_path):
-    hosts = {mode: Child(HOST_MODULE, "--model", str(default_model_path), "--threads", "1",
+def off_and_ngram_hosts(model_path):
+    """A model host child of `model_path` per mode, "off" and "ngram", stopped afterwards."""
+    hosts = {mode: Child(HOST_MODULE, "--model", str(model_path), "--threads", "1",
                          "--speculative", mode) for mode in ("off", "ngram")}
     try:
         yield hosts
     finally:
         for host in hosts.values():
             host.stop()
+
+
+@pytest.fixture(scope="module")
+def gemma_hosts(default_model_path):
+    yield from off_and_ngram_hosts(default_model_path)
 
 
 def completion(port: int, prompt: str, max_tokens: int = MAX_TOKENS, **extra) -> tuple[str, dict]:
@@ -168,13 +173,7 @@ def test_bad_ngram_max_fails_to_start(default_model_path):
 
 @pytest.fixture(scope="module")
 def smol_hosts(smollm2_model_path):
-    hosts = {mode: Child(HOST_MODULE, "--model", str(smollm2_model_path), "--threads", "1",
-                         "--speculative", mode) for mode in ("off", "ngram")}
-    try:
-        yield hosts
-    finally:
-        for host in hosts.values():
-            host.stop()
+    yield from off_and_ngram_hosts(smollm2_model_path)
 
 
 PLACE = {"type": "object", "additionalProperties": False, "required": ["city", "country"],
