@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from meshdesk.node.child_process import ANNOUNCEMENT_LIMIT, Backoff, ChildProcess, parse_announcement, supervise
+from meshdesk.core.launcher import Runtime, child_command
+from meshdesk.node.child_process import (ANNOUNCEMENT_LIMIT, Backoff, ChildProcess, app_command, parse_announcement,
+                                         python_module_command, supervise)
 from tests.fakes import ManualClock, ProcessStarter, eventually, run, within
 
 
@@ -234,3 +239,35 @@ def test_announcement_limit_is_what_the_fake_reader_enforces(tmp_path):
         assert (await child.next_announcement())["text"] == padding
 
     run(scenario())
+
+
+# --- children inside a bundle: a launcher that runs only the app module, as Briefcase's do ----
+
+def bundle_launcher(tmp_path) -> str:
+    """Stands in for Briefcase's launcher: runs the `meshdesk` module with its arguments, and
+    knows no `-m`."""
+    launcher = tmp_path / "MeshDesk"
+    root = Path(__file__).resolve().parent.parent
+    launcher.write_text(f'#!/bin/sh\ncd {root} && exec {sys.executable} -m meshdesk "$@"\n')
+    launcher.chmod(0o755)
+    return str(launcher)
+
+
+def test_a_bundle_launcher_runs_a_child_module_through_the_hidden_child_option(tmp_path):
+    runtime = Runtime(bundle_launcher(tmp_path), installer="briefcase")
+    command = child_command(runtime, "meshdesk.adapters.llama.rpc_worker", "--help")
+    assert command[1:3] == ["--child", "meshdesk.adapters.llama.rpc_worker"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage: meshdesk-rpc-worker" in result.stdout
+
+
+def test_a_bundle_launcher_given_a_foreign_child_says_so_and_fails(tmp_path):
+    result = subprocess.run([bundle_launcher(tmp_path), "--child", "os"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and "meshdesk: 'os' is not a module of meshdesk" in result.stderr
+
+
+def test_this_checkout_runs_its_children_with_python_dash_m():
+    assert python_module_command("meshdesk.adapters.llama.host", "-x") == [
+        sys.executable, "-m", "meshdesk.adapters.llama.host", "-x"]
+    assert app_command("--home", "/h") == [sys.executable, "-m", "meshdesk", "--home", "/h"]

@@ -22,6 +22,7 @@ from meshdesk.app.running_node import RunningNode, running_node
 from meshdesk.app.runtime import RUNTIME_FILE
 from meshdesk.core.agents import ServedModel, ready_models
 from meshdesk.core.status import SnapshotError, StatusSnapshot
+from meshdesk.node.child_process import app_command
 
 CLIENT_START_SECONDS = 60.0
 STOP_SECONDS = 15.0
@@ -52,8 +53,8 @@ class LiteClient:
     def start(cls, home: Home, join: list[str]) -> LiteClient:
         home.prepare()
         api_key = secrets.token_urlsafe(24)  # the /v1 API of this run's client: the agent's alone
-        command = [sys.executable, "-m", "meshdesk", "--client", "--headless", "--home", str(home.root),
-                   "--port", "0", "--exit-with-stdin"]
+        command = app_command("--client", "--headless", "--home", str(home.root),
+                              "--port", "0", "--exit-with-stdin")
         for token in join:
             command += ["--join", token]
         environment = {**os.environ, "MESHDESK_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}

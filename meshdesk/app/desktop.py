@@ -20,6 +20,7 @@ from meshdesk.app.readiness import ReadinessPrinter
 from meshdesk.app.runtime import Runtime, StartupFailed
 from meshdesk.node.chat_service import ChatService
 from meshdesk.node.chat_store import ChatStore
+from meshdesk.node.child_process import app_command
 from meshdesk.ui.autostart import AutostartEntry, autostart_entry
 
 SIGNAL_POLL_MS = 200
@@ -61,8 +62,7 @@ def decode_file(path: str) -> list[str]:
 
 
 def launch_command(home: Path) -> list[str]:
-    program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "meshdesk"]
-    return program + ["--home", str(home)]
+    return app_command("--home", str(home))  # the bundle's own launcher inside a bundle
 
 
 class StartAtLogin:

@@ -9,6 +9,8 @@ exits when it reads EOF there, so it never outlives its node, even one killed wi
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -16,6 +18,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from meshdesk.core import launcher
+from meshdesk.core.launcher import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +118,25 @@ def child_environment() -> dict[str, str]:
     return environment
 
 
+@functools.cache
+def this_runtime() -> Runtime:
+    """This program as core.launcher sees it: its executable, whether it is frozen, and how
+    meshdesk was installed (Briefcase writes `briefcase` into the bundle's dist-info)."""
+    try:
+        installer = (importlib.metadata.distribution(launcher.APP_MODULE).read_text("INSTALLER") or "").strip()
+    except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+        installer = ""
+    return Runtime(sys.executable, bool(getattr(sys, "frozen", False)), installer or None)
+
+
 def python_module_command(module: str, *arguments: str) -> list[str]:
-    return [sys.executable, "-m", module, *arguments]
+    """`python -m module ...` from a checkout; `LAUNCHER --child module ...` in a bundle."""
+    return launcher.child_command(this_runtime(), module, *arguments)
+
+
+def app_command(*arguments: str) -> list[str]:
+    """The command that starts MeshDesk itself with these arguments."""
+    return launcher.app_command(this_runtime(), *arguments)
 
 
 OnStart = Callable[[ChildProcess], Awaitable[bool]]

@@ -4,13 +4,14 @@ commands that point coding agents at the API."""
 from __future__ import annotations
 
 import shutil
-import sys
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget)
 
 from meshdesk.core.agents import best_model, ready_models
+from meshdesk.core.launcher import runs_modules
 from meshdesk.core.status import OfferStatus, StatusSnapshot
+from meshdesk.node.child_process import this_runtime
 from meshdesk.ui.agents import agent_commands, own_launcher
 from meshdesk.ui.agent_box import AgentBox
 from meshdesk.ui.models_model import chat_model_choices
@@ -150,7 +151,8 @@ class SettingsView(QWidget):
             self.secrets.setText(secrets.backend + (f"\n{secrets.warning}" if secrets.warning else ""))
 
     def _show_agents(self, port, model, home: str | None = None) -> None:
-        launcher = own_launcher(sys.executable, getattr(sys, "frozen", False), shutil.which)
+        runtime = this_runtime()
+        launcher = own_launcher(runtime.executable, not runs_modules(runtime), shutil.which)
         commands = agent_commands(port, model, home or None, launcher=launcher)
         self.agents_note.setVisible(not commands)
         for command in commands:
