@@ -25,4 +25,9 @@ if ! "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama
   echo "Remove $VENV and the wheel cache printed by scripts/llama_wheel.sh, then run make setup again." >&2
   exit 1
 fi
+# The window's Qt xcb plugin needs system libraries a fresh Debian/Ubuntu install may lack:
+# say which packages, once (MeshDesk itself then runs headless and prints the same hint).
+if [ "$(uname -s)" = Linux ]; then
+  "$VENV/bin/python" -m meshdesk.adapters.qt_probe --libraries || true
+fi
 echo "Set-up complete: $VENV"

@@ -18,6 +18,8 @@ from meshdesk.app.model_choice import ModelChoiceError, choose_model
 from meshdesk.app.readiness import ReadinessPrinter
 from meshdesk.app.runtime import RUNTIME_FILE, Runtime
 from meshdesk.core.invite import InviteToken, TokenError, decode_token
+from meshdesk.core.qt_libraries import PlatformFailure, headless_hint
+from meshdesk.node.child_process import python_module_command
 from meshdesk.node.node import MeshSwitchRefused
 
 def fail(message: str) -> int:
@@ -41,6 +43,18 @@ def display_available() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     return True
+
+
+def qt_platform_failure() -> PlatformFailure | None:
+    """Why Qt's platform plugin cannot start here, found in a child process (a plugin that fails
+    to load aborts its process); None when it starts. Linux only: there the plugins need system
+    libraries a fresh install may lack, while macOS's and Windows's come with the OS.
+    Qt's own headless platforms need no probe."""
+    from meshdesk.adapters import qt_probe
+
+    if not sys.platform.startswith("linux") or qt_probe.chosen_platform() in ("offscreen", "minimal"):
+        return None
+    return qt_probe.probe(python_module_command(qt_probe.__name__))
 
 
 def open_home(arguments: argparse.Namespace) -> Home:
@@ -73,6 +87,9 @@ def launch(arguments: argparse.Namespace) -> int:
         return fail(str(error))
     if not arguments.headless and not display_available():
         print("No display found; running headless.", flush=True)
+        arguments.headless = True
+    if not arguments.headless and (failure := qt_platform_failure()) is not None:
+        print(headless_hint(failure), flush=True)
         arguments.headless = True
     link = getattr(arguments, "open_link", None)
     if link is not None and not arguments.headless:
