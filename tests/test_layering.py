@@ -24,7 +24,7 @@ UI_LIBRARIES = {"PySide6", "qrcode"}
 # A new pure module of ui belongs here; move its Qt parts into a view first.
 VIEW_MODELS = {
     "meshdesk.ui.agents", "meshdesk.ui.chat_text", "meshdesk.ui.join_offer", "meshdesk.ui.mesh_model",
-    "meshdesk.ui.model_table",
+    "meshdesk.ui.mesh_segments", "meshdesk.ui.model_table",
     "meshdesk.ui.models_model", "meshdesk.ui.text",
 }
 # The standard library modules the pure core may use: computation on values only, so no IO,

@@ -157,12 +157,12 @@ def test_segments_cover_every_node_with_roles_shares_and_rtt():
     assert [s.share for s in segments] == ["50%", "33%", "17%", DASH]
     assert [s.rtt for s in segments] == ["this node", "3.2 ms", "12 ms", "24 ms"]
     assert [s.is_host for s in segments] == [True, False, False, False]
-    assert segments[0].is_self and segments[1].layers == "21 layers"
+    assert segments[0].is_self and [s.layers for s in segments] == ["layers 32–63", "layers 0–20", "layers 21–31", DASH]
 
 
 def test_a_solo_node_is_the_host_of_its_whole_model():
     [segment] = cluster_segments(solo())
-    assert (segment.role, segment.share, segment.layers, segment.is_host) == ("host", "100%", "18 layers", True)
+    assert (segment.role, segment.share, segment.layers, segment.is_host) == ("host", "100%", "layers 0–17", True)
     summary = mesh_summary(solo())
     assert summary.plans == ["gemma-3-270m-q4_k_m on alice (solo)"]
     assert summary.traffic == "weights sent 0 B, by reference 0 B, activations 0 B"

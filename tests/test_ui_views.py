@@ -28,7 +28,7 @@ def test_mesh_view_shows_the_split_and_the_host(qtbot):
     assert [s.name for s in bar.segments] == ["alice", "bob-desktop", "carol-laptop", "dave-phone"]
     widths = [rect.width() for rect in bar.segment_rects()]
     assert widths[0] > widths[1] > widths[2] > widths[3] > 0
-    assert "alice" in bar.toolTip() and "host · 50%" in bar.toolTip()
+    assert "alice" in bar.toolTip() and "host · layers 32–63 · 50%" in bar.toolTip()
     assert view.draft.text() == "Qwen2.5-0.5B-Instruct-Q4_K_M"
     assert view.api.text() == "http://127.0.0.1:9337/v1"
     assert view.plans.text() == f"{QWEN} on alice split over bob-desktop, carol-laptop, alice (split)"

@@ -19,7 +19,8 @@ from meshdesk.core.snapshot_fields import SnapshotError
 from meshdesk.core.states import ModelState, PlanState, Role
 
 __all__ = ["LayersStatus", "MeshInfo", "ModelStatus", "NodeInfo", "OfferStatus", "PeerStatus", "Refusal",
-           "SecretsNote", "SnapshotError", "StatusSnapshot", "TrafficStatus", "plan_from_wire"]
+           "SecretsNote", "SnapshotError", "StatusSnapshot", "TrafficStatus", "activity_counts", "generating", "layer_spans",
+           "plan_from_wire"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class ModelStatus:
     # Tokens of context its host gives it: this node's model host's own, or the advert's trained
     # context capped at the mesh's (what a remote host plans for); None when unknown.
     context: int | None = None
+    generating: int = 0  # answers its model host is producing right now (the Mesh view's activity)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", ModelState(self.state))
@@ -73,7 +75,8 @@ class ModelStatus:
         return {"id": self.id, "state": self.state.value, "path": self.path, "error": self.error,
                 "pid": self.pid, "requests": self.requests, "draft": self.draft,
                 "speculative": copy.deepcopy(self.speculative),
-                **({} if self.context is None else {"context": self.context})}  # left out when unknown
+                **({} if self.context is None else {"context": self.context}),  # left out when unknown
+                **({"generating": self.generating} if self.generating else {})}  # left out when idle
 
     @classmethod
     def from_wire(cls, data: object, what: str = "model") -> ModelStatus:
@@ -83,7 +86,8 @@ class ModelStatus:
                    read.state(data, "state", ModelState, what), read.optional_text(data, "error", what),
                    read.optional_whole(data, "pid", what), read.whole(data, "requests", what),
                    read.optional_text(data, "draft", what), copy.deepcopy(speculative),
-                   read.optional_whole(data, "context", what) if "context" in data else None)
+                   read.optional_whole(data, "context", what) if "context" in data else None,
+                   read.whole(data, "generating", what) if "generating" in data else 0)
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,29 @@ class StatusSnapshot:
                    mesh.mesh, mesh.peers, mesh.refusals,
                    layers=LayersStatus.from_wire(data["layers"]) if "layers" in data else LayersStatus(),
                    download=DownloadStatus.from_wire(data.get("download")))
+
+
+def layer_spans(plan: Plan) -> dict[str, tuple[int, int]]:
+    """Each member's layers as (first, last), 0-based: llama.cpp gives a tensor split's devices
+    consecutive layers in device order, and the plan lists its members in that order."""
+    spans, first = {}, 0
+    for member in plan.members:
+        if member.layers > 0:
+            spans[member.node_id] = (first, first + member.layers - 1)
+            first += member.layers
+    return spans
+
+
+def activity_counts(snapshot: StatusSnapshot) -> tuple[int, ...]:
+    """Counters that move while this node computes or exchanges for a generation: data-plane
+    bytes and round trips, and answers started. Two snapshots with different counts mean this
+    node was busy in between; `generating` says it is busy now."""
+    traffic = snapshot.traffic
+    return traffic.activations_bytes, traffic.round_trips, sum(model.requests for model in snapshot.models)
+
+
+def generating(snapshot: StatusSnapshot) -> bool:
+    return any(model.generating for model in snapshot.models)
 
 
 def _want(item: object, what: str) -> str:

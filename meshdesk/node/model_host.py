@@ -112,6 +112,7 @@ class ModelHost:
         self.context: int | None = None  # the child's n_ctx, from its ready line
         self.queue = asyncio.Lock()  # FIFO: waiters are woken in arrival order
         self.requests = 0
+        self.generating = 0  # answers being produced now, for the Mesh view's activity
         self.on_change: Callable[[], None] = lambda: None
         self.speculation = SpeculationTotals()
         self.round_trips = round_trips  # a split model's tunnel count (rpc_tunnel.Traffic); None solo
@@ -119,7 +120,8 @@ class ModelHost:
     def status(self) -> ModelStatus:
         return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid,
                            requests=self.requests, draft=self.speculation.draft,
-                           speculative=self.speculation.summary(), context=self.context)
+                           speculative=self.speculation.summary(), context=self.context,
+                           generating=self.generating)
 
     async def run(self) -> None:
         await supervise(self._make_child, self._await_ready, self._exited, self.backoff, sleep=self.sleep)
@@ -161,12 +163,14 @@ class ModelHost:
             reader, writer = await self._connect()
             self.requests += 1
             started = self.round_trips() if self.round_trips is not None else 0
+            self.generating += 1
             try:
                 writer.write(json.dumps(request.to_wire()).encode("utf-8") + b"\n")
                 await writer.drain()
                 async for event in self._events(reader, started):
                     yield event
             finally:
+                self.generating -= 1
                 writer.close()
 
     def _check_ready(self) -> None:

@@ -1,4 +1,4 @@
-"""What the Mesh view and the tray show, computed from a status snapshot by pure functions.
+"""What the Mesh view's details and the tray show, computed from a status snapshot by pure functions.
 
 A view model: Qt-free (tests/test_layering.py checks it), so the views stay thin and these
 functions are tested without a window.
@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from meshdesk.core.planning import Plan, PlanMember
-from meshdesk.core.status import PeerStatus, StatusSnapshot
-from meshdesk.core.states import ModelState, PlanState, Role
-from meshdesk.ui.text import DASH, byte_size, gigabytes, layer_range, milliseconds, share_percent
-
-MINIMUM_SEGMENT = 0.08  # a node offering nothing (a client) still gets a visible segment
+from meshdesk.core.planning import Plan
+from meshdesk.core.status import StatusSnapshot
+from meshdesk.core.states import ModelState, PlanState
+from meshdesk.ui.mesh_segments import ClusterSegment, cluster_segments, proportions  # noqa: F401 (their home)
+from meshdesk.ui.text import DASH, byte_size, gigabytes
 STATE_NOTES = {ModelState.REMOTE: "served by another node", ModelState.WAITING: "waiting for capacity"}
 
 
@@ -25,23 +24,6 @@ class TrayState(StrEnum):
     LOADING = "loading"
     FAILED = "failed"
     NO_MESH = "no-mesh"
-
-
-@dataclass(frozen=True)
-class ClusterSegment:
-    node_id: str
-    name: str
-    role: Role
-    capacity_bytes: int
-    share: str
-    layers: str
-    rtt: str
-    is_self: bool = False
-    is_host: bool = False
-
-    def label_lines(self) -> list[str]:
-        return [self.name + (" (you)" if self.is_self else ""), f"{self.role} · {self.share}",
-                f"{gigabytes(self.capacity_bytes)} · {self.rtt}"]
 
 
 @dataclass(frozen=True)
@@ -57,64 +39,7 @@ class MeshSummary:
     plans: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
-
-
-def members_by_id(snapshot: StatusSnapshot) -> dict[str, PlanMember]:
-    """Each plan member's entry, keyed by node id (a node serves one model, so one plan)."""
-    found: dict[str, PlanMember] = {}
-    for plan in snapshot.plans:
-        for member in plan.members:
-            found.setdefault(member.node_id, member)
-    return found
-
-
-def host_ids(snapshot: StatusSnapshot) -> set[str]:
-    hosts = {plan.host for plan in snapshot.plans if plan.host is not None}
-    hosts |= {peer.id for peer in snapshot.peers if peer.role == Role.HOST}
-    if snapshot.node.role == Role.HOST:
-        hosts.add(snapshot.node.id)
-    return hosts
-
-
-def own_segment(snapshot: StatusSnapshot, members: dict[str, PlanMember], hosts: set[str]) -> ClusterSegment:
-    node = snapshot.node
-    member = members.get(node.id)
-    return ClusterSegment(node.id, node.name or DASH, node.role, snapshot.offer.capacity_bytes,
-                          member_share(member), member_layers(member), "this node",
-                          is_self=True, is_host=node.id in hosts)
-
-
-def peer_segment(peer: PeerStatus, members: dict[str, PlanMember], hosts: set[str]) -> ClusterSegment:
-    member = members.get(peer.id)
-    return ClusterSegment(peer.id, peer.name or DASH, peer.role, peer.capacity_bytes,
-                          member_share(member), member_layers(member), milliseconds(peer.rtt_ms),
-                          is_host=peer.id in hosts)
-
-
-def member_share(member: PlanMember | None) -> str:
-    return DASH if member is None else share_percent(member.share)
-
-
-def member_layers(member: PlanMember | None) -> str:
-    return DASH if member is None else layer_range(member.layers)
-
-
-def cluster_segments(snapshot: StatusSnapshot) -> list[ClusterSegment]:
-    """One segment per node, this one first, then peers by capacity (largest first)."""
-    members, hosts = members_by_id(snapshot), host_ids(snapshot)
-    peers = sorted(snapshot.peers, key=lambda peer: -peer.capacity_bytes)
-    return [own_segment(snapshot, members, hosts)] + [peer_segment(p, members, hosts) for p in peers]
-
-
-def proportions(capacities: list[int], minimum: float = MINIMUM_SEGMENT) -> list[float]:
-    """Fractions of the bar by capacity, each at least `minimum`; they sum to 1."""
-    if not capacities:
-        return []
-    total = sum(max(0, c) for c in capacities)
-    raw = [max(0, c) / total if total else 1 / len(capacities) for c in capacities]
-    floored = [max(minimum, fraction) for fraction in raw]
-    scale = sum(floored)
-    return [fraction / scale for fraction in floored]
+    headline: str = DASH  # the picture's title: machines, pooled capacity, what they serve
 
 
 def plan_line(plan: Plan, names: dict[str, str]) -> str:
@@ -188,6 +113,25 @@ def mesh_line(snapshot: StatusSnapshot) -> str:
     return f"{mesh.id} · {mesh.members} members"
 
 
+def headline(snapshot: StatusSnapshot, pooled_bytes: int) -> str:
+    """"3 machines · 48 GB pooled · serving Qwen… split over 3 of them", for a friend at a glance."""
+    mesh = snapshot.mesh
+    if mesh is None:
+        return "Not in a mesh yet: start one, or join a friend's from the Join tab."
+    if mesh.removed_from_mesh:
+        return f"This computer was removed from mesh {mesh.id}."
+    machines = 1 + len(snapshot.peers)
+    parts = [f"{machines} machine{'s' if machines != 1 else ''}", f"{gigabytes(pooled_bytes)} pooled"]
+    for plan in snapshot.plans:
+        if plan.state == PlanState.WAITING:
+            parts.append(f"{plan.model} waits for capacity")
+        elif len(plan.members) > 1:
+            parts.append(f"serving {plan.model} split over {len(plan.members)} of them")
+        else:
+            parts.append(f"serving {plan.model}")
+    return " · ".join(parts)
+
+
 def refusal_lines(snapshot: StatusSnapshot) -> list[str]:
     return [f"{refusal.address}: {refusal.reason}" for refusal in snapshot.refusals]
 
@@ -200,7 +144,8 @@ def mesh_summary(snapshot: StatusSnapshot) -> MeshSummary:
                        traffic=traffic_line(snapshot), layers=layers_line(snapshot),
                        speculation=speculation_line(snapshot),
                        plans=[plan_line(plan, names) for plan in snapshot.plans],
-                       waiting=waiting_reasons(snapshot), refusals=refusal_lines(snapshot))
+                       waiting=waiting_reasons(snapshot), refusals=refusal_lines(snapshot),
+                       headline=headline(snapshot, total))
 
 
 def tray_state(snapshot: StatusSnapshot) -> TrayState:
