@@ -13,6 +13,14 @@ Wire layout, version 1 (all integers big-endian), then base64url without padding
     end-64  64    Ed25519 signature over b"meshdesk invite v1\\0" + every byte before it
 
 Two IPv4 addresses make 140 bytes, 187 characters.
+
+The QR form (`InviteToken.qr_text`) carries the same bytes as decimal digits after the link
+prefix in upper case, "MESHDESK://JOIN/0123…": a QR code holds digits at 3.3 bits each and
+upper-case letters and ":/" at 5.5, against 8 bits for each base64url character (which packs
+only 6), so the code is about a quarter smaller (version 10 instead of 12 at error correction
+M for four addresses, two of them IPv6: docs/decisions.md). The first byte, the version, is
+never 0, so the number has no leading zeros to lose, and a base64url token of any version
+1 to 31 starts with A to H, never a digit: an all-digit body is always the QR form.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from meshdesk.core.identity import PUBLIC_KEY_LENGTH, node_id_for
 
 TOKEN_VERSION = 1
 LINK_PREFIX = "meshdesk://join/"
+QR_PREFIX = LINK_PREFIX.upper()  # upper case: a QR code's alphanumeric mode has no lower case
 MAX_ADDRESSES = 8
 MESH_ID_BYTES = 8
 JOIN_SECRET_BYTES = 16
@@ -43,6 +52,9 @@ _HEADER = struct.Struct(">B8s16s32sIB")
 _FAMILY_AND_PORT = {4: struct.Struct(">4sH"), 6: struct.Struct(">16sH")}
 _NOT_BASE64URL = re.compile(r"[^A-Za-z0-9_-]")
 _HEX_MESH_ID = re.compile(r"[0-9a-f]{16}")
+_DECIMAL = re.compile(r"[0-9]+")
+# Eight IPv6 addresses make 278 bytes, 670 digits; a longer number is no token of ours.
+_MAX_QR_DIGITS = 700
 # Version bytes a future MeshDesk might write; any other first byte means the text is no token at all.
 _PLAUSIBLE_VERSIONS = range(1, 32)
 
@@ -104,6 +116,11 @@ class InviteToken:
     def link(self) -> str:
         return LINK_PREFIX + self.encode()
 
+    def qr_text(self) -> str:
+        """What the invite QR code says: the link, shorter in a QR code (see the module's doc)."""
+        self.encode()  # the same check that the token is signed
+        return QR_PREFIX + str(int.from_bytes(self._body() + self.signature, "big"))
+
     def _body(self) -> bytes:
         header = _HEADER.pack(TOKEN_VERSION, bytes.fromhex(self.mesh_id), self.join_secret,
                               self.inviter_key, self.expires_at, len(self.addresses))
@@ -164,11 +181,22 @@ def _encode_address(host: str, port: int) -> bytes:
 def decode_token(text: str) -> InviteToken:
     """The token in a bare token or a meshdesk://join/ link; TokenError with one line otherwise."""
     body = _token_text(text)
+    if _DECIMAL.fullmatch(body):
+        return _decode_qr_digits(body)
     token = _parse(_decode_base64url(body))
     # Base64 can spell the same bytes several ways; accept only the one spelling we write.
     if token.encode() != body:
         raise TokenError("not a MeshDesk invite token: it is not canonical base64url")
     return token
+
+
+def _decode_qr_digits(digits: str) -> InviteToken:
+    if len(digits) > _MAX_QR_DIGITS:
+        raise TokenError("not a MeshDesk invite token: its number is too long")
+    if digits.startswith("0"):
+        raise TokenError("not a MeshDesk invite token: its number starts with 0")
+    number = int(digits)
+    return _parse(number.to_bytes((number.bit_length() + 7) // 8, "big"))
 
 
 def _token_text(text: object) -> str:

@@ -9,6 +9,7 @@ from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
                                QVBoxLayout, QWidget)
 
+from meshdesk.core.invite import decode_token
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.qr_images import qr_image
 from meshdesk.ui.text import expiry
@@ -86,7 +87,8 @@ class InviteView(QWidget):
         self.token.set_text(invite["token"] if invite else "")
         self.link.set_text(invite["link"] if invite else "")
         # Drawing a QR code is pure Python (~15 ms): once per invite, not per redraw or copy.
-        self.qr_picture = qr_image(invite["link"]) if invite else None
+        # The code carries the token's QR form: two versions smaller than the link (core.invite).
+        self.qr_picture = qr_image(decode_token(invite["link"]).qr_text()) if invite else None
         self.qr.setPixmap(QPixmap.fromImage(self.qr_picture) if invite else QPixmap())
         if not invite:
             self.qr.setText("No invite yet")

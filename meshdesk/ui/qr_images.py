@@ -19,7 +19,10 @@ FOUR_BYTE_ORDER = "BGRA" if sys.byteorder == "little" else "ARGB"
 
 
 def qr_matrix(text: str) -> list[list[bool]]:
-    """Module rows, quiet zone included; medium error correction survives a phone camera."""
+    """Module rows, quiet zone included; medium error correction survives a phone camera.
+
+    `qrcode` splits the text into runs of digits, of upper-case letters and of other bytes and
+    gives each the QR mode that packs it best, which the invite's QR form (core.invite) is for."""
     code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
     code.add_data(text)
     code.make(fit=True)
@@ -60,6 +63,8 @@ DIRECT_FORMATS = {
 
 
 def scan_pixels(image: QImage) -> ScanPixels:
+    if image.isNull():  # a video's empty last frame, say: no pixels, nothing to find
+        return ScanPixels(memoryview(b""), 0, 0, 0, "Lum", image)
     if image.format() not in DIRECT_FORMATS:
         image = image.convertToFormat(QImage.Format.Format_RGB32)
     rows = memoryview(image.constBits()).cast("B", (image.height(), image.bytesPerLine()))
