@@ -35,6 +35,7 @@ class PromptLookupDraft(Proposer):
         self.row_cost = row_cost  # see core.speculation_policy; `measure_row_cost`
         self.lookup = PromptLookup()
         self.seeded = False
+        self.answering = False
         self.policy = self._new_policy()
 
     def begin(self, seeded: bool = False) -> None:
@@ -43,6 +44,7 @@ class PromptLookupDraft(Proposer):
         super().begin(seeded)
         self.seeded = seeded
         self.policy = self._new_policy()
+        self.answering = False  # the first call's sequence is the prompt
 
     def reset(self) -> None:
         self.lookup = PromptLookup()
@@ -56,6 +58,9 @@ class PromptLookupDraft(Proposer):
         """Proposals continuing `input_ids` (numpy, int32; empty while backed off)."""
         self._settle()
         sequence = input_ids.tolist()
+        if not self.answering:
+            self.answering = True
+            self.lookup.start_answer(len(sequence))
         length = self.policy.proposal_length()
         if self.context is not None:
             length = min(length, max(0, self.context - len(sequence) - 1))
