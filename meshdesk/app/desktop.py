@@ -14,6 +14,7 @@ from pathlib import Path
 from meshdesk.adapters.desktop_links import LinkInbox, hand_over, inbox_address
 from meshdesk.adapters.qr_decoder import decode_qr_texts
 from meshdesk.app.download_controller import DownloadController
+from meshdesk.app.first_run_choice import choice_made, remember_choice
 from meshdesk.app.home import Home
 from meshdesk.app.model_choice import bundled_catalog
 from meshdesk.app.readiness import ReadinessPrinter
@@ -115,11 +116,20 @@ def settle_garbage_collector() -> None:
 
 # --- composition --------------------------------------------------------------------------
 
+def remember(home: Path, choice: str) -> None:
+    try:
+        remember_choice(home, choice)
+    except OSError as error:  # the next start asks again; nothing else is lost
+        log.warning("cannot remember the first run's choice in %s: %s", home, error)
+
+
 class Desktop:
     """The window, tray and controllers around a runtime; `serve()` runs until asked to stop.
 
-    `link`, an invite link the app was opened with, is shown in the Join view once the node
-    has its mesh; links opened later (a second launch) arrive through the link inbox."""
+    The window opens on the first run's question until this home has answered it (a `--join`
+    on the command line is an answer), then on the chat. `link`, an invite link the app was
+    opened with, is shown in a Join view once the node has its mesh; links opened later (a
+    second launch) arrive through the link inbox."""
 
     def __init__(self, runtime: Runtime, application, link: str | None = None):
         from meshdesk.ui.chat_controller import ChatController
@@ -136,10 +146,16 @@ class Desktop:
         self.tray = Tray(self.menu) if tray_available() else None
         self.store = ChatStore.in_home(node.identity.home)
         self.chat_service = ChatService(node, self.store)
-        login = StartAtLogin(node.identity.home)
+        home = node.identity.home
+        login = StartAtLogin(home)
         services = DesktopServices(decode_image=decode_image, decode_file=decode_file,
                                    autostart_enabled=login.enabled, set_autostart=login.set,
-                                   quit=self.stop.set)
+                                   quit=self.stop.set,
+                                   remember_choice=lambda choice: remember(home, choice))
+        if runtime.join_tokens and not choice_made(home):
+            remember(home, "join")
+        if not choice_made(home):
+            self.window.show_first_run()
         self.controller = DesktopController(node, self.window, self.menu, services, tray=self.tray)
         self.chat = ChatController(self.window.chat, self.chat_service, self.store)
         self.downloads = DownloadController(self.window.models, bundled_catalog(),

@@ -3,10 +3,14 @@
 WAL journal with `synchronous=NORMAL`: a commit is durable once it returns as far as a killed
 process is concerned (the WAL is in the OS's page cache), and it costs no fsync, so the GUI
 thread can write a message without stalling. Only a power cut can lose the last messages.
+
+A database from an older version gains the newer columns on opening (`ADD COLUMN`, so its
+messages stay as they were, with no speed and no machines recorded).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -33,6 +37,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
 """
+# Columns added after the first version, with their types; `migrate` adds those a file lacks.
+LATER_COLUMNS = {"tokens_per_second": "REAL", "served_by": "TEXT"}
+MESSAGE_COLUMNS = ("id, conversation_id, role, content, model, finish_reason, created_at, "
+                   "tokens_per_second, served_by")
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,20 @@ class Message:
     model: str | None
     finish_reason: str | None  # "stop", "length", "stopped" (by the user), "error"
     created_at: float
+    tokens_per_second: float | None = None  # the reply's generation speed, when measured
+    served_by: tuple[str, ...] = ()         # names of the machines that served it, host first
 
     def for_request(self) -> dict:
         return {"role": self.role, "content": self.content}
+
+
+def machine_names(stored: str | None) -> tuple[str, ...]:
+    """The `served_by` column (a JSON list); anything else reads as no names, never a crash."""
+    try:
+        names = json.loads(stored) if stored else []
+    except ValueError:
+        return ()
+    return tuple(str(name) for name in names) if isinstance(names, list) else ()
 
 
 def title_from(text: str) -> str:
@@ -71,6 +90,14 @@ class ChatStore:
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute("PRAGMA foreign_keys=ON")
         self.connection.executescript(SCHEMA)
+        self.migrate()
+
+    def migrate(self) -> None:
+        present = {row[1] for row in self.connection.execute("PRAGMA table_info(messages)")}
+        with self.connection:
+            for name, kind in LATER_COLUMNS.items():
+                if name not in present:
+                    self.connection.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
 
     @classmethod
     def in_home(cls, home: Path) -> ChatStore:
@@ -103,17 +130,20 @@ class ChatStore:
             self.connection.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     def add_message(self, conversation_id: int, role: str, content: str,
-                    model: str | None = None, finish_reason: str | None = None) -> Message:
+                    model: str | None = None, finish_reason: str | None = None,
+                    tokens_per_second: float | None = None, served_by: tuple[str, ...] = ()) -> Message:
         """Appends and commits; the first user message names the conversation."""
         now = self.clock()
         with self.connection:
             cursor = self.connection.execute(
-                "INSERT INTO messages (conversation_id, role, content, model, finish_reason, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, model, finish_reason, now))
+                f"INSERT INTO messages ({MESSAGE_COLUMNS.removeprefix('id, ')})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, model, finish_reason, now, tokens_per_second,
+                 json.dumps(list(served_by)) if served_by else None))
             if role == "user":
                 self._name_if_untitled(conversation_id, content)
-        return Message(cursor.lastrowid, conversation_id, role, content, model, finish_reason, now)
+        return Message(cursor.lastrowid, conversation_id, role, content, model, finish_reason, now,
+                       tokens_per_second, tuple(served_by))
 
     def _name_if_untitled(self, conversation_id: int, content: str) -> None:
         earlier = self.connection.execute(
@@ -125,9 +155,9 @@ class ChatStore:
 
     def messages(self, conversation_id: int) -> list[Message]:
         rows = self.connection.execute(
-            "SELECT id, conversation_id, role, content, model, finish_reason, created_at"
-            " FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
-        return [Message(*row) for row in rows]
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,))
+        return [Message(*row[:7], row[7], machine_names(row[8])) for row in rows]
 
     def drop_trailing_reply(self, conversation_id: int) -> Message | None:
         """Deletes the last message if the assistant wrote it (before regenerating it)."""

@@ -1,4 +1,5 @@
-"""The Chat tab: conversations, a model picker, a streaming transcript, stop and regenerate."""
+"""The Chat tab: conversations, a model picker, a streaming transcript, stop and regenerate; a
+strip above it shows this machine's part in the mesh."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QLis
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.models_model import chat_model_choices
 from meshdesk.ui.chat_text import transcript_markdown
+from meshdesk.ui.machine_strip import MachineStrip
 from meshdesk.ui.transcript import Transcript
 
 RENDER_INTERVAL_MS = 50  # streamed text is redrawn at most 20 times a second
@@ -34,8 +36,10 @@ class ChatView(QWidget):
         splitter.addWidget(self._chat_column())
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([180, 520])
+        self.strip = MachineStrip()
         layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        layout.addWidget(self.strip)
+        layout.addWidget(splitter, 1)
         self.show_busy(False)
 
     def _conversation_column(self) -> QWidget:
@@ -160,4 +164,5 @@ class ChatView(QWidget):
                                                           self.streaming_model))
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
+        self.strip.show_status(snapshot)
         self.show_models(chat_model_choices(snapshot))

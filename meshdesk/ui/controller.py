@@ -19,6 +19,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 from meshdesk.core.invite import TokenError, decode_token
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.join_offer import join_offer
+from meshdesk.ui.join_view import JoinView
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.throttle import Throttle
 from meshdesk.ui.tray import TrayMenu
@@ -38,6 +39,7 @@ class DesktopServices:
     set_autostart: Callable[[bool], str]                 # returns a note for the user
     quit: Callable[[], None]
     wall_clock: Callable[[], float] = time.time          # unix seconds, for an invite's expiry
+    remember_choice: Callable[[str], None] = lambda choice: None  # the first run's "start"/"join"
 
 
 class DesktopController:
@@ -60,6 +62,7 @@ class DesktopController:
         window = self.window
         window.keep_running_in_tray = self.tray is not None
         window.closed.connect(self.services.quit)
+        window.mesh.refresh_wanted.connect(self.throttle.poke)  # the Mesh tab's live activity
         if self.tray is not None:
             window.hidden_to_tray.connect(self.tray.say_still_running)
         window.settings.capacity_cap_requested.connect(self.node.set_capacity_cap)
@@ -68,12 +71,18 @@ class DesktopController:
         window.settings.show_start_at_login(self.services.autostart_enabled())
         window.invite.mint_requested.connect(self.mint_invite)
         window.invite.revoke_requested.connect(self.revoke)
-        window.join.review_requested.connect(self.review)
-        window.join.join_confirmed.connect(lambda text, leave: self.run(self.join(text, leave)))
-        window.join.scan_image_requested.connect(
-            lambda image, source: self.run(self.scan(self.services.decode_image, image, source)))
-        window.join.scan_file_requested.connect(
-            lambda path: self.run(self.scan(self.services.decode_file, path, path)))
+        for join in (window.join, window.first_run.join):
+            self._connect_join(join)
+        window.first_run.start_chosen.connect(self.start_mesh)
+
+    def _connect_join(self, view: JoinView) -> None:
+        """The Join tab and the first run's Join view: the same intents, answered in the view asked."""
+        view.review_requested.connect(lambda text: self.review(text, view))
+        view.join_confirmed.connect(lambda text, leave: self.run(self.join(text, leave, view)))
+        view.scan_image_requested.connect(
+            lambda image, source: self.run(self.scan(self.services.decode_image, image, source, view)))
+        view.scan_file_requested.connect(
+            lambda path: self.run(self.scan(self.services.decode_file, path, path, view)))
 
     def _connect_models(self) -> None:
         """Serve and drop go to the node; downloads are the app's (`app.download_controller`)."""
@@ -150,42 +159,61 @@ class DesktopController:
             note = f"Could not change start at login: {error}"
         self.window.settings.show_start_at_login(self.services.autostart_enabled(), note)
 
+    def start_mesh(self) -> None:
+        """The first run's "Start a mesh": the runtime founds this machine's mesh as it starts
+        (or has), so what is left is to remember the choice and open the chat."""
+        self.services.remember_choice("start")
+        self.window.show_tab(self.window.chat)
+
     def open_link(self, text: str) -> None:
-        """A link opened from outside (the desktop entry, a second launch): shown, never joined."""
+        """A link opened from outside (the desktop entry, a second launch): shown, never joined.
+        During the first run it is the answer to the question, so the first run's Join shows it."""
         self.window.bring_forward()
-        self.window.tabs.setCurrentIndex([view for view, _ in self.window.views()].index(self.window.join))
+        if self.window.showing_first_run():
+            self.window.first_run.show_join()
+            self.review(text, self.window.first_run.join)
+            return
+        self.window.show_tab(self.window.join)
         self.review(text)
 
-    def review(self, text: str) -> None:
+    def review(self, text: str, view: JoinView | None = None) -> None:
         """Shows what joining `text` means; the join waits for the user's confirmation."""
+        view = view or self.window.join
         try:
             token = decode_token(text)
         except TokenError as error:
-            self.window.join.show_result(str(error))
+            view.show_result(str(error))
             return
-        self.window.join.show_offer(join_offer(
+        view.show_offer(join_offer(
             text, token, self.services.wall_clock(), self.node.status(),
             self.node.mesh_left_by(token), self.node.invite_problem(token)))
 
-    async def join(self, text: str, leave_current: bool = False) -> None:
-        """The user confirmed; `leave_current` only when they also ticked leaving their mesh."""
-        self.window.join.show_joining()
+    async def join(self, text: str, leave_current: bool = False, view: JoinView | None = None) -> None:
+        """The user confirmed; `leave_current` only when they also ticked leaving their mesh.
+        Joined from the first run, the choice is remembered and the chat opens."""
+        view = view or self.window.join
+        view.show_joining()
         try:
             await self.node.join(text, leave_current=leave_current)
         except ValueError as error:
-            self.window.join.show_join_result(str(error))
+            view.show_join_result(str(error))
             return
-        self.window.join.show_join_result("Joined the mesh.", joined=True)
+        view.show_join_result("Joined the mesh.", joined=True)
+        if view is self.window.first_run.join:
+            self.services.remember_choice("join")
+            self.window.show_tab(self.window.chat)
         self.throttle.poke()
 
-    async def scan(self, decode: Callable, source_object, source: str) -> None:
-        self.window.join.show_scanning(source)
+    async def scan(self, decode: Callable, source_object, source: str,
+                   view: JoinView | None = None) -> None:
+        view = view or self.window.join
+        view.show_scanning(source)
         try:
             texts = await asyncio.to_thread(decode, source_object)
         except (OSError, ValueError) as error:
-            self.window.join.show_result(f"Cannot read {source}: {error}")
+            view.show_result(f"Cannot read {source}: {error}")
             return
-        self.window.join.show_scan_result([text for text in texts if is_invite(text)], source)
+        view.show_scan_result([text for text in texts if is_invite(text)], source)
 
     async def serve(self, target: str) -> None:
         models = self.window.models

@@ -1,11 +1,14 @@
-"""The main window: a header with the node's state, and one tab per concern."""
+"""The main window: a header with the node's state, and one tab per concern; before the home's
+first choice, the first-run page in their place (`show_first_run`)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QLabel, QMainWindow, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QLabel, QMainWindow, QScrollArea, QStackedWidget, QTabWidget,
+                               QVBoxLayout, QWidget)
 
 from meshdesk.ui.chat_view import ChatView
+from meshdesk.ui.first_run import FirstRunPage
 from meshdesk.ui.icons import state_icon
 from meshdesk.ui.invite_view import InviteView
 from meshdesk.ui.join_view import JoinView
@@ -47,17 +50,35 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         for view, name in self.views():
             self.tabs.addTab(scrollable(view) if view is self.settings else view, name)
+        self.chat.strip.details_requested.connect(lambda: self.show_tab(self.mesh))
         layout = QVBoxLayout()
         layout.addWidget(self.title)
         layout.addWidget(self.api_address)
         layout.addWidget(self.tabs, 1)
         body = QWidget()
         body.setLayout(layout)
-        self.setCentralWidget(body)
+        self.first_run = FirstRunPage()
+        self.pages = QStackedWidget()
+        self.pages.addWidget(body)
+        self.pages.addWidget(self.first_run)
+        self.setCentralWidget(self.pages)
+        self.show_tab(self.chat)
 
     def views(self) -> list[tuple[QWidget, str]]:
         return [(self.mesh, "Mesh"), (self.chat, "Chat"), (self.models, "Models"),
                 (self.invite, "Invite"), (self.join, "Join"), (self.settings, "Settings")]
+
+    def show_tab(self, view: QWidget) -> None:
+        """Leaves the first-run page, if it shows, for the tabs with `view`'s tab current."""
+        self.pages.setCurrentIndex(0)
+        self.tabs.setCurrentIndex([shown for shown, _ in self.views()].index(view))
+
+    def show_first_run(self) -> None:
+        self.first_run.show_question()
+        self.pages.setCurrentWidget(self.first_run)
+
+    def showing_first_run(self) -> bool:
+        return self.pages.currentWidget() is self.first_run
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
         node = snapshot.node
@@ -69,6 +90,7 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(state_icon(state))
         for view, _ in self.views():
             view.show_status(snapshot)
+        self.first_run.show_status(snapshot)
 
     def bring_forward(self) -> None:
         self.show()
