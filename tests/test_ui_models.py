@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshdesk.ui.model_table import STOPPING, DownloadProgress, capacities, model_table
+import pytest
+
+from meshdesk.ui.model_table import (COMFORTABLE, SNUG, STOPPING, TOO_BIG, DownloadProgress, capacities, mesh_fit,
+                                     model_table)
 from meshdesk.ui.models_view import ModelsView
 from meshdesk.ui.text import DASH
 from meshdesk.core.states import Liveness
@@ -52,14 +55,14 @@ def by_name(rows):
 def test_each_row_says_what_is_on_disk_where_it_fits_and_what_serves_it():
     rows = model_table(listing(), split(), {})  # this node offers 24 GB; the mesh 48 GB
     assert [row.cells()[4:] for row in rows] == [
-        ("built in", "fits here", "fits here", DASH),
-        ("yes", "fits here", "fits here", DASH),
-        ("partial 40%", "fits here", "fits here", DASH),
-        ("yes", "fits here", "fits here", "ready"),
-        ("no", "too large", "fits the mesh", DASH),
-        ("no", "too large", "too large", DASH),
-        ("no", "fits here", "fits here", DASH),
-        ("local", "fits here", "fits here", DASH),
+        ("built in", "fits here", "comfortable", DASH),
+        ("yes", "fits here", "comfortable", DASH),
+        ("partial 40%", "fits here", "comfortable", DASH),
+        ("yes", "fits here", "comfortable", "ready"),  # 21.3 GB of 48: under three quarters
+        ("no", "too large", "snug", DASH),              # 44.8 GB of 48
+        ("no", "too large", "too big", DASH),           # 49.8 GB of 48
+        ("no", "fits here", "comfortable", DASH),
+        ("local", "fits here", "comfortable", DASH),
         ("unreadable", DASH, DASH, DASH),
     ]
     assert [row.draft for row in rows][2:7] == [DRAFT, DRAFT, "Llama-3.2-1B-Instruct", DRAFT, "none (MoE)"]
@@ -93,11 +96,26 @@ def test_a_running_download_replaces_the_disk_state_and_can_be_cancelled():
     assert DownloadProgress("x").percent == 0 and DownloadProgress("x", 5, 5).percent == 100
 
 
+@pytest.mark.parametrize("model, kv, pooled, label", [
+    (10 * GB, 0, 16 * GB, COMFORTABLE),                  # 11 GB needed: 69% of the pool
+    (10 * GB, GB, 16 * GB, COMFORTABLE),                 # 12 GB: exactly three quarters
+    (10 * GB, GB + 1, 16 * GB, SNUG),
+    (10 * GB, 2 * GB, 13 * GB, SNUG),                    # 13 GB: the whole pool
+    (10 * GB, 2 * GB, 13 * GB - 1, TOO_BIG),
+    (40 * GB, 2 * GB, 48 * GB, SNUG),                    # the KV cache counts: 46 of 48 GB
+    (40 * GB, 5 * GB, 48 * GB, TOO_BIG),
+    (GB, 0, 0, TOO_BIG),                                 # nothing pooled (a lite client alone)
+    (0, 0, 0, TOO_BIG),
+])
+def test_mesh_fit_labels(model, kv, pooled, label):
+    assert mesh_fit(model, kv, pooled) == label
+
+
 def test_fit_follows_the_offer_and_the_live_peers():
     capped = replace(split(), offer=OfferStatus(24 * GB, 4 * GB, donating=True, capacity_bytes=4 * GB))
     assert capacities(capped) == (4 * GB, 28 * GB)
     rows = by_name(model_table(listing(), capped, {}))
-    assert (rows["Qwen2.5-32B-Instruct"].fit_here, rows["Qwen2.5-32B-Instruct"].fit_mesh) == ("too large", "fits the mesh")
+    assert (rows["Qwen2.5-32B-Instruct"].fit_here, rows["Qwen2.5-32B-Instruct"].fit_mesh) == ("too large", "snug")
     first, *others = split().peers
     gone = replace(split(), peers=(replace(first, state=Liveness.DEAD), *others))
     assert capacities(gone) == (24 * GB, 32 * GB)
@@ -141,7 +159,9 @@ def test_the_view_lists_served_and_peer_models_and_waits_for_the_folder(qtbot):
     assert not view.looking.isHidden() and view.table.rowCount() == 0 and not enabled(view)
     view.show_catalog(listing())
     assert view.looking.isHidden() and view.table.rowCount() == len(listing())
-    assert view.table.item(4, 6).text() == "fits the mesh" and view.table.item(3, 7).text() == "ready"
+    assert view.table.item(4, 6).text() == "snug" and view.table.item(3, 7).text() == "ready"
+    assert view.table.horizontalHeaderItem(6).text() == "This mesh"
+    assert "three quarters" in view.table.horizontalHeaderItem(6).toolTip()
 
 
 def test_buttons_follow_the_selected_row_and_send_its_intent(qtbot):

@@ -3,7 +3,8 @@
 The app lists the models folder (`app.model_listing.model_rows`: catalog entries and other GGUF
 files, as plain dicts) and reports running downloads; fit labels are judged here against the
 snapshot's offers, so they follow the capacity slider and peers joining without another look
-at the disk. A Qt-free view model.
+at the disk: "fits here" / "too large" for this node alone, and comfortable / snug / too big
+for the mesh's pooled capacity (`mesh_fit`). A Qt-free view model.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from meshdesk.core.catalog import fit_label
+from meshdesk.core.catalog import fit_label, needed_bytes
 from meshdesk.core.states import Liveness
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.text import DASH, byte_size, text_or_dash
 
 DOWNLOADING, STOPPING = "downloading", "stopping"
+COMFORTABLE, SNUG, TOO_BIG = "comfortable", "snug", "too big"
+# Comfortable while the model (weights x 1.1 for compute buffers, plus its KV cache: what the
+# planner counts) takes at most this share of the pool: a quarter stays free, so a machine that
+# leaves or a cap lowered by a few GB does not stop it. Snug up to the whole pool; too big beyond.
+COMFORTABLE_SHARE = 0.75
+FIT_NOTE = ("The model's memory (weights and KV cache) against what the whole mesh pools: comfortable "
+            "up to three quarters of it, snug up to all of it, too big beyond.")
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,15 @@ class ModelTableRow:
                 self.fit_mesh, self.serving)
 
 
-HEADERS = ["Model", "Quant", "Size", "Draft", "On disk", "This node", "Mesh", "Serving"]
+HEADERS = ["Model", "Quant", "Size", "Draft", "On disk", "This node", "This mesh", "Serving"]
+
+
+def mesh_fit(model_bytes: int, kv_bytes: int, pooled_bytes: int) -> str:
+    """comfortable / snug / too big: the model's need against the mesh's pooled capacity."""
+    needed = needed_bytes(model_bytes, kv_bytes)
+    if pooled_bytes > 0 and needed <= pooled_bytes * COMFORTABLE_SHARE:
+        return COMFORTABLE
+    return SNUG if 0 < needed <= pooled_bytes else TOO_BIG
 
 
 def capacities(snapshot: StatusSnapshot) -> tuple[int, int]:
@@ -90,7 +106,7 @@ def table_row(row: dict, download: DownloadProgress | None, node_bytes: int, mes
     return ModelTableRow(
         name=text_or_dash(row.get("name")), quant=text_or_dash(row.get("quant")),
         size=byte_size(row.get("size_bytes")), draft=draft_text(row), on_disk=disk_text(row, download),
-        fit_here=fit_text(row, node_bytes, None), fit_mesh=fit_text(row, node_bytes, mesh_bytes),
+        fit_here=fit_text(row, node_bytes), fit_mesh=mesh_fit_text(row, mesh_bytes),
         serving=serving_text(model_id, states, wants), model_id=model_id,
         serve_target=path or (row.get("name") if row.get("bundled") else None),
         draft_name=row.get("draft") or None,
@@ -122,11 +138,21 @@ def disk_text(row: dict, download: DownloadProgress | None) -> str:
     return "no"
 
 
-def fit_text(row: dict, node_bytes: int, mesh_bytes: int | None) -> str:
+def needs(row: dict) -> tuple[int, int] | None:
     size, kv = row.get("size_bytes"), row.get("kv_cache_bytes")
-    if not isinstance(size, int) or not isinstance(kv, int):
-        return DASH
-    return fit_label(size, kv, node_bytes, mesh_bytes)
+    if type(size) is not int or type(kv) is not int or size <= 0 or kv < 0:
+        return None
+    return size, kv
+
+
+def fit_text(row: dict, node_bytes: int) -> str:
+    known = needs(row)
+    return DASH if known is None else fit_label(*known, node_bytes)
+
+
+def mesh_fit_text(row: dict, mesh_bytes: int) -> str:
+    known = needs(row)
+    return DASH if known is None else mesh_fit(*known, mesh_bytes)
 
 
 def serving_text(model_id: str | None, states: dict[str, str], wants: set[str]) -> str:

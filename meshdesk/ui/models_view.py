@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPu
                                QWidget)
 
 from meshdesk.core.status import StatusSnapshot
-from meshdesk.ui.model_table import HEADERS, DownloadProgress, ModelTableRow, model_table
+from meshdesk.ui.model_table import FIT_NOTE, HEADERS, DownloadProgress, ModelTableRow, model_table
 from meshdesk.ui.models_model import local_model_rows, peer_model_rows
 from meshdesk.ui.widgets import fill_table, read_only_table, selectable_label
 
@@ -34,6 +34,7 @@ class ModelsView(QWidget):
         self.rows: list[ModelTableRow] = []
         self.progress_bars: dict[str, QProgressBar] = {}
         self.table = read_only_table(HEADERS)
+        self.table.horizontalHeaderItem(HEADERS.index("This mesh")).setToolTip(FIT_NOTE)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.looking = selectable_label(LOOKING)
         self.with_draft = QCheckBox("with its draft model")
