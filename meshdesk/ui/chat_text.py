@@ -32,7 +32,7 @@ def message_markdown(role: str, content: str, model: str | None, finish_reason: 
     body = content if content.strip() else "…"
     # A code fence left open by a cut-off reply must not swallow the next message.
     if body.count("```") % 2:
-        body += "\n```"
+        body += "```" if body.endswith("\n") else "\n```"
     if note:
         body += f"\n\n*({note})*"
     facts = answer_facts(tokens_per_second, served_by)
