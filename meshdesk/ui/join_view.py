@@ -1,5 +1,6 @@
 """The Join tab: paste a token or link, or scan a QR code from a file, the clipboard, the
-screen or a camera. Decoding happens off the GUI thread, in the controller.
+screen or a camera. Decoding happens off the GUI thread: images in the controller, camera
+frames in `ui.camera`'s worker (with the decoder the controller lends, `use_frame_decoder`).
 
 Nothing here joins by itself: an invite, however it came (a link opened from a browser
 included), is first shown as an offer (`ui.join_offer`): the mesh, the inviter, the
@@ -9,13 +10,16 @@ they mean to leave it."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGroupBox, QHBoxLayout, QLineEdit, QPushButton,
                                QVBoxLayout, QWidget)
 
+from meshdesk.core.invite import TokenError, decode_token
 from meshdesk.core.status import StatusSnapshot
-from meshdesk.ui.camera import UNAVAILABLE_REASON, StillCamera, camera_supported
+from meshdesk.ui.camera_panel import CameraPanel
 from meshdesk.ui.join_offer import JoinOffer
 from meshdesk.ui.widgets import selectable_label
 
@@ -36,7 +40,10 @@ class JoinView(QWidget):
         self.join_button = QPushButton("Join…")
         self.join_button.clicked.connect(self._review)
         self.result = selectable_label()
-        self.camera: StillCamera | None = None
+        self.camera = CameraPanel()
+        self.camera.is_invite = is_invite
+        self.camera.found.connect(self._found_by_camera)
+        self.camera.message.connect(self.show_result)
         self.offer: JoinOffer | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(selectable_label(
@@ -47,6 +54,7 @@ class JoinView(QWidget):
         row.addWidget(self.join_button)
         layout.addLayout(row)
         layout.addLayout(self._scan_buttons())
+        layout.addWidget(self.camera)
         layout.addWidget(self._offer_box())
         layout.addWidget(self.result)
         layout.addStretch(1)
@@ -59,10 +67,7 @@ class JoinView(QWidget):
         self.screen_button = QPushButton("Scan screen")
         self.screen_button.clicked.connect(self.scan_screen)
         self.camera_button = QPushButton("Scan with camera")
-        self.camera_button.clicked.connect(self.scan_camera)
-        self.camera_button.setEnabled(camera_supported())
-        if not camera_supported():
-            self.camera_button.setToolTip(UNAVAILABLE_REASON)
+        self.camera_button.clicked.connect(self.scan_camera)  # says why, where it cannot
         row = QHBoxLayout()
         for button in (self.file_button, self.clipboard_button, self.screen_button, self.camera_button):
             row.addWidget(button)
@@ -156,12 +161,17 @@ class JoinView(QWidget):
             return
         self.scan_image_requested.emit(screen.grabWindow(0).toImage(), "the screen")
 
+    def use_frame_decoder(self, decode: Callable[[QImage], list[str]]) -> None:
+        """The QR decoder for camera frames; it runs in a worker thread."""
+        self.camera.decode = decode
+
     def scan_camera(self) -> None:
-        self.camera = StillCamera(self)
-        self.camera.captured.connect(lambda image: self.scan_image_requested.emit(image, "the camera"))
-        self.camera.failed.connect(self.show_result)
+        """Opens the viewfinder; a found invite goes the way a scanned image's does."""
         self.camera.start()
-        self.show_result("Hold the QR code up to the camera…")
+
+    def _found_by_camera(self, text: str) -> None:
+        # The canonical link, whatever form the QR code had (core.invite's QR form, say).
+        self.show_scan_result([decode_token(text).link()], "the camera")
 
     def show_scanning(self, source: str) -> None:
         self.show_result(f"Looking for a QR code in {source}…")
@@ -191,3 +201,11 @@ class JoinView(QWidget):
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
         """Nothing here depends on the snapshot; present so every tab is driven alike."""
+
+
+def is_invite(text: str) -> bool:
+    try:
+        decode_token(text)
+    except TokenError:
+        return False
+    return True

@@ -1,0 +1,104 @@
+"""The Join view's camera scan: a viewfinder, a Stop button, and the scan behind them.
+
+The viewfinder's own video sink is the one the scanner reads, so what the user sees is what
+is decoded. The source (the default camera; a video file in the tests) is made by
+`make_source(sink, parent)` and stopped when an invite is found, when Stop is pressed, and
+when the panel is hidden (the user left the tab or closed the window).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from meshdesk.ui.camera import CameraSource, FrameScanner, camera_problem
+
+VIEWFINDER_SIZE = (320, 240)
+
+
+class CameraPanel(QWidget):
+    found = Signal(str)    # an invite's text; the camera has stopped
+    message = Signal(str)  # what to tell the user
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.make_source: Callable = CameraSource
+        self.find_problem: Callable[[], str | None] = camera_problem
+        self.decode: Callable[[QImage], list[str]] | None = None
+        self.is_invite: Callable[[str], bool] = lambda _text: False
+        self.viewfinder = None  # made on the first scan: Qt Multimedia may be missing
+        self.source = None
+        self.scanner: FrameScanner | None = None
+        self.stop_button = QPushButton("Stop camera")
+        self.stop_button.clicked.connect(self.cancel)
+        self.rows = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(self.stop_button)
+        row.addStretch(1)
+        self.rows.addLayout(row)
+        self.hide()
+
+    def start(self) -> None:
+        problem = self.find_problem() or (None if self.decode else "Camera scanning is not set up.")
+        if problem:
+            self.message.emit(problem)
+            return
+        self.stop()
+        sink = self._viewfinder().videoSink()
+        self.scanner = FrameScanner(sink, self.decode, self.is_invite, self)
+        self.scanner.found.connect(self._found)
+        self.scanner.not_an_invite.connect(self._not_an_invite)
+        self.source = self.make_source(sink, self)
+        self.source.failed.connect(self._failed)
+        self.source.ended.connect(self._ended)
+        self.show()
+        self.scanner.start()
+        self.source.start()
+        self.message.emit("Hold the invite's QR code up to the camera…")
+
+    def _viewfinder(self):
+        if self.viewfinder is None:
+            from PySide6.QtMultimediaWidgets import QVideoWidget
+
+            self.viewfinder = QVideoWidget()
+            self.viewfinder.setMinimumSize(*VIEWFINDER_SIZE)
+            self.rows.insertWidget(0, self.viewfinder)
+        return self.viewfinder
+
+    def stop(self) -> None:
+        """Stops the source and the scan, if running; safe to call at any time."""
+        if self.scanner is not None:
+            self.scanner.stop()
+        if self.source is not None:
+            self.source.stop()
+        self.scanner = self.source = None
+        self.hide()
+
+    def cancel(self) -> None:
+        self.stop()
+        self.message.emit("Camera stopped.")
+
+    def _found(self, text: str) -> None:
+        self.stop()
+        self.found.emit(text)
+
+    def _not_an_invite(self, text: str) -> None:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        self.message.emit(f"That QR code is not a MeshDesk invite (it says “{shown}”); still looking…")
+
+    def _failed(self, text: str) -> None:
+        self.stop()
+        self.message.emit(f"The camera failed: {text}")
+
+    def _ended(self) -> None:
+        self.stop()
+        self.message.emit("The video ended without a MeshDesk invite QR code.")
+
+    def hideEvent(self, event) -> None:
+        """Leaving the tab or closing the window hides the panel: the camera goes off with it."""
+        if self.scanner is not None:
+            self.stop()
+        super().hideEvent(event)
