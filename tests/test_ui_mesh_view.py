@@ -45,6 +45,9 @@ def test_the_picture_comes_first_and_the_details_are_folded(qtbot):
     texts = [s.label_lines() for s in view.cluster_bar.segments]
     assert texts[1] == ["bob-desktop · worker", "layers 0–20 · 33%", "16 GB · 3.2 ms", "ready"]
     assert "carol-laptop · worker · layers 21–31 · 17% · 8.0 GB · 12 ms" in view.cluster_bar.toolTip()
+    table = view.machines  # every fact in full under the picture, where a segment is narrow
+    assert [table.item(3, column).text() for column in range(table.columnCount())] == [
+        "dave-phone", "client", "—", "—", "0 GB", "24 ms", "lite client"]
 
 
 def edge_colour(view: MeshView, index: int) -> QColor:
@@ -64,10 +67,12 @@ def test_activity_lights_up_while_counters_move_and_goes_out_when_they_stop(qtbo
     view.show_status(moved(split(), activations=8192, round_trips=4))  # a token went round the split
     assert [s.active for s in view.cluster_bar.segments] == [True, True, True, False]
     assert view.cluster_bar.segments[1].state_text() == "● busy · ready"
+    assert view.machines.item(1, 6).text() == "● busy · ready"
     assert edge_colour(view, 1) == ACTIVE_OUTLINE
     clock.now += ACTIVE_HOLD_S + 0.1  # no counter moved since: the generation ended
     view.redraw_activity()
     assert not any(s.active for s in view.cluster_bar.segments)
+    assert view.machines.item(1, 6).text() == "ready"
     assert edge_colour(view, 1) != ACTIVE_OUTLINE
 
 

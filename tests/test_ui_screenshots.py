@@ -1,6 +1,8 @@
 """Screenshots of every view, taken from the real widgets, for docs/screenshots/ and the README.
 
 Running this test refreshes the committed PNGs; a PNG changes only when a view's look does.
+Beyond "an image exists", each checks what a person would look for in it (the chat's code is
+rendered in a shaded block with a Copy button; the first run asks its one question).
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
-from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QPoint, QRect
+from PySide6.QtGui import QColor, QImage
+from PySide6.QtWidgets import QApplication, QToolButton
 
 from meshdesk.node.chat_store import Message
 from meshdesk.ui.main_window import MainWindow
+from meshdesk.ui.transcript import CODE_BACKGROUND
 from meshdesk.ui.tray import TrayMenu
 from meshdesk.ui.model_table import DownloadProgress
 from tests.test_ui_controller import LINK
@@ -32,12 +36,16 @@ def double(number: float) -> float:
 print(double(21))  # 42
 ```
 
-It multiplies its argument by two."""
+It multiplies its argument by two:
+
+- `double(21)` gives **42**
+- `double(0.5)` gives **1.0**"""
 
 
 def conversation() -> list[Message]:
     return [Message(1, 1, "user", "Write a Python function that doubles a number", None, None, NOW),
-            Message(2, 1, "assistant", ANSWER, QWEN, "stop", NOW)]
+            Message(2, 1, "assistant", ANSWER, QWEN, "stop", NOW, 18.4,
+                    ("alice", "bob-desktop", "carol-laptop"))]
 
 
 @pytest.fixture
@@ -86,10 +94,45 @@ def check(path: Path) -> None:
 TABS = ["mesh", "chat", "models", "invite", "join", "settings"]
 
 
-@pytest.mark.parametrize("index, name", list(enumerate(TABS)))
+@pytest.mark.parametrize("index, name", [(index, name) for index, name in enumerate(TABS)
+                                         if name != "mesh"])  # mesh.png: tests/test_ui_mesh_screenshot.py
 def test_screenshot_of_each_tab(window, qtbot, index, name):
     window.tabs.setCurrentIndex(index)
     check(save(window, name, qtbot))
+
+
+def test_the_chat_screenshot_shows_rendered_code_with_a_copy_button(window, qtbot):
+    window.tabs.setCurrentWidget(window.chat)
+    path = save(window, "chat", qtbot)
+    transcript = window.chat.transcript
+    [code] = transcript.code_blocks
+    assert code.code.startswith("def double(number: float)") and "```" not in transcript.toPlainText()
+    [button] = [b for b in transcript.viewport().findChildren(QToolButton) if b.isVisible()]
+    area = transcript.code_block_area(code).toRect()
+    assert button.text() == "Copy" and area.contains(button.geometry())
+    # In the saved pixels: the block's shade right of the code, below the button.
+    image = QImage(str(path))
+    inside = transcript.viewport().mapTo(window, QPoint(area.right() - 10, area.bottom() - 4))
+    assert QColor(image.pixel(inside)) == CODE_BACKGROUND
+    # And the button drawn there: its pixels differ from the shade around it.
+    corner = transcript.viewport().mapTo(window, button.geometry().topLeft())
+    shades = {image.pixel(corner.x() + dx, corner.y() + dy) for dx in range(button.width())
+              for dy in range(button.height())}
+    assert len(shades) > 3
+    assert "18.4 tok/s · served by alice, bob-desktop, carol-laptop" in transcript.toPlainText()
+    assert window.chat.strip.isVisible() and window.chat.strip.line.text().startswith("This machine (alice)")
+
+
+def test_screenshot_of_the_first_run(window, qtbot):
+    window.show_first_run()
+    path = save(window, "first-run", qtbot)
+    check(path)
+    first_run = window.first_run
+    assert first_run.welcome.text() == "Welcome to MeshDesk" and not window.tabs.isVisible()
+    for button, title in ((first_run.start_button, "Start a mesh"),
+                          (first_run.join_button, "Join a friend's mesh")):
+        assert button.isVisible() and button.text().startswith(title)
+        assert window.rect().contains(QRect(button.mapTo(window, QPoint()), button.size()))
 
 
 def test_screenshot_of_a_mesh_waiting_for_peers(window, qtbot):

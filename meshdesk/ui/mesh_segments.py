@@ -66,9 +66,17 @@ class ClusterSegment:
             text += f" {self.progress}%" + (f" · {self.detail}" if self.detail else "")
         return ("● busy · " + text) if self.active else text
 
+    def capacity_text(self) -> str:
+        return gigabytes(self.capacity_bytes) if self.capacity_bytes else "0 GB"
+
+    def row(self) -> tuple[str, ...]:
+        """The machines table under the picture: every fact in full where a segment is narrow."""
+        return (self.name + (" (you)" if self.is_self else ""), str(self.role), self.layers, self.share,
+                self.capacity_text(), self.rtt, self.state_text())
+
     def label_lines(self) -> list[str]:
         return [self.name + (" (you)" if self.is_self else "") + f" · {self.role}", f"{self.layers} · {self.share}",
-                f"{gigabytes(self.capacity_bytes) if self.capacity_bytes else '0 GB'} · {self.rtt}",
+                f"{self.capacity_text()} · {self.rtt}",
                 self.state_text()]
 
 

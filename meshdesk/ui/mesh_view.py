@@ -7,17 +7,18 @@ import time
 from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFormLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QFormLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.cluster_bar import ClusterBar
 from meshdesk.ui.mesh_model import MeshSummary, mesh_summary
-from meshdesk.ui.mesh_segments import ActivityWatch, cluster_segments
-from meshdesk.ui.widgets import selectable_label
+from meshdesk.ui.mesh_segments import ActivityWatch, ClusterSegment, cluster_segments
+from meshdesk.ui.widgets import fill_table, read_only_table, selectable_label
 
 WAITING_STYLE = "QLabel { background: #fff4d6; color: #6b4b00; padding: 8px; border-radius: 4px; }"
-LEGEND = ("Each block is a machine, as wide as the memory it offers. Dark blue: the host. "
-          "Outlined: this computer. A green edge: busy with an answer now.")
+LEGEND = ("Each block is a machine, as wide as the memory it offers. Dark blue: the host; "
+          "outlined: this computer; a green edge: busy with an answer now.")
+MACHINE_HEADERS = ["Machine", "Role", "Layers", "Share", "Offers", "Round trip", "State"]
 LOOK_MS = 1000  # how often the tab asks for a fresh status while it shows (activity is movement)
 
 
@@ -35,6 +36,8 @@ class MeshView(QWidget):
         self.legend = QLabel(LEGEND)
         self.legend.setWordWrap(True)
         self.legend.setStyleSheet("QLabel { color: #5a6270; }")
+        self.machines = read_only_table(MACHINE_HEADERS)
+        self.machines.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.waiting = selectable_label()
         self.waiting.setStyleSheet(WAITING_STYLE)
         self.waiting.hide()
@@ -44,9 +47,11 @@ class MeshView(QWidget):
         self.speculation = selectable_label()
         self.details_button, self.details = self._details()
         layout = QVBoxLayout(self)
-        for widget in (self.headline, self.cluster_bar, self.legend, self.waiting, self.details_button,
-                       self.details):
+        for widget in (self.headline, self.cluster_bar, self.legend, self.waiting):
             layout.addWidget(widget)
+        layout.addWidget(self.machines)
+        layout.addWidget(self.details_button)
+        layout.addWidget(self.details)
         layout.addStretch(1)
         self.timer = QTimer(self, interval=LOOK_MS)
         self.timer.timeout.connect(self._look)
@@ -88,13 +93,18 @@ class MeshView(QWidget):
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
         self.snapshot = snapshot
-        self.cluster_bar.show_segments(cluster_segments(snapshot, self.activity.see(snapshot)))
+        self.show_segments(cluster_segments(snapshot, self.activity.see(snapshot)))
         self.show_summary(mesh_summary(snapshot))
 
     def redraw_activity(self) -> None:
         """Lets a busy mark run out when no new snapshot came (a generation that ended)."""
         if self.snapshot is not None:
-            self.cluster_bar.show_segments(cluster_segments(self.snapshot, self.activity.busy()))
+            self.show_segments(cluster_segments(self.snapshot, self.activity.busy()))
+
+    def show_segments(self, segments: list[ClusterSegment]) -> None:
+        if segments != self.cluster_bar.segments:
+            self.cluster_bar.show_segments(segments)
+            fill_table(self.machines, [segment.row() for segment in segments])
 
     def show_summary(self, summary: MeshSummary) -> None:
         self.headline.setText(summary.headline)
