@@ -28,7 +28,7 @@ from PySide6 import QtMultimedia  # noqa: E402 (only where it loads)
 
 from meshdesk.app.desktop import decode_image  # noqa: E402
 from meshdesk.core.invite import decode_token  # noqa: E402
-from meshdesk.ui.camera import FrameScanner  # noqa: E402
+from meshdesk.ui.camera import FrameScanner, frame_image  # noqa: E402
 from meshdesk.ui.join_view import JoinView, is_invite  # noqa: E402
 from meshdesk.ui.qr_images import qr_image  # noqa: E402
 from tests.test_ui_controller import LINK  # noqa: E402
@@ -149,6 +149,24 @@ class RecordingDecoder:
         finally:
             with self.lock:
                 self.running -= 1
+
+
+def test_frame_pixels_come_from_the_luma_plane_or_from_qts_conversion(qapp):
+    rgb = QtMultimedia.QVideoFrame(frame_with(QR_TEXT))  # no luma plane: Qt converts it
+    assert rgb.pixelFormat().name not in ("Format_YUV420P", "Format_NV12")
+    assert decode_image(frame_image(rgb)) == [QR_TEXT]
+    yuv = QtMultimedia.QVideoFrame(QtMultimedia.QVideoFrameFormat(
+        FRAME, QtMultimedia.QVideoFrameFormat.PixelFormat.Format_NV12))
+    assert yuv.map(QtMultimedia.QVideoFrame.MapMode.WriteOnly)
+    luma = frame_with(QR_TEXT).convertToFormat(QImage.Format.Format_Grayscale8)
+    grey, plane = bytes(luma.constBits()), yuv.bits(0)
+    for row in range(FRAME.height()):  # the grey picture as the frame's first plane
+        start, source = row * yuv.bytesPerLine(0), row * luma.bytesPerLine()
+        plane[start:start + FRAME.width()] = grey[source:source + FRAME.width()]
+    yuv.unmap()
+    image = frame_image(yuv)
+    assert image.format() == QImage.Format.Format_Grayscale8 and decode_image(image) == [QR_TEXT]
+    assert frame_image(QtMultimedia.QVideoFrame()).isNull()
 
 
 def test_a_video_of_the_invite_qr_is_decoded_off_the_gui_thread_and_the_player_stops(qtbot, videos):
