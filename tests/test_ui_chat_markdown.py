@@ -202,4 +202,7 @@ def test_the_strip_shows_this_machines_part(view):
     assert machine_line(split()) == (f"This machine (alice): hosts {QWEN} · layers 32–63 of 64 · "
                                      "50% share · ready · mesh of 4 machines")
     view.show_status(split())
+    assert view.strip.line.toolTip() == machine_line(split())
+    view.resize(1400, 600)  # wide enough for all of it, else it is elided to fit
+    QApplication.processEvents()
     assert view.strip.line.text() == machine_line(split())

@@ -28,8 +28,10 @@ class Services(DesktopServices):
 
         self.quits = 0
         self.autostart = False
+        self.choices: list[str] = []  # what the first run asked the app to remember
         super().__init__(decode_image=decode_image, decode_file=lambda path: [],
-                         autostart_enabled=lambda: self.autostart, set_autostart=self._set, quit=self._quit)
+                         autostart_enabled=lambda: self.autostart, set_autostart=self._set, quit=self._quit,
+                         remember_choice=self.choices.append)
 
     def _set(self, enabled: bool) -> str:
         self.autostart = enabled

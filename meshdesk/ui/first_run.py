@@ -13,29 +13,47 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPushButton, QStackedWidget,
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.join_view import JoinView
 
-CHOICE_STYLE = ("QPushButton { text-align: left; padding: 14px 18px; border: 1px solid #c4c9d2;"
-                " border-radius: 8px; background: #ffffff; font-size: 15px; }"
+CHOICE_STYLE = ("QPushButton { border: 1px solid #c4c9d2; border-radius: 8px; background: #ffffff; }"
                 " QPushButton:hover { border-color: #2f6fde; background: #f3f7ff; }")
+COLUMN_WIDTH = 560
 
 
 def choice_button(title: str, caption: str) -> QPushButton:
-    button = QPushButton(f"{title}\n{caption}")
+    """A large button with a bold title over a grey caption (labels the clicks pass through)."""
+    button = QPushButton()
+    button.setAccessibleName(title)
     button.setStyleSheet(CHOICE_STYLE)
-    button.setMinimumHeight(76)
+    button.setMinimumHeight(78)
+    heading, explanation = QLabel(title), QLabel(caption)
+    heading.setStyleSheet("font-size: 16px; font-weight: 600; border: none; background: transparent;")
+    explanation.setStyleSheet("color: #475467; border: none; background: transparent;")
+    explanation.setWordWrap(True)
+    layout = QVBoxLayout(button)
+    layout.setContentsMargins(18, 10, 18, 10)
+    for label in (heading, explanation):
+        label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        layout.addWidget(label)
+    button.title, button.caption = heading, explanation
     return button
 
 
-def centred(*widgets: QWidget) -> QVBoxLayout:
-    column = QVBoxLayout()
-    column.addStretch(1)
+def centred(*widgets: QWidget) -> QHBoxLayout:
+    """The widgets in one column of fixed width, in the middle of the page."""
+    column = QWidget()
+    column.setFixedWidth(COLUMN_WIDTH)
+    inner = QVBoxLayout(column)
+    inner.setSpacing(14)
     for widget in widgets:
-        row = QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(widget, 4)
-        row.addStretch(1)
-        column.addLayout(row)
-    column.addStretch(2)
-    return column
+        inner.addWidget(widget)
+    outer = QHBoxLayout()
+    outer.addStretch(1)
+    middle = QVBoxLayout()
+    middle.addStretch(1)
+    middle.addWidget(column)
+    middle.addStretch(2)
+    outer.addLayout(middle)
+    outer.addStretch(1)
+    return outer
 
 
 class FirstRunPage(QWidget):
@@ -67,7 +85,6 @@ class FirstRunPage(QWidget):
                                          "paste their invite, or pick an image of it.")
         self.join_button.clicked.connect(self.show_join)
         page.setLayout(centred(self.welcome, explanation, self.start_button, self.join_button))
-        page.layout().setSpacing(14)
         return page
 
     def _join_page(self) -> QWidget:

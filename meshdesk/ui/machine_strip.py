@@ -6,7 +6,7 @@ layers and share of the work, its state), with a button to the full Mesh view.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy
 
 from meshdesk.core.planning import Plan
 from meshdesk.core.states import Role
@@ -52,8 +52,11 @@ class MachineStrip(QFrame):
         self.setObjectName("machineStrip")
         self.setStyleSheet("#machineStrip { background: #f5f7fa; border: 1px solid #dde2ea;"
                            " border-radius: 4px; }")
-        self.line = QLabel("This machine: starting…")
+        self.full_text = "This machine: starting…"
+        self.line = QLabel(self.full_text)
         self.line.setTextFormat(Qt.TextFormat.PlainText)
+        # Elided to the width it gets (the tooltip has it all), so a long line never widens the window.
+        self.line.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.line.setStyleSheet("color: #475467;")
         self.details = QPushButton("Mesh view")
         self.details.setFlat(True)
@@ -64,5 +67,14 @@ class MachineStrip(QFrame):
         layout.addWidget(self.details)
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
-        self.line.setText(machine_line(snapshot))
-        self.line.setToolTip(self.line.text())
+        self.full_text = machine_line(snapshot)
+        self.line.setToolTip(self.full_text)
+        self._elide()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = max(self.line.width(), 40)
+        self.line.setText(self.line.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideRight, width))
