@@ -47,7 +47,7 @@ def test_each_machine_reads_its_layers_state_and_round_trip():
         ["alice (you) · host", "layers 32–63 · 50%", "24 GB · this node", "ready"],
         ["bob-desktop · worker", "layers 0–20 · 33%", "16 GB · 3.2 ms", "ready"],
         ["carol-laptop · worker", "layers 21–31 · 17%", "8.0 GB · 12 ms", "ready"],
-        ["dave-phone · client", "— · —", "0 GB · 24 ms", "lite client"],
+        ["dave-phone · client", "no layers", "0 GB · 24 ms", "lite client"],
     ]
 
 
@@ -111,6 +111,13 @@ def test_activity_follows_counters_that_move_and_stops_when_they_stop():
     assert watch.see(moved(split(), 4096, 3)) == busy  # held a moment after the last movement
     clock.now += 2
     assert watch.busy() == frozenset()  # stopped moving for longer than the hold
+
+
+def test_counters_that_went_down_are_a_restarted_node_not_activity():
+    watch = ActivityWatch(clock=Clock())
+    watch.see(split())
+    assert watch.see(waiting()) == frozenset()  # its traffic back at zero
+    assert watch.see(moved(waiting(), activations=1)) == {ALICE}
 
 
 def test_an_answer_in_progress_keeps_a_solo_host_busy():

@@ -75,7 +75,8 @@ class ClusterSegment:
                 self.capacity_text(), self.rtt, self.state_text())
 
     def label_lines(self) -> list[str]:
-        return [self.name + (" (you)" if self.is_self else "") + f" · {self.role}", f"{self.layers} · {self.share}",
+        part = "no layers" if self.layers == DASH else f"{self.layers} · {self.share}"
+        return [self.name + (" (you)" if self.is_self else "") + f" · {self.role}", part,
                 f"{self.capacity_text()} · {self.rtt}",
                 self.state_text()]
 
@@ -208,7 +209,9 @@ class ActivityWatch:
 
     def see(self, snapshot: StatusSnapshot) -> frozenset[str]:
         counts = activity_counts(snapshot)
-        moved = self.counts is not None and counts != self.counts
+        # Counters only grow while a node runs: lower ones are a restarted node, not activity.
+        moved = (self.counts is not None and counts != self.counts
+                 and all(new >= old for new, old in zip(counts, self.counts)))
         self.counts = counts
         if moved or generating(snapshot):
             self.busy_at, self.ids = self.clock(), partners(snapshot)
