@@ -3,6 +3,7 @@ chat with history that survives a restart, and joining by QR then capping the ca
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,9 @@ DRIVER = textwrap.dedent("""
 
     async def ask():
         say("SHOWN AT START", repr(chat.transcript.toPlainText()))
+        say("FIRST RUN", window.showing_first_run())
+        window.first_run.start_button.click()  # "Start a mesh"
+        say("ON CHAT", window.tabs.currentWidget() is chat)
         await until(lambda: chat.send_button.isEnabled()
                     and runtime.node.model_statuses()[0].state == "ready")
         chat.input.setPlainText("Say hello to the mesh.")
@@ -62,15 +66,18 @@ DRIVER = textwrap.dedent("""
 
     async def look():
         say("SHOWN AT START", repr(chat.transcript.toPlainText()))
+        say("FIRST RUN", window.showing_first_run())
 
-    async def join():
-        window.join.scan_file_requested.emit(str(home.root / "invite.png"))
-        await until(lambda: window.join.token.text().startswith("meshdesk://join/"))
-        window.join.join_button.click()  # shows the invite: the mesh, the inviter, the expiry
-        await until(lambda: window.join.confirm_button.isEnabled(), 10)
-        window.join.confirm_button.click()
-        await until(lambda: window.join.result.text() == "Joined the mesh.", 30)
-        say("JOINED")
+    async def join():  # from the first run: "Join a friend's mesh", then its Join view
+        window.first_run.join_button.click()
+        join = window.first_run.join
+        join.scan_file_requested.emit(str(home.root / "invite.png"))
+        await until(lambda: join.token.text().startswith("meshdesk://join/"))
+        join.join_button.click()  # shows the invite: the mesh, the inviter, the expiry
+        await until(lambda: join.confirm_button.isEnabled(), 10)
+        join.confirm_button.click()
+        await until(lambda: join.result.text() == "Joined the mesh.", 30)
+        say("JOINED", "then chat" if window.tabs.currentWidget() is chat else "stayed")
         window.settings.slider.setValue(10)  # 1.0 GB; sent once the slider rests
         await until(lambda: runtime.node.offer.capacity_bytes == 1024 ** 3, 10)
         await until(lambda: window.settings.advertised.text().startswith("1.0 GB"), 5)
@@ -109,12 +116,15 @@ def shown(output: str, moment: str) -> str:
 def test_a_chat_streams_from_the_real_model_and_is_there_after_a_restart(tmp_path, default_model_path):
     first = run_app("ask", tmp_path, default_model_path)
     assert shown(first, "START") == "''"
+    assert "FIRST RUN True" in first and "ON CHAT True" in first  # a fresh home asks, then chats
     answer = shown(first, "END")
     assert "Say hello to the mesh." in answer and "gemma-3-270m-q4_k_m" in answer
     reply = answer.split("gemma-3-270m-q4_k_m", 1)[1].strip("'\\n ")
     assert reply and reply != "…", first
+    # The answer's speed and its one machine (this node, named after the host by default).
+    assert re.search(r"\d+\.\d tok/s · served by \S+", answer), answer
     second = run_app("look", tmp_path, default_model_path)
-    assert shown(second, "START") == answer
+    assert shown(second, "START") == answer and "FIRST RUN False" in second
 
 
 def test_joining_by_qr_file_then_the_slider_changes_what_the_mesh_sees(tmp_path, node_factory,
@@ -128,7 +138,7 @@ def test_joining_by_qr_file_then_the_slider_changes_what_the_mesh_sees(tmp_path,
                            env=child_environment())
     try:
         lines = iter(app.stdout.readline, "")
-        assert any(line.startswith("JOINED") for line in lines)
+        assert any(line.startswith("JOINED then chat") for line in lines)
         capped = next(line for line in lines if line.startswith("CAPPED"))
         assert "1.0 GB of" in capped
         def desktop_capacity():
