@@ -46,6 +46,7 @@ class Transcript(QTextBrowser):
         self.shown = markdown
         scroll = self.verticalScrollBar()
         following = scroll.value() >= scroll.maximum() - 4
+        self.code_blocks = []  # the scroll moves while the text is replaced: no stale blocks
         self.setMarkdown(markdown)
         shade_code_blocks(self)
         self.code_blocks = code_blocks(self, fenced_line_counts(markdown))
