@@ -206,3 +206,13 @@ def test_the_strip_shows_this_machines_part(view):
     view.resize(1400, 600)  # wide enough for all of it, else it is elided to fit
     QApplication.processEvents()
     assert view.strip.line.text() == machine_line(split())
+
+
+def test_the_strips_button_opens_the_mesh_view(qtbot):
+    from meshdesk.ui.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert window.tabs.currentWidget() is window.chat
+    window.chat.strip.details.click()
+    assert window.tabs.currentWidget() is window.mesh

@@ -135,6 +135,17 @@ def test_screenshot_of_the_first_run(window, qtbot):
         assert window.rect().contains(QRect(button.mapTo(window, QPoint()), button.size()))
 
 
+def test_screenshot_of_the_first_run_joining(window, qtbot):
+    window.show_first_run()
+    window.first_run.join_button.click()
+    join = window.first_run.join
+    join.show_scan_result([LINK], "the camera")
+    check(save(window, "first-run-join", qtbot))
+    assert join.isVisible() and join is not window.join and join.token.text() == LINK
+    assert join.file_button.isVisible() and join.clipboard_button.isVisible()
+    assert window.first_run.back_button.isVisible()
+
+
 def test_screenshot_of_a_mesh_waiting_for_peers(window, qtbot):
     window.show_status(waiting())
     window.tabs.setCurrentIndex(0)
