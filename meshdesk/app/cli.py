@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--headless", action="store_true",
                         help="run without the window and tray icon (a server or a terminal)")
     parser.add_argument("--model", action="append", metavar="PATH|NAME",
-                        help="GGUF file or model name to serve (default: the built-in Gemma 3 270M); "
+                        help="GGUF file or model name to serve (default: the built-in SmolLM2-135M-Instruct; "
+                        "gemma-3-270m is built in too); "
                         "repeat it to have the mesh serve several models, this node the first")
     parser.add_argument("--port", type=port_number, default=DEFAULT_API_PORT,
                         help=f"API port on 127.0.0.1 (default: {DEFAULT_API_PORT}; 0 picks a free one)")
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let web pages from ORIGIN (e.g. http://localhost:3000) use the API, with "
                         "CORS (repeatable; default: no web page)")
     parser.add_argument("--verbose", action="store_true", help="log progress to the terminal")
+    parser.add_argument("--unregister-links", action="store_true",
+                        help="remove the meshdesk:// link handler this app registered (Windows; "
+                        "the uninstaller runs it) and exit")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | admin NODE_ID | drop MODEL "
                      "| models | download [NAME] | run AGENT [ARGS...] (each with --help)")
     return parser

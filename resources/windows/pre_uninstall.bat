@@ -1,0 +1,7 @@
+@echo off
+rem Run by the MSI before it removes MeshDesk (briefcase.toml: pre_uninstall_script), in the
+rem installed folder: takes away the meshdesk:// link handler the app wrote under
+rem HKCU\Software\Classes\meshdesk, if it still names this MeshDesk.exe. Never fails the
+rem uninstall: a handler left behind only makes a link open nothing.
+"%CD%\MeshDesk.exe" --unregister-links
+exit /b 0
