@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QApplication
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.cluster_bar import ACTIVE_OUTLINE, PROGRESS_FILL
 from meshdesk.ui.main_window import MainWindow
-from meshdesk.ui.mesh_segments import ActivityWatch
 from tests.test_ui_mesh_segments import Clock, moved
 from tests.test_ui_snapshots import ALICE, CAROL, DAVE, GB, QWEN, model_wire, peer_wire, split, split_wire
 
@@ -43,7 +42,7 @@ def joining_wire() -> dict:
 def window_on_mesh(qtbot) -> MainWindow:
     window = MainWindow()
     qtbot.addWidget(window)
-    window.mesh.activity = ActivityWatch(clock=Clock())  # the busy mark holds while the grab runs
+    window.mesh.clock = Clock()  # time stands still: the busy mark holds while the grab runs
     window.resize(*SIZE)
     window.show_tab(window.mesh)
     window.show()

@@ -97,39 +97,39 @@ def test_a_split_is_busy_together_and_a_solo_host_alone():
 
 def test_activity_follows_counters_that_move_and_stops_when_they_stop():
     clock = Clock()
-    watch = ActivityWatch(hold_s=2.5, clock=clock)
-    assert watch.see(split()) == frozenset()  # the first look has nothing to compare with
+    watch = ActivityWatch(hold_s=2.5)
+    assert watch.see(split(), clock()) == frozenset()  # the first look has nothing to compare with
     clock.now += 1
-    assert watch.see(split()) == frozenset()  # nothing moved
+    assert watch.see(split(), clock()) == frozenset()  # nothing moved
     clock.now += 1
-    busy = watch.see(moved(split(), activations=4096, round_trips=3))
+    busy = watch.see(moved(split(), activations=4096, round_trips=3), clock())
     assert busy == {ALICE, BOB, CAROL}
     segments = cluster_segments(moved(split(), 4096, 3), busy)
     assert [s.active for s in segments] == [True, True, True, False]
     assert segments[1].state_text() == "● busy · ready"
     clock.now += 1
-    assert watch.see(moved(split(), 4096, 3)) == busy  # held a moment after the last movement
+    assert watch.see(moved(split(), 4096, 3), clock()) == busy  # held a moment after the last movement
     clock.now += 2
-    assert watch.busy() == frozenset()  # stopped moving for longer than the hold
+    assert watch.busy(clock()) == frozenset()  # stopped moving for longer than the hold
 
 
 def test_counters_that_went_down_are_a_restarted_node_not_activity():
-    watch = ActivityWatch(clock=Clock())
-    watch.see(split())
-    assert watch.see(waiting()) == frozenset()  # its traffic back at zero
-    assert watch.see(moved(waiting(), activations=1)) == {ALICE}
+    watch, clock = ActivityWatch(), Clock()
+    watch.see(split(), clock())
+    assert watch.see(waiting(), clock()) == frozenset()  # its traffic back at zero
+    assert watch.see(moved(waiting(), activations=1), clock()) == {ALICE}
 
 
 def test_an_answer_in_progress_keeps_a_solo_host_busy():
     clock = Clock()
-    watch = ActivityWatch(hold_s=2.5, clock=clock)
+    watch = ActivityWatch(hold_s=2.5)
     answering = replace(solo(), models=(replace(solo().models[0], generating=1),))
-    watch.see(answering)
+    watch.see(answering, clock())
     clock.now += 10
-    assert watch.see(answering) == {ALICE}
+    assert watch.see(answering, clock()) == {ALICE}
     started = replace(solo(), models=(replace(solo().models[0], requests=1),))
-    watch.see(solo())
-    assert watch.see(started) == {ALICE}
+    watch.see(solo(), clock())
+    assert watch.see(started, clock()) == {ALICE}
 
 
 def test_generating_is_on_the_wire_only_while_answering():

@@ -7,10 +7,8 @@ snapshot; `ActivityWatch` compares snapshots in turn, since activity is counters
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable
 
 from meshdesk.core.planning import Plan, PlanMember
 from meshdesk.core.states import Liveness, ModelState, PlanState, Role
@@ -199,26 +197,27 @@ def partners(snapshot: StatusSnapshot) -> frozenset[str]:
 
 class ActivityWatch:
     """Which machines are busy: this node's activity counters moved since the last snapshot,
-    or an answer is being produced here, within the last `hold_s` seconds."""
+    or an answer is being produced here, within the last `hold_s` seconds. The caller passes
+    `now` (monotonic seconds), so tests drive time by hand."""
 
-    def __init__(self, hold_s: float = ACTIVE_HOLD_S, clock: Callable[[], float] = time.monotonic):
-        self.hold_s, self.clock = hold_s, clock
+    def __init__(self, hold_s: float = ACTIVE_HOLD_S):
+        self.hold_s = hold_s
         self.counts: tuple[int, ...] | None = None
         self.busy_at: float | None = None
         self.ids: frozenset[str] = frozenset()
 
-    def see(self, snapshot: StatusSnapshot) -> frozenset[str]:
+    def see(self, snapshot: StatusSnapshot, now: float) -> frozenset[str]:
         counts = activity_counts(snapshot)
         # Counters only grow while a node runs: lower ones are a restarted node, not activity.
         moved = (self.counts is not None and counts != self.counts
                  and all(new >= old for new, old in zip(counts, self.counts)))
         self.counts = counts
         if moved or generating(snapshot):
-            self.busy_at, self.ids = self.clock(), partners(snapshot)
-        return self.busy()
+            self.busy_at, self.ids = now, partners(snapshot)
+        return self.busy(now)
 
-    def busy(self) -> frozenset[str]:
-        """The busy machines now, without a new snapshot (the hold runs out with time)."""
-        if self.busy_at is None or self.clock() - self.busy_at > self.hold_s:
+    def busy(self, now: float) -> frozenset[str]:
+        """The busy machines at `now`, without a new snapshot (the hold runs out with time)."""
+        if self.busy_at is None or now - self.busy_at > self.hold_s:
             return frozenset()
         return self.ids

@@ -27,7 +27,8 @@ class MeshView(QWidget):
 
     def __init__(self, parent=None, clock: Callable[[], float] = time.monotonic):
         super().__init__(parent)
-        self.activity = ActivityWatch(clock=clock)
+        self.clock = clock  # monotonic seconds: how long ago the activity counters last moved
+        self.activity = ActivityWatch()
         self.snapshot: StatusSnapshot | None = None
         self.headline = QLabel()
         self.headline.setWordWrap(True)
@@ -93,13 +94,13 @@ class MeshView(QWidget):
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
         self.snapshot = snapshot
-        self.show_segments(cluster_segments(snapshot, self.activity.see(snapshot)))
+        self.show_segments(cluster_segments(snapshot, self.activity.see(snapshot, self.clock())))
         self.show_summary(mesh_summary(snapshot))
 
     def redraw_activity(self) -> None:
         """Lets a busy mark run out when no new snapshot came (a generation that ended)."""
         if self.snapshot is not None:
-            self.show_segments(cluster_segments(self.snapshot, self.activity.busy()))
+            self.show_segments(cluster_segments(self.snapshot, self.activity.busy(self.clock())))
 
     def show_segments(self, segments: list[ClusterSegment]) -> None:
         if segments != self.cluster_bar.segments:
