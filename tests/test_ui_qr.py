@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtGui import QImage
 
 from meshdesk.adapters.qr_decoder import decode_qr_texts
@@ -28,6 +30,15 @@ def test_the_qr_on_the_invite_tab_decodes_from_a_grab_of_the_widget(qtbot):
     [text] = decode_image(grab)
     assert text == decode_token(LINK).qr_text()  # the shorter QR form of the same token
     assert decode_token(text) == decode_token(LINK) == decode_token(view.token.text())
+
+
+def test_the_invite_screenshot_in_the_readme_shows_a_qr_code_of_its_token(qapp):
+    """docs/screenshots/invite.png (tests/test_ui_screenshots.py draws it): what a reader of the
+    README would check, that its QR code is the invite on the same screen."""
+    screenshot = QImage(str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "invite.png"))
+    assert not screenshot.isNull()
+    [text] = decode_image(screenshot)
+    assert text.startswith("MESHDESK://JOIN/") and decode_token(text) == decode_token(LINK)
 
 
 def test_a_qr_decodes_from_an_image_file(qapp, tmp_path):
