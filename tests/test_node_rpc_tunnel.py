@@ -124,6 +124,7 @@ def test_weight_uploads_travel_as_references_and_the_traffic_is_counted():
             "activations_bytes": len(HELLO_MESSAGE) + SET_TENSOR_HEADER + len(REPLY),
             "round_trips": 1,
         }
+        assert tunnel.layers_sent_bytes() == len(CHANGED_DATA)  # the layers the member receives
         await tunnel.stop()
 
     run_on_loopback(scenario)

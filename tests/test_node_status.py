@@ -32,6 +32,9 @@ class ServingWithPlans(FakeServing):
     def plans_status(self) -> list[Plan]:
         return list(self.plans)
 
+    def layers_sent(self) -> dict[str, int]:
+        return {"b" * 20: 5}
+
 
 def test_the_snapshot_has_every_section_the_parts_report():
     ready = ModelStatus("tiny-q4_k_m", str(TINY), ModelState.READY, pid=42)
@@ -45,6 +48,7 @@ def test_the_snapshot_has_every_section_the_parts_report():
     assert snapshot.offer == OfferStatus(8 * GIB, None, True, 8 * GIB) and snapshot.wants == ("tiny-q4_k_m",)
     assert snapshot.mesh.id == "0123456789abcdef" and snapshot.refusals[0].reason == "another mesh"
     assert snapshot.to_wire()["refusals"] == [REFUSAL]
+    assert snapshot.layers_sent == {"b" * 20: 5}  # what the split's tunnels sent each member whole
 
 
 def test_outside_a_mesh_a_lite_client_shows_its_role_and_no_mesh():

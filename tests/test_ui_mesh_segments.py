@@ -8,7 +8,7 @@ import pytest
 
 from meshdesk.core.planning import Plan, PlanMember
 from meshdesk.core.states import Liveness, ModelState, PlanState
-from meshdesk.core.status import LayersStatus, StatusSnapshot, TrafficStatus, layer_spans
+from meshdesk.core.status import LayersStatus, SnapshotError, StatusSnapshot, TrafficStatus, layer_spans
 from meshdesk.ui.mesh_model import mesh_summary
 from meshdesk.ui.mesh_segments import ActivityWatch, SegmentState, cluster_segments, partners
 from tests.test_ui_snapshots import ALICE, BOB, CAROL, DAVE, QWEN, solo, split, split_wire, starting, waiting
@@ -69,6 +69,24 @@ def test_joining_states(change, own, peers):
     assert segments[0].state_text() == own
     if peers is not None:
         assert [s.state_text() for s in segments[1:]] == peers
+
+
+def test_a_host_sees_its_members_receive_layers_while_it_loads():
+    loading = replace(split(), models=(replace(split().models[0], state=ModelState.LOADING),),
+                      layers_sent={BOB: 300 * MB, CAROL: 0})
+    assert [s.state_text() for s in cluster_segments(loading)[1:]] == [
+        "receiving layers · 300 MB so far", "loading", "lite client"]
+    assert [s.state_text() for s in cluster_segments(replace(split(), layers_sent={BOB: 300 * MB}))[1:3]] == [
+        "ready", "ready"]  # loaded: what was sent is history
+    wire = loading.to_wire()
+    assert wire["layers_sent"] == {BOB: 300 * MB, CAROL: 0} and "layers_sent" not in split().to_wire()
+    assert StatusSnapshot.from_wire(wire) == loading
+
+
+@pytest.mark.parametrize("broken", [[], {BOB: -1}, {BOB: "300"}, {BOB: True}])
+def test_layers_sent_that_is_not_a_byte_count_per_member_is_refused(broken):
+    with pytest.raises(SnapshotError):
+        StatusSnapshot.from_wire(split_wire() | {"layers_sent": broken})
 
 
 def test_receiving_layers_carries_its_progress():

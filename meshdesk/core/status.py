@@ -9,7 +9,7 @@ snapshot is optional except where the node really may not know yet (`api_port`, 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshdesk.core import snapshot_fields as read
 from meshdesk.core.download_choice import DownloadStatus
@@ -211,6 +211,9 @@ class StatusSnapshot:
     refusals: tuple[Refusal, ...] = ()
     layers: LayersStatus = LayersStatus()
     download: DownloadStatus | None = None  # the catalog model this node downloads to serve
+    # A split host's remote members by id: the weights their tunnels sent whole so far (the
+    # layers each receives while the model loads); empty elsewhere, and then left out of the JSON.
+    layers_sent: dict[str, int] = field(default_factory=dict)
 
     @property
     def in_mesh(self) -> bool:
@@ -229,6 +232,7 @@ class StatusSnapshot:
             **MeshStatus(self.mesh, self.peers, self.refusals).to_wire(),
             **({} if self.download is None else {"download": self.download.to_wire()}),
             "layers": self.layers.to_wire(),
+            **({"layers_sent": dict(self.layers_sent)} if self.layers_sent else {}),
         }
 
     @classmethod
@@ -245,7 +249,8 @@ class StatusSnapshot:
                    read.listed(data, "wants", _want, "status"),
                    mesh.mesh, mesh.peers, mesh.refusals,
                    layers=LayersStatus.from_wire(data["layers"]) if "layers" in data else LayersStatus(),
-                   download=DownloadStatus.from_wire(data.get("download")))
+                   download=DownloadStatus.from_wire(data.get("download")),
+                   layers_sent=_layers_sent(data.get("layers_sent", {})))
 
 
 def layer_spans(plan: Plan) -> dict[str, tuple[int, int]]:
@@ -269,6 +274,13 @@ def activity_counts(snapshot: StatusSnapshot) -> tuple[int, ...]:
 
 def generating(snapshot: StatusSnapshot) -> bool:
     return any(model.generating for model in snapshot.models)
+
+
+def _layers_sent(data: object) -> dict[str, int]:
+    if not isinstance(data, dict) or not all(isinstance(key, str) and type(value) is int and value >= 0
+                                             for key, value in data.items()):
+        raise SnapshotError("layers_sent must map member ids to byte counts")
+    return dict(data)
 
 
 def _want(item: object, what: str) -> str:

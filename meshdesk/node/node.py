@@ -175,6 +175,7 @@ class Node:
             mesh=mesh.mesh, peers=mesh.peers, refusals=mesh.refusals,
             download=self.hooks.download_status(),
             layers=layers_status(traffic.layers),
+            layers_sent=self.serving.layers_sent(),
         )
 
     def mint_invite(self, expires_in: int) -> dict:

@@ -161,6 +161,11 @@ class HostTunnel:
         self.server: asyncio.Server | None = None
         self.connections: set[asyncio.Task] = set()
         self.refused_local = 0  # connections from another local user
+        self.referencer: WeightReferencer | None = None  # the latest connection's (its counts)
+
+    def layers_sent_bytes(self) -> int:
+        """Weights the latest connection sent whole: the layers the member is receiving."""
+        return 0 if self.referencer is None else self.referencer.counts.weights_sent_bytes
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
@@ -197,6 +202,7 @@ class HostTunnel:
             writer.close()
             self.connections.discard(task)
             return
+        self.referencer = referencer
         upstream = counted(referencer, self.traffic) if referencer else passthrough(self.traffic)
         turns = TurnCounter(self.traffic)
         try:

@@ -57,6 +57,8 @@ class Tunnel(Protocol):
 
     async def stop(self) -> None: ...
 
+    def layers_sent_bytes(self) -> int: ...  # weights sent whole: the layers the member receives
+
 
 MakeTunnel = Callable[[str, Callable[[str, str], Awaitable], Callable[[object], Awaitable], Traffic], Tunnel]
 
@@ -266,3 +268,7 @@ class Serving:
 
     def plans_status(self) -> list[Plan]:
         return [plan for plans in self.plan.plans.values() for plan in plans]
+
+    def layers_sent(self) -> dict[str, int]:
+        """Per remote member of a split hosted here: the weights its tunnel sent whole so far."""
+        return {member_id: running.tunnel.layers_sent_bytes() for member_id, running in self.tunnels.items()}

@@ -59,9 +59,8 @@ class ClusterSegment:
     active: bool = False         # computing or exchanging for a generation now
 
     def state_text(self) -> str:
-        text = str(self.state)
-        if self.progress is not None:
-            text += f" {self.progress}%" + (f" · {self.detail}" if self.detail else "")
+        text = str(self.state) + ("" if self.progress is None else f" {self.progress}%")
+        text += f" · {self.detail}" if self.detail else ""
         return ("● busy · " + text) if self.active else text
 
     def capacity_text(self) -> str:
@@ -140,7 +139,8 @@ def peer_state(snapshot: StatusSnapshot, peer: PeerStatus, plan: Plan | None) ->
         return SegmentState.CONNECTING
     if plan is None:
         return idle_state(peer.role, peer.capacity_bytes)
-    return plan_state(snapshot, plan)
+    state = plan_state(snapshot, plan)
+    return SegmentState.RECEIVING if state == SegmentState.LOADING and snapshot.layers_sent.get(peer.id) else state
 
 
 def own_segment(snapshot: StatusSnapshot, members: dict, hosts: set[str], busy: frozenset[str]) -> ClusterSegment:
@@ -158,10 +158,12 @@ def peer_segment(snapshot: StatusSnapshot, peer: PeerStatus, members: dict, host
                  busy: frozenset[str]) -> ClusterSegment:
     entry = members.get(peer.id)
     plan = None if entry is None else entry[0]
+    state = peer_state(snapshot, peer, plan)
+    # This host knows what it sent a member, not what the member lacked: bytes, no percent.
+    detail = f"{snapshot.layers_sent[peer.id] / MB:.0f} MB so far" if state == SegmentState.RECEIVING else ""
     return ClusterSegment(peer.id, peer.name or DASH, peer.role, peer.capacity_bytes,
                           share_text(entry), layers_text(plan, peer.id), milliseconds(peer.rtt_ms),
-                          is_host=peer.id in hosts, state=peer_state(snapshot, peer, plan),
-                          active=peer.id in busy)
+                          is_host=peer.id in hosts, state=state, detail=detail, active=peer.id in busy)
 
 
 def cluster_segments(snapshot: StatusSnapshot, busy: frozenset[str] = frozenset()) -> list[ClusterSegment]:
