@@ -300,5 +300,6 @@ def test_without_qt_multimedia_the_button_says_why(tmp_path):
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Scanning with a camera needs Qt Multimedia, which could not load here")
+    assert done.stdout.startswith("Scanning with a camera needs Qt Multimedia (the PySide6-Addons package), "
+                                  "which could not load here: import of PySide6.QtMultimedia halted")
     assert "Paste the invite" in done.stdout

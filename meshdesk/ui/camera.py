@@ -22,8 +22,8 @@ from PySide6.QtGui import QImage
 
 log = logging.getLogger(__name__)
 
-MULTIMEDIA_MISSING = ("Scanning with a camera needs Qt Multimedia, which could not load here ({error}). "
-                      "Paste the invite, or scan an image of it, instead.")
+MULTIMEDIA_MISSING = ("Scanning with a camera needs Qt Multimedia (the PySide6-Addons package), which "
+                      "could not load here: {error}. Paste the invite, or scan an image of it, instead.")
 NO_CAMERA = ("No camera found on this computer. Paste the invite, or scan an image of it or "
              "the screen, instead.")
 # Formats whose first plane is 8-bit luma: the grey a QR decoder reads, with no conversion.
@@ -37,7 +37,7 @@ def multimedia_problem() -> str | None:
     try:
         from PySide6 import QtMultimedia, QtMultimediaWidgets  # noqa: F401 (loading is the test)
     except (ImportError, OSError) as error:
-        return MULTIMEDIA_MISSING.format(error=str(error).split(":")[0] or type(error).__name__)
+        return MULTIMEDIA_MISSING.format(error=str(error) or type(error).__name__)
     return None
 
 
