@@ -31,7 +31,9 @@ from meshdesk.core.invite import decode_token  # noqa: E402
 from meshdesk.ui.camera import FrameScanner, frame_image  # noqa: E402
 from meshdesk.ui.join_view import JoinView, is_invite  # noqa: E402
 from meshdesk.ui.qr_images import qr_image  # noqa: E402
-from tests.test_ui_controller import LINK  # noqa: E402
+from tests.test_ui_controller import LINK, desktop  # noqa: E402
+from tests.test_ui_join import LINK as OTHER_MESH_LINK  # noqa: E402
+from tests.test_ui_join import JoiningNode, drain, loop  # noqa: E402, F401 (fixture)
 
 FRAME = QSize(640, 480)
 FPS = 10
@@ -113,7 +115,9 @@ def videos(qapp, tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
     return {"invite": write_video(folder / "invite.mkv", frame_with(QR_TEXT), 3),
             "no-qr": write_video(folder / "no-qr.mkv", frame_with(None), 1),
-            "website": write_video(folder / "website.mkv", frame_with("https://example.org/"), 1)}
+            "website": write_video(folder / "website.mkv", frame_with("https://example.org/"), 1),
+            "other-mesh": write_video(folder / "other-mesh.mkv",
+                                      frame_with(decode_token(OTHER_MESH_LINK).qr_text()), 2)}
 
 
 class PlayerSource(QObject):
@@ -216,10 +220,11 @@ def test_frames_are_dropped_while_one_is_decoded(qtbot, videos):
     assert scanner.frames_decoded < scanner.frames_seen - 3
 
 
-def join_view(qtbot, video: str) -> tuple[JoinView, list[PlayerSource]]:
-    view = JoinView()
-    qtbot.addWidget(view)
-    view.use_frame_decoder(RecordingDecoder())
+def join_view(qtbot, video: str, view: JoinView | None = None) -> tuple[JoinView, list[PlayerSource]]:
+    if view is None:
+        view = JoinView()
+        qtbot.addWidget(view)
+        view.use_frame_decoder(RecordingDecoder())
     sources: list[PlayerSource] = []
 
     def play(sink, parent) -> PlayerSource:
@@ -243,6 +248,24 @@ def test_the_join_view_scans_a_video_into_the_confirm_before_join_flow(qtbot, vi
     with qtbot.waitSignal(view.review_requested) as review:  # nothing joins before the offer
         view.join_button.click()
     assert review.args == [LINK]
+
+
+def test_through_the_app_a_scanned_invite_joins_only_once_the_offer_is_confirmed(qtbot, videos, loop):
+    node = JoiningNode()
+    controller, window, _, _ = desktop(qtbot, node)  # lends the app's decoder to both Join views
+    assert window.join.camera.decode is controller.services.decode_image
+    assert window.first_run.join.camera.decode is controller.services.decode_image
+    window.show()
+    window.tabs.setCurrentWidget(window.join)
+    view, sources = join_view(qtbot, videos["other-mesh"], window.join)
+    view.camera_button.click()
+    qtbot.waitUntil(lambda: view.token.text() == OTHER_MESH_LINK, timeout=WAIT_MS)
+    assert sources[0].stopped and node.joins == []
+    view.join_button.click()  # "Join…": the offer
+    assert view.offer is not None and view.confirm_button.isEnabled() and node.joins == []
+    view.confirm_button.click()
+    drain(qtbot, controller)
+    assert node.joins == [(OTHER_MESH_LINK, False)]
 
 
 def test_a_video_without_a_qr_code_ends_with_a_clear_message(qtbot, videos):
