@@ -28,7 +28,7 @@ from PySide6 import QtMultimedia  # noqa: E402 (only where it loads)
 
 from meshdesk.app.desktop import decode_image  # noqa: E402
 from meshdesk.core.invite import decode_token  # noqa: E402
-from meshdesk.ui.camera import FrameScanner, frame_image  # noqa: E402
+from meshdesk.ui.camera import CameraSource, FrameScanner, frame_image  # noqa: E402
 from meshdesk.ui.join_view import JoinView, is_invite  # noqa: E402
 from meshdesk.ui.qr_images import qr_image  # noqa: E402
 from tests.test_ui_controller import LINK, desktop  # noqa: E402
@@ -310,6 +310,16 @@ def test_without_a_camera_the_button_says_so(qtbot):
     view.show()
     view.camera_button.click()
     assert view.result.text() == NO_CAMERA and not view.camera.isVisible()
+
+
+def test_the_camera_source_without_a_camera_fails_with_the_same_message(qtbot):
+    if QtMultimedia.QMediaDevices.videoInputs():
+        pytest.skip("this machine has a camera")
+    source = CameraSource(QtMultimedia.QVideoSink())
+    with qtbot.waitSignal(source.failed) as failed:
+        source.start()
+    assert failed.args == [NO_CAMERA] and not source.is_running()
+    source.stop()
 
 
 def test_without_qt_multimedia_the_button_says_why(tmp_path):

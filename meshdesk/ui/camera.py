@@ -26,6 +26,8 @@ MULTIMEDIA_MISSING = ("Scanning with a camera needs Qt Multimedia (the PySide6-A
                       "could not load here: {error}. Paste the invite, or scan an image of it, instead.")
 NO_CAMERA = ("No camera found on this computer. Paste the invite, or scan an image of it or "
              "the screen, instead.")
+CAMERA_DENIED = ("MeshDesk may not use the camera: allow it in the system's privacy settings, "
+                 "or paste the invite instead.")
 # Formats whose first plane is 8-bit luma: the grey a QR decoder reads, with no conversion.
 LUMA_PLANE_FORMATS = ("Format_YUV420P", "Format_YUV422P", "Format_YV12", "Format_NV12", "Format_NV21",
                       "Format_IMC1", "Format_IMC2", "Format_IMC3", "Format_IMC4", "Format_Y8")
@@ -132,10 +134,11 @@ class FrameScanner(QObject):
 
 
 class CameraSource(QObject):
-    """The default camera, feeding `sink` while started."""
+    """The default camera, feeding `sink` while started. Where the system asks the user first
+    (macOS), the camera starts once they allow it; `failed` says so when they do not."""
 
-    failed = Signal(str)
-    ended = Signal()  # never: a camera does not run out (a video file does)
+    failed = Signal(str)  # a sentence for the user
+    ended = Signal()      # never: a camera does not run out (a video file does)
 
     def __init__(self, sink, parent=None):
         super().__init__(parent)
@@ -145,12 +148,29 @@ class CameraSource(QObject):
         self.camera = QCamera(self)
         self.session.setCamera(self.camera)
         self.session.setVideoSink(sink)
-        self.camera.errorOccurred.connect(lambda _error, text: self.failed.emit(text or "the camera failed"))
+        self.camera.errorOccurred.connect(
+            lambda _error, text: self.failed.emit(f"The camera failed: {text or 'no reason given'}."))
+        self.wanted = False
 
     def start(self) -> None:
-        self.camera.start()
+        from PySide6.QtCore import QCameraPermission, QCoreApplication, Qt
+
+        self.wanted = True
+        if self.camera.cameraDevice().isNull():  # unplugged since camera_problem() looked
+            self.failed.emit(NO_CAMERA)
+            return
+        permission = QCameraPermission()
+        status = QCoreApplication.instance().checkPermission(permission)
+        if status == Qt.PermissionStatus.Undetermined:
+            # Answered later, maybe after Stop: start only if still wanted (the status is now known).
+            QCoreApplication.instance().requestPermission(permission, self, lambda _: self.wanted and self.start())
+        elif status == Qt.PermissionStatus.Denied:
+            self.failed.emit(CAMERA_DENIED)
+        else:
+            self.camera.start()
 
     def stop(self) -> None:
+        self.wanted = False
         self.camera.stop()
 
     def is_running(self) -> bool:

@@ -91,7 +91,7 @@ class CameraPanel(QWidget):
 
     def _failed(self, text: str) -> None:
         self.stop()
-        self.message.emit(f"The camera failed: {text}")
+        self.message.emit(text)
 
     def _ended(self) -> None:
         self.stop()
