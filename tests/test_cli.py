@@ -219,3 +219,28 @@ def test_meshdesk_home_sets_the_home_without_the_option(tmp_path, unloadable_mod
         elif process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_the_smoke_test_checks_the_app_end_to_end_and_writes_its_report(tmp_path):
+    """What the installers workflow runs on the installed DMG and MSI, run here on the checkout."""
+    report = tmp_path / "report.txt"
+    result = run_meshdesk("--smoke-test", str(report), timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = report.read_text().splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["ok   llama", "ok   qt", "ok   node"]
+    assert "with RPC" in lines[0] and "answered 'Say hi.'" in lines[2]
+    assert lines[-1] == "smoke test passed" and result.stdout.splitlines() == lines
+
+
+def test_a_failing_smoke_check_is_a_report_line_and_exit_1(tmp_path, monkeypatch):
+    from meshdesk.app import smoke_test
+
+    def check_model():
+        raise RuntimeError("no model in the bundle")
+
+    monkeypatch.setattr(smoke_test, "checks", lambda: [smoke_test.check_llama, check_model])
+    report = tmp_path / "report.txt"
+    assert smoke_test.run_smoke_test(str(report)) == 1
+    assert report.read_text().splitlines()[1:] == ["FAIL model: no model in the bundle",
+                                                  "smoke test FAILED: 1 of 2 checks"]

@@ -22,13 +22,14 @@ LDD_TIMEOUT = 10.0
 XCB_PLUGIN = Path("Qt", "plugins", "platforms", "libqxcb.so")
 
 
-def chosen_platform() -> str:
+def chosen_platform(environment: dict | None = None) -> str:
     """The platform plugin Qt will load: QT_QPA_PLATFORM's first choice, else the OS default."""
-    requested = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    environment = os.environ if environment is None else environment
+    requested = environment.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
     if requested:
         return requested
     if sys.platform.startswith("linux"):
-        return "wayland" if os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("DISPLAY") else "xcb"
+        return "wayland" if environment.get("WAYLAND_DISPLAY") and not environment.get("DISPLAY") else "xcb"
     return {"darwin": "cocoa", "win32": "windows"}.get(sys.platform, sys.platform)
 
 
@@ -52,13 +53,15 @@ def ldd_output(library: Path | None) -> str:
     return done.stdout + done.stderr
 
 
-def probe(python_command: list[str], timeout: float = PROBE_TIMEOUT) -> PlatformFailure | None:
-    """None when a QGuiApplication starts in a child (`python_command` runs this module);
-    otherwise what failed, with the missing system libraries where the plugin is xcb."""
-    platform = chosen_platform()
+def probe(python_command: list[str], timeout: float = PROBE_TIMEOUT,
+          environment: dict | None = None) -> PlatformFailure | None:
+    """None when a QGuiApplication starts in a child (`python_command` runs this module, in
+    `environment`, else this one's); otherwise what failed, with the missing system libraries
+    where the plugin is xcb."""
+    platform = chosen_platform(environment)
     try:
         done = subprocess.run(python_command, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=environment)
     except subprocess.TimeoutExpired:
         return PlatformFailure(platform, detail=f"no answer from the display in {timeout:g} s")
     except OSError as error:

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unregister-links", action="store_true",
                         help="remove the meshdesk:// link handler this app registered (Windows; "
                         "the uninstaller runs it) and exit")
+    parser.add_argument("--smoke-test", nargs="?", const="-", metavar="REPORT",
+                        help="check that this installed app works (llama.cpp with RPC, Qt, a node "
+                        "answering a chat), print the report (and write it to REPORT) and exit")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | admin NODE_ID | drop MODEL "
                      "| models | download [NAME] | run AGENT [ARGS...] (each with --help)")
     return parser

@@ -74,6 +74,10 @@ def launch(arguments: argparse.Namespace) -> int:
     dump_stacks_on_request()
     if getattr(arguments, "unregister_links", False):
         return unregister_windows_links()
+    if getattr(arguments, "smoke_test", None) is not None:
+        from meshdesk.app.smoke_test import run_smoke_test
+
+        return run_smoke_test(arguments.smoke_test)
     try:
         arguments.drafts = choose_draft(arguments)
     except ModelChoiceError as error:
