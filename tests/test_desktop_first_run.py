@@ -156,3 +156,14 @@ def test_a_home_that_cannot_be_written_asks_again_next_time(tmp_path, opened, qt
     (tmp_path / (FILE_NAME + ".tmp")).mkdir()  # the temporary file cannot be created
     shown.window.first_run.start_button.click()
     assert shown.window.tabs.currentWidget() is shown.window.chat and not choice_made(tmp_path)
+
+
+def test_a_home_in_a_mesh_with_others_from_before_has_chosen(tmp_path, opened):
+    """E.g. a home that joined headless (`--headless --join`), opened in the window later."""
+    runtime = runtime_in(tmp_path)
+    runtime.mesh.memory.mesh_id = "4b18fd3f932dfff5"
+    runtime.mesh.memory.members = [runtime.mesh.node_id, "b2" * 10]
+    runtime.mesh.memory.authority = "00" * 32  # founded elsewhere
+    window = opened(runtime).window
+    assert not window.showing_first_run()
+    assert json.loads((tmp_path / FILE_NAME).read_text())["choice"] == "join"

@@ -39,13 +39,12 @@ USER_AT_THE_JOIN_VIEW = textwrap.dedent("""
                 raise SystemExit(f"timed out after {timeout} s")
             await asyncio.sleep(0.05)
 
-    async def play(controller):
-        join = controller.window.join
+    async def play(controller, join):
         await until(lambda: (home / "go").exists())
         if not join.leave_check.isHidden():
             join.confirm_button.click()  # not ticked yet: disabled
             say("UNTICKED CONFIRM ENABLED", join.confirm_button.isEnabled())
-            await controller.join(join.offer.text)  # the node's own check, as an API would ask
+            await controller.join(join.offer.text, False, join)  # the node's own check, as an API would ask
             say("REFUSED", join.result.text())
             await until(lambda: (home / "tick").exists())
             join.leave_check.setChecked(True)
@@ -57,10 +56,12 @@ USER_AT_THE_JOIN_VIEW = textwrap.dedent("""
 
     def open_link(controller, text):
         shown(controller, text)
-        offer = controller.window.join.offer
+        window = controller.window  # a home that has not chosen yet shows it in the first run
+        join = window.first_run.join if window.showing_first_run() else window.join
+        offer = join.offer
         say("OFFER", offer.title, "|", offer.leaving)
         if not playing:
-            playing.append(asyncio.ensure_future(play(controller)))
+            playing.append(asyncio.ensure_future(play(controller, join)))
 
     controller_module.DesktopController.open_link = open_link
     sys.exit(main(sys.argv[1:]))

@@ -116,6 +116,18 @@ def settle_garbage_collector() -> None:
 
 # --- composition --------------------------------------------------------------------------
 
+def earlier_choice(runtime: Runtime) -> str | None:
+    """The first run's answer that this home gave without it: a `--join` on the command line, or
+    a mesh shared with other machines from an earlier run (headless, or an older version),
+    founded here ("start") or joined ("join")."""
+    if runtime.join_tokens:
+        return "join"
+    memory = runtime.mesh.memory
+    if not memory.mesh_id or len(set(memory.members)) < 2:
+        return None
+    return "start" if memory.authority == runtime.mesh.credentials.public_key.hex() else "join"
+
+
 def remember(home: Path, choice: str) -> None:
     try:
         remember_choice(home, choice)
@@ -127,7 +139,8 @@ class Desktop:
     """The window, tray and controllers around a runtime; `serve()` runs until asked to stop.
 
     The window opens on the first run's question until this home has answered it (a `--join`
-    on the command line is an answer), then on the chat. `link`, an invite link the app was
+    on the command line, or a mesh shared with others from before, is an answer), then on the
+    chat. `link`, an invite link the app was
     opened with, is shown in a Join view once the node has its mesh; links opened later (a
     second launch) arrive through the link inbox."""
 
@@ -139,6 +152,7 @@ class Desktop:
 
         self.runtime, self.application, self.link = runtime, application, link
         self.inbox: LinkInbox | None = None
+        self.file_open = file_open_links(application)
         node = runtime.node
         self.stop = asyncio.Event()
         self.window = MainWindow()
@@ -152,8 +166,8 @@ class Desktop:
                                    autostart_enabled=login.enabled, set_autostart=login.set,
                                    quit=self.stop.set,
                                    remember_choice=lambda choice: remember(home, choice))
-        if runtime.join_tokens and not choice_made(home):
-            remember(home, "join")
+        if not choice_made(home) and (choice := earlier_choice(runtime)):
+            remember(home, choice)
         if not choice_made(home):
             self.window.show_first_run()
         self.controller = DesktopController(node, self.window, self.menu, services, tray=self.tray)
@@ -184,6 +198,8 @@ class Desktop:
             await self.close()
 
     def open_inbox(self) -> None:
+        if self.file_open is not None:  # links macOS handed over since launch, and later ones
+            self.file_open.deliver_to(self.controller.open_link)
         address = inbox_address(self.runtime.node.identity.home)
         if address is None:
             log.warning("the home's path is too long for a link socket; links open a second app")
@@ -204,6 +220,16 @@ class Desktop:
             self.tray.hide()
         self.window.hide()
         self.store.close()
+
+
+def file_open_links(application):
+    """macOS delivers meshdesk:// links as QFileOpenEvents (adapters/file_open_links.py); an
+    application-wide filter sees every event, so it is installed only there."""
+    if sys.platform != "darwin":
+        return None
+    from meshdesk.adapters.file_open_links import FileOpenLinks
+
+    return FileOpenLinks(application)
 
 
 def hand_link_to_running_desktop(home: Path, link: str) -> bool:
