@@ -38,6 +38,7 @@ SMALLEST_NGRAM = 2
 RENAMES = 4           # substitutions remembered (the latest ones)
 REANCHOR_WINDOW = 32  # how far past a lost copy position one matching token re-anchors it
 REANCHOR_TOKENS = 16  # how long after losing it
+STREAK = 4            # tokens a copy must have run for its miss to be guessed past, or re-anchored
 
 
 class PromptLookup:
@@ -108,11 +109,15 @@ class PromptLookup:
         now = len(self.tokens) - 1
         copy = self.copy
         if self.follow_copies and copy is not None and copy + 1 < now and self._same(self.tokens[copy + 1], token):
-            self.copy = copy + 1
+            self.copy, self.streak = copy + 1, self.streak + 1
+            if token == self.tokens[copy + 1] and token in self.renames:
+                self._forget(token)  # the answer kept the old name here: that was no rename
             return
         if copy is not None and self.follow_copies:  # a miss: where the copy was, and when it was lost
             self.lost, self.lost_at, self.copy = copy, now, None
-            self.copy = self._matched_end()
+            if self.streak < STREAK:
+                self.lost = None  # a copy of a few tokens says little about where it went
+            self._found(self._matched_end())
             return
         if not self.follow_copies:
             self.copy = self._matched_end()
@@ -122,10 +127,13 @@ class PromptLookup:
             self._learn(self.tokens[source], self.tokens[now - 1])
             self.copy, self.lost = source + 1, None
             return
-        self.copy = self._matched_end()
+        self._found(self._matched_end())
         if self.copy is None:
-            self.copy = self._reanchored(token)
-        if self.copy is not None:
+            self._found(self._reanchored(token))
+
+    def _found(self, copy: int | None) -> None:
+        self.copy, self.streak = copy, 0
+        if copy is not None:
             self.lost = None
 
     def _is_substitution(self, token: int) -> bool:
@@ -150,6 +158,10 @@ class PromptLookup:
     def _same(self, source: int, token: int) -> bool:
         return token == source or self.renames.get(source) == token
 
+    def _forget(self, source: int) -> None:
+        del self.renames[source]
+        self.originals = {new: old for old, new in self.renames.items()}
+
     def _learn(self, source: int, token: int) -> None:
         if self.most_renames == 0 or source == token or len(self.tokens) - 2 < self.answer_start:
             return
@@ -166,6 +178,7 @@ class PromptLookup:
         self.copy: int | None = None     # the source position of the last token, while copying
         self.lost: int | None = None     # the copy position before the last miss
         self.lost_at = -1                # the sequence position of that miss
+        self.streak = 0                  # tokens copied since the copy position was found
         self.renames: dict[int, int] = {}    # source token -> what the answer writes for it
         self.originals: dict[int, int] = {}  # the inverse
         for token in tokens:
