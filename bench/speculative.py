@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.prompts.code_edits import CODE_EDITS  # noqa: E402
+from bench.prompts.code_edits import CODE_EDITS, EDITOR_SYSTEM  # noqa: E402
 from bench.prompts.prose import PROSE  # noqa: E402
 from meshdesk.core.openai_api import parse_chat_request  # noqa: E402
 from tests.delay_proxy import DelayProxy  # noqa: E402
@@ -78,6 +78,7 @@ class Prompt:
     kind: str
     name: str
     message: str
+    system: str = ""  # a system message before it (the code edits': an editor's)
 
 
 @dataclass
@@ -144,7 +145,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def prompts(quick: bool) -> list[Prompt]:
-    code = [Prompt(CODE, name, message) for name, message in CODE_EDITS]
+    code = [Prompt(CODE, name, message, EDITOR_SYSTEM) for name, message in CODE_EDITS]
     prose = [Prompt(PROSE_KIND, name, message) for name, message in PROSE]
     # Quick: the shortest edit (a bug fix) and one prose prompt, so the smoke test takes seconds.
     return [code[4], prose[0]] if quick else code + prose
@@ -205,18 +206,19 @@ def wait_ready(side: Side) -> None:
 # --- requests --------------------------------------------------------------------------------------
 
 
-def chat_line(message: str, max_tokens: int) -> bytes:
-    request = parse_chat_request({"model": "bench", "messages": [{"role": "user", "content": message}],
+def chat_line(message: str, max_tokens: int, system: str = "") -> bytes:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
+    request = parse_chat_request({"model": "bench", "messages": messages,
                                   "max_tokens": max_tokens, "temperature": 0, "stream": True})
     return json.dumps(request.to_wire()).encode("utf-8") + b"\n"
 
 
-def generate(side: Side, message: str, max_tokens: int) -> tuple[str, float, dict]:
+def generate(side: Side, message: str, max_tokens: int, system: str = "") -> tuple[str, float, dict]:
     """One answer in the model host's own protocol (JSON lines): text, streaming seconds, finish."""
     pieces: list[str] = []
     first = last = None
     with socket.create_connection(("127.0.0.1", side.port), timeout=600) as connection:
-        connection.sendall(chat_line(message, max_tokens))
+        connection.sendall(chat_line(message, max_tokens, system))
         with connection.makefile("rb") as reader:
             for raw in reader:
                 event = json.loads(raw)
@@ -233,7 +235,7 @@ def generate(side: Side, message: str, max_tokens: int) -> tuple[str, float, dic
 
 def run_once(side: Side, prompt: Prompt, delay_ms: float, repetition: int, max_tokens: int) -> Run:
     before = side.proxy.counters()["round_trips"]
-    text, seconds, finish = generate(side, prompt.message, max_tokens)
+    text, seconds, finish = generate(side, prompt.message, max_tokens, prompt.system)
     round_trips = side.proxy.counters()["round_trips"] - before
     return Run(side.name, prompt, delay_ms, repetition, finish["usage"]["completion_tokens"], seconds, text,
                finish.get("speculative"), round_trips)
@@ -374,7 +376,7 @@ def report_goals(runs: list[Run], delays: list[float]) -> None:
 
 def save_runs(runs: list[Run], path: Path) -> None:
     path.write_text(json.dumps([{"side": r.side, "kind": r.prompt.kind, "name": r.prompt.name,
-                                 "message": r.prompt.message, "delay_ms": r.delay_ms, "repetition": r.repetition,
+                                 "system": r.prompt.system, "message": r.prompt.message, "delay_ms": r.delay_ms, "repetition": r.repetition,
                                  "tokens": r.tokens, "seconds": r.seconds, "round_trips": r.round_trips,
                                  "speculative": r.speculative, "text": r.text} for r in runs], indent=1))
 

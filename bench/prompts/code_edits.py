@@ -2,8 +2,12 @@
 answer repeats most of its input (what prompt-lookup speculation is for).
 
 Two of each: rewrite a function with type hints, rename a variable through a file, fix a bug
-in a snippet and return the whole snippet. Each is one chat message: the instruction, then the
-code in a fenced block.
+in a snippet and return the whole snippet. Each is sent as an editor's edit request is: a system
+message saying what the answer is (the whole edited code in one fenced block, nothing else), then
+the user's message with the code in a fenced block first and the instruction after it (the shape
+of Continue's and Aider's edit prompts). The earlier shape, the instruction before the code and no
+system message, left SmolLM2-135M explaining (or guessing) in prose before any code on four of
+the six: bench/README.md has both measured.
 """
 
 from __future__ import annotations
@@ -234,8 +238,13 @@ print(merge_all([[1, 4, 9], [2, 3, 10], [5]]))  # should print [1, 2, 3, 4, 5, 9
 '''
 
 
+# What an editor or agent tells the model before an edit: the one system message of every code edit.
+EDITOR_SYSTEM = ("You are a code editor. You are given code and an edit to make. Reply with the complete "
+                 "edited code in one ```python code block, changing only what the edit asks, and nothing else.")
+
+
 def fenced(instruction: str, code: str) -> str:
-    return f"{instruction}\n\n```python\n{code}```"
+    return f"```python\n{code}```\n\n{instruction}"
 
 
 # (name, user message)
