@@ -237,6 +237,36 @@ def join_view(qtbot, video: str, view: JoinView | None = None) -> tuple[JoinView
     return view, sources
 
 
+def test_the_viewfinder_shows_what_is_scanned(qtbot, videos):
+    """A grab of the view while scanning holds the QR code: the user sees the frames decoded."""
+    view, sources = join_view(qtbot, videos["invite"])
+    view.use_frame_decoder(lambda image: [])  # finds nothing, so the video keeps playing
+    view.camera_button.click()
+    qtbot.waitUntil(lambda: view.camera.viewfinder.frame is not None, timeout=WAIT_MS)
+    assert decode_image(view.grab().toImage()) == [QR_TEXT]
+    view.camera.stop_button.click()
+
+
+def test_screenshot_of_the_join_tab_scanning_with_the_camera(qtbot, videos):
+    """docs/screenshots/join-camera.png for the README; its viewfinder must hold a readable QR."""
+    from meshdesk.ui.main_window import MainWindow
+    from tests.test_ui_screenshots import SIZE, check, save
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(*SIZE)
+    window.tabs.setCurrentWidget(window.join)
+    window.show()
+    view, _ = join_view(qtbot, videos["invite"], window.join)
+    view.use_frame_decoder(lambda image: [])  # keeps the viewfinder open for the picture
+    view.camera_button.click()
+    qtbot.waitUntil(lambda: view.camera.viewfinder.frame is not None, timeout=WAIT_MS)
+    path = save(window, "join-camera", qtbot)
+    check(path)
+    assert decode_image(QImage(str(path))) == [QR_TEXT]
+    view.camera.stop_button.click()
+
+
 def test_the_join_view_scans_a_video_into_the_confirm_before_join_flow(qtbot, videos):
     view, sources = join_view(qtbot, videos["invite"])
     view.camera_button.click()

@@ -37,7 +37,7 @@ LUMA_PLANE_FORMATS = ("Format_YUV420P", "Format_YUV422P", "Format_YV12", "Format
 def multimedia_problem() -> str | None:
     """Why Qt Multimedia cannot be used here, or None when it can."""
     try:
-        from PySide6 import QtMultimedia, QtMultimediaWidgets  # noqa: F401 (loading is the test)
+        from PySide6 import QtMultimedia  # noqa: F401 (loading is the test)
     except (ImportError, OSError) as error:
         return MULTIMEDIA_MISSING.format(error=str(error) or type(error).__name__)
     return None
