@@ -19,6 +19,8 @@ Any Python 3.11+ runs it. Options:
                          and pass the macOS and Windows ones)
     --no-llama-wheel     stage without it (configuration checks; pip then finds no wheel)
     --briefcase PATH     a briefcase executable to use instead of the cached one
+    --template PATH      a local copy of Briefcase's app template (its git clone from GitHub
+                         otherwise), e.g. ~/.cache/meshdesk/briefcase-template
 
 On Linux, `briefcase ... linux system` insists on running under the system's /usr/bin/python3,
 so the cached Briefcase there is installed into a virtual environment of that interpreter.
@@ -126,6 +128,8 @@ def stage(llama_wheel: Path | None) -> Path:
         else:
             shutil.copy2(source, target)
     (STAGE / "pyproject.toml").write_text(staged_pyproject(), encoding="utf-8")
+    # Briefcase's `build linux system` wants a changelog beside pyproject.toml for the package.
+    shutil.copy2(ROOT / "installers" / "CHANGELOG.md", STAGE / "CHANGELOG.md")
     wheels = STAGE / "wheels"
     if wheels.exists():
         shutil.rmtree(wheels)
@@ -200,6 +204,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--llama-wheel")
     parser.add_argument("--no-llama-wheel", action="store_true")
     parser.add_argument("--briefcase")
+    parser.add_argument("--template")
     options = parser.parse_args(argv)
     output_format = options.format or (default_format if options.platform == default_platform
                                        else {"linux": "system", "macOS": "app",
@@ -225,6 +230,10 @@ def main(argv: list[str]) -> int:
         command = [briefcase, options.command, *extra]
     else:
         command = [briefcase, options.command, options.platform, output_format, *extra]
+    if options.template:
+        if not (Path(options.template) / "cookiecutter.json").is_file():
+            raise SystemExit(f"not a Briefcase template (no cookiecutter.json): {options.template}")
+        command += ["-C", f"template={json.dumps(str(Path(options.template).resolve()))}"]
     print("+ (cd build/briefcase && " + " ".join(command) + ")", file=sys.stderr)
     result = subprocess.run(command, cwd=staged)
     if result.returncode == 0 and (staged / "dist").is_dir():
