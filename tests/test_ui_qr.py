@@ -83,3 +83,13 @@ def test_copy_qr_image_puts_a_decodable_code_on_the_clipboard(qtbot):
     assert copied.width() == 2 * view.qr_picture.width()
     [text] = decode_image(copied)
     assert decode_token(text) == decode_token(LINK)
+
+
+def test_a_scanned_qr_form_shows_as_the_canonical_link(qtbot):
+    from meshdesk.ui.join_view import JoinView
+
+    view = JoinView()
+    qtbot.addWidget(view)
+    [text] = decode_image(qr_image(decode_token(LINK).qr_text()))
+    view.show_scan_result([text], "the clipboard")
+    assert view.token.text() == LINK

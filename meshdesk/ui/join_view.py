@@ -170,8 +170,7 @@ class JoinView(QWidget):
         self.camera.start()
 
     def _found_by_camera(self, text: str) -> None:
-        # The canonical link, whatever form the QR code had (core.invite's QR form, say).
-        self.show_scan_result([decode_token(text).link()], "the camera")
+        self.show_scan_result([text], "the camera")
 
     def show_scanning(self, source: str) -> None:
         self.show_result(f"Looking for a QR code in {source}…")
@@ -180,7 +179,7 @@ class JoinView(QWidget):
         if not token_texts:
             self.show_result(f"No MeshDesk invite QR code found in {source}.")
             return
-        self.token.setText(token_texts[0])
+        self.token.setText(canonical_link(token_texts[0]))
         self.show_result(f"Found an invite in {source}; press Join… to see it.")
 
     def show_joining(self) -> None:
@@ -201,6 +200,15 @@ class JoinView(QWidget):
 
     def show_status(self, snapshot: StatusSnapshot) -> None:
         """Nothing here depends on the snapshot; present so every tab is driven alike."""
+
+
+def canonical_link(text: str) -> str:
+    """The meshdesk://join/ link of an invite in any form (a QR code's says the same shorter);
+    text that is no invite is left as it is, for the offer to say what is wrong with it."""
+    try:
+        return decode_token(text).link()
+    except TokenError:
+        return text
 
 
 def is_invite(text: str) -> bool:
