@@ -94,6 +94,7 @@ def test_a_joiner_with_nothing_on_disk_receives_its_layers_once_then_loads_by_re
     assert answer == direct_answer(default_model_path, tuple(member["share"] for member in plan["members"]))
     assert completion(joiner) == answer  # the joiner routes to the host
     assert sent(founder) == share_bytes  # exactly its share, once, as stock RPC sends it
+    assert founder.status()["layers_sent"] == {joiner.node_id: share_bytes}  # the host's Mesh view sees it
     layers = joiner.status()["layers"]
     assert layers["received_bytes"] == layers["missing_bytes"] == share_bytes and not layers["receiving"]
 
