@@ -13,7 +13,7 @@ from meshdesk.core.prompt_lookup import PromptLookup
 PLAIN = {"follow_copies": False}
 NO_RENAMES = {"renames": 0}
 NO_REANCHOR = {"reanchor_window": 0}
-ALL = {}
+ALL = {"reanchor_window": 32}  # re-anchoring is off by default (docs/decisions.md)
 
 # Source 1 2 3 4 5 6, then a later 2 3 4 5 followed by 9: the answer copying from 1 goes on as
 # the source (6), where the latest 4-gram would say 9.
@@ -45,6 +45,7 @@ SHORT_COPY = ([0, 5, 6, 7, 8, 9, 4, 3, 0], [5, 6, 1])
     (RENAMED_TAIL, {**NO_REANCHOR, **NO_RENAMES}, []),
     (INSERTION, ALL, [9, 4, 3]),
     (INSERTION, NO_REANCHOR, []),
+    (INSERTION, {}, []),               # the default: re-anchoring is off
     (INSERTION, PLAIN, []),
     (JUST_MISSED, ALL, [9, 4, 3]),
     (JUST_MISSED, PLAIN, []),

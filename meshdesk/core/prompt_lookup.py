@@ -17,9 +17,10 @@ the last few tokens also occurred elsewhere. Edits break a copy in two ways, eac
   `renames` of them): later copies of A are proposed as B, and a tail that holds B is looked up
   as A (after a rename the plain tail, holding the new name, occurs nowhere in the source).
   Right after any miss, the source's tokens past A are proposed, as if it were one.
-- an insertion or deletion (type hints, a new line): the copy is lost. Each next token is
-  looked for a short way ahead of where the copy was (`reanchor_window` tokens), one token
-  being enough there, before a new n-gram match anywhere.
+- an insertion or deletion (type hints, a new line): the copy is lost, and found again by the
+  next n-gram match. Optionally (`reanchor_window` > 0, off by default: it measured worse on
+  prose and no better on code) each next token is first looked for a short way ahead of where
+  the copy was, one token being enough there.
 
 The model host calls it once per main-model pass on contexts of 10k tokens and more, so nothing
 is rescanned: an index maps each n-gram to the last position it ended at with a token after it,
@@ -36,7 +37,9 @@ from collections.abc import Sequence
 LARGEST_NGRAM = 4
 SMALLEST_NGRAM = 2
 RENAMES = 4           # substitutions remembered (the latest ones)
-REANCHOR_WINDOW = 32  # how far past a lost copy position one matching token re-anchors it
+# How far past a lost copy position one matching token re-anchors it: 0, off. Measured on the
+# bench's answers (docs/decisions.md), 32 gained little on code edits and cost prose a tenth.
+REANCHOR_WINDOW = 0
 REANCHOR_TOKENS = 16  # how long after losing it
 STREAK = 4            # tokens a copy must have run for its miss to be guessed past, or re-anchored
 
