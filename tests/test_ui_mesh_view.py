@@ -102,3 +102,20 @@ def test_receiving_layers_shows_its_progress(qtbot):
     filled = image.pixelColor(int((rect.left() + 10 + 0.1 * (rect.width() - 16)) * ratio), bar_y)
     empty = image.pixelColor(int((rect.left() + 8 + 0.9 * (rect.width() - 16)) * ratio), bar_y)
     assert filled.green() > filled.red() + 60 and filled != empty
+
+
+def test_through_the_app_a_node_busy_without_telling_lights_up_on_the_mesh_tab(qtbot):
+    """The node notifies on gossip, not on every token: the tab's own looks find the counters
+    that moved (the real controller, a node that never notifies)."""
+    from tests.test_ui_controller import FakeMeshNode, desktop
+
+    node = FakeMeshNode()
+    node.snapshot = split()
+    _, window, _, _ = desktop(qtbot, node)
+    window.show_tab(window.mesh)
+    window.show()
+    qtbot.waitExposed(window)
+    assert not window.mesh.cluster_bar.segments[0].active
+    node.snapshot = moved(split(), activations=4096, round_trips=2)  # no listener is told
+    qtbot.waitUntil(lambda: window.mesh.cluster_bar.segments[0].active, timeout=5000)
+    assert [s.active for s in window.mesh.cluster_bar.segments] == [True, True, True, False]
