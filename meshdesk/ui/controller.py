@@ -83,6 +83,7 @@ class DesktopController:
             lambda image, source: self.run(self.scan(self.services.decode_image, image, source, view)))
         view.scan_file_requested.connect(
             lambda path: self.run(self.scan(self.services.decode_file, path, path, view)))
+        view.use_frame_decoder(self.services.decode_image)  # camera frames, in the camera's worker
 
     def _connect_models(self) -> None:
         """Serve and drop go to the node; downloads are the app's (`app.download_controller`)."""
