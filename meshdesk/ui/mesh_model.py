@@ -12,7 +12,7 @@ from enum import StrEnum
 from meshdesk.core.planning import Plan
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.core.states import ModelState, PlanState
-from meshdesk.ui.mesh_segments import ClusterSegment, cluster_segments, proportions  # noqa: F401 (their home)
+from meshdesk.ui.mesh_segments import cluster_segments, proportions  # noqa: F401 (proportions: its home)
 from meshdesk.ui.text import DASH, byte_size, gigabytes
 STATE_NOTES = {ModelState.REMOTE: "served by another node", ModelState.WAITING: "waiting for capacity"}
 
