@@ -1,11 +1,13 @@
 """The Join view's camera scan: a viewfinder, a Stop button, and the scan behind them.
 
 The viewfinder's own video sink is the one the scanner reads, so what the user sees is what
-is decoded. The viewfinder paints each frame with QPainter (QVideoFrame.paint, about 1 ms for
-640x480 here) rather than QVideoWidget's native window, which a window grab cannot see: the
-README's screenshot and the tests see what the user sees. The source (the default camera; a video file in the tests) is made by
-`make_source(sink, parent)` and stopped when an invite is found, when Stop is pressed, and
-when the panel is hidden (the user left the tab or closed the window).
+is decoded. It paints each frame with QPainter (QVideoFrame.paint, about 1 ms for 640x480
+here) rather than in QVideoWidget's native window, which a window grab cannot see: the
+README's screenshot and the tests see what the user sees.
+
+The source (the default camera; a video file in the tests) is made by `make_source(sink,
+parent)` and stopped when an invite is found, when Stop is pressed, and when the panel is
+hidden (the user left the tab or closed the window).
 """
 
 from __future__ import annotations
