@@ -162,6 +162,9 @@ def test_the_view_lists_served_and_peer_models_and_waits_for_the_folder(qtbot):
     assert view.table.item(4, 6).text() == "snug" and view.table.item(3, 7).text() == "ready"
     assert view.table.horizontalHeaderItem(6).text() == "This mesh"
     assert "three quarters" in view.table.horizontalHeaderItem(6).toolTip()
+    colours = {view.table.item(row, 6).text(): view.table.item(row, 6).foreground().color().name()
+               for row in range(view.table.rowCount())}
+    assert colours == {"comfortable": "#1f7a3a", "snug": "#8a5a00", "too big": "#b3261e", DASH: "#000000"}
 
 
 def test_buttons_follow_the_selected_row_and_send_its_intent(qtbot):

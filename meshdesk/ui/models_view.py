@@ -4,15 +4,19 @@ node serves or routes, and what peers hold."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
 
 from meshdesk.core.status import StatusSnapshot
-from meshdesk.ui.model_table import FIT_NOTE, HEADERS, DownloadProgress, ModelTableRow, model_table
+from meshdesk.ui.model_table import (COMFORTABLE, FIT_NOTE, HEADERS, SNUG, TOO_BIG, DownloadProgress, ModelTableRow,
+                                     model_table)
 from meshdesk.ui.models_model import local_model_rows, peer_model_rows
 from meshdesk.ui.widgets import fill_table, read_only_table, selectable_label
 
 LOOKING = "Looking at the models folder…"
+FIT_COLOURS = {COMFORTABLE: QColor("#1f7a3a"), SNUG: QColor("#8a5a00"), TOO_BIG: QColor("#b3261e")}
+MESH_COLUMN = HEADERS.index("This mesh")
 
 
 class ModelsView(QWidget):
@@ -34,7 +38,7 @@ class ModelsView(QWidget):
         self.rows: list[ModelTableRow] = []
         self.progress_bars: dict[str, QProgressBar] = {}
         self.table = read_only_table(HEADERS)
-        self.table.horizontalHeaderItem(HEADERS.index("This mesh")).setToolTip(FIT_NOTE)
+        self.table.horizontalHeaderItem(MESH_COLUMN).setToolTip(FIT_NOTE)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.looking = selectable_label(LOOKING)
         self.with_draft = QCheckBox("with its draft model")
@@ -102,6 +106,9 @@ class ModelsView(QWidget):
         self.looking.setVisible(self.listing is None)
         self.rows = model_table(self.listing or [], self.snapshot, self.downloads)
         fill_table(self.table, [row.cells() for row in self.rows])
+        for index, row in enumerate(self.rows):
+            colour = FIT_COLOURS.get(row.fit_mesh)  # items are reused: a dash gets the default back
+            self.table.item(index, MESH_COLUMN).setForeground(QBrush() if colour is None else colour)
         self._update_buttons()
 
     def _show_progress_bars(self) -> None:
