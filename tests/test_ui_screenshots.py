@@ -107,6 +107,8 @@ def test_the_chat_screenshot_shows_rendered_code_with_a_copy_button(window, qtbo
     transcript = window.chat.transcript
     [code] = transcript.code_blocks
     assert code.code.startswith("def double(number: float)") and "```" not in transcript.toPlainText()
+    code_format = transcript.document().findBlockByNumber(code.first).charFormat()
+    assert "monospace" in (code_format.fontFamilies() or []) or code_format.fontFixedPitch()
     [button] = [b for b in transcript.viewport().findChildren(QToolButton) if b.isVisible()]
     area = transcript.code_block_area(code).toRect()
     assert button.text() == "Copy" and area.contains(button.geometry())
