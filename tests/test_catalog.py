@@ -63,7 +63,7 @@ def test_glm_is_a_mixture_of_experts_without_a_draft_and_the_default_is_bundled(
     assert glm.moe and glm.draft is None
     default = catalog.resolve("default")
     assert default.bundled and default.repo is None and default.draft is None
-    assert default.local_file() == "gemma-3-270m-q4_k_m.gguf"
+    assert default.local_file() == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert sum(not entry.moe for entry in catalog.entries) == len(catalog.entries) - 1
 
 
@@ -81,7 +81,7 @@ def test_glm_is_a_mixture_of_experts_without_a_draft_and_the_default_is_bundled(
     ("coder-32b", "Qwen2.5-Coder-32B-Instruct"),
     ("glm", "GLM-4.7-Flash"),
     ("GLM-4.7-Flash-Q4_K_M", "GLM-4.7-Flash"),
-    ("default", "Gemma-3-270M"),
+    ("default", "SmolLM2-135M-Instruct"),
     ("gemma-3-270m", "Gemma-3-270M"),
     ("32", None),
     ("qwen", None),

@@ -96,7 +96,7 @@ def test_two_architectures_are_served_together_and_tools_cross_the_mesh(
     node serves one, and both answer from either node, a forced tool call too."""
     import json
 
-    seeder = node_factory("--model", "default", "--model", "smollm2", "--threads", "1",
+    seeder = node_factory("--model", "gemma-3-270m", "--model", "smollm2", "--threads", "1",
                           home=home_with(tmp_path, "seeder", default_model_path, smollm2_model_path))
     joiner = node_factory("--join", seeder.invite_token(), "--threads", "1",
                           home=home_with(tmp_path, "joiner", default_model_path, smollm2_model_path))

@@ -39,7 +39,7 @@ def plans_by_model(node) -> dict[str, dict]:
 
 def test_serve_plans_the_model_here_and_drop_removes_it(node_factory, home):
     node = node_factory("--threads", "1", home=home)
-    poll(lambda: "gemma-3-270m-q4_k_m" in plans_by_model(node), 30, message="the default model's plan")
+    poll(lambda: "SmolLM2-135M-Instruct.Q4_1" in plans_by_model(node), 30, message="the default model's plan")
 
     status, body = post(node, "/api/serve", {"model": OTHER})
     assert (status, body) == (200, {"serving": OTHER})

