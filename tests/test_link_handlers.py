@@ -14,7 +14,7 @@ import pytest
 
 from meshdesk.adapters.windows_links import (COMMAND_KEY, SCHEME_KEY, register_links, scheme_entries,
                                              unregister_links)
-from meshdesk.app import launch
+from meshdesk.app import link_handlers
 from meshdesk.core.invite import decode_token
 from tests.nodes import run_meshdesk
 from tests.test_core_identity_invite import make_token
@@ -73,6 +73,25 @@ def test_a_huge_link_is_cut_to_the_inbox_limit(qapp, file_open):
     file_open.deliver_to(shown.append)
     send_file_open(qapp, "meshdesk://join/" + "A" * 100_000)
     assert len(shown) == 1 and len(shown[0]) == 4096
+
+
+def test_the_desktop_installs_the_filter_on_macos_only(qapp, monkeypatch):
+    import sys
+
+    from meshdesk.app.desktop import file_open_links
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert file_open_links(qapp) is None
+    monkeypatch.setattr(sys, "platform", "darwin")
+    links = file_open_links(qapp)
+    monkeypatch.undo()
+    try:
+        shown = []
+        links.deliver_to(shown.append)
+        assert send_file_open(qapp, "meshdesk://join/abc") and shown == ["meshdesk://join/abc"]
+    finally:
+        qapp.removeEventFilter(links)
+        links.deleteLater()
 
 
 # --- Windows: the registry ---------------------------------------------------------------------
@@ -149,11 +168,11 @@ def test_no_launcher_is_a_clear_error():
 
 def test_the_app_registers_only_inside_a_bundle(monkeypatch):
     registry = MemoryRegistry()
-    assert launch.bundle_launcher() is None  # a checkout: python -m meshdesk
-    assert not launch.register_windows_links(registry) and registry.keys == {}
-    monkeypatch.setattr(launch, "bundle_launcher", lambda: LAUNCHER)
-    assert launch.register_windows_links(registry)
-    assert launch.unregister_windows_links(registry) == 0 and registry.keys == {"software": {}, "software\\classes": {}}
+    assert link_handlers.bundle_launcher() is None  # a checkout: python -m meshdesk
+    assert not link_handlers.register_windows_links(registry) and registry.keys == {}
+    monkeypatch.setattr(link_handlers, "bundle_launcher", lambda: LAUNCHER)
+    assert link_handlers.register_windows_links(registry)
+    assert link_handlers.unregister_windows_links(registry) == 0 and registry.keys == {"software": {}, "software\\classes": {}}
 
 
 def test_a_refusing_registry_is_logged_not_fatal(monkeypatch):
@@ -161,8 +180,8 @@ def test_a_refusing_registry_is_logged_not_fatal(monkeypatch):
         def set_value(self, key, name, value):
             raise PermissionError("access denied")
 
-    monkeypatch.setattr(launch, "bundle_launcher", lambda: LAUNCHER)
-    assert not launch.register_windows_links(Refusing())
+    monkeypatch.setattr(link_handlers, "bundle_launcher", lambda: LAUNCHER)
+    assert not link_handlers.register_windows_links(Refusing())
 
 
 def test_unregister_links_off_windows_says_there_is_nothing_to_remove(tmp_path):

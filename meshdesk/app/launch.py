@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -73,6 +72,8 @@ def serves_mesh_model(arguments: argparse.Namespace) -> bool:
 def launch(arguments: argparse.Namespace) -> int:
     dump_stacks_on_request()
     if getattr(arguments, "unregister_links", False):
+        from meshdesk.app.link_handlers import unregister_windows_links
+
         return unregister_windows_links()
     if getattr(arguments, "smoke_test", None) is not None:
         from meshdesk.app.smoke_test import run_smoke_test
@@ -113,53 +114,12 @@ def launch(arguments: argparse.Namespace) -> int:
     if arguments.headless:
         return asyncio.run(serve_headless(runtime, getattr(arguments, "exit_with_stdin", False)))
     if sys.platform == "win32":
+        from meshdesk.app.link_handlers import register_windows_links
+
         register_windows_links()
     from meshdesk.app.desktop import run_desktop
 
     return run_desktop(runtime, link)
-
-
-# --- Windows: the meshdesk:// handler in HKCU, written at each start, removed at uninstall ----
-
-def bundle_launcher() -> list[str] | None:
-    """The app's own launcher inside a bundle (MeshDesk.exe); None from a checkout, whose
-    Python a link handler should not outlive."""
-    from meshdesk.core.launcher import runs_modules
-    from meshdesk.node.child_process import app_command, this_runtime
-
-    return None if runs_modules(this_runtime()) else app_command()
-
-
-def register_windows_links(registry=None) -> bool:
-    """True when the handler names this app now; a registry that refuses is logged, not fatal."""
-    from meshdesk.adapters.windows_links import WinregRegistry, register_links
-
-    if (launcher := bundle_launcher()) is None:
-        return False
-    try:
-        register_links(registry or WinregRegistry(), launcher)
-    except OSError as error:
-        logging.getLogger(__name__).warning("cannot register meshdesk:// links: %s", error)
-        return False
-    return True
-
-
-def unregister_windows_links(registry=None) -> int:
-    """`meshdesk --unregister-links`, which the MSI's pre-uninstall script runs; always 0, so a
-    failure here never blocks an uninstall."""
-    from meshdesk.adapters.windows_links import WinregRegistry, unregister_links
-
-    if registry is None and sys.platform != "win32":
-        print("Nothing to remove: meshdesk:// links are registered in the registry only on Windows.")
-        return 0
-    launcher = bundle_launcher() or []
-    try:
-        removed = unregister_links(registry or WinregRegistry(), launcher)
-    except OSError as error:
-        print(f"Could not remove the meshdesk:// link handler: {error}")
-        return 0
-    print("Removed the meshdesk:// link handler." if removed else "No meshdesk:// link handler of this app to remove.")
-    return 0
 
 
 # --- invite links: shown, never joined, until the user says so ------------------------------

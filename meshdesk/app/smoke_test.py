@@ -109,7 +109,7 @@ def check_node() -> str:
 
 
 def check_windows_links() -> str:
-    from meshdesk.app.launch import register_windows_links
+    from meshdesk.app.link_handlers import register_windows_links
 
     if not register_windows_links():
         raise RuntimeError("could not write HKCU\\Software\\Classes\\meshdesk")
