@@ -3,7 +3,7 @@ started under Xvfb, and asked for a chat completion by its node (docs/installers
 
 It needs what CI does not have: Briefcase's template fetched into ~/.cache/meshdesk/briefcase-template
 (or $MESHDESK_BRIEFCASE_TEMPLATE), the RPC llama wheel that `make setup` caches, root and
-apt-get, Xvfb, and a machine where no other `meshdesk` package is installed. Each absence skips
+apt-get, Xvfb, the app's runtime libraries (briefcase.toml), and a machine where no other `meshdesk` package is installed. Each absence skips
 with its reason. The package is removed at the end, whatever happened.
 MESHDESK_BRIEFCASE_DEB=<path> installs and runs a .deb built already, skipping the build.
 """
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,11 @@ def package_installed(name: str) -> bool:
     return "install ok installed" in result.stdout
 
 
+def runtime_libraries() -> list[str]:
+    config = tomllib.loads((ROOT / "briefcase.toml").read_text(encoding="utf-8"))
+    return config["tool"]["briefcase"]["app"]["meshdesk"]["linux"]["system"]["debian"]["system_runtime_requires"]
+
+
 def missing_prerequisite() -> str | None:
     if not sys.platform.startswith("linux"):
         return "Briefcase builds Linux system packages on Linux only"
@@ -59,6 +65,9 @@ def missing_prerequisite() -> str | None:
         return "needs Xvfb (apt-get install xvfb)"
     if not Path("/usr/bin/python3").exists():
         return "Briefcase's linux system format needs the system /usr/bin/python3"
+    missing = [name for name in runtime_libraries() if not package_installed(name)]
+    if missing:  # Briefcase refuses to build without them
+        return f"briefcase create needs the app's runtime libraries: apt-get install {' '.join(missing)}"
     if package_installed("meshdesk"):
         return "a meshdesk package is installed already; this test would replace and remove it"
     return None
