@@ -28,7 +28,7 @@ def test_a_fresh_home_has_not_chosen_and_a_choice_is_kept(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == [FILE_NAME]  # no temporary file left
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"choice": "dance"}', ""])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"choice": "dance"}', "", "[" * 100_000 + "]" * 100_000])
 def test_an_unreadable_choice_counts_as_chosen(tmp_path, content):
     (tmp_path / FILE_NAME).write_text(content)
     assert choice_made(tmp_path)

@@ -125,7 +125,7 @@ def test_registering_writes_exactly_the_url_protocol_keys():
         "software\\classes\\meshdesk": {"": "URL:MeshDesk invite link", "URL Protocol": ""},
         "software\\classes\\meshdesk\\defaulticon": {"": f'"{exe}",0'},
         "software\\classes\\meshdesk\\shell": {}, "software\\classes\\meshdesk\\shell\\open": {},
-        "software\\classes\\meshdesk\\shell\\open\\command": {"": f'"{exe}" "%1"'},
+        "software\\classes\\meshdesk\\shell\\open\\command": {"": f'"{exe}" --opened-link "%1"'},
     }
     assert not register_links(registry, LAUNCHER)  # the next start finds it all in place
 
@@ -135,13 +135,13 @@ def test_a_moved_app_rewrites_only_what_changed():
     register_links(registry, LAUNCHER)
     moved = ["D:\\Apps\\MeshDesk\\MeshDesk.exe"]
     assert register_links(registry, moved)
-    assert registry.value(COMMAND_KEY, "") == '"D:\\Apps\\MeshDesk\\MeshDesk.exe" "%1"'
+    assert registry.value(COMMAND_KEY, "") == '"D:\\Apps\\MeshDesk\\MeshDesk.exe" --opened-link "%1"'
     assert registry.value(SCHEME_KEY, "URL Protocol") == ""
 
 
 def test_a_launcher_with_arguments_is_quoted_for_the_command_line():
     command = scheme_entries(["C:\\Py thon\\python.exe", "-m", "meshdesk"])[COMMAND_KEY][""]
-    assert command == '"C:\\Py thon\\python.exe" -m meshdesk "%1"'
+    assert command == '"C:\\Py thon\\python.exe" -m meshdesk --opened-link "%1"'
 
 
 def test_unregistering_removes_every_key_of_the_handler_and_nothing_else():
@@ -158,7 +158,7 @@ def test_another_installs_handler_is_left_alone():
     registry = MemoryRegistry()
     register_links(registry, ["D:\\Other\\MeshDesk.exe"])
     assert not unregister_links(registry, LAUNCHER)
-    assert registry.value(COMMAND_KEY, "") == '"D:\\Other\\MeshDesk.exe" "%1"'
+    assert registry.value(COMMAND_KEY, "") == '"D:\\Other\\MeshDesk.exe" --opened-link "%1"'
 
 
 def test_no_launcher_is_a_clear_error():
@@ -203,3 +203,18 @@ def test_the_bundles_declare_the_scheme_and_the_uninstall_step():
     script = root / app["windows"]["pre_uninstall_script"]
     assert "MeshDesk.exe\" --unregister-links" in script.read_text()
     assert script.read_bytes().count(b"\r\n") == script.read_bytes().count(b"\n")  # a .bat keeps CRLF
+
+
+def test_a_link_windows_pastes_in_raw_cannot_add_options():
+    """Windows substitutes %1 unescaped: a caller that leaves a `"` in a link splits it into
+    more arguments. Behind the handler's marker they are one link to show, never a join."""
+    from meshdesk.app.cli import build_parser, links_opened, one_opened_link
+
+    split_by_a_quote = ["--opened-link", "meshdesk://join/x", "--join", "meshdesk://join/EVIL",
+                        "--leave-current-mesh", "--home", "/tmp/elsewhere"]
+    arguments = build_parser().parse_args(links_opened(one_opened_link(split_by_a_quote)))
+    assert not arguments.join and not arguments.leave_current_mesh and arguments.home is None
+    assert arguments.open_link == ("meshdesk://join/x --join meshdesk://join/EVIL --leave-current-mesh "
+                                   "--home /tmp/elsewhere")
+    honest = build_parser().parse_args(links_opened(one_opened_link(["--opened-link", "meshdesk://join/x"])))
+    assert honest.open_link == "meshdesk://join/x" and not honest.join

@@ -18,6 +18,7 @@ SCHEME = "meshdesk"
 SCHEME_KEY = "Software\\Classes\\" + SCHEME
 COMMAND_KEY = SCHEME_KEY + "\\shell\\open\\command"
 DESCRIPTION = "URL:MeshDesk invite link"
+OPENED_LINK = "--opened-link"  # the handler's marker: what follows is one link (see handler_command)
 
 
 class Registry(Protocol):
@@ -34,10 +35,13 @@ class Registry(Protocol):
 
 def handler_command(launcher: list[str]) -> str:
     """The command line Windows runs for a link: the program always quoted (as Windows writes
-    its own handlers), its arguments as the C runtime parses them, then the link as "%1"."""
+    its own handlers), its arguments as the C runtime parses them, then OPENED_LINK and the link
+    as "%1". Windows pastes the link in raw, so a caller that leaves a `"` in it would split it
+    into more arguments (`--join EVIL`): everything after OPENED_LINK is one link, never options."""
     if not launcher:
         return ""
-    return " ".join([f'"{launcher[0]}"', *([subprocess.list2cmdline(launcher[1:])] if launcher[1:] else []), '"%1"'])
+    arguments = [subprocess.list2cmdline(launcher[1:])] if launcher[1:] else []
+    return " ".join([f'"{launcher[0]}"', *arguments, OPENED_LINK, '"%1"'])
 
 
 def scheme_entries(launcher: list[str]) -> dict[str, dict[str, str]]:
@@ -64,8 +68,8 @@ def register_links(registry: Registry, launcher: list[str]) -> bool:
 
 def unregister_links(registry: Registry, launcher: list[str]) -> bool:
     """Removes the handler if it runs this launcher (another install's is left alone); True
-    when it was removed."""
-    if registry.value(COMMAND_KEY, "") != handler_command(launcher):
+    when it was removed. Windows paths ignore case, so the comparison does too."""
+    if (registry.value(COMMAND_KEY, "") or "").casefold() != handler_command(launcher).casefold():
         return False
     registry.delete_tree(SCHEME_KEY)
     return True

@@ -139,13 +139,23 @@ def links_opened(argv: list[str]) -> list[str]:
     return opened
 
 
+def one_opened_link(argv: list[str]) -> list[str]:
+    """Windows's link handler runs `MeshDesk.exe --opened-link "%1"` with the link pasted in raw:
+    whatever follows the marker is that one link, so a `"` inside it cannot add options."""
+    from meshdesk.adapters.windows_links import OPENED_LINK
+
+    if argv and argv[0] == OPENED_LINK:
+        return ["--open-link", " ".join(argv[1:])]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
         from meshdesk.app.commands import run_command
 
         return run_command(argv[0], argv[1:])
-    argv = links_opened(argv)
+    argv = links_opened(one_opened_link(argv))
     arguments = build_parser().parse_args(argv)
     if arguments.threads is not None and arguments.threads < 1:
         build_parser().error("--threads must be at least 1")

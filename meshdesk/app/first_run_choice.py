@@ -26,7 +26,7 @@ def choice_made(home: Path) -> bool:
         return False
     try:
         choice = json.loads(path.read_text()).get("choice")
-    except (OSError, ValueError, AttributeError) as error:
+    except (OSError, ValueError, AttributeError, RecursionError) as error:  # deep nesting: RecursionError
         log.warning("%s cannot be read (%s); taking the first run as done", path, error)
         return True
     if choice not in CHOICES:
