@@ -69,6 +69,20 @@ def test_headings_lists_and_tables_are_rendered(view):
     assert "##" not in view.transcript.toPlainText() and "|" not in view.transcript.toPlainText()
 
 
+@pytest.mark.parametrize("hostile", ["It returns Vec<String> or Option<Box<T>>.",
+                                     'hi <img src="file:///etc/hostname"> there', "the <title> tag",
+                                     '<div style="font-size:300pt">big</div>'])
+def test_html_in_an_answer_is_text_and_hides_nothing_after_it(view, hostile):
+    """A model (or the user) writing a tag outside backticks: Qt's Markdown would parse it as
+    HTML and drop everything after it, later messages too."""
+    view.show_messages(answer(hostile) + [Message(3, 1, "user", "next message", None, None, 0)])
+    shown = view.transcript.toPlainText()
+    assert "next message" in shown
+    visible = hostile.replace('<div style="font-size:300pt">', "").replace("</div>", "")
+    assert visible in shown or hostile in shown
+    assert not view.transcript.document().toHtml().count("<img")
+
+
 def test_each_code_block_has_a_copy_button_that_fills_the_clipboard(view, qtbot):
     view.show_messages(answer())
     transcript = view.transcript

@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QTimer, QUrl
-from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QTextBlock, QTextBlockFormat, QTextCursor, QTextFormat
+from PySide6.QtGui import (QColor, QDesktopServices, QGuiApplication, QTextBlock, QTextBlockFormat, QTextCursor,
+                           QTextDocument, QTextFormat)
 from PySide6.QtWidgets import QTextBrowser, QToolButton
 
 from meshdesk.ui.chat_text import fenced_line_counts
+
+MARKDOWN_WITHOUT_HTML = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub
+                         | QTextDocument.MarkdownFeature.MarkdownNoHTML)
 
 CODE_BACKGROUND = QColor("#f1f3f6")
 COPIED_NOTE_MS = 1500
@@ -47,7 +51,9 @@ class Transcript(QTextBrowser):
         scroll = self.verticalScrollBar()
         following = scroll.value() >= scroll.maximum() - 4
         self.code_blocks = []  # the scroll moves while the text is replaced: no stale blocks
-        self.setMarkdown(markdown)
+        # No raw HTML: an answer's `Vec<String>` or `<img src=file:...>` would otherwise be taken
+        # for a tag, and everything after it, later messages too, would vanish.
+        self.document().setMarkdown(markdown, MARKDOWN_WITHOUT_HTML)
         shade_code_blocks(self)
         self.code_blocks = code_blocks(self, fenced_line_counts(markdown))
         if following:
