@@ -38,7 +38,7 @@ QT_CURSOR_MESSAGE = ("qt.qpa.plugin: From 6.5.0, xcb-cursor0 or libxcb-cursor0 i
                      "the Qt xcb platform plugin.\nqt.qpa.plugin: Could not load the Qt platform plugin "
                      "\"xcb\" in \"\" even though it was found.\nThis application failed to start because "
                      "no Qt platform plugin could be initialized.")
-QT_NO_DISPLAY = "qt.qpa.xcb: could not connect to display :99\nqt.qpa.plugin: Could not load the Qt platform plugin"
+QT_NO_DISPLAY = ("qt.qpa.xcb: could not connect to display :99\n" + QT_CURSOR_MESSAGE)  # as Qt prints it
 PROBE = [sys.executable, "-m", "meshdesk.adapters.qt_probe"]
 HIDDEN = ("libxcb-icccm.so.4", "libxcb-keysyms.so.1")  # two of those a fresh Debian lacks
 # The probe as launch runs it, and make setup's hint, from one child (in the namespace).

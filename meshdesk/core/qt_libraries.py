@@ -86,8 +86,10 @@ def packages_for(libraries: tuple[str, ...], qt_output: str = "") -> tuple[str, 
 def diagnose(platform: str, qt_output: str, ldd_output: str = "") -> PlatformFailure:
     """What went wrong, from a failed probe's output and (for xcb) `ldd` on the plugin."""
     libraries = missing_libraries(ldd_output + "\n" + qt_output)
-    packages = packages_for(libraries, qt_output)
     display = _NO_DISPLAY.search(qt_output)
+    # A plugin that tried to connect had loaded its libraries: Qt's "libxcb-cursor0 is needed",
+    # printed on any failure, is then no guess to pass on.
+    packages = packages_for(libraries, "" if display else qt_output)
     unreachable = (display.group(1) or "(unnamed)") if display and not packages else None
     lines = [line.strip() for line in qt_output.splitlines() if line.strip()]
     return PlatformFailure(platform, libraries, packages, unreachable, lines[-1] if lines else "")
