@@ -30,4 +30,15 @@ fi
 if [ "$(uname -s)" = Linux ]; then
   "$VENV/bin/python" -m meshdesk.adapters.qt_probe --libraries || true
 fi
+# Qt Multimedia (the camera scan) will not even load without PulseAudio's client library. As
+# root with apt (a CI machine, a container) it is installed, being small; otherwise, the hint.
+if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libpulse\.so\.0'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq --no-install-recommends libpulse0 >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends libpulse0 >/dev/null 2>&1; } \
+      || echo "The camera scan needs libpulse0, which apt could not install: apt install libpulse0"
+  else
+    echo "The camera scan needs PulseAudio's client library. On Debian/Ubuntu: sudo apt install libpulse0"
+  fi
+fi
 echo "Set-up complete: $VENV"
