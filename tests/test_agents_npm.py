@@ -33,9 +33,12 @@ AGENTS = {  # agent: (npm package, pinned version)
 INSTALL_SECONDS = 300
 RUN_SECONDS = 900  # Claude Code's first prompt is ~12k tokens; on 2 busy cores that takes minutes
 MAX_TOKENS = "16"
-CLAUDE_MAX_TOKENS = "1024"  # SmolLM2 ends a short answer itself; the cap is for the odd ramble
+# SmolLM2 ends a short answer itself; the cap is for the odd ramble. No higher: Claude Code
+# reserves the cap out of the 8k context, and at 1024 its prompt counted too long for it (a CI
+# dry run), so it tried to compact and sent more than the context holds.
+CLAUDE_MAX_TOKENS = "256"
 # Claude Code samples at temperature 1, and now and then the tiny model rambles past the cap (a CI
-# run hit 256). Claude Code then exits 1 by its own policy, having read the stream to its end and
+# run hit it). Claude Code then exits 1 by its own policy, having read the stream to its end and
 # its stop_reason "max_tokens": the protocol held, so only that message is let through.
 CUT_AT_MAX_TOKENS = re.compile(r"API Error: Claude's response exceeded the \d+ output token maximum\.[^\n]*\n?")
 # What an agent prints when the API refused it or its stream did not parse.
