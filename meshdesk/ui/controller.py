@@ -19,7 +19,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 from meshdesk.core.invite import TokenError, decode_token
 from meshdesk.core.status import StatusSnapshot
 from meshdesk.ui.join_offer import join_offer
-from meshdesk.ui.join_view import JoinView
+from meshdesk.ui.join_view import JoinView, is_invite
 from meshdesk.ui.main_window import MainWindow
 from meshdesk.ui.throttle import Throttle
 from meshdesk.ui.tray import TrayMenu
@@ -239,11 +239,3 @@ class DesktopController:
         """Cancels what is still running (a join, a scan); the app is ending."""
         for task in list(self.tasks):
             task.cancel()
-
-
-def is_invite(text: str) -> bool:
-    try:
-        decode_token(text)
-    except TokenError:
-        return False
-    return True
