@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("latency.py", "round trips per token per remote member ="),
     ("churn.py", "SIGKILL of a peer -> removal from every view"),
     ("grammar.py", "grammar-constrained / free tokens/s ="),
+    ("first_answers.py", "tok/s smollm2 / gemma-3-270m ="),
 ])
 def test_bench_quick_mode_prints_its_verdict(script, verdict):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
