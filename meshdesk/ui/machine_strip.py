@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePol
 
 from meshdesk.core.planning import Plan
 from meshdesk.core.states import Role
-from meshdesk.core.status import StatusSnapshot
+from meshdesk.core.status import StatusSnapshot, layer_spans
 from meshdesk.ui.mesh_model import TrayState, tray_state
 from meshdesk.ui.text import share_percent
 
@@ -20,17 +20,16 @@ STATE_WORDS = {TrayState.READY: "ready", TrayState.LOADING: "loading", TrayState
 
 def part_in_plan(plan: Plan, node_id: str) -> str | None:
     """E.g. "hosts Qwen · layers 0–13 of 24 · 58% share"; None when this node has no part in `plan`."""
+    member = next((member for member in plan.members if member.node_id == node_id), None)
+    if member is None:
+        return f"hosts {plan.model}" if plan.host == node_id else None
     total = sum(member.layers for member in plan.members)
-    start = 0
-    for member in plan.members:
-        if member.node_id == node_id:
-            verb = "hosts" if plan.host == node_id else "lends layers to"
-            if len(plan.members) < 2:
-                return f"{verb} {plan.model} · all {total} layers" if total else f"{verb} {plan.model}"
-            layers = f"layers {start}–{start + member.layers - 1} of {total}" if member.layers else "no layers"
-            return f"{verb} {plan.model} · {layers} · {share_percent(member.share)} share"
-        start += member.layers
-    return f"hosts {plan.model}" if plan.host == node_id else None
+    verb = "hosts" if plan.host == node_id else "lends layers to"
+    if len(plan.members) < 2:
+        return f"{verb} {plan.model} · all {total} layers" if total else f"{verb} {plan.model}"
+    span = layer_spans(plan).get(node_id)
+    layers = f"layers {span[0]}–{span[1]} of {total}" if span else "no layers"
+    return f"{verb} {plan.model} · {layers} · {share_percent(member.share)} share"
 
 
 def machine_line(snapshot: StatusSnapshot) -> str:
