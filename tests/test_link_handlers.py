@@ -216,5 +216,7 @@ def test_a_link_windows_pastes_in_raw_cannot_add_options():
     assert not arguments.join and not arguments.leave_current_mesh and arguments.home is None
     assert arguments.open_link == ("meshdesk://join/x --join meshdesk://join/EVIL --leave-current-mesh "
                                    "--home /tmp/elsewhere")
+    without_the_marker = build_parser().parse_args(links_opened(one_opened_link(split_by_a_quote[1:])))
+    assert without_the_marker.join and without_the_marker.leave_current_mesh  # the attack, were "%1" alone
     honest = build_parser().parse_args(links_opened(one_opened_link(["--opened-link", "meshdesk://join/x"])))
     assert honest.open_link == "meshdesk://join/x" and not honest.join
