@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("grammar.py", "grammar-constrained / free tokens/s ="),
     ("first_answers.py", "tok/s smollm2 / gemma-3-270m ="),
     ("concurrency.py", "one batched llama_decode of 8 / 8 single ones:"),
+    ("batch_split.py", "round trips per generated token per remote member at"),
 ])
 def test_bench_quick_mode_prints_its_verdict(script, verdict):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
