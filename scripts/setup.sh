@@ -41,4 +41,15 @@ if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libpulse\.s
     echo "The camera scan needs PulseAudio's client library. On Debian/Ubuntu: sudo apt install libpulse0"
   fi
 fi
+# The NAT lab's routers (tests/nat_lab.py) masquerade with nftables' `nft`. As root with apt it
+# is installed, being small; otherwise those tests skip, and one line says so.
+if [ "$(uname -s)" = Linux ] && ! command -v nft >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq --no-install-recommends nftables >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends nftables >/dev/null 2>&1; } \
+      || echo "The NAT lab tests will skip: apt could not install nftables (apt install nftables)"
+  else
+    echo "The NAT lab tests will skip: they need root and nftables (sudo apt install nftables)"
+  fi
+fi
 echo "Set-up complete: $VENV"

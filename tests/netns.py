@@ -30,11 +30,17 @@ from tests.nodes import NodeProcess, start_node
 CLONE_NEWNET = 0x40000000
 
 
-def ip(*arguments: str, namespace: str | None = None) -> None:
+def run_in(namespace: str | None, *command: str, stdin: str | None = None) -> str:
+    """`command` inside `namespace` (here when None): its output, or OSError with its complaint."""
     prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    result = subprocess.run([*prefix, "ip", *arguments], capture_output=True, text=True, timeout=10)
+    result = subprocess.run([*prefix, *command], input=stdin, capture_output=True, text=True, timeout=10)
     if result.returncode != 0:
-        raise OSError(f"ip {' '.join(arguments)}: {result.stderr.strip()}")
+        raise OSError(f"{' '.join(command)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def ip(*arguments: str, namespace: str | None = None) -> None:
+    run_in(namespace, "ip", *arguments)
 
 
 def not_permitted() -> str | None:
