@@ -14,13 +14,15 @@ goes out of the home, which is what works across NAT today.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.nat_lab import Nat, ObservedAddressServer, lab, observed_address, udp_socket  # noqa: F401  (a fixture)
-from tests.netns import ip, start_in
+from tests.nat_lab import (Nat, ObservedAddressServer, lab, lab_not_permitted, nat_lab,  # noqa: F401  (a fixture)
+                            observed_address, udp_socket)
+from tests.netns import ip, run_in, start_in
 from tests.nodes import poll
 
 MODEL = "gemma-3-270m-q4_k_m"
@@ -36,6 +38,32 @@ def world(lab):
     yield observers, homes
     for observer in observers:
         observer.close()
+
+
+def test_a_lab_leaves_nothing_behind_even_when_its_body_fails():
+    reason = lab_not_permitted()
+    if reason:
+        pytest.skip(reason)
+    with pytest.raises(RuntimeError):
+        with nat_lab() as built:
+            built.public()
+            built.home(Nat.SYMMETRIC, machines=2)
+            made = set(built.namespaces)
+            raise RuntimeError("the test failed")
+    left = {line.split()[0] for line in run_in(None, "ip", "netns", "list").splitlines() if line}
+    assert len(made) == 5 and not made & left  # the internet, a machine, a router and two
+
+
+def test_machines_of_one_home_hear_each_other_on_the_mdns_group(lab):
+    """What mDNS needs: multicast on the LAN (the router routes none of it out)."""
+    home = lab.home(Nat.ENDPOINT_INDEPENDENT, machines=2)
+    listener = udp_socket(home.machines[0])
+    group = socket.inet_aton("224.0.0.251") + socket.inet_aton(home.machines[0].address)
+    listener.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
+    sender = udp_socket(home.machines[1])
+    sender.sendto(b"announce", ("224.0.0.251", listener.getsockname()[1]))
+    listener.settimeout(5)
+    assert listener.recvfrom(2048) == (b"announce", (home.machines[1].address, sender.getsockname()[1]))
 
 
 def test_behind_an_endpoint_independent_router_every_destination_sees_one_address(world):
