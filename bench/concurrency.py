@@ -392,14 +392,26 @@ def report(arguments, results: list[Level], limit: dict, load_before, parallel: 
             (["quick run"] if arguments.quick else []) +
             ([f"load average {load_before[0]:.2f} before the run"] if load_before[0] > 0.5 else [])) + ")")
     print()
+    ceiling = batching_ceiling(limit, table[1]["per_stream_tokens_per_second"])
     print(f"one batched llama_decode of {limit['sequences']} / {limit['sequences']} single ones: "
-          f"{limit['batched_ms'] / limit['singles_ms']:.3f} of the time, so at most "
-          f"{limit['singles_ms'] / limit['batched_ms']:.2f}x the tokens/s from batching")
+          f"{limit['batched_ms'] / limit['singles_ms']:.3f} of the time, so the decoding itself goes at most "
+          f"{limit['singles_ms'] / limit['batched_ms']:.2f}x faster batched")
+    print(f"ceiling for {limit['sequences']} streams: {limit['sequences']} tokens per {limit['batched_ms']:.1f} ms step "
+          f"= {ceiling * table[1]['per_stream_tokens_per_second']:.0f} tok/s at most, {ceiling:.2f}x one stream's "
+          f"{table[1]['per_stream_tokens_per_second']:.1f} tok/s")
     verdicts(table)
     return {"levels": list(table.values()), "decode_limit": limit, "threads": arguments.threads,
-            "node_options": parallel, "max_tokens": arguments.max_tokens, "rounds": arguments.repetitions,
+            "batching_ceiling": ceiling, "node_options": parallel, "max_tokens": arguments.max_tokens, "rounds": arguments.repetitions,
             "load_before": load_before[0], "load_after": load_after[0],
             "runs": [asdict(result) for result in results]}
+
+
+def batching_ceiling(limit: dict, one_stream_tokens_per_second: float) -> float:
+    """The most `sequences` streams can get over one stream alone: a step of all of them takes at
+    least one batched decode, whereas one stream's pace already includes the host's and the node's
+    work around each token (sampling, text, sending), which a batch must still do per stream."""
+    batched_tokens_per_second = limit["sequences"] / (limit["batched_ms"] / 1000)
+    return batched_tokens_per_second / one_stream_tokens_per_second
 
 
 def verdicts(table: dict) -> None:
