@@ -428,6 +428,17 @@ def verdicts(table: dict) -> None:
           f"{'PASS' if ttft < GOAL_TTFT_SECONDS else 'FAIL'}")
 
 
+def without_nan(value):
+    """`value` with NaN (a figure not measured) as null: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     load_before = os.getloadavg()
@@ -450,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             limit = decode_limit(model, arguments.threads, arguments.decode_repetitions)
             figures = report(arguments, results, limit, load_before, parallel)
             if arguments.json:
-                arguments.json.write_text(json.dumps(figures, indent=2, default=str))
+                arguments.json.write_text(json.dumps(without_nan(figures), indent=2))
         except Exception:
             traceback.print_exc()
             if node is not None:
