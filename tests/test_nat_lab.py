@@ -27,7 +27,8 @@ from tests.nodes import poll
 
 MODEL = "gemma-3-270m-q4_k_m"
 PROMPT = "The history of the Roman Empire"
-PUNCH_SECONDS = 2.0
+PUNCH_SECONDS = 10.0   # a punch that works ends as soon as both sides hear each other
+HOPELESS_PUNCH_SECONDS = 2.0  # how long a punch that cannot work is tried
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,22 @@ def test_nothing_unsolicited_from_the_internet_reaches_a_machine(world, lab, nat
     assert receiver.recvfrom(2048) == (b"solicited", observer.address)
 
 
+def test_an_early_punch_leaves_the_endpoint_independent_mapping_as_it_was(world, lab):
+    """The peer's packet arriving before the machine's own first one is dropped without a trace,
+    so the machine's flow to that peer still keeps its port (Linux would pick another port if
+    the early packet had left a conntrack entry)."""
+    (observer, _), homes = world
+    home = homes[Nat.ENDPOINT_INDEPENDENT][1]
+    sender, peer = udp_socket(home.machines[0]), udp_socket(lab.public_machines[1])
+    mapped = observed_address(sender, observer)
+    dropped = home.unsolicited_dropped()
+    peer.sendto(b"early punch", mapped)
+    poll(lambda: home.unsolicited_dropped() > dropped, 5, message="the router to drop the early punch")
+    sender.sendto(b"punch", (lab.public_machines[1].address, peer.getsockname()[1]))
+    peer.settimeout(5)
+    assert peer.recvfrom(2048) == (b"punch", mapped)
+
+
 def punch(sender, peer: tuple[str, int], seconds: float) -> bool:
     """Sends to `peer` every 50 ms until a datagram from it arrives (True) or `seconds` pass."""
     sender.settimeout(0.05)
@@ -128,14 +145,14 @@ def punch(sender, peer: tuple[str, int], seconds: float) -> bool:
     return False
 
 
-def simultaneous_punch(observer, one, two) -> tuple[bool, bool]:
+def simultaneous_punch(observer, one, two, seconds: float = PUNCH_SECONDS) -> tuple[bool, bool]:
     """Each side learns its address from `observer`, as a member both reach would tell the
     other, and both send to the other's at once."""
     sockets = [udp_socket(home.machines[0]) for home in (one, two)]
     first_seen, second_seen = (observed_address(sender, observer) for sender in sockets)
     with ThreadPoolExecutor(2) as pool:
-        outcomes = [pool.submit(punch, sockets[0], second_seen, PUNCH_SECONDS),
-                    pool.submit(punch, sockets[1], first_seen, PUNCH_SECONDS)]
+        outcomes = [pool.submit(punch, sockets[0], second_seen, seconds),
+                    pool.submit(punch, sockets[1], first_seen, seconds)]
         return outcomes[0].result(), outcomes[1].result()
 
 
@@ -148,7 +165,7 @@ def test_two_symmetric_homes_cannot_punch(world):
     (observer, _), homes = world
     one, two = homes[Nat.SYMMETRIC]
     dropped = one.unsolicited_dropped(), two.unsolicited_dropped()
-    assert simultaneous_punch(observer, one, two) == (False, False)
+    assert simultaneous_punch(observer, one, two, HOPELESS_PUNCH_SECONDS) == (False, False)
     # the punches arrived, from ports no mapping knew, and each router dropped them
     assert one.unsolicited_dropped() > dropped[0] and two.unsolicited_dropped() > dropped[1]
 
