@@ -2,9 +2,10 @@
 
 With plain sockets: behind the endpoint-independent router a UDP socket is seen from one public
 address and port by every destination, behind the symmetric one from another port by each;
-nothing unsolicited from the internet gets in; two machines behind endpoint-independent routers
-punch a UDP path with simultaneous sends to the addresses an observer saw, and between two
-symmetric routers the same punch fails (what relays are for).
+nothing unsolicited from the internet gets in, and a peer's early punch does not move a mapping;
+two machines behind endpoint-independent routers punch a UDP path with simultaneous sends to the
+addresses an observer saw, and between two symmetric routers the same punch fails (what relays
+are for). A lab leaves nothing behind, and a home's LAN carries mDNS's multicast.
 
 With nodes (slow): a member at home behind the endpoint-independent router joins a mesh founded
 on the internet, and a split hosted at home with a member on the internet answers: every dial
@@ -56,7 +57,8 @@ def test_a_lab_leaves_nothing_behind_even_when_its_body_fails():
 
 
 def test_machines_of_one_home_hear_each_other_on_the_mdns_group(lab):
-    """What mDNS needs: multicast on the LAN (the router routes none of it out)."""
+    """What mDNS needs: multicast on the LAN. (None of it leaves the home: Linux forwards
+    multicast only for a multicast routing daemon, which no router here runs.)"""
     home = lab.home(Nat.ENDPOINT_INDEPENDENT, machines=2)
     listener = udp_socket(home.machines[0])
     group = socket.inet_aton("224.0.0.251") + socket.inet_aton(home.machines[0].address)
