@@ -48,6 +48,9 @@ class FakeMesh:
     def refresh_own_record(self) -> None:
         self.refreshes += 1
 
+    def observed_wire(self) -> tuple:
+        return ()
+
     def mesh_wants(self) -> list:
         return []
 

@@ -30,6 +30,7 @@ DIAL, ACCEPT = "dial", "accept"
 PLANES = ("quic", "tls")
 MAX_NAME = 64
 MAX_INVITE = 2048
+MAX_HOST = 64  # an IPv6 literal with its zone fits
 _TRANSCRIPT_DOMAIN = b"meshdesk/1 handshake\0"
 _MAC_DOMAIN = b"meshdesk/1 membership\0"
 
@@ -78,12 +79,17 @@ class Auth:
     signature: bytes
     mac: bytes | None
     mesh_secret: bytes | None = None  # only from an acceptor to a node joining by invite
+    # Where the sender sees the other end of this connection (`core.reachability`); optional,
+    # so older builds, which ignore unknown fields, still link with us.
+    observed: tuple[str, int] | None = None
 
     def to_wire(self) -> dict:
         message = {"type": "auth", "signature": self.signature.hex(),
                    "mac": None if self.mac is None else self.mac.hex()}
         if self.mesh_secret is not None:
             message["mesh_secret"] = self.mesh_secret.hex()
+        if self.observed is not None:
+            message["observed"] = list(self.observed)
         return message
 
 
@@ -123,7 +129,18 @@ def parse_auth(message: dict) -> Auth:
     expect_type(message, "auth")
     mac = None if message.get("mac") is None else hex_field(message, "mac", 32)
     secret = None if message.get("mesh_secret") is None else hex_field(message, "mesh_secret", 32)
-    return Auth(hex_field(message, "signature", 64), mac, secret)
+    return Auth(hex_field(message, "signature", 64), mac, secret, observed_field(message))
+
+
+def observed_field(message: dict) -> tuple[str, int] | None:
+    """An [ip, port] pair, or None; whether the address is usable is `core.reachability`'s call."""
+    value = message.get("observed")
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and 0 < len(value[0]) <= MAX_HOST and type(value[1]) is int and 0 <= value[1] <= 65535):
+        raise HandshakeError("handshake field 'observed' must be an [address, port] pair")
+    return value[0], value[1]
 
 
 def refused(message: dict) -> None:

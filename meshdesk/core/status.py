@@ -30,20 +30,29 @@ class NodeInfo:
     home: str     # the node's data folder
     version: str
     role: Role
+    # Where peers see this node from (`core.reachability.Observed.to_wire`: address, direction,
+    # reporters, advertised), most reporters first; left out of the wire when empty. Read-only.
+    observed: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role(self.role))
 
     def to_wire(self) -> dict:
-        return {"id": self.id, "name": self.name, "home": self.home, "version": self.version,
+        wire = {"id": self.id, "name": self.name, "home": self.home, "version": self.version,
                 "role": self.role.value}
+        if self.observed:  # left out until a peer has reported one
+            wire["observed"] = copy.deepcopy(list(self.observed))
+        return wire
 
     @classmethod
     def from_wire(cls, data: object, what: str = "node") -> NodeInfo:
         data = read.section(data, what)
+        observed = data.get("observed", [])
+        if not isinstance(observed, list) or not all(isinstance(entry, dict) for entry in observed):
+            raise SnapshotError(f"{what}: observed must be a list of objects")
         return cls(read.text(data, "id", what), read.text(data, "name", what),
                    read.text(data, "home", what), read.text(data, "version", what),
-                   read.state(data, "role", Role, what))
+                   read.state(data, "role", Role, what), tuple(copy.deepcopy(observed)))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class PeerIdentity:
 
     hello: Hello
     mesh_secret: bytes | None = None  # handed to us when we joined by invite
+    observed: tuple[str, int] | None = None  # where this peer says it sees us (QUIC links)
 
     @property
     def node_id(self) -> str:
@@ -52,9 +53,15 @@ def own_hello(credentials: Credentials, role: str, mesh_id: str, invite: str | N
 
 
 def own_auth(credentials: Credentials, digest: bytes, role: str, mesh_secret: bytes | None,
-             secret_for_joiner: bytes | None = None) -> Auth:
+             secret_for_joiner: bytes | None = None, observed: tuple[str, int] | None = None) -> Auth:
     mac = None if mesh_secret is None else hs.membership_mac(mesh_secret, digest, role)
-    return Auth(credentials.sign(hs.signed_statement(digest, role)), mac, secret_for_joiner)
+    return Auth(credentials.sign(hs.signed_statement(digest, role)), mac, secret_for_joiner, observed)
+
+
+def observation(link: MessageLink) -> tuple[str, int] | None:
+    """Where we see the peer's end of a control link, to tell it (`core.reachability`). Not on
+    the data plane: TLS runs over TCP, whose NAT mappings say nothing of the QUIC port's."""
+    return tuple(link.remote_address) if link.plane == "quic" else None
 
 
 def check_signature(credentials: Credentials, hello: Hello, auth: Auth, digest: bytes, role: str) -> None:
@@ -75,13 +82,13 @@ async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_s
             raise HandshakeError(f"the peer is in another mesh ({theirs.mesh_id})")
         digest = hs.transcript(mine, theirs, link.server_public_key, link.plane,
                                own_tls_key(link, credentials))
-        await link.send(own_auth(credentials, digest, DIAL, mesh_secret).to_wire())
+        await link.send(own_auth(credentials, digest, DIAL, mesh_secret, observed=observation(link)).to_wire())
         auth = hs.parse_auth(await link.receive())
         check_signature(credentials, theirs, auth, digest, ACCEPT)
         secret = mesh_secret or auth.mesh_secret
         if secret is None or not hs.mac_matches(secret, digest, ACCEPT, auth.mac):
             raise HandshakeError("the peer could not prove it belongs to the mesh", Fault.UNAUTHENTICATED)
-        return PeerIdentity(theirs, auth.mesh_secret if mesh_secret is None else None)
+        return PeerIdentity(theirs, auth.mesh_secret if mesh_secret is None else None, auth.observed)
 
 
 def own_tls_key(link: MessageLink, credentials: Credentials) -> bytes | None:
@@ -132,7 +139,8 @@ async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh
             await link.send(hs.refuse_message("not a member of this mesh", Fault.UNAUTHENTICATED))
             raise HandshakeError("the peer could not prove it belongs to the mesh", Fault.UNAUTHENTICATED)
         # Answer with the secret the dialler proved, so it can check us (an older one while it catches up).
-        reply = own_auth(credentials, digest, ACCEPT, matched or mesh_secret, mesh_secret if joining else None)
+        reply = own_auth(credentials, digest, ACCEPT, matched or mesh_secret, mesh_secret if joining else None,
+                         observation(link))
         await link.send(reply.to_wire())
         link.authenticated()
-        return PeerIdentity(theirs)
+        return PeerIdentity(theirs, observed=auth.observed)

@@ -20,6 +20,7 @@ from meshdesk.core import peer_control as pc
 from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.identity import mesh_id_for, node_id_for
 from meshdesk.core.membership import Membership, NodeRecord
+from meshdesk.core.reachability import Reachability
 from meshdesk.node.handshake import Credentials, PeerIdentity
 from meshdesk.node.interfaces import LinkClosed, MessageLink, SecretStore
 from meshdesk.node.linking import HandshakeFailed, Unreachable
@@ -29,6 +30,7 @@ from meshdesk.node.mesh_secrets import MeshSecrets, dial_with_secrets
 
 __all__ = ["JoinRefused", "MeshService", "MeshSettings"]
 from meshdesk.node.mesh_links import LinkTable
+from meshdesk.node.mesh_reachability import MeshReachability
 from meshdesk.node.mesh_state import MeshMemory, load_memory, restore_decisions, save_memory_or_warn
 from meshdesk.node.mesh_status import MeshStatus, status_of
 
@@ -48,7 +50,7 @@ class MeshSettings:
     advertise_hosts: list[str] = field(default_factory=list)
 
 
-class MeshService(MeshAdmission, MeshCommands):
+class MeshService(MeshAdmission, MeshCommands, MeshReachability):
     def __init__(self, settings: MeshSettings, credentials: Credentials, secrets: SecretStore,
                  control_transport, data_transport, own_record: Callable[[], dict],
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
@@ -67,6 +69,7 @@ class MeshService(MeshAdmission, MeshCommands):
         self.links = LinkTable()
         self.port: int | None = None
         self.refusals: list[dict] = []
+        self.reachability = Reachability()  # where peers see us from (core.reachability)
         self.data_plane_handlers: dict[str, Callable] = {}
         self.on_change: Callable[[], None] = lambda: None
         self._group: asyncio.TaskGroup | None = None
@@ -93,6 +96,7 @@ class MeshService(MeshAdmission, MeshCommands):
         raise OSError("no port number is free for both UDP and TCP")
 
     def advertised_addresses(self) -> list[tuple[str, int]]:
+        """This machine's own addresses (what invites carry)."""
         return [(host, self.port) for host in self.settings.advertise_hosts]
 
     def load_or_create_mesh(self) -> bool:
@@ -133,7 +137,7 @@ class MeshService(MeshAdmission, MeshCommands):
         self._save()
 
     def _record(self, generation: int) -> NodeRecord:
-        return NodeRecord(node_id=self.node_id, addresses=tuple(self.advertised_addresses()),
+        return NodeRecord(node_id=self.node_id, addresses=tuple(self.record_addresses()),
                           public_key=self.credentials.public_key.hex(), generation=generation,
                           rtt_ms={}, **self.own_record())
 
@@ -164,6 +168,7 @@ class MeshService(MeshAdmission, MeshCommands):
         if identity.node_id not in self.memory.members:
             self.memory.members.append(identity.node_id)
         log.info("linked with %s (%s)", identity.hello.name, identity.node_id)
+        self._note_observed(identity, dialled_by_us)
         self._spawn(self._read(link_id, link))
         self._spawn(self.links.write_until_closed(link_id))
         self._carry_out(self.control.link_up(self.clock(), link_id, identity.node_id, dialled_by_us))
@@ -182,8 +187,10 @@ class MeshService(MeshAdmission, MeshCommands):
             log.exception("handling a message from %s failed", self.links.peer_id(link_id))
             link.close("internal error")
         # Not on cancellation: when the node stops, leave() still says goodbye on these links.
+        peer_id = self.links.peer_id(link_id)
         self.links.remove(link_id)
         self._carry_out(self.control.link_down(self.clock(), link_id))
+        self._link_gone(peer_id)
 
     async def _dial(self, address: tuple[str, int], node_id: str | None) -> None:
         control = self.control
@@ -268,11 +275,6 @@ class MeshService(MeshAdmission, MeshCommands):
         self._wake.set()
         if changed:
             self.on_change()
-
-    def refresh_own_record(self) -> None:
-        """Call when what `own_record()` returns has changed (e.g. capacity, role)."""
-        if self.control is not None:
-            self._carry_out(self.control.update_own(self.clock(), self.own_record()))
 
     def alive_records(self) -> list[NodeRecord]:
         return [] if self.membership is None else self.membership.alive_records(self.clock())
