@@ -209,3 +209,235 @@ def test_any_split_of_a_text_into_tokens_streams_the_same_answer():
         want, stop = expected_text(text, stops, cuts)
         assert ("".join(deltas) + tail, finish.get("stop_sequence")) == (want, stop), (text, stops, cuts)
         assert finish["usage"]["completion_tokens"] == len(want)
+
+
+# The real models: what the one-at-a-time host sent for an answer, against AnswerText fed the
+# same tokens. `reference_answer` is that host's way, kept here as it was (host.py's
+# serve_generation, text_chunks, matched_stop and completion_token_count before issue 16).
+
+def recording_model(path):
+    """A `Llama` as the host loaded one, that also records every token it samples."""
+    import llama_cpp
+
+    from meshdesk.adapters.llama.grammar_sampler import with_grammar_first
+
+    class Recording(with_grammar_first(llama_cpp.Llama)):
+        sampled: list = []
+
+        def sample(self, *args, **kwargs) -> int:
+            token = super().sample(*args, **kwargs)
+            self.sampled.append(token)
+            return token
+
+    return Recording(model_path=str(path), n_ctx=1024, n_threads=2, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_model_path):
+    return recording_model(smollm2_model_path)
+
+
+@pytest.fixture(scope="module")
+def gemma(default_model_path):
+    return recording_model(default_model_path)
+
+
+def request_for(body: dict):
+    from meshdesk.core.openai_api.request import parse_chat_request, parse_completion_request
+
+    body = {"model": "m", "temperature": 0.0, "stream": True} | body
+    return parse_chat_request(body) if "messages" in body else parse_completion_request(body)
+
+
+def prompt_of(llama, request):
+    from meshdesk.adapters.llama import host
+    from meshdesk.adapters.llama.chat_template import chat_format
+
+    return host.prompt_for_request(llama, chat_format(llama), request)
+
+
+def budget_of(llama, prompt, request) -> int:
+    from meshdesk.core import continuation
+
+    return continuation.token_budget(request.max_tokens, llama.n_ctx() - len(prompt.tokens), prompt.tokens_so_far)
+
+
+def reference_answer(llama, request) -> tuple[str, dict, list[int]]:
+    """(the text streamed, the finish, the tokens sampled) as llama-cpp-python and the host gave."""
+    from meshdesk.adapters.llama.tool_output import PlainOutput, marker_tokens, output_for
+
+    prompt, output = prompt_of(llama, request), output_for(request)
+    llama.kept_tokens = frozenset() if isinstance(output, PlainOutput) else marker_tokens(llama)
+    llama.reset()  # a cached prompt prefix changes the logits' last bits: each answer starts afresh
+    llama.sampled = []
+    streamed, sent, finish_reason = [], [], None
+    try:
+        for chunk in llama.create_completion(prompt=prompt.tokens, max_tokens=budget_of(llama, prompt, request),
+                                             temperature=0.0, stop=prompt.stop, grammar=prompt.grammar, stream=True):
+            text = chunk["choices"][0]["text"] or ""
+            if text:
+                streamed.append(text)
+                sent.append(output.feed(text))
+            finish_reason = chunk["choices"][0]["finish_reason"] or finish_reason
+    finally:
+        llama.kept_tokens = frozenset()
+    tail, calls = output.finish()
+    answered = (request.continue_from or "") + "".join(streamed)
+    counted = len(llama.tokenize(answered.encode(), add_bos=False, special=True)) if answered else 0
+    finish = {"finish_reason": finish_reason, "usage": {"prompt_tokens": prompt.counted(), "completion_tokens": counted}}
+    client = list(request.stop) if prompt.stop[:len(request.stop)] == list(request.stop) else []
+    rendered = llama.detokenize(llama.sampled).decode("utf-8", errors="ignore")
+    found = [stop for stop in prompt.stop if stop in rendered]
+    if finish_reason == "stop" and found and found[0] in client:
+        finish["stop_sequence"] = found[0]
+    if calls:
+        finish |= {"finish_reason": "tool_calls", "tool_calls": calls}
+    return "".join(sent) + tail, finish, list(llama.sampled)
+
+
+def replayed_answer(llama, request, tokens: list[int]) -> tuple[str, dict]:
+    """What AnswerText makes of `tokens`, fed as a batched host feeds them, up to the budget."""
+    prompt = prompt_of(llama, request)
+    answer = AnswerText(llama, prompt, request)
+    streamed, ended = [], False
+    for token in tokens[:budget_of(llama, prompt, request)]:
+        delta, ended = answer.add(token)
+        streamed.append(delta)
+        if ended:
+            break
+    tail, finish = answer.close(None if ended else "length")
+    return "".join(streamed) + tail, finish
+
+
+def without_call_ids(finish: dict) -> dict:
+    calls = [{key: value for key, value in call.items() if key != "id"} for call in finish.get("tool_calls", ())]
+    return finish | ({"tool_calls": calls} if calls else {})
+
+
+def assert_same_answer(llama, body: dict) -> tuple[str, dict, list[int]]:
+    """The reference answer for `body`, after checking AnswerText gives the same from its tokens."""
+    request = request_for(body)
+    text, finish, tokens = reference_answer(llama, request)
+    replayed_text, replayed_finish = replayed_answer(llama, request, tokens)
+    assert (replayed_text, without_call_ids(replayed_finish)) == (text, without_call_ids(finish))
+    return text, finish, tokens
+
+
+def chat(content: str, **fields) -> dict:
+    return {"messages": [{"role": "user", "content": content}]} | fields
+
+
+TOOLS = [{"type": "function", "function": WEATHER}]
+SAME_ON_SMOLLM2 = {
+    "an answer ended by end-of-generation": chat("Say hi.", max_tokens=60),
+    "an answer ended by max_tokens": chat("Write one sentence about the sea.", max_tokens=12),
+    "emoji split across tokens": {"prompt": "Emoji: 😀😃😄😁😆🎉", "max_tokens": 24},
+    "CJK split across tokens": {"prompt": "東京は日本の首都です。大阪は", "max_tokens": 24},
+    "a stop made of CJK": {"prompt": "東京は日本の首都です。大阪は", "max_tokens": 24, "stop": ["の首"]},
+    "tools offered, prose written": chat("Call get_weather for Oslo.", max_tokens=40, tools=TOOLS),
+    "a required call (Hermes <tool_call>, under a grammar)": chat(
+        "What is the weather in Paris?", max_tokens=80, tools=TOOLS, tool_choice="required"),
+    "a named call, stop ignored under the grammar": chat(
+        "Weather in Rome?", max_tokens=80, tools=TOOLS, stop=["Rome"],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}),
+}
+
+
+@pytest.mark.parametrize("body", SAME_ON_SMOLLM2.values(), ids=SAME_ON_SMOLLM2.keys())
+def test_the_tokens_create_completion_sampled_give_the_answer_the_host_sent(smollm2, body):
+    text, finish, tokens = assert_same_answer(smollm2, body)
+    if "tool_choice" in body:
+        assert finish["finish_reason"] == "tool_calls" and text == "" and "stop_sequence" not in finish
+    if "😀" in body.get("prompt", "") or "東京" in body.get("prompt", ""):
+        # The case is the one named: some character's bytes came in more than one token.
+        assert any(not piece_is_utf8(smollm2, token) for token in tokens)
+    if "stop" in body and "tool_choice" not in body:
+        assert finish["stop_sequence"] in body["stop"]
+
+
+def piece_is_utf8(llama, token: int) -> bool:
+    try:
+        llama.detokenize([token]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def free_answer(llama, body: dict) -> str:
+    return reference_answer(llama, request_for(body))[0]
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma"])
+def test_a_stop_spanning_tokens_and_a_stop_at_the_very_start_end_the_same_answer(request, model):
+    llama = request.getfixturevalue(model)
+    body = chat("Write one sentence about the sea.", max_tokens=40)
+    free = free_answer(llama, body)
+    offsets = token_offsets(llama, body)
+    boundary = offsets[len(offsets) // 2]
+    spanning = free[boundary - 2:boundary + 3]  # two letters of one token, three of the next
+    text, finish, _ = assert_same_answer(llama, body | {"stop": ["zzz", spanning]})
+    assert text == free[:free.index(spanning)] and finish["stop_sequence"] == spanning
+    text, finish, _ = assert_same_answer(llama, body | {"stop": [free[:4]]})
+    assert text == "" and finish["stop_sequence"] == free[:4]
+
+
+def token_offsets(llama, body: dict) -> list[int]:
+    """Where each token of the free answer ends in its text (an ASCII answer: bytes are characters)."""
+    text, _, tokens = reference_answer(llama, request_for(body))
+    assert text.isascii(), text
+    ends, length = [], 0
+    for token in tokens:
+        length += len(llama.detokenize([token]))
+        ends.append(length)
+    return ends
+
+
+def test_an_answer_carried_on_counts_its_earlier_text_as_the_host_did(smollm2):
+    from dataclasses import replace
+
+    request = replace(request_for(chat("Write one sentence about the sea.", max_tokens=20)),
+                      continue_from="The sea is")
+    text, finish, tokens = reference_answer(smollm2, request)
+    assert replayed_answer(smollm2, request, tokens) == (text, finish)
+    assert finish["usage"]["completion_tokens"] > len(smollm2.tokenize(text.encode(), add_bos=False))
+
+
+def test_characters_llama_cpp_python_lost_from_held_back_text_are_kept(smollm2):
+    # Held back as the start of a stop, then sent at the end token by token: each piece of an
+    # emoji alone is no UTF-8, so llama-cpp-python sent nothing, and counted nothing.
+    request = request_for(chat("Send me a heart emoji and nothing else.", max_tokens=30, stop=["🌱" * 11]))
+    lost, lost_finish, tokens = reference_answer(smollm2, request)
+    text, finish = replayed_answer(smollm2, request, tokens)
+    assert lost == "" and lost_finish["usage"]["completion_tokens"] == 0
+    assert text == "🌱" * 10 and finish["finish_reason"] == "length"
+    assert finish["usage"]["completion_tokens"] == 30
+
+
+def test_the_budget_is_the_limit_even_inside_a_character(smollm2):
+    # llama-cpp-python sampled past max_tokens to finish a character; a batched host stops.
+    request = request_for({"prompt": "Emoji: 😀😃😄😁😆🎉", "max_tokens": 23})
+    over, _, tokens = reference_answer(smollm2, request)
+    text, finish = replayed_answer(smollm2, request, tokens)
+    assert len(tokens) == 24 and text == over[:-1] and finish["finish_reason"] == "length"
+
+
+SAME_ON_GEMMA = {
+    "a chat answer": chat("Say hi in one short sentence.", max_tokens=30),
+    "CJK": chat("日本の首都はどこですか？", max_tokens=30),
+    "a completion": {"prompt": "The capital of France is", "max_tokens": 20},
+}
+
+
+@pytest.mark.parametrize("body", SAME_ON_GEMMA.values(), ids=SAME_ON_GEMMA.keys())
+def test_gemma_s_sentencepiece_answers_are_the_same_too(gemma, body):
+    text, _, _ = assert_same_answer(gemma, body)
+    assert text
+
+
+def test_a_token_id_past_the_real_vocabulary_is_a_value_error_not_a_crash(smollm2):
+    request = request_for(chat("Hi", max_tokens=5))
+    answer = AnswerText(smollm2, prompt_of(smollm2, request), request)
+    for token in (smollm2.n_vocab(), -1, 2**31):
+        with pytest.raises(ValueError, match="not in this model's vocabulary"):
+            answer.add(token)
+    assert answer.add(smollm2.tokenize(b"Hello", add_bos=False)[0]) == ("Hello", False)
