@@ -63,6 +63,14 @@ class Observed:
                 "reporters": self.reporters, "advertised": self.advertised}
 
 
+def invite_addresses(own: list[Address], confirmed: list[Address], limit: int) -> list[Address]:
+    """What an invite carries, at most `limit`: our outward address first (a friend on our LAN
+    reaches us there, without a detour through the router), then the addresses members confirm
+    they reach us at (a joiner out on the internet can reach only those), then our others."""
+    ordered = [*own[:1], *confirmed, *own[1:]]
+    return list(dict.fromkeys(ordered))[:limit]
+
+
 def usable(address: Address) -> bool:
     """Whether an address could be ours as others see it: a unicast IP literal, a real port."""
     host, port = address

@@ -15,7 +15,8 @@ import re
 from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.handshake import Refused
 from meshdesk.core.identity import NODE_ID_LENGTH
-from meshdesk.core.invite import InviteToken, TokenRefused, check_token
+from meshdesk.core.invite import MAX_ADDRESSES, InviteToken, TokenRefused, check_token
+from meshdesk.core.reachability import invite_addresses
 from meshdesk.node.linking import Dial, HandshakeFailed, Unreachable, connect_and_authenticate
 from meshdesk.node.mesh_secrets import newer_rekey, rotated
 
@@ -75,8 +76,14 @@ class MeshCommands:
         expires_at = 0 if expires_in == 0 else int(self.wall_clock()) + expires_in
         token = InviteToken(mesh_id=self.mesh_id, join_secret=self.credentials.random_bytes(16),
                             inviter_key=self.credentials.public_key,
-                            addresses=tuple(self.advertised_addresses()), expires_at=expires_at)
+                            addresses=tuple(self.invite_addresses()), expires_at=expires_at)
         return token.signed(self.credentials.sign)
+
+    def invite_addresses(self) -> list[tuple[str, int]]:
+        """Our own addresses and those members confirm they reach us at (`record_addresses`)."""
+        own = self.advertised_addresses()
+        confirmed = [address for address in self.record_addresses() if address not in own]
+        return invite_addresses(own, confirmed, MAX_ADDRESSES)
 
     def revoke(self, token: InviteToken) -> None:
         """Raises ValueError with the reason for the user."""
