@@ -39,7 +39,7 @@ def answer(model, request) -> list[dict]:
     ours, theirs = socket.socketpair()
     with theirs:
         theirs.sendall(json.dumps(request.to_wire()).encode() + b"\n")
-        host.handle_connection(model, None, ours)  # it closes its end when done
+        host.handle_connection(host.HostServer(model, None), ours)  # it closes its end when done
         return [json.loads(line) for line in theirs.makefile("rb").read().splitlines()]
 
 

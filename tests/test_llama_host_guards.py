@@ -35,7 +35,7 @@ def model(smollm2_model_path):
 
     llama = with_grammar_first(llama_cpp.Llama)(model_path=str(smollm2_model_path), n_ctx=2048, n_threads=2,
                                                 verbose=False)
-    return host.LoadedModel(llama), chat_format(llama)
+    return host.HostServer(host.LoadedModel(llama), chat_format(llama))
 
 
 def wire(content="Add 2 and 3.", **fields) -> dict:
@@ -50,7 +50,7 @@ def start(model, request: dict) -> tuple[socket.socket, threading.Thread]:
     node = socket.create_connection(listener.getsockname())
     child, _ = listener.accept()
     listener.close()
-    served = threading.Thread(target=host.handle_connection, args=(*model, child), daemon=True)
+    served = threading.Thread(target=host.handle_connection, args=(model, child), daemon=True)
     served.start()
     node.sendall(json.dumps(request).encode() + b"\n")
     return node, served

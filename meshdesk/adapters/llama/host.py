@@ -1,65 +1,54 @@
 """The model host child process: one `llama_cpp.Llama`, serving generations to its node.
 
-Run as `python -m meshdesk.adapters.llama.host --model PATH [--draft PATH] [--speculative MODE]`.
-It loads the model (and a draft model for speculative decoding, see `speculative.py`; without
-one, prompt lookup proposes, see `prompt_lookup_draft.py`), listens on 127.0.0.1 (never
-anything else), prints one JSON line `{"event": "ready", "port": N, "speculation": MODE}` on
-stdout (with `"draft": FILE NAME` when a draft runs) and then serves one generation at a time. The node sends a request as one JSON line; the host
-answers with JSON lines (see `meshdesk.node.host_protocol`). A request whose connection goes
-away stops generating at the next token. A request with `continue_from` carries on an answer
-whose host was lost (`meshdesk.core.continuation`). The process exits when its stdin closes, so it never
+Run as `python -m meshdesk.adapters.llama.host --model PATH [--parallel N] [--draft PATH]
+[--speculative MODE]`. It loads the model (and a draft model for speculative decoding, see
+`speculative.py`; without one, prompt lookup proposes, see `prompt_lookup_draft.py`), listens on
+127.0.0.1 (never anything else), prints one JSON line `{"event": "ready", "port": N, "parallel":
+N, "context": TOKENS, "speculation": MODE}` on stdout (with `"draft": FILE NAME` when a draft
+runs) and then serves each connection on its own thread. The node sends a request as one JSON
+line; the host answers with JSON lines (see `meshdesk.node.host_protocol`). Up to `--parallel`
+answers are decoded together by one engine thread (`batch_engine.py`), each its own sequence of
+`--context` tokens; the rest wait in arrival order. An answer whose connection goes away leaves
+the batch within a few tokens. A request with `continue_from` carries on an answer whose host was
+lost (`meshdesk.core.continuation`). The process exits when its stdin closes, so it never
 outlives the node that started it, however that node died.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from meshdesk.adapters.llama import embedding
 from meshdesk.adapters.llama import grammar as grammars
+from meshdesk.adapters.llama.answer_text import AnswerText
+from meshdesk.adapters.llama.batch_engine import BatchEngine
+from meshdesk.adapters.llama.batch_sequence import Answer
 from meshdesk.adapters.llama.chat_template import ChatFormat, chat_format
 from meshdesk.adapters.llama.common import announce, exit_when_parent_goes, register_rpc_servers
 from meshdesk.adapters.llama.grammar_sampler import GrammarTooAmbiguous, with_grammar_first
-from meshdesk.adapters.llama.tool_output import PlainOutput, marker_tokens, output_for
 from meshdesk.core import continuation
 from meshdesk.core.openai_api import GenerationRequest
 
 LISTEN_HOST = "127.0.0.1"
 SPECULATION_MODES = ("auto", "draft", "ngram", "off")
-GONE_CHECK_TOKENS = 16  # how often a generation asks whether its node still waits (one recv)
-
-
-@dataclass
-class Generation:
-    """Counts tokens and carries the cancel flag of one running generation. While output is held
-    back (a tool call, an answer that may start one) no delta's failed send tells that the node
-    went away, so every `GONE_CHECK_TOKENS` tokens it looks at the connection itself."""
-
-    prompt_tokens: int = 0
-    cancelled: bool = False
-    text_parts: list[str] = field(default_factory=list)
-    connection: socket.socket | None = None
-    tokens: int = 0
-    input_ids: object = ()  # the prompt and the answer but its last token, as llama-cpp-python last showed
-
-    def stopping_criteria(self, input_ids, _logits) -> bool:
-        self.tokens += 1
-        self.input_ids = input_ids
-        if self.tokens % GONE_CHECK_TOKENS == 0 and self.connection is not None and not self.cancelled:
-            self.cancelled = embedding.node_gone(self.connection)
-        return self.cancelled
+MOST_PARALLEL = 64
+SEND_TIMEOUT_SECONDS = 60  # a node that reads nothing for a minute holds the engine no longer
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="meshdesk-model-host")
     parser.add_argument("--model", required=True)
-    parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--context", type=int, default=4096, help="tokens per answer: prompt and answer")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="answers decoded together, each with its own --context (default: 1)")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--rpc", action="append", default=[], metavar="127.0.0.1:PORT",
                         help="an RPC server to split layers onto, in device order (repeatable)")
@@ -106,14 +95,15 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
         model_class = llama_cpp.Llama
     else:
         from meshdesk.adapters.llama.speculative import SpeculativeLlama as model_class
-    llama = with_grammar_first(model_class)(
-        model_path=arguments.model,
-        n_ctx=arguments.context,
-        n_threads=arguments.threads,
-        n_threads_batch=arguments.threads,
-        verbose=False,
-        **({"n_gpu_layers": 0} | split),
-    )
+    with sequences(arguments.parallel):
+        llama = with_grammar_first(model_class)(
+            model_path=arguments.model,
+            n_ctx=arguments.context * arguments.parallel,
+            n_threads=arguments.threads,
+            n_threads_batch=arguments.threads,
+            verbose=False,
+            **({"n_gpu_layers": 0} | split),
+        )
     if draft is not None:
         from meshdesk.adapters.llama.speculative import DraftModel, vocabulary_mismatch
 
@@ -132,6 +122,27 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
         lookup.reset()
         return LoadedModel(llama, lookup, draft_error=draft_error)
     return LoadedModel(llama, draft_error=draft_error)
+
+
+@contextlib.contextmanager
+def sequences(parallel: int):
+    """While a `Llama` is made: its context holds `parallel` sequences, each its own share of
+    n_ctx (not unified: no answer can run out of room because others took it). llama-cpp-python
+    has no parameter for it and reads llama.cpp's defaults just before setting its own."""
+    import llama_cpp.llama_cpp as low_level
+
+    defaults = low_level.llama_context_default_params
+
+    def with_sequences():
+        params = defaults()
+        params.n_seq_max, params.kv_unified = parallel, False
+        return params
+
+    low_level.llama_context_default_params = with_sequences
+    try:
+        yield
+    finally:
+        low_level.llama_context_default_params = defaults
 
 
 def load_draft(arguments: argparse.Namespace):
@@ -190,125 +201,28 @@ class PromptRejected(Exception):
     """The request cannot be turned into a prompt for this model: the client's mistake."""
 
 
-def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest) -> Prompt:
+def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest, context: int | None = None) -> Prompt:
+    """The request's prompt, or PromptRejected; `context`: tokens one answer may hold."""
+    context = context or llama.n_ctx()
     try:
         prompt = prompt_for(llama, chat, request)
     except grammars.GrammarError as error:
         raise PromptRejected(str(error)) from None
     except Exception as error:  # the template's raise_exception, jinja2 errors, bad text
         raise PromptRejected(f"cannot build a prompt from these messages: {error}") from None
-    if len(prompt.tokens) >= llama.n_ctx() and not request.continue_from:  # carried on: "length"
+    if len(prompt.tokens) >= context and not request.continue_from:  # carried on: "length"
         raise PromptRejected(f"the prompt has {len(prompt.tokens)} tokens; this model's context "
-                             f"holds {llama.n_ctx()}")
+                             f"holds {context}")
     return prompt
 
 
-def token_budget(llama, prompt: Prompt, request: GenerationRequest) -> int:
-    """What the request asked for, but never past the end of the context."""
-    return continuation.token_budget(request.max_tokens, llama.n_ctx() - len(prompt.tokens), prompt.tokens_so_far)
-
-
-def text_chunks(model: LoadedModel, prompt: Prompt, request: GenerationRequest, generation: Generation):
-    """Yields (text, finish_reason) pairs from llama-cpp-python's stream."""
-    import llama_cpp
-
-    llama = model.llama
-    if request.seed is not None:
-        # Reusing a cached prompt prefix changes the batch shapes and so the last bits of the
-        # logits; a seeded request must give the same answer every time, so it starts afresh.
-        # So do the proposals (a draft's, or prompt lookup's): they decide the batch shapes.
-        llama.reset()
-        if model.draft is not None:
-            model.draft.reset()
-    stream = llama.create_completion(
-        prompt=prompt.tokens,
-        max_tokens=token_budget(llama, prompt, request),
-        temperature=request.temperature,
-        top_p=request.top_p,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
-        stop=prompt.stop,
-        seed=request.seed,
-        grammar=prompt.grammar,
-        stream=True,
-        stopping_criteria=llama_cpp.StoppingCriteriaList(
-            [generation.stopping_criteria, *prompt.stopping_criteria]),
-    )
-    for chunk in stream:
-        choice = chunk["choices"][0]
-        yield choice.get("text") or "", choice.get("finish_reason")
-
-
-def completion_token_count(llama, generation: Generation) -> int:
-    text = "".join(generation.text_parts)
-    if not text:
-        return 0
-    return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+def token_budget(context: int, prompt: Prompt, request: GenerationRequest) -> int:
+    """What the request asked for, but never past the end of its sequence's context."""
+    return continuation.token_budget(request.max_tokens, context - len(prompt.tokens), prompt.tokens_so_far)
 
 
 def send_line(connection: socket.socket, payload: dict) -> None:
     connection.sendall(json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n")
-
-
-def send_delta(connection: socket.socket, generation: Generation, text: str) -> None:
-    if not text or generation.cancelled:
-        return
-    try:
-        send_line(connection, {"type": "delta", "text": text})
-    except OSError:
-        generation.cancelled = True
-
-
-def serve_generation(model: LoadedModel, chat: ChatFormat, connection: socket.socket,
-                     request: GenerationRequest) -> None:
-    llama = model.llama
-    prompt = prompt_for_request(llama, chat, request)
-    # Carrying an answer on, its text so far counts as completion, as if one host wrote it all.
-    generation = Generation(prompt_tokens=prompt.counted(), text_parts=[request.continue_from or ""],
-                            connection=connection)
-    finish_reason = None if token_budget(llama, prompt, request) > 0 else "length"
-    if model.draft is not None:
-        model.draft.begin(seeded=request.seed is not None)
-    output = output_for(request)
-    llama.kept_tokens = frozenset() if isinstance(output, PlainOutput) else marker_tokens(llama)
-    try:
-        for text, reason in text_chunks(model, prompt, request, generation) if finish_reason is None else ():
-            if text:
-                generation.text_parts.append(text)
-                send_delta(connection, generation, output.feed(text))
-            finish_reason = reason or finish_reason
-    finally:
-        llama.kept_tokens = frozenset()
-    tail, calls = output.finish()
-    send_delta(connection, generation, tail)
-    if generation.cancelled:
-        return
-    usage = {
-        "prompt_tokens": generation.prompt_tokens,
-        "completion_tokens": completion_token_count(llama, generation),
-    }
-    finish = {"type": "finish", "finish_reason": finish_reason or "stop", "usage": usage}
-    stop_sequence = matched_stop(llama, prompt, request, generation) if finish_reason == "stop" else None
-    if stop_sequence is not None:
-        finish["stop_sequence"] = stop_sequence
-    if calls:
-        finish |= {"finish_reason": "tool_calls", "tool_calls": calls}
-    if model.draft is not None:
-        finish["speculative"] = model.draft.finish().to_dict() | {"mode": model.speculation}
-    send_line(connection, finish)
-
-
-def matched_stop(llama, prompt: Prompt, request: GenerationRequest, generation: Generation) -> str | None:
-    """The client's stop string that ended the answer, if one did: llama-cpp-python cuts at the
-    first of `prompt.stop` (in order) that the answer's text holds, last token included."""
-    client = prompt.stop[:len(request.stop)] if prompt.stop[:len(request.stop)] == list(request.stop) else []
-    last = getattr(llama, "last_token", None)
-    if not client or last is None or len(generation.input_ids) < len(prompt.tokens):
-        return None
-    answer = [*(int(token) for token in generation.input_ids[len(prompt.tokens):]), last]
-    text = llama.detokenize(answer, prev_tokens=prompt.tokens).decode("utf-8", errors="ignore")
-    found = [stop for stop in prompt.stop if stop in text]
-    return found[0] if found and found[0] in client else None
 
 
 def read_request(connection: socket.socket) -> GenerationRequest:
@@ -317,7 +231,67 @@ def read_request(connection: socket.socket) -> GenerationRequest:
     return GenerationRequest.from_wire(json.loads(line))
 
 
-def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.socket) -> None:
+class HostServer:
+    """Turns each connection's request into an answer for the batch engine (or, for an
+    embedding model, embeds it here, one request at a time)."""
+
+    def __init__(self, model: LoadedModel, chat: ChatFormat, parallel: int = 1, context: int | None = None):
+        self.model = model
+        self.chat = chat
+        self.parallel = parallel
+        self.context = context or model.llama.n_ctx()
+        self.embedding_turn = threading.Lock()
+        self.engine_made = threading.Lock()
+        self._engine: BatchEngine | None = None
+
+    @property
+    def engine(self) -> BatchEngine:
+        """Made with the first generation: an embedding model never has one."""
+        with self.engine_made:
+            if self._engine is None:
+                proposer = proposer_factory(self.model, self.context)
+                self._engine = BatchEngine(self.model, self.parallel, self.context, proposer)
+                threading.Thread(target=self._engine.run, name="batch engine", daemon=True).start()
+            return self._engine
+
+    def serve(self, connection: socket.socket, request: GenerationRequest) -> None:
+        if embedding.handles(self.model, request):
+            with self.embedding_turn:
+                return embedding.serve(self.model, self.chat, connection, request)
+        llama = self.model.llama
+        prompt = prompt_for_request(llama, self.chat, request, self.context)
+        answer = Answer(connection, request, prompt, AnswerText(llama, prompt, request),
+                        token_budget(self.context, prompt, request), sampler=None)
+        if answer.budget <= 0:  # nothing left to write (an answer carried on to its end)
+            return answer.finish(None)
+        answer.connection.settimeout(SEND_TIMEOUT_SECONDS)
+        self.engine.submit(answer)
+        answer.done.wait()
+
+
+def proposer_factory(model: LoadedModel, context: int):
+    """Each answer's proposer: a fresh prompt lookup of its own, or the one draft model."""
+    draft = model.draft
+    if draft is None:
+        return None
+    if draft.mode == "ngram":
+        from meshdesk.adapters.llama.prompt_lookup_draft import PromptLookupDraft
+
+        def lookup(seeded: bool):
+            proposer = PromptLookupDraft(draft.draft_max, context=context, row_cost=draft.row_cost)
+            proposer.begin(seeded=seeded)
+            return proposer
+        return lookup
+
+    def shared_draft(seeded: bool):
+        if seeded:
+            draft.reset()  # its proposals then depend on this request alone
+        draft.begin(seeded=seeded)
+        return draft
+    return shared_draft
+
+
+def handle_connection(server: HostServer, connection: socket.socket) -> None:
     with connection:
         try:
             request = read_request(connection)
@@ -326,8 +300,7 @@ def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.s
                                    "message": f"bad request to model host: {error}"})
             return
         try:
-            serve = embedding.serve if embedding.handles(model, request) else serve_generation
-            serve(model, chat, connection, request)
+            server.serve(connection, request)
         except OSError:
             pass  # the node went away mid-answer; nothing left to tell it
         except (PromptRejected, GrammarTooAmbiguous) as error:
@@ -339,19 +312,25 @@ def handle_connection(model: LoadedModel, chat: ChatFormat, connection: socket.s
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     exit_when_parent_goes()
-    for name, value in (("--draft-max", arguments.draft_max), ("--ngram-max", arguments.ngram_max)):
+    for name, value in (("--draft-max", arguments.draft_max), ("--ngram-max", arguments.ngram_max),
+                        ("--parallel", arguments.parallel), ("--context", arguments.context)):
         if value < 1:
             announce({"event": "failed", "message": f"{name} must be at least 1"})
             return 1
+    if arguments.parallel > MOST_PARALLEL:
+        announce({"event": "failed", "message": f"--parallel must be at most {MOST_PARALLEL}"})
+        return 1
     try:
         model = embedding.for_embedding(load_model(arguments), arguments)  # an embedding model loads to embed
     except Exception as error:
         announce({"event": "failed", "message": f"could not load {arguments.model}: {error}"})
         return 1
     chat = chat_format(model.llama)
+    parallel = 1 if embedding.embeds(model.llama) else arguments.parallel
+    server = HostServer(model, chat, parallel, model.llama.n_ctx() // parallel)
     listener = socket.create_server((LISTEN_HOST, 0))
-    ready = {"event": "ready", "port": listener.getsockname()[1], "context": model.llama.n_ctx(),
-             "speculation": model.speculation}
+    ready = {"event": "ready", "port": listener.getsockname()[1], "context": server.context,
+             "parallel": parallel, "speculation": model.speculation}
     if model.draft_name is not None:
         ready |= {"draft": model.draft_name, "draft_max": model.draft.draft_max}
     elif model.draft is not None:
@@ -361,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     announce(ready)
     while True:
         connection, _ = listener.accept()
-        handle_connection(model, chat, connection)
+        threading.Thread(target=handle_connection, args=(server, connection), daemon=True).start()
 
 
 if __name__ == "__main__":
