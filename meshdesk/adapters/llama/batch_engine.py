@@ -1,8 +1,10 @@
 """Continuous batching: the model host decodes every answer it is producing in one batch per step.
 
 Each answer (`batch_sequence.Answer`) has its own sequence ("slot") in the KV cache, of the
-host's per-answer context; the context holds `parallel` of them (llama.cpp's `n_seq_max`, not
-unified: a sequence can never take another's room). One thread, `run`, owns the llama context.
+host's per-answer context; the context holds `parallel` of them (llama.cpp's `n_seq_max`) in one
+unified cache: a slot never holds more than `context` tokens, so they never take each other's room,
+and llama.cpp decodes them as one micro-batch (a split cache cuts each step into one per slot,
+each a trip across a split). One thread, `run`, owns the llama context.
 Each step builds ONE `llama_batch`: the token each decoding answer sampled last, and then at
 most `PROMPT_CHUNK` tokens of newcomers' prompts (first come, first evaluated), so a long prompt
 holds the others back for one chunk's pass at most. One `llama_decode` evaluates it (on a split,
@@ -93,8 +95,10 @@ class BatchEngine:
         if node_gone(answer.connection):  # it gave up while it waited
             answer.done.set()
             return
-        free = {slot: tokens for slot, tokens in self.remembered.items() if slot not in self.active}
         seeded = answer.request.seed is not None
+        if seeded and not self.active:
+            self._forget_cache()
+        free = {slot: tokens for slot, tokens in self.remembered.items() if slot not in self.active}
         choice = choose_slot(free, answer.tokens, reuse=not seeded)
         self.llama_cpp.llama_memory_seq_rm(self.memory, choice.slot, choice.kept, -1)
         answer.slot, answer.evaluated = choice.slot, choice.kept
@@ -104,6 +108,13 @@ class BatchEngine:
             answer.proposer = self.new_proposer(seeded)
         with self.changed:
             self.active[choice.slot] = answer
+
+    def _forget_cache(self) -> None:
+        """Empties the cache, so that a seeded answer decoding alone repeats exactly: in the unified
+        cache, where its cells lie among other sequences' changes its logits (by up to half a logit
+        here: the kernels sum in another order), and with them what its seed samples."""
+        self.llama_cpp.llama_memory_clear(self.memory, True)
+        self.remembered = {slot: [] for slot in range(self.parallel)}
 
     def _sampler_for(self, answer: Answer):
         """The chain llama-cpp-python's create_completion builds for this request."""

@@ -126,16 +126,19 @@ def load_model(arguments: argparse.Namespace) -> LoadedModel:
 
 @contextlib.contextmanager
 def sequences(parallel: int):
-    """While a `Llama` is made: its context holds `parallel` sequences, each its own share of
-    n_ctx (not unified: no answer can run out of room because others took it). llama-cpp-python
-    has no parameter for it and reads llama.cpp's defaults just before setting its own."""
+    """While a `Llama` is made: its context holds `parallel` sequences in one unified cache of
+    n_ctx = parallel x context. Unified, because llama.cpp splits a step over separate caches into
+    one micro-batch per sequence: on a split that is a trip to each member per answer, not per step
+    (docs/decisions.md, "Batching"). Each slot holds at most `context` tokens (the engine trims
+    a reused one first), so the answers still never take each other's room. llama-cpp-python has
+    no parameter for it and reads llama.cpp's defaults just before setting its own."""
     import llama_cpp.llama_cpp as low_level
 
     defaults = low_level.llama_context_default_params
 
     def with_sequences():
         params = defaults()
-        params.n_seq_max, params.kv_unified = parallel, False
+        params.n_seq_max, params.kv_unified = parallel, True
         return params
 
     low_level.llama_context_default_params = with_sequences
