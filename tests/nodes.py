@@ -169,8 +169,11 @@ def test_environment(extra: dict | None = None) -> dict:
 def start_node(home: Path, *arguments: str, environment: dict | None = None, prefix: list[str] = (),
                node_class: type[NodeProcess] = NodeProcess) -> NodeProcess:
     """`prefix` goes before the command (`ip netns exec NAME`, tests/netns.py)."""
+    # Two sequences unless a test says: the default (as many as fit, up to 8) gives each node's
+    # model host ~1.5 GB of KV cache, and a suite starts dozens of nodes.
+    parallel = () if "--parallel" in arguments or "--client" in arguments else ("--parallel", "2")
     command = [*prefix, *meshdesk_command("--home", str(home), "--port", "0", "--bind-host", "127.0.0.1",
-                                          *arguments)]
+                                          *parallel, *arguments)]
     if "--gui" in arguments:
         command.remove("--gui")
     else:

@@ -228,6 +228,9 @@ def test_killing_the_model_host_gives_503_then_it_serves_again(node_factory, def
     chunks = iter(stream)
     next(chunks)
     os.kill(node.status()["models"][0]["pid"], signal.SIGKILL)
+    # once the node has seen it go (a request sent before would reach the dying child and be
+    # carried on by the restarted one, as the answer under way is)
+    poll(lambda: node.status()["models"][0]["state"] != "ready", 30, message="the node to see its host exit")
     with pytest.raises(openai.InternalServerError) as caught:  # a new request, while it restarts
         client.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
     assert caught.value.status_code == 503

@@ -15,7 +15,7 @@ from meshdesk.core.local_api_policy import ApiAccess, Decision, judge
 from meshdesk.core.openai_api import GenerationRequest, RequestError, Usage
 from meshdesk.core.openai_api.errors import describe
 from meshdesk.core.openai_api.tools import checked_finish
-from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import Gateway, ModelBusy, ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
         return web.json_response(error.to_body(), status=error.status)
     except UnknownModel as error:
         return error_response(404, str(error), "invalid_request_error", "model_not_found")
+    except ModelBusy as error:  # OpenAI's rate-limit shape: its SDKs back off and retry
+        return error_response(429, str(error), "requests", "rate_limit_exceeded",
+                              **{"Retry-After": str(error.retry_after)})
     except ModelUnavailable as error:
         return error_response(503, str(error), "service_unavailable", "model_unavailable",
                               **{"Retry-After": str(error.retry_after)})

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,7 @@ from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
 from meshdesk.core.local_api_policy import ApiAccess
 from meshdesk.core.model_advert import ModelAdvert, SplitOptions
+from meshdesk.core.parallel import default_parallel
 from meshdesk.core.rpc_expander import FilePiece
 from meshdesk.core.rpc_stream import WeightTensor
 from meshdesk.node.child_process import python_module_command
@@ -111,12 +113,16 @@ def model_context(path: Path, asked: int | None) -> int:
 
 
 def model_host_factory(home: Home, threads: int | None, drafts: DraftChoice = DraftChoice(),
-                       context: int | None = None, traffic: Traffic | None = None):
+                       context: int | None = None, traffic: Traffic | None = None,
+                       parallel: int | None = None, memory: Callable[[], int] = lambda: 0):
     """Model hosts as this node's options say; a split one counts its tunnel's round trips
-    (`traffic`, which counts every split this node hosts) for tokens per round trip."""
+    (`traffic`, which counts every split this node hosts) for tokens per round trip. Without
+    `--parallel`, each decodes as many answers at once as fit in `memory()` (`core.parallel`)."""
     def make(model: dict, endpoints: list[str], shares: list[float]) -> ModelHost:
         context_size = model_context(Path(model["path"]), context)
-        arguments = ["--model", model["path"], "--context", str(context_size)]
+        sequences = parallel or default_parallel(memory(), model["size"], model.get("kv_bytes_per_token"),
+                                                 context_size)
+        arguments = ["--model", model["path"], "--context", str(context_size), "--parallel", str(sequences)]
         if threads:
             arguments += ["--threads", str(threads)]
         arguments += draft_host_arguments(draft_for(Path(model["path"]), home.models, drafts), drafts)
@@ -216,7 +222,7 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     drafts = getattr(arguments, "drafts", None) or DraftChoice()
     serving = Serving(node_id, mesh, lambda: inventory.models,
                       model_host_factory(home, arguments.threads, drafts, getattr(arguments, "context", None),
-                                         traffic),
+                                         traffic, getattr(arguments, "parallel", None), offer.host_bytes),
                       worker, referencer_factory(home.root), traffic)
     traffic.layers = layers.progress if layers is not None else None
     rescan = model_rescanner(inventory, mesh)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from meshdesk import __version__
 from meshdesk.app.command_line import (DEFAULT_CONTEXT, DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length,
-                                       gigabytes, ip_address, node_name, port_number, ratios)
+                                       gigabytes, ip_address, node_name, parallel_sequences, port_number,
+                                       ratios)
 from meshdesk.app.drafts import SPECULATION_MODES
 from meshdesk.core.local_api_policy import parse_origin
 
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", type=context_size, metavar="N",
                         help=f"tokens of context each model this node hosts gets (default: {DEFAULT_CONTEXT}, "
                         "or less where the model was trained for less; coding agents' prompts need 8k-16k)")
+    parser.add_argument("--parallel", type=parallel_sequences, metavar="N",
+                        help="answers each model this node hosts decodes at once, each with its own "
+                        "--context (default: as many as fit in the memory it offers, at most 8); "
+                        "beyond them requests wait in turn, and a full queue answers 429")
     parser.add_argument("--client", action="store_true",
                         help="lite client: no model and no llama.cpp, only the API and the mesh")
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)  # `meshdesk run`'s lifeline

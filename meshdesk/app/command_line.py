@@ -54,6 +54,19 @@ def gigabytes(text: str) -> float:
     return value
 
 
+MOST_PARALLEL = 64  # the model host child's own limit (adapters.llama.host)
+
+
+def parallel_sequences(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of answers: {text!r}") from None
+    if not 1 <= value <= MOST_PARALLEL:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MOST_PARALLEL}, got {value}")
+    return value
+
+
 def ratios(text: str) -> list[float]:
     try:
         values = [float(part) for part in text.split(",")]

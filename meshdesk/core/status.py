@@ -75,7 +75,9 @@ class ModelStatus:
     # Tokens of context its host gives it: this node's model host's own, or the advert's trained
     # context capped at the mesh's (what a remote host plans for); None when unknown.
     context: int | None = None
-    generating: int = 0  # answers its model host is producing right now (the Mesh view's activity)
+    generating: int = 0  # answers its model host is decoding right now: its active sequences
+    queued: int = 0      # answers waiting for one of them, in arrival order
+    parallel: int | None = None  # the sequences its host decodes at once; None unless hosted here
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", ModelState(self.state))
@@ -85,7 +87,9 @@ class ModelStatus:
                 "pid": self.pid, "requests": self.requests, "draft": self.draft,
                 "speculative": copy.deepcopy(self.speculative),
                 **({} if self.context is None else {"context": self.context}),  # left out when unknown
-                **({"generating": self.generating} if self.generating else {})}  # left out when idle
+                **({"generating": self.generating} if self.generating else {}),  # left out when idle
+                **({"queued": self.queued} if self.queued else {}),
+                **({} if self.parallel is None else {"parallel": self.parallel})}
 
     @classmethod
     def from_wire(cls, data: object, what: str = "model") -> ModelStatus:
@@ -96,7 +100,9 @@ class ModelStatus:
                    read.optional_whole(data, "pid", what), read.whole(data, "requests", what),
                    read.optional_text(data, "draft", what), copy.deepcopy(speculative),
                    read.optional_whole(data, "context", what) if "context" in data else None,
-                   read.whole(data, "generating", what) if "generating" in data else 0)
+                   read.whole(data, "generating", what) if "generating" in data else 0,
+                   read.whole(data, "queued", what) if "queued" in data else 0,
+                   read.optional_whole(data, "parallel", what) if "parallel" in data else None)
 
 
 @dataclass(frozen=True)

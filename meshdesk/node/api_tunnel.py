@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from meshdesk.core.frames import FrameError
 from meshdesk.core.openai_api import GenerationRequest, RequestError
-from meshdesk.node.interfaces import HostLost, LinkClosed, MessageLink, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import HostLost, LinkClosed, MessageLink, ModelBusy, ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,10 @@ def raise_remote_error(event: dict, host_id: str | None = None) -> None:
     kind, message = event.get("kind"), str(event.get("message", "remote error"))[:1000]
     if kind == "lost":
         raise HostLost(message, host_id, node_gone=False)
-    if kind == "unavailable":
+    if kind in ("unavailable", "busy"):
         retry = event.get("retry_after")
-        raise ModelUnavailable(message, retry if isinstance(retry, int) else 2)
+        retry = retry if isinstance(retry, int) and not isinstance(retry, bool) and 0 < retry <= 3600 else 2
+        raise (ModelBusy if kind == "busy" else ModelUnavailable)(message, retry)
     if kind == "unknown":
         raise UnknownModel(message)
 
@@ -81,6 +82,8 @@ async def serve_remote_request(link: MessageLink, generate: LocalGenerate) -> No
         await send_error(link, "request", f"bad forwarded request: {error}")
     except HostLost as error:
         await send_error(link, "lost", str(error))
+    except ModelBusy as error:  # a 429 at the requesting node's API too
+        await send_error(link, "busy", str(error), retry_after=error.retry_after)
     except ModelUnavailable as error:
         await send_error(link, "unavailable", str(error), retry_after=error.retry_after)
     except UnknownModel as error:

@@ -8,8 +8,8 @@ from typing import Protocol
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.core.status import ModelStatus, StatusSnapshot
 
-__all__ = ["Gateway", "HostLost", "LinkClosed", "MessageLink", "ModelStatus", "ModelUnavailable", "SecretStore",
-           "UnknownModel"]  # ModelStatus lives in core.status, with the rest of the snapshot
+__all__ = ["Gateway", "HostLost", "LinkClosed", "MessageLink", "ModelBusy", "ModelStatus", "ModelUnavailable",
+           "SecretStore", "UnknownModel"]  # ModelStatus lives in core.status, with the rest of the snapshot
 
 
 class ModelUnavailable(Exception):
@@ -18,6 +18,11 @@ class ModelUnavailable(Exception):
     def __init__(self, message: str, retry_after: int = 2):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelBusy(ModelUnavailable):
+    """Every sequence of the model's host is answering and its queue is full: a 429, not a 503,
+    so that clients back off for `retry_after` seconds as they do for a rate limit."""
 
 
 class HostLost(ModelUnavailable):

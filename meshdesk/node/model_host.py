@@ -1,4 +1,6 @@
-"""The node's side of a model host child: its state, and generations sent to it in turn."""
+"""The node's side of a model host child: its state, and generations sent to it, as many at once
+as the child decodes together (its ready line's "parallel"), the rest waiting their turn
+(`node.admission`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from meshdesk.core.openai_api import GenerationRequest
 from meshdesk.core.states import ModelState
+from meshdesk.node.admission import Admission
 from meshdesk.node.child_process import Backoff, ChildProcess, Sleep, StartProcess, supervise
 from meshdesk.node.interfaces import HostLost, ModelStatus, ModelUnavailable
 
@@ -85,7 +88,8 @@ class SpeculationTotals:
 
 
 class ModelHost:
-    """Keeps one model host child running and feeds it one generation at a time, in order."""
+    """Keeps one model host child running and feeds it generations: up to its parallel
+    sequences at once, the rest in arrival order, a full queue refused (`ModelBusy`)."""
 
     def __init__(
         self,
@@ -97,6 +101,7 @@ class ModelHost:
         start_process: StartProcess = asyncio.create_subprocess_exec,
         sleep: Sleep = asyncio.sleep,
         round_trips: Callable[[], int] | None = None,
+        waiting_bound: int | None = None,
     ):
         self.model_id = model_id
         self.model_path = model_path
@@ -110,9 +115,8 @@ class ModelHost:
         self.port: int | None = None
         self.pid: int | None = None
         self.context: int | None = None  # the child's n_ctx, from its ready line
-        self.queue = asyncio.Lock()  # FIFO: waiters are woken in arrival order
+        self.turns = Admission(waiting_bound=waiting_bound)  # parallel: 1 until the child says more
         self.requests = 0
-        self.generating = 0  # answers being produced now, for the Mesh view's activity
         self.on_change: Callable[[], None] = lambda: None
         self.speculation = SpeculationTotals()
         self.round_trips = round_trips  # a split model's tunnel count (rpc_tunnel.Traffic); None solo
@@ -121,7 +125,8 @@ class ModelHost:
         return ModelStatus(self.model_id, str(self.model_path), self.state, self.error, self.pid,
                            requests=self.requests, draft=self.speculation.draft,
                            speculative=self.speculation.summary(), context=self.context,
-                           generating=self.generating)
+                           generating=self.turns.active, queued=len(self.turns.waiting),
+                           parallel=self.turns.parallel)
 
     async def run(self) -> None:
         await supervise(self._make_child, self._await_ready, self._exited, self.backoff, sleep=self.sleep)
@@ -142,6 +147,7 @@ class ModelHost:
             context = announcement.get("context")
             self.context = context if isinstance(context, int) and not isinstance(context, bool) else None
             self.speculation.announced(announcement)
+            self.turns.set_parallel(announced_parallel(announcement))
             self._set_state(READY)
         return True
 
@@ -158,19 +164,17 @@ class ModelHost:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[dict]:
         """Yields the host's events: {"type": "delta", "text"} ... {"type": "finish", ...}."""
         self._check_ready()
-        async with self.queue:
+        async with self.turns.turn(self.on_change):
             self._check_ready()
             reader, writer = await self._connect()
             self.requests += 1
             started = self.round_trips() if self.round_trips is not None else 0
-            self.generating += 1
             try:
                 writer.write(json.dumps(request.to_wire()).encode("utf-8") + b"\n")
                 await writer.drain()
                 async for event in self._events(reader, started):
                     yield event
             finally:
-                self.generating -= 1
                 writer.close()
 
     def _check_ready(self) -> None:
@@ -202,6 +206,12 @@ class ModelHost:
             yield event
             if event.get("type") in ("finish", "error"):
                 return
+
+
+def announced_parallel(ready: dict) -> int:
+    """The sequences the child decodes at once: 1 from a child that does not say (one at a time)."""
+    parallel = ready.get("parallel")
+    return parallel if isinstance(parallel, int) and not isinstance(parallel, bool) and parallel >= 1 else 1
 
 
 def generated_here(finish: dict) -> int | None:

@@ -20,6 +20,11 @@ class Offer:
             return 0
         return self.measured_bytes if self.cap_bytes is None else min(self.measured_bytes, self.cap_bytes)
 
+    def host_bytes(self) -> int:
+        """The memory a model this node hosts may fill, KV caches too: the slider's cap applies,
+        the donating toggle does not (a model the user asked this node to run runs)."""
+        return self.measured_bytes if self.cap_bytes is None else min(self.measured_bytes, self.cap_bytes)
+
     def set_cap_gigabytes(self, gigabytes: float | None) -> None:
         if gigabytes is not None and not 0 <= gigabytes < 1e6:
             raise ValueError(f"a capacity cap is between 0 and 1000000 GB, not {gigabytes}")

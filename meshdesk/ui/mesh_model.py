@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meshdesk.core.planning import Plan
-from meshdesk.core.status import StatusSnapshot
+from meshdesk.core.status import ModelStatus, StatusSnapshot
 from meshdesk.core.states import ModelState, PlanState
 from meshdesk.ui.mesh_segments import cluster_segments, proportions  # noqa: F401 (proportions: its home)
 from meshdesk.ui.text import DASH, byte_size, gigabytes
@@ -62,7 +62,21 @@ def node_names(snapshot: StatusSnapshot) -> dict[str, str]:
 def served_models_line(snapshot: StatusSnapshot) -> str:
     if not snapshot.models:
         return "none"
-    return ", ".join(f"{model.id} ({STATE_NOTES.get(model.state, model.state)})" for model in snapshot.models)
+    return ", ".join(f"{model.id} ({model_state_text(model)})" for model in snapshot.models)
+
+
+def model_state_text(model: ModelStatus) -> str:
+    """"ready", or while it answers "ready · answering 3 of 8 · 2 waiting"."""
+    return " · ".join([STATE_NOTES.get(model.state, model.state.value), *load_parts(model)])
+
+
+def load_parts(model: ModelStatus) -> list[str]:
+    """What this node's host of `model` is doing: its sequences in use of all, and the queue."""
+    if not model.generating and not model.queued:
+        return []
+    cap = f" of {model.parallel}" if model.parallel else ""
+    waiting = [f"{model.queued} waiting"] if model.queued else []
+    return [f"answering {model.generating}{cap}", *waiting]
 
 
 def draft_line(snapshot: StatusSnapshot) -> str:

@@ -15,6 +15,7 @@ from pathlib import PurePath
 from meshdesk.core.catalog import fit_label, needed_bytes
 from meshdesk.core.states import Liveness
 from meshdesk.core.status import StatusSnapshot
+from meshdesk.ui.mesh_model import load_parts
 from meshdesk.ui.text import DASH, byte_size, text_or_dash
 
 DOWNLOADING, STOPPING = "downloading", "stopping"
@@ -90,7 +91,7 @@ def model_table(listing: list[dict], snapshot: StatusSnapshot | None,
         node_bytes, mesh_bytes, states, wants = 0, 0, {}, set()
     else:
         node_bytes, mesh_bytes = capacities(snapshot)
-        states = {model.id: model.state.value for model in snapshot.models}
+        states = {model.id: " · ".join([model.state.value, *load_parts(model)]) for model in snapshot.models}
         wants = set(snapshot.wants)
     return [table_row(row, downloads.get(str(row.get("name"))), node_bytes, mesh_bytes, states, wants)
             for row in listing if isinstance(row, dict)]

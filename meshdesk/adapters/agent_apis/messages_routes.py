@@ -14,7 +14,7 @@ from meshdesk.adapters.agent_apis.answers import AnswerFailed, answer_events, co
 from meshdesk.core import openai_api
 from meshdesk.core.anthropic_api import OVERLOADED, MessageEvents, error_body, parse_messages_request, whole_message
 from meshdesk.core.openai_api import RequestError
-from meshdesk.node.interfaces import Gateway, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import Gateway, ModelBusy, ModelUnavailable, UnknownModel
 
 FAILURES = (RequestError, UnknownModel, ModelUnavailable, AnswerFailed, ValueError, web.HTTPException)
 
@@ -29,6 +29,8 @@ def failure_of(error: Exception) -> tuple[int, str, dict]:
         return error.status, error.message, {}
     if isinstance(error, UnknownModel):
         return 404, str(error), {}
+    if isinstance(error, ModelBusy):  # 429 rate_limit_error: Anthropic's SDKs back off and retry
+        return 429, str(error), {"Retry-After": str(error.retry_after)}
     if isinstance(error, ModelUnavailable):
         return OVERLOADED, str(error), {"Retry-After": str(error.retry_after)}
     if isinstance(error, web.HTTPException):
