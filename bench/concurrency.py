@@ -266,6 +266,7 @@ def decode_limit(model: Path, threads: int, repetitions: int) -> dict:
     context_parameters = llama_cpp.llama_context_default_params()
     context_parameters.n_ctx = CONTEXT_PER_SEQUENCE * MICRO_SEQUENCES
     context_parameters.n_seq_max = MICRO_SEQUENCES
+    context_parameters.kv_unified = True  # as the model host's (adapters/llama/host.py, `sequences`)
     context_parameters.n_threads = context_parameters.n_threads_batch = threads
     context = llama_cpp.llama_init_from_model(loaded, context_parameters)
     batch = llama_cpp.llama_batch_init(max(MICRO_DEPTH, MICRO_SEQUENCES), 0, MICRO_SEQUENCES)

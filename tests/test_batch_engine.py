@@ -190,3 +190,13 @@ def test_every_sequence_filled_to_its_context_at_once_fits_the_shared_cache(smol
         assert any(end["finish_reason"] == "length" for end in ends)  # an answer reached its context's end
     finally:
         two.close()
+
+
+def test_a_stop_sequence_ends_its_own_answer_and_not_the_one_beside_it(host):
+    counting = "Count from 1 to 20, separated by commas."
+    stopped = Stream(host, wire(counting, stop=("7",), max_tokens=64))
+    running = Stream(host, wire(counting, max_tokens=64))
+    stopped_end, running_end = stopped.wait(), running.wait()
+    assert max(stopped_end["batch"]["widest"], running_end["batch"]["widest"]) == 2  # in one batch
+    assert stopped_end["finish_reason"] == "stop" and "7" not in stopped.text and "6" in stopped.text, stopped.text
+    assert "7" in running.text, running.text  # the same count, past the other's stop

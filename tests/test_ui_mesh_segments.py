@@ -168,3 +168,10 @@ def test_a_waiting_model_loads():
     snapshot = replace(split(), models=(replace(split().models[0], state=ModelState.WAITING),),
                        traffic=TrafficStatus())
     assert cluster_segments(snapshot)[0].state == SegmentState.LOADING
+
+
+def test_the_mesh_summary_names_the_answers_in_progress_and_the_queue():
+    model = replace(solo().models[0], generating=8, queued=5, parallel=8)
+    line = mesh_summary(replace(solo(), models=(model,))).models
+    assert line.endswith("(ready · answering 8 of 8 · 5 waiting)"), line
+    assert mesh_summary(solo()).models.endswith("(ready)")

@@ -211,3 +211,19 @@ def test_a_progress_bar_per_running_download_and_a_one_line_message(qtbot):
     assert list(view.progress_bars) == ["Qwen2.5-7B-Instruct"] and enabled(view) == {"Download"}
     view.show_message("the hub refused it")
     assert view.message.text() == "the hub refused it"
+
+
+def busy(snapshot, generating: int, queued: int, parallel: int | None):
+    """`snapshot` with its hosted model answering `generating` of `parallel` and `queued` waiting."""
+    model = replace(snapshot.models[0], generating=generating, queued=queued, parallel=parallel)
+    return replace(snapshot, models=(model, *snapshot.models[1:]))
+
+
+def test_the_serving_cell_shows_the_answers_in_progress_and_the_queue(qtbot):
+    view = models_view(qtbot, busy(split(), generating=3, queued=2, parallel=8))
+    view.show_catalog(listing())
+    assert view.table.item(3, 7).text() == "ready · answering 3 of 8 · 2 waiting"
+    view.show_status(busy(split(), generating=1, queued=0, parallel=None))  # an older node: no cap said
+    assert view.table.item(3, 7).text() == "ready · answering 1"
+    view.show_status(split())  # idle again
+    assert view.table.item(3, 7).text() == "ready"
