@@ -1,6 +1,7 @@
 """A real node on the bundled SmolLM2 with one sequence (`--parallel 1`): answers beyond it wait
 in turn, /api/status shows them, a full queue is a 429 with Retry-After to the official openai
-and anthropic SDKs, a waiter whose client leaves frees its place, and the rest all finish."""
+and anthropic SDKs, and to a friend's lite client whose request crossed the mesh to it; a waiter
+whose client leaves frees its place, and the rest all finish."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def test_a_full_queue_is_a_429_and_the_waiting_answers_all_finish(node_factory, 
     node = node_factory("--model", str(smollm2_model_path), "--parallel", "1", "--threads", "1")
     node.wait_until_ready()
     model = model_load(node)["id"]
+    friend = node_factory("--join", node.invite_token(), "--client")
+    poll(lambda: [entry.id for entry in friend.client().models.list().data] == [model], 60,
+         message="the friend to see the model")
     client = node.client()
     long = client.chat.completions.create(model=model, max_tokens=400, temperature=0, stream=True,
                                           messages=[{"role": "user", "content": "Count from 1 to 300."}])
@@ -50,6 +54,10 @@ def test_a_full_queue_is_a_429_and_the_waiting_answers_all_finish(node_factory, 
     with pytest.raises(anthropic.RateLimitError) as refused_too:
         claude.messages.create(model=model, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
     assert refused_too.value.status_code == 429 and refused_too.value.response.headers["Retry-After"]
+    with pytest.raises(openai.RateLimitError) as refused_remotely:  # the host's "busy" over QUIC
+        friend.client().chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert int(refused_remotely.value.response.headers["Retry-After"]) >= 1
+    assert model_load(node)["queued"] == WAITING_BOUND  # it took no place: the queue was full
 
     quitter.close()  # its client went away while it waited: its place is free at once
     poll(lambda: model_load(node).get("queued", 0) == WAITING_BOUND - 1, 30, message="the place freed")
@@ -60,6 +68,8 @@ def test_a_full_queue_is_a_429_and_the_waiting_answers_all_finish(node_factory, 
          message="the queue to drain")
     assert client.chat.completions.create(model=model, max_tokens=2,
                                           messages=[{"role": "user", "content": "Hi"}]).choices
+    assert friend.client().chat.completions.create(model=model, max_tokens=2,
+                                                   messages=[{"role": "user", "content": "Hi"}]).choices
 
 
 def raw_request(node, model: str) -> http.client.HTTPConnection:

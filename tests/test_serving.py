@@ -12,7 +12,7 @@ from meshdesk.core.node_record import NodeRecord
 from meshdesk.core.serving_plan import HostConfig, OpenTunnel, StartHost, StopHost
 from meshdesk.node import serving as serving_module
 from meshdesk.node.api_tunnel import API_PURPOSE, RemoteModel
-from meshdesk.node.interfaces import ModelStatus, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import ModelBusy, ModelStatus, ModelUnavailable, UnknownModel
 from meshdesk.node.rpc_tunnel import Traffic
 from meshdesk.node.serving import Serving
 from tests.fakes import chat_request, eventually, link_pair, run
@@ -285,4 +285,41 @@ def test_a_lite_client_runs_nothing():
         rig.serving.rpc_worker = None
         await rig.settle()
         assert rig.log == [] and rig.serving.role(client=True) == "client"
+    run(scenario())
+
+
+class FullModelHost(FakeModelHost):
+    """A host whose every sequence is answering and whose queue is full."""
+
+    async def generate(self, request):
+        self.requests.append(request.model)
+        raise ModelBusy("all 1 of this model's sequences are answering", 7)
+        yield  # an async generator, as a real host's generate is
+
+
+def test_a_full_replica_passes_the_request_to_the_next_and_all_full_is_a_429_with_the_soonest_retry():
+    async def scenario():
+        rig = Rig(REPLICAS)
+        await rig.settle()
+        rig.hosts[0].__class__ = FullModelHost  # A's own host fills up
+        answer = rig.serving.generate(chat_request("hi", "small"))
+        first = asyncio.ensure_future(answer.__anext__())
+        await eventually(lambda: rig.mesh.far_ends)  # A was full (local first on a tie): on to B
+        far = rig.mesh.far_ends[0]
+        assert rig.hosts[0].requests == ["small"] and (await far.receive())["request"]["model"] == "small"
+        await far.send({"type": "delta", "text": "from B"})
+        await far.send({"type": "finish", "finish_reason": "stop", "usage": {}})
+        assert (await first)["text"] == "from B"
+        assert [event["type"] async for event in answer] == ["finish"]
+        assert rig.serving.in_flight == {"A": 0, "B": 0}
+
+        refused = rig.serving.generate(chat_request("hi", "small"))
+        pending = asyncio.ensure_future(refused.__anext__())
+        await eventually(lambda: len(rig.mesh.far_ends) == 2)
+        far = rig.mesh.far_ends[1]
+        await far.receive()
+        await far.send({"type": "error", "kind": "busy", "message": "B is full too", "retry_after": 3})
+        with pytest.raises(ModelBusy) as error:
+            await pending
+        assert error.value.retry_after == 3  # the sooner of A's 7 s and B's 3 s
     run(scenario())

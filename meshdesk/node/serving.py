@@ -37,7 +37,7 @@ from meshdesk.core.serving_plan import (
 )
 from meshdesk.core.states import ModelState, Role
 from meshdesk.node.api_tunnel import RemoteModel
-from meshdesk.node.interfaces import HostLost, ModelStatus, ModelUnavailable, UnknownModel
+from meshdesk.node.interfaces import HostLost, ModelBusy, ModelStatus, ModelUnavailable, UnknownModel
 from meshdesk.node.model_host import ModelHost
 from meshdesk.node.resume import cut_when
 from meshdesk.node.rpc_tunnel import HostTunnel, Traffic
@@ -228,7 +228,30 @@ class Serving:
 
     async def generate(self, request: GenerationRequest, local_only: bool = False,
                        avoid: frozenset[str] = frozenset()) -> AsyncIterator[dict]:
-        host, model = self.resolve(request.model, local_only, avoid)
+        """The answer's events from the least busy host; a host whose queue is full (`ModelBusy`,
+        raised before any event) passes the request to the next replica, and only when every
+        replica is full does the client hear it, with the soonest retry any of them gave."""
+        busy: list[tuple[str, ModelBusy]] = []
+        while True:
+            try:
+                host, model = self.resolve(request.model, local_only, avoid | {host for host, _ in busy})
+            except ModelUnavailable:
+                if busy:
+                    raise min((error for _, error in busy), key=lambda error: error.retry_after) from None
+                raise
+            started = False
+            try:
+                async for event in self._generate_on(host, model, request):
+                    started = True
+                    yield event
+                return
+            except ModelBusy as error:
+                if started:  # never after an answer began; if it were, another host must not repeat it
+                    raise
+                log.info("%s's host %s is full; trying another replica", request.model, host)
+                busy.append((host, error))
+
+    async def _generate_on(self, host: str, model, request: GenerationRequest) -> AsyncIterator[dict]:
         self.in_flight[host] = self.in_flight.get(host, 0) + 1
         gone = asyncio.Event()
 
