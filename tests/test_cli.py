@@ -17,7 +17,7 @@ from tests.nodes import test_environment as child_environment
 from tests.split_tools import children
 
 OPTIONS = ("--headless", "--model", "--port", "--home", "--name", "--threads", "--verbose", "--version",
-           "--api-key", "--allow-origin")
+           "--api-key", "--allow-origin", "--parallel")
 NO_DISPLAY = {"DISPLAY": None, "WAYLAND_DISPLAY": None, "QT_QPA_PLATFORM": None}
 
 
@@ -71,6 +71,9 @@ def test_version_prints_the_package_version():
     (["--name", "   "], "--name"),
     (["--threads", "0"], "--threads"),
     (["--threads", "many"], "many"),
+    (["--parallel", "0"], "between 1 and 64"),
+    (["--parallel", "65"], "between 1 and 64"),
+    (["--parallel", "lots"], "lots"),
     (["--model"], "--model"),
     (["--allow-origin", "*"], "any web page"),
     (["--allow-origin", "https://a.example/path"], "not an origin"),

@@ -1,7 +1,7 @@
 """How many answers a model host decodes at once by default, and how long a turned-away client
 should wait before trying again.
 
-Each parallel sequence has a KV cache of its own, `context` tokens long, so N sequences need the
+Each parallel sequence has its own `context` tokens of the (unified) KV cache, so N sequences need the
 weights (x FIT_MARGIN, as the planner counts them) plus N x context x bytes per token. The default
 is the most that fits in the memory this node offers, at least one (a host that was chosen to run
 the model runs it) and at most DEFAULT_MOST_PARALLEL: past that a 2-core CPU gains nothing
