@@ -115,3 +115,22 @@ def test_more_sequences_announced_let_waiters_in():
         await asyncio.gather(*tasks)
         return active
     assert run(scenario()) == 3
+
+
+def test_a_listener_that_raises_keeps_no_turn_and_no_place():
+    async def scenario():
+        turns = Admission(parallel=1, waiting_bound=4)
+
+        def broken():
+            raise RuntimeError("a status listener's bug")
+        with pytest.raises(RuntimeError):
+            async with turns.turn(broken):
+                pass
+        assert turns.active == 0
+        async with turns.turn():  # someone holds the one sequence; the next waits with a broken listener
+            with pytest.raises(RuntimeError):
+                async with turns.turn(broken):
+                    pass
+            assert len(turns.waiting) == 0
+        return turns.active
+    assert run(scenario()) == 0

@@ -327,3 +327,22 @@ def test_a_draft_that_could_not_start_is_reported(tmp_path):
         await harness.stop()
 
     run(scenario())
+
+
+def test_the_turn_is_given_back_when_the_finish_arrives_though_the_caller_stops_reading_there(tmp_path):
+    async def scenario(loopback):
+        port = GenerationPort(loopback)
+        harness = Host(tmp_path)
+        await harness.ready(await port.start())
+        events = harness.host.generate(chat_request("hi"))  # held, as a route handler holds it
+        first = asyncio.ensure_future(events.__anext__())
+        answer = await port.next()
+        await answer.send({"type": "delta", "text": "Hello"}, FINISH)
+        assert (await within(first))["text"] == "Hello"
+        assert harness.host.status().generating == 1
+        assert (await within(events.__anext__()))["type"] == "finish"  # and the caller reads no more
+        assert harness.host.status().generating == 0  # while the generator is still referenced
+        await harness.stop()
+        await events.aclose()
+
+    run_on_loopback(scenario)

@@ -40,6 +40,7 @@ class Admission:
         await self._enter(on_change)
         started = self.clock()
         try:
+            on_change()  # inside: a listener that raises must not keep the turn
             yield
         finally:
             self._record(self.clock() - started)
@@ -50,7 +51,6 @@ class Admission:
     async def _enter(self, on_change: Callable[[], None]) -> None:
         if self.active < self.parallel and not self.waiting:
             self.active += 1
-            on_change()
             return
         if len(self.waiting) >= self.bound:
             raise ModelBusy(f"all {self.parallel} of this model's sequences are answering and "
@@ -58,12 +58,13 @@ class Admission:
                             retry_after_seconds(self.answer_seconds, len(self.waiting), self.parallel))
         place = asyncio.get_running_loop().create_future()
         self.waiting.append(place)
-        on_change()
         try:
-            await place
-        except asyncio.CancelledError:
-            self._give_up(place)
             on_change()
+            await place
+        except BaseException:  # its client left (cancelled), or the listener raised
+            self._give_up(place)
+            with contextlib.suppress(Exception):
+                on_change()
             raise
 
     def _give_up(self, place: asyncio.Future) -> None:

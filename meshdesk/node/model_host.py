@@ -5,6 +5,7 @@ as the child decodes together (its ready line's "parallel"), the rest waiting th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -164,6 +165,7 @@ class ModelHost:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[dict]:
         """Yields the host's events: {"type": "delta", "text"} ... {"type": "finish", ...}."""
         self._check_ready()
+        last = None
         async with self.turns.turn(self.on_change):
             self._check_ready()
             reader, writer = await self._connect()
@@ -172,10 +174,18 @@ class ModelHost:
             try:
                 writer.write(json.dumps(request.to_wire()).encode("utf-8") + b"\n")
                 await writer.drain()
-                async for event in self._events(reader, started):
-                    yield event
+                async with contextlib.aclosing(self._events(reader, started)) as events:
+                    async for event in events:
+                        if event.get("type") in ("finish", "error"):
+                            last = event
+                            break
+                        yield event
             finally:
                 writer.close()
+        # The turn is given back before the last event: a caller stops reading there, and the
+        # sequence must not stay taken until this generator is collected.
+        if last is not None:
+            yield last
 
     def _check_ready(self) -> None:
         if self.state == FAILED:

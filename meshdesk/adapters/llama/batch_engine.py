@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from collections import deque
 
@@ -54,7 +55,10 @@ class BatchEngine:
         self.remembered: dict[int, list[int]] = {slot: [] for slot in range(parallel)}
         self.changed = threading.Condition()
         draft_rows = (model.draft.draft_max + 1) if model.draft is not None else 1
-        self.capacity = PROMPT_CHUNK + parallel + draft_rows
+        # A llama_decode takes at most n_batch tokens (llama-cpp-python caps it at n_ctx, which a
+        # tiny context makes small): the chunk and a speculative pass stay within it.
+        self.capacity = min(PROMPT_CHUNK + parallel + draft_rows, self.llama.n_batch)
+        self.chunk = max(1, self.capacity - parallel - draft_rows)
         self.batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
         self.memory = llama_cpp.llama_get_memory(self.llama._ctx.ctx)
         self.steps = 0
@@ -74,15 +78,40 @@ class BatchEngine:
     # -- the engine thread
 
     def run(self) -> None:
-        while True:
-            with self.changed:
-                while not self.waiting and not self.active:
-                    self.changed.wait()
-                newcomers = self._take_waiting()
-            for answer in newcomers:
-                self._admit(answer)
-            if self.active:
-                self.step()
+        try:
+            while True:
+                with self.changed:
+                    while not self.waiting and not self.active:
+                        self.changed.wait()
+                    newcomers = self._take_waiting()
+                for answer in newcomers:
+                    self._admit_or_fail(answer)
+                if self.active:
+                    self.step()
+        except BaseException:
+            # Our mistake outside any one answer's work: nothing would ever answer again, and a
+            # child that looks ready but is not is never restarted. Fail everyone, and exit so
+            # that the node's supervisor starts a fresh child.
+            log.exception("the batch engine failed")
+            self._fail_everyone("the model host failed; it restarts")
+            os._exit(1)
+
+    def _fail_everyone(self, message: str) -> None:
+        with self.changed:
+            answers = [*self.active.values(), *self.waiting]
+        for answer in answers:
+            answer.fail("server", message)
+            answer.done.set()
+
+    def _admit_or_fail(self, answer: Answer) -> None:
+        try:
+            self._admit(answer)
+        except Exception as error:  # this answer's sampler or grammar: its error alone
+            log.exception("starting an answer failed")
+            answer.fail("server", f"generation failed: {error}")
+            if answer.slot >= 0:  # (slot -1 would be every sequence to llama_memory_seq_rm)
+                self._leave(answer, keep_cache=False)
+            answer.done.set()
 
     def _take_waiting(self) -> list[Answer]:
         room = self.parallel - len(self.active)
@@ -129,12 +158,13 @@ class BatchEngine:
 
     def step(self) -> None:
         """One llama_decode for every active answer, then a sample for each that has logits."""
+        self._drop_abandoned_prompts()
         decoding = [answer for answer in self.active.values() if not answer.prefilling]
         alone = len(self.active) == 1 and decoding and not self.waiting
         if alone and decoding[0].proposer is not None:
             return self._speculative_step(decoding[0])
         rows = self._fill(decoding)
-        if not self._decode(rows):
+        if self.batch.n_tokens == 0 or not self._decode(rows):
             return
         width = len(self.active)
         for answer, count, row in rows:
@@ -150,12 +180,20 @@ class BatchEngine:
             if complete:
                 self._finish(answer)
 
+    def _drop_abandoned_prompts(self) -> None:
+        """An answer still reading its prompt whose node went away leaves now, not after the rest
+        of its prompt (an agent's 12k tokens are ~47 chunks) and 16 more tokens."""
+        for answer in [answer for answer in self.active.values() if answer.prefilling]:
+            if node_gone(answer.connection):
+                answer.cancelled = True
+                self._leave(answer, keep_cache=True)
+
     def _fill(self, decoding: list[Answer]) -> list[tuple[Answer, int, int | None]]:
         """The batch: each decoding answer's last token, then prompt chunks. Returns (answer,
         tokens it put in, the row whose logits it samples from or None)."""
         self.batch.n_tokens = 0
         rows = [(answer, 1, self._put(answer, answer.next_inputs(), logits_last=True)) for answer in decoding]
-        room = PROMPT_CHUNK
+        room = self.chunk
         for answer in self.active.values():
             if not answer.prefilling or room == 0:
                 continue
@@ -208,7 +246,12 @@ class BatchEngine:
         """Its last token and the proposals in one pass; it keeps the samples that match."""
         base = len(answer.tokens)
         room = min(answer.budget - 1, self.context - base - 1, self.capacity - 1)
-        proposals, held_back = answer.proposals(room)
+        try:
+            proposals, held_back = answer.proposals(room)
+        except Exception:  # the draft model failed: this answer goes on without speculation
+            log.exception("proposing tokens failed; speculation is off for this answer")
+            answer.proposer = None
+            return
         self.batch.n_tokens = 0
         self._put(answer, [answer.tokens[-1], *proposals], logits_last=True, logits_all=True)
         if not self._decode([(answer, 0, None)]):
@@ -239,7 +282,7 @@ class BatchEngine:
         except Exception as error:
             log.exception("finishing an answer failed")
             answer.fail("server", f"generation failed: {error}")
-        self._leave(answer, keep_cache=not answer.cancelled)
+        self._leave(answer, keep_cache=True)  # cancelled too: what it evaluated is a valid prefix
 
     def _leave(self, answer: Answer, keep_cache: bool) -> None:
         with self.changed:

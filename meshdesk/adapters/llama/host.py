@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from meshdesk.adapters.llama import embedding
@@ -213,6 +213,11 @@ def prompt_for_request(llama, chat: ChatFormat, request: GenerationRequest, cont
         raise PromptRejected(str(error)) from None
     except Exception as error:  # the template's raise_exception, jinja2 errors, bad text
         raise PromptRejected(f"cannot build a prompt from these messages: {error}") from None
+    if not prompt.tokens:  # an empty completion prompt, on a model that adds no start token
+        start = llama.token_bos()
+        if start < 0:
+            raise PromptRejected("the prompt is empty, and this model has no start token to begin from")
+        prompt = replace(prompt, tokens=[start])  # generate from the start, as a fresh context would
     if len(prompt.tokens) >= context and not request.continue_from:  # carried on: "length"
         raise PromptRejected(f"the prompt has {len(prompt.tokens)} tokens; this model's context "
                              f"holds {context}")
