@@ -70,16 +70,18 @@ def answered(server, asked: GenerationRequest) -> list[dict]:
 
 
 def test_an_answer_whose_sampler_cannot_be_made_fails_alone_and_the_engine_goes_on(server, monkeypatch):
+    from meshdesk.adapters.llama import batch_engine
+
     engine = server.engine
-    make_sampler = engine._sampler_for
+    make_sampler = batch_engine.sampler_for
     failures = iter([RuntimeError("no sampler for this one")])
 
-    def once_broken(answer):
+    def once_broken(llama, answer):
         failure = next(failures, None)
         if failure is not None:
             raise failure
-        return make_sampler(answer)
-    monkeypatch.setattr(engine, "_sampler_for", once_broken)
+        return make_sampler(llama, answer)
+    monkeypatch.setattr(batch_engine, "sampler_for", once_broken)
     broken = answered(server, request())
     assert broken[-1]["type"] == "error" and "no sampler" in broken[-1]["message"], broken
     after = answered(server, request())

@@ -132,7 +132,7 @@ class BatchEngine:
         self.llama_cpp.llama_memory_seq_rm(self.memory, choice.slot, choice.kept, -1)
         answer.slot, answer.evaluated = choice.slot, choice.kept
         answer.reused = choice.kept
-        answer.sampler = self._sampler_for(answer)
+        answer.sampler = sampler_for(self.llama, answer)
         if self.new_proposer is not None:
             answer.proposer = self.new_proposer(seeded)
         with self.changed:
@@ -144,17 +144,6 @@ class BatchEngine:
         here: the kernels sum in another order), and with them what its seed samples."""
         self.llama_cpp.llama_memory_clear(self.memory, True)
         self.remembered = {slot: [] for slot in range(self.parallel)}
-
-    def _sampler_for(self, answer: Answer):
-        """The chain llama-cpp-python's create_completion builds for this request."""
-        import random
-
-        request = answer.request
-        self.llama.set_seed(request.seed if request.seed is not None else random.randrange(2 ** 32))
-        return self.llama._init_sampler(
-            top_k=40, top_p=request.top_p, min_p=0.05, typical_p=1.0, temp=request.temperature,
-            repeat_penalty=1.0, frequency_penalty=request.frequency_penalty,
-            presence_penalty=request.presence_penalty, grammar=answer.prompt.grammar)
 
     def step(self) -> None:
         """One llama_decode for every active answer, then a sample for each that has logits."""
@@ -293,3 +282,15 @@ class BatchEngine:
             self.remembered[answer.slot] = []
             self.llama_cpp.llama_memory_seq_rm(self.memory, answer.slot, 0, -1)
         answer.done.set()
+
+
+def sampler_for(llama, answer: Answer):
+    """The chain llama-cpp-python's create_completion builds for this request."""
+    import random
+
+    request = answer.request
+    llama.set_seed(request.seed if request.seed is not None else random.randrange(2 ** 32))
+    return llama._init_sampler(
+        top_k=40, top_p=request.top_p, min_p=0.05, typical_p=1.0, temp=request.temperature,
+        repeat_penalty=1.0, frequency_penalty=request.frequency_penalty,
+        presence_penalty=request.presence_penalty, grammar=answer.prompt.grammar)
