@@ -13,6 +13,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # written by concurrent nodes). Keep the headless box's real default, no keyring; tests that
 # want a keyring select one explicitly (tests/test_secret_store.py).
 os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+os.environ.setdefault("MESHDESK_NO_MDNS", "1")  # in-process nodes stay off the LAN too (tests/test_mdns.py turns it on)
 
 from tests.nodes import NodeProcess, start_node  # noqa: E402
 

@@ -158,6 +158,7 @@ def test_environment(extra: dict | None = None) -> dict:
     environment.setdefault("QT_QPA_PLATFORM", "offscreen")
     environment["PYTHONUNBUFFERED"] = "1"
     environment.pop("MESHDESK_HOME", None)
+    environment.setdefault("MESHDESK_NO_MDNS", "1")  # off the LAN unless a test turns mDNS on (tests/test_mdns.py)
     for name, value in (extra or {}).items():
         if value is None:
             environment.pop(name, None)

@@ -241,7 +241,7 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
     auto_download.on_change = node._notify  # lead: Node could offer a public `changed()`
     access = ApiAccess(management_token=load_or_create_token(home.root), api_key=arguments.api_key,
                        allowed_origins=frozenset(arguments.allow_origin or ()))
-    return Runtime(node, mesh, join_tokens, arguments.port, access)
+    return Runtime(node, mesh, join_tokens, arguments.port, access, mdns=not arguments.no_mdns)
 
 
 def gpu_memory_user(offer: Offer, mesh):

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "else a free one)")
     parser.add_argument("--bind-host", type=ip_address, default="0.0.0.0", metavar="ADDRESS",
                         help="address the mesh port listens on (default: all)")
+    parser.add_argument("--no-mdns", action="store_true", default=bool(os.environ.get("MESHDESK_NO_MDNS")),
+                        help="do not announce this node on the LAN or look for members there by mDNS "
+                        "(default: on, unless $MESHDESK_NO_MDNS is set; it tells no mesh, id or name)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download a catalog model by itself (by default a node that serves "
                         "nothing downloads one the mesh wants and that fits it, to serve it solo)")

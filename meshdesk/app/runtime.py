@@ -33,11 +33,13 @@ def say(line: str) -> None:
 
 class Runtime:
     def __init__(self, node: Node, mesh: MeshService, join_tokens: list[InviteToken], api_port: int,
-                 api_access: ApiAccess):
+                 api_access: ApiAccess, mdns: bool = False):
         self.node = node
         self.mesh = mesh
         self.join_tokens = join_tokens
         self.api_port = api_port
+        self.mdns = mdns  # announce and browse the LAN (off: --no-mdns)
+        self.lan_presence = None
         self.server = OpenAiServer(node, api_access, routes=(embeddings_routes.add_routes,
                                                                 agent_apis.add_routes))
         self.background: set[asyncio.Task] = set()
@@ -53,6 +55,7 @@ class Runtime:
         except OSError as error:
             raise StartupFailed(f"cannot open the mesh port: {error.strerror or error}; "
                                 "choose another --bind-port") from None
+        await self._start_lan_presence()
         if self.join_tokens:
             await self._join_or_retry()
         else:
@@ -71,6 +74,18 @@ class Runtime:
         identity = self.node.identity
         say(f"MeshDesk node {identity.name} ({identity.id}), home {identity.home}")
         say(f"API: http://127.0.0.1:{self.node.api_port}/v1")
+
+    async def _start_lan_presence(self) -> None:
+        """mDNS, once the mesh port is bound: before joining, so the inviter may be heard on the
+        LAN. Not for a node bound to loopback, which nothing on the LAN could reach."""
+        hosts = self.mesh.lan_hosts()
+        if not self.mdns or not hosts:
+            return
+        from meshdesk.adapters.mdns import LanPresence  # zeroconf is loaded only when used
+
+        presence = LanPresence(self.mesh.lan_heard)
+        if await presence.start(self.mesh.port, hosts, self.mesh.lan_announcement()):
+            self.lan_presence = presence
 
     async def _join_or_retry(self) -> None:
         if await self._join_once():
@@ -129,6 +144,11 @@ class Runtime:
         for task in (*tasks, *self.background):
             task.cancel()
         await asyncio.gather(*tasks, *self.background, return_exceptions=True)
+        if self.lan_presence is not None:
+            try:
+                await self.lan_presence.stop()
+            except Exception as error:  # a goodbye on the LAN must never block quitting
+                log.warning("stopping mDNS: %s", error)
         try:
             await self.mesh.leave()
         except Exception as error:  # leaving politely must never block quitting

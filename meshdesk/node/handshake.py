@@ -74,6 +74,10 @@ async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_s
                expected_node_key: bytes | None = None) -> PeerIdentity:
     """Authenticate to the acceptor; with `invite` and no secret, join its mesh."""
     async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        if expected_node_key is not None and link.server_public_key != expected_node_key:
+            # Before our hello: someone else at that address (an mDNS announcement copied next to
+            # their own address) learns nothing of us, not even our mesh id.
+            raise HandshakeError("the peer is not the node we meant to reach", Fault.UNAUTHENTICATED)
         mine = own_hello(credentials, DIAL, mesh_id, invite, purpose)
         await link.send(mine.to_wire())
         theirs = hs.parse_hello(await link.receive(), ACCEPT)

@@ -19,6 +19,7 @@ from pathlib import Path
 from meshdesk.core import peer_control as pc
 from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.identity import mesh_id_for, node_id_for
+from meshdesk.core.lan_discovery import LanCandidates
 from meshdesk.core.membership import Membership, NodeRecord
 from meshdesk.core.reachability import Reachability
 from meshdesk.node.handshake import Credentials, PeerIdentity
@@ -70,6 +71,8 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability):
         self.port: int | None = None
         self.refusals: list[dict] = []
         self.reachability = Reachability()  # where peers see us from (core.reachability)
+        self.lan = LanCandidates()           # members and inviters heard by mDNS
+        self.inviter_keys: dict[str, bytes] = {}  # of the invites we are joining by
         self.data_plane_handlers: dict[str, Callable] = {}
         self.on_change: Callable[[], None] = lambda: None
         self._group: asyncio.TaskGroup | None = None
@@ -94,10 +97,6 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability):
                 if self.settings.bind_port:
                     raise
         raise OSError("no port number is free for both UDP and TCP")
-
-    def advertised_addresses(self) -> list[tuple[str, int]]:
-        """This machine's own addresses (what invites carry)."""
-        return [(host, self.port) for host in self.settings.advertise_hosts]
 
     def load_or_create_mesh(self) -> bool:
         """Resumes the stored mesh, or founds a new one; True when founded now."""

@@ -51,7 +51,10 @@ class MeshCommands:
             self._remember_addresses(list(token.addresses))
             return True
         dial = Dial(token.mesh_id, None, invite=token.encode(), expected_node_key=token.inviter_key)
-        for address in token.addresses:
+        self.inviter_keys[token.inviter_id] = token.inviter_key  # so mDNS recognises the inviter
+        # Where the inviter was heard on our LAN first: near, and the handshake checks its key.
+        heard_on_lan = self.lan.addresses_of(token.inviter_id)
+        for address in dict.fromkeys([*heard_on_lan, *token.addresses]):
             log.info("joining mesh %s through %s:%s", token.mesh_id, *address)  # a stall shows where
             try:
                 # Each step has its own timeout; the whole attempt is bounded too, so one
@@ -64,6 +67,10 @@ class MeshCommands:
                 continue
             except HandshakeFailed as failure:
                 cause = failure.cause
+                if address in heard_on_lan and address not in token.addresses:
+                    # Anyone can announce a copy on the LAN: their refusal is not the mesh's.
+                    log.info("not the inviter on the LAN at %s:%s: %s", *address, cause)
+                    continue
                 raise JoinRefused(cause.reason if isinstance(cause, Refused) else str(cause)) from None
             self.keys.start_over(identity.mesh_secret)
             self._enter_mesh(token.mesh_id, inviter=identity.node_id)
