@@ -77,7 +77,8 @@ async def dial(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_s
         if expected_node_key is not None and link.server_public_key != expected_node_key:
             # Before our hello: someone else at that address (an mDNS announcement copied next to
             # their own address) learns nothing of us, not even our mesh id.
-            raise HandshakeError("the peer is not the node we meant to reach", Fault.UNAUTHENTICATED)
+            raise HandshakeError("the peer is not the node we meant to reach: its TLS key is another's "
+                                 "(someone is in between, or someone else is at that address)", Fault.UNAUTHENTICATED)
         mine = own_hello(credentials, DIAL, mesh_id, invite, purpose)
         await link.send(mine.to_wire())
         theirs = hs.parse_hello(await link.receive(), ACCEPT)
@@ -117,7 +118,8 @@ def check_acceptor_key(link: MessageLink, hello: Hello, expected_node_key: bytes
         raise HandshakeError("the peer's TLS key is not its node key: someone is in between",
                              Fault.UNAUTHENTICATED)
     if expected_node_key is not None and hello.node_key != expected_node_key:
-        raise HandshakeError("the peer is not the node we meant to reach", Fault.UNAUTHENTICATED)
+        raise HandshakeError("the peer is not the node we meant to reach: its TLS key is another's "
+                                 "(someone is in between, or someone else is at that address)", Fault.UNAUTHENTICATED)
 
 
 async def accept(link: MessageLink, credentials: Credentials, mesh_id: str, mesh_secret: bytes,
