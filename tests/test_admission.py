@@ -14,6 +14,17 @@ from meshdesk.node.interfaces import ModelBusy
 GIB = 1 << 30
 
 
+async def holding(turns: Admission, release: asyncio.Event, count: int) -> list[asyncio.Task]:
+    """`count` answers that keep their turns until `release`; returns once all but one wait."""
+    async def answer():
+        async with turns.turn():
+            await release.wait()
+    tasks = [asyncio.create_task(answer()) for _ in range(count)]
+    while len(turns.waiting) < count - 1:
+        await asyncio.sleep(0)
+    return tasks
+
+
 def test_the_default_is_as_many_sequences_as_fit_beside_the_weights_up_to_eight():
     # 1 GB of weights (1.1 GB counted), 1 MB of KV per token x 1024 tokens = 1 GiB per sequence
     assert default_parallel(int(4.2 * GIB), GIB, 1 << 20, 1024) == 3
@@ -59,12 +70,7 @@ def test_a_full_queue_refuses_at_once_with_a_retry_after():
     async def scenario():
         turns, release = Admission(parallel=1, waiting_bound=2), asyncio.Event()
 
-        async def answer():
-            async with turns.turn():
-                await release.wait()
-        tasks = [asyncio.create_task(answer()) for _ in range(3)]
-        while len(turns.waiting) < 2:
-            await asyncio.sleep(0)
+        tasks = await holding(turns, release, 3)
         with pytest.raises(ModelBusy) as refused:
             async with turns.turn():
                 pass
@@ -103,12 +109,7 @@ def test_more_sequences_announced_let_waiters_in():
     async def scenario():
         turns, release = Admission(parallel=1), asyncio.Event()
 
-        async def answer():
-            async with turns.turn():
-                await release.wait()
-        tasks = [asyncio.create_task(answer()) for _ in range(3)]
-        while len(turns.waiting) < 2:
-            await asyncio.sleep(0)
+        tasks = await holding(turns, release, 3)
         turns.set_parallel(3)
         active = turns.active
         release.set()
