@@ -104,13 +104,16 @@ async def relay(http_request: web.Request, shaper: Shaper, first_event: dict, ev
         while True:
             raise_if_error(event)
             if event["type"] == "finish":
-                await send(shaper.finish(event))
+                last = shaper.finish(event)
                 break
             await send(shaper.delta(event.get("text", "")))
             event = await anext(events)
     except Exception as error:
         if not broken_off(error):
             raise
-        await send(failure(error))  # the status line is long gone: the stream's own error event
+        last = failure(error)  # the status line is long gone: the stream's own error event
+    finally:
+        await events.aclose()  # the answer lets go of its host before the client hears it is over
+    await send(last)
     await response.write_eof()
     return response
