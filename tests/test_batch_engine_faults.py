@@ -35,7 +35,7 @@ def server(smollm2_model_path):
     return host.HostServer(model, host.chat_format(model.llama), 2, 2048)
 
 
-def served(server, asked: GenerationRequest) -> tuple[threading.Thread, socket.socket, list[dict]]:
+def served(server, asked: GenerationRequest) -> tuple[threading.Thread, socket.socket, list[dict], threading.Thread]:
     """`asked` served on a thread as the node's connection would be; its events land in the list."""
     ours, theirs = socket.socketpair()  # the request is handed over as read_request would give it
     events: list[dict] = []
@@ -57,14 +57,19 @@ def served(server, asked: GenerationRequest) -> tuple[threading.Thread, socket.s
                 events.append(json.loads(line))
         except (OSError, ValueError):
             pass
-    threading.Thread(target=read, daemon=True).start()
-    return thread, theirs, events
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return thread, theirs, events, reader
 
 
 def answered(server, asked: GenerationRequest) -> list[dict]:
-    thread, theirs, events = served(server, asked)
+    thread, theirs, events, reader = served(server, asked)
     thread.join(120)
     assert not thread.is_alive(), "the answer never left the engine"
+    # Every line is read before the list is looked at: the serving side has closed its end, so
+    # the reader ends at EOF (closing ours first could cut off the last lines unread).
+    reader.join(30)
+    assert not reader.is_alive(), "the answer's connection never ended"
     theirs.close()
     return events
 
@@ -101,7 +106,7 @@ def test_a_prompt_whose_client_left_stops_being_read_within_a_chunk(server, monk
         return rows
     monkeypatch.setattr(engine, "_fill", fill_then_leave)
     steps = engine.steps
-    thread, theirs, _ = served(server, request(LONG_PROMPT, max_tokens=64))
+    thread, theirs, _, _ = served(server, request(LONG_PROMPT, max_tokens=64))
     connections.append(theirs)
     thread.join(120)
     assert not thread.is_alive()
