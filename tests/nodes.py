@@ -19,15 +19,16 @@ START_TIMEOUT = 60.0
 API_LINE = re.compile(r"API: http://127\.0\.0\.1:(\d+)/v1")
 
 
-def poll(condition, timeout: float, interval: float = 0.05, message: str = "condition"):
-    """Calls `condition` until it returns something truthy, or fails after `timeout` seconds."""
+def poll(condition, timeout: float, interval: float = 0.05, message="condition"):
+    """Calls `condition` until it returns something truthy, or fails after `timeout` seconds.
+    `message` may be a function, to describe the state at the time of failure."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {message() if callable(message) else message}")
         time.sleep(interval)
 
 

@@ -1,9 +1,15 @@
 """The mesh control plane over QUIC (aioquic): one connection per peer pair, framed messages.
 
 Each stream starts with a one-byte kind. Kind 1 is the control stream, which the dialling side
-opens first. The handshake and then gossip travel on it as length-prefixed JSON frames. The
-peers' own node keys are the TLS keys (self-signed certificates), and the dialling side reads
-the accepting side's key from the TLS handshake so the mesh handshake can be bound to it.
+opens first. The handshake and then gossip travel on it as length-prefixed JSON frames. Kind 2
+is a data stream (`adapters.quic_streams`), which either side may open once the node has
+accepted the control link (`QuicLink.accept_streams`); before that, one closes the connection.
+The peers' own node keys are the TLS keys (self-signed certificates), and the dialling side
+reads the accepting side's key from the TLS handshake so the mesh handshake can be bound to it.
+
+Dials leave from the mesh port's own socket (when it is bound to every address), so every peer
+sees this node from one address: behind an endpoint-independent NAT, the public address and
+port that a hole punch aims at (`punch` sends the datagrams that open the NAT's way in).
 
 Before a peer has authenticated it gets little: a new connection from an address that already
 has PreAuthGate's share waiting is dropped at its first packet, frames are capped at
@@ -18,6 +24,7 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -27,6 +34,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
+from meshdesk.adapters.quic_streams import DATA_STREAM, QuicStreamLink
 from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame
 from meshdesk.core.preauth import PRE_AUTH_FRAME_BYTES, PRE_AUTH_SECONDS, PreAuthGate
 from meshdesk.node.interfaces import LinkClosed
@@ -37,8 +45,12 @@ ALPN = "meshdesk/1"
 CONTROL_STREAM = b"\x01"
 READ_CHUNK = 65536
 IDLE_TIMEOUT = 20.0
+# What a hole punch sends: the fixed bit is clear, so no QUIC stack takes it for a packet (ours
+# drops it unparsed); it only opens the sender's NAT towards the peer.
+PUNCH_DATAGRAM = b"\x00meshdesk punch"
 
 OnLink = Callable[["QuicLink"], Awaitable[None]]
+OnStream = Callable[[QuicStreamLink], Awaitable[None]]
 
 
 class QuicLink:
@@ -86,6 +98,18 @@ class QuicLink:
     def closed(self) -> bool:
         return self.protocol.closed.is_set()
 
+    def accept_streams(self, on_stream: OnStream | None) -> None:
+        """The node accepted this link: data streams the peer opens go to `on_stream`."""
+        self.protocol.on_data_stream = on_stream
+
+    async def open_stream(self) -> QuicStreamLink:
+        """A data stream on this connection (the peer must have accepted our control link)."""
+        if self.protocol.closed.is_set():
+            raise LinkClosed(self.protocol.close_reason or "connection closed")
+        reader, writer = await self.protocol.create_stream()
+        writer.write(DATA_STREAM)
+        return QuicStreamLink(self.protocol, reader, writer, self.server_public_key)
+
 
 class MeshQuicProtocol(QuicConnectionProtocol):
     """One QUIC connection; hands its control stream to the transport as a QuicLink."""
@@ -97,6 +121,9 @@ class MeshQuicProtocol(QuicConnectionProtocol):
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.tasks: set[asyncio.Task] = set()
+        self.on_data_stream: OnStream | None = None  # set once the control link is accepted
+        self.server_public_key: bytes | None = None  # the accepting side's key, for streams
+        self._progress: list[asyncio.Future] = []
         if ticket is not None:
             self.expiry = asyncio.get_running_loop().call_later(PRE_AUTH_SECONDS, self._expire)
 
@@ -126,6 +153,32 @@ class MeshQuicProtocol(QuicConnectionProtocol):
                 reader.feed_eof()
         super().connection_lost(exc)
 
+    def abandon(self) -> None:
+        """A dial given up: closed, and its handshake's waiter too, which nobody awaits now (on
+        the mesh port's socket the connection lives on to time out, and would fail the waiter:
+        asyncio's "Future exception was never retrieved")."""
+        waiter, self._connected_waiter = self._connected_waiter, None
+        if waiter is not None:
+            waiter.cancel()
+        self.close(reason_phrase="dial abandoned")
+
+    def datagram_received(self, data, addr) -> None:
+        super().datagram_received(data, addr)
+        waiters, self._progress = self._progress, []
+        for waiter in waiters:  # acks may have freed room in a stream's send buffer
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def progress(self) -> None:
+        """Returns when the next datagram arrives, or the connection ends."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._progress.append(waiter)
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.ConnectionTerminated):
             self.close_reason = event.reason_phrase or f"connection closed (code {event.error_code})"
@@ -137,19 +190,27 @@ class MeshQuicProtocol(QuicConnectionProtocol):
         super().quic_event_received(event)
 
     def _accept_stream(self, event: events.StreamDataReceived) -> bool:
-        """Only the peer's first stream, of the control kind, is accepted for now."""
-        if self.on_control_stream is None or not event.data.startswith(CONTROL_STREAM):
+        """The peer's first stream must be the control stream; later ones, data streams once
+        the node accepted the control link. Anything else ends the connection."""
+        if self.on_control_stream is not None and event.data.startswith(CONTROL_STREAM):
+            handler, self.on_control_stream = self.on_control_stream, None
+            self._start(event, lambda reader, writer: handler(self, reader, writer))
+        elif self.on_data_stream is not None and event.data.startswith(DATA_STREAM):
+            handler = self.on_data_stream
+            self._start(event, lambda reader, writer: handler(
+                QuicStreamLink(self, reader, writer, self.server_public_key)))
+        else:
             self.close(reason_phrase="unexpected stream")
-            return False
+        return False
+
+    def _start(self, event: events.StreamDataReceived, handle) -> None:
         reader, writer = self._create_stream(event.stream_id)
         reader.feed_data(event.data[1:])
         if event.end_stream:
             reader.feed_eof()
-        handler, self.on_control_stream = self.on_control_stream, None
-        task = asyncio.ensure_future(handler(self, reader, writer))
+        task = asyncio.ensure_future(handle(reader, writer))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        return False
 
     def remote_address(self) -> tuple[str, int]:
         address = self._quic._network_paths[0].addr if self._quic._network_paths else ("?", 0)
@@ -191,6 +252,17 @@ class GatedQuicServer(QuicServer):
             return False
         return header.packet_type == QuicPacketType.INITIAL and header.destination_cid not in self._protocols
 
+    def adopt(self, protocol: MeshQuicProtocol) -> None:
+        """A connection we dial from this socket: its packets come here, and go to it."""
+        protocol.connection_made(self._transport)
+        protocol._connection_id_issued_handler = partial(self._connection_id_issued, protocol=protocol)
+        protocol._connection_id_retired_handler = partial(self._connection_id_retired, protocol=protocol)
+        protocol._connection_terminated_handler = partial(self._connection_terminated, protocol=protocol)
+        self._protocols[protocol._quic.host_cid] = protocol
+
+    def bound_to(self) -> tuple[str, int]:
+        return self._transport.get_extra_info("sockname")[:2]
+
 
 class QuicTransport:
     def __init__(self, certificate, private_key, own_public_key: bytes, gate: PreAuthGate | None = None):
@@ -229,6 +301,7 @@ class QuicTransport:
         return MeshQuicProtocol(*args, on_control_stream=self._accepted, ticket=ticket, **kwargs)
 
     async def _accepted(self, protocol, reader, writer) -> None:
+        protocol.server_public_key = self.own_public_key
         link = QuicLink(protocol, reader, writer, self.own_public_key)
         try:
             await self.on_link(link)
@@ -237,36 +310,65 @@ class QuicTransport:
             link.close("protocol error")
 
     async def connect(self, address: tuple[str, int], timeout: float = 5.0) -> QuicLink:
-        loop = asyncio.get_running_loop()
         host, port = address
-        family_any = "::" if ipaddress.ip_address(host).version == 6 else "0.0.0.0"
         connection = QuicConnection(configuration=self.configuration(is_client=True))
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: MeshQuicProtocol(connection), local_addr=(family_any, 0))
+        protocol = MeshQuicProtocol(connection)
+        transport = None  # our own socket, when the mesh port's cannot reach `host`
+        if self._mesh_socket_reaches(host):
+            self.server.adopt(protocol)
+        else:
+            family_any = "::" if ipaddress.ip_address(host).version == 6 else "0.0.0.0"
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: protocol, local_addr=(family_any, 0))
         try:
             protocol.connect((host, port))
             await asyncio.wait_for(protocol.wait_connected(), timeout)
         except BaseException:  # timed out, refused or cancelled: end the connection, then its socket
-            protocol.close(reason_phrase="dial abandoned")
-            transport.close()
+            protocol.abandon()
+            if transport is not None:
+                transport.close()
             raise
+        protocol.server_public_key = protocol.peer_public_key()
         self.clients.append((transport, protocol))
         asyncio.ensure_future(self._forget_when_closed(transport, protocol))
         reader, writer = await protocol.create_stream()
         writer.write(CONTROL_STREAM)
-        return QuicLink(protocol, reader, writer, protocol.peer_public_key())
+        return QuicLink(protocol, reader, writer, protocol.server_public_key)
+
+    def _mesh_socket_reaches(self, host: str) -> bool:
+        """Whether a dial to `host` can leave from the mesh port's socket: one of its family,
+        and bound to loopback only if `host` is a loopback address too."""
+        if self.server is None or self.server._transport is None or self.server._transport.is_closing():
+            return False
+        bound = ipaddress.ip_address(self.server.bound_to()[0])
+        target = ipaddress.ip_address(host)
+        if bound.version != target.version:
+            return False
+        return not bound.is_loopback or target.is_loopback
+
+    def punch(self, address: tuple[str, int]) -> bool:
+        """One datagram from the mesh port to `address`, opening our NAT towards it (the
+        peer's answer, or its dial, may then come in); False when the mesh port cannot."""
+        if not self._mesh_socket_reaches(address[0]):
+            return False
+        self.server._transport.sendto(PUNCH_DATAGRAM, tuple(address))
+        return True
 
     async def _forget_when_closed(self, transport, protocol: MeshQuicProtocol) -> None:
         await protocol.closed.wait()
         await asyncio.sleep(0)  # let the CONNECTION_CLOSE datagram leave first
-        transport.close()
+        if transport is not None:
+            transport.close()
         if (transport, protocol) in self.clients:
             self.clients.remove((transport, protocol))
 
     async def stop(self) -> None:
         for transport, protocol in list(self.clients):
             protocol.close()
-            transport.close()
+            if transport is not None:
+                transport.close()
+            else:
+                protocol.connection_lost(None)  # its timers stop: the mesh socket goes next
         self.clients.clear()
         if self.server is not None:
             self.server.close()

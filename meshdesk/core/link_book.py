@@ -22,6 +22,7 @@ class LinkState:
     dialled_by_us: bool
     last_heard: float = 0.0        # when anything last arrived on this link
     close_at: float | None = None  # set once the peer has been told it was removed
+    address: tuple[str, int] | None = None  # where the peer's end is, as the transport sees it
     rtt_samples: deque = field(default_factory=lambda: deque(maxlen=RTT_WINDOW))
 
     @property

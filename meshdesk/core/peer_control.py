@@ -12,13 +12,14 @@ One `PeerControl` per node, in the style of aioquic's `QuicConnection`: every in
 - whom to dial: members we hold alive but have no link to (the lower id dials), or, while
   alone, the addresses where members were last seen;
 - removal notices: a removed member is told so, and its link closed a moment later;
+- hole punching (`core.hole_punch`): asking a rendezvous, introducing a pair, punching;
 - when to save what the node remembers of its mesh.
 
 Gossip itself (records, liveness, removals) is `core.membership`'s; this module moves its
 messages and feeds it. Links are named by small integers the IO loop hands out.
 
 Outputs are commands (imperative: `SendMessage`, `CloseLink`, `DialAddress`, `SaveState`,
-`RefreshOwnRecord`) and events (past tense: `PeersChanged`, `RemovedFromMesh`,
+`RefreshOwnRecord`, `Punch`) and events (past tense: `PeersChanged`, `RemovedFromMesh`,
 `PeerBrokeProtocol`).
 """
 
@@ -27,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshdesk.core.dial_schedule import DialAddress, DialSchedule
+from meshdesk.core import hole_punch
 from meshdesk.core.errors import Fault, PeerProtocolError
+from meshdesk.core.hole_punch import HolePunching, Punch
 from meshdesk.core.link_book import LinkBook, LinkState
 from meshdesk.core.link_watch import LinkWatch
 from meshdesk.core.membership import Membership
@@ -91,7 +94,7 @@ class PeerBrokeProtocol:
     error: PeerProtocolError
 
 
-Output = (SendMessage | CloseLink | DialAddress | SaveState | RefreshOwnRecord | PeersChanged
+Output = (SendMessage | CloseLink | DialAddress | SaveState | RefreshOwnRecord | Punch | PeersChanged
           | RemovedFromMesh | RekeyReceived | PeerBrokeProtocol)
 
 
@@ -105,6 +108,7 @@ class PeerControl:
         self.removed_from_mesh = False
         self._book = LinkBook()
         self._watch = LinkWatch(now)
+        self._punching = HolePunching()
         self._next_ping = self._next_save = self._next_rtt_report = now
 
     # ------------------------------------------------------------ queries
@@ -140,12 +144,15 @@ class PeerControl:
 
     # ------------------------------------------------------------ links up and down
 
-    def link_up(self, now: float, link: int, peer_id: str, dialled_by_us: bool) -> list[Output]:
-        """An authenticated control link to `peer_id`; a duplicate loses by the lower-id rule."""
+    def link_up(self, now: float, link: int, peer_id: str, dialled_by_us: bool,
+                address: Address | None = None) -> list[Output]:
+        """An authenticated control link to `peer_id`, whose end is at `address`; a duplicate
+        loses by the lower-id rule."""
         self._now = now
         if self.removed_from_mesh:
             return [CloseLink(link, "removed")]
-        new = LinkState(link, peer_id, dialled_by_us, last_heard=now)
+        new = LinkState(link, peer_id, dialled_by_us, last_heard=now,
+                        address=None if address is None else tuple(address))
         existing = self.link_to(peer_id)
         if existing is not None and not self._prefer(now, new, existing):
             return [CloseLink(link, "duplicate connection")]
@@ -209,8 +216,38 @@ class PeerControl:
             return self._leave_removed()
         if kind == "rekey":
             return [RekeyReceived(state.peer_id, message)]
+        if kind == "punch-ask":
+            return self._introduce(now, state, hole_punch.node_id_field(message, "to"))
+        if kind == "punch":
+            return self._punch(now, hole_punch.node_id_field(message, "peer"), hole_punch.address_field(message))
         raise PeerProtocolError(f"an unknown message type {str(kind)[:MAX_MESSAGE_TYPE_SHOWN]!r}",
                                 Fault.UNEXPECTED)
+
+    def _introduce(self, now: float, asker: LinkState, target_id: str) -> list[Output]:
+        """As rendezvous: each of the pair hears where we see the other's link come from."""
+        target = self.link_to(target_id)
+        if target is None or asker.address is None or target.address is None \
+                or not self._punching.introduce(now, asker.peer_id, target_id):
+            return []
+        return [SendMessage(target.link, hole_punch.introduction(asker.peer_id, asker.address)),
+                SendMessage(asker.link, hole_punch.introduction(target_id, target.address))]
+
+    def _punch(self, now: float, peer_id: str, address: Address) -> list[Output]:
+        """A rendezvous says where `peer_id` is: punch, if it is a member we lack a link to."""
+        alive = {record.node_id for record in self.membership.alive_records(now)}
+        if peer_id == self.node_id or peer_id not in alive or peer_id in self._book.by_peer:
+            return []
+        return list(self._punching.punch(now, peer_id, address))
+
+    def _punch_asks(self, now: float) -> list[Output]:
+        """As asker: members we should dial and have no link to, through one linked to both."""
+        missing = {}
+        for record in self.membership.alive_records(now):
+            if self.node_id < record.node_id and record.node_id not in self._book.by_peer:
+                missing[record.node_id] = next((peer for peer in sorted(record.rtt_ms)
+                                                if peer in self._book.by_peer), None)
+        return [SendMessage(self._book.by_peer[via], hole_punch.ask_message(target))
+                for via, target in self._punching.asks(now, missing)]
 
     def _after_gossip(self, now: float) -> list[Output]:
         removed = self.membership.removed_node_ids
@@ -305,7 +342,7 @@ class PeerControl:
         if self.membership.expire(now):
             outputs.append(PeersChanged())
         outputs += self._gossip(now) + self._close_lingering(now) + self._due_pings(now)
-        outputs += self.dials.due(now, self._dial_targets())
+        outputs += self.dials.due(now, self._dial_targets()) + self._punch_asks(now)
         if now >= self._next_rtt_report:
             self._next_rtt_report = now + RTT_REPORT_INTERVAL
             outputs.append(RefreshOwnRecord())

@@ -6,10 +6,11 @@ sees our end of the link at (`core.handshake.Auth.observed`). Two kinds:
 - INBOUND: the peer dialled us, so it names the address it reached our mesh port at. Behind a
   port forward or a one-to-one NAT (a cloud VM) that is an address we cannot know by ourselves,
   and one that works: the peer just came in through it.
-- OUTBOUND: we dialled the peer, from a fresh UDP socket (`adapters.quic_transport`), so the
-  peer names that socket's mapping. It tells our public host, but nothing listens at its port
-  once the dial is over; it is shown, never advertised. (Hole punching will dial from the mesh
-  port's own socket, and then this is the address a punch needs.)
+- OUTBOUND: we dialled the peer, from the mesh port's own socket (`adapters.quic_transport`),
+  so the peer names that socket's mapping: behind an endpoint-independent NAT, the address a
+  hole punch aims at (`core.hole_punch`, where the rendezvous reads it off the link itself).
+  The NAT lets in only what answers our own flows, so a dial from elsewhere would not get in:
+  it is shown, never advertised.
 
 A member can lie, so one report alone never makes us advertise anything: an INBOUND address
 is advertised only while CONFIRMING_REPORTERS distinct members report the very same one. It

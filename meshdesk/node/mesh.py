@@ -31,6 +31,7 @@ from meshdesk.node.mesh_secrets import MeshSecrets, dial_with_secrets
 
 __all__ = ["JoinRefused", "MeshService", "MeshSettings"]
 from meshdesk.node.mesh_links import LinkTable
+from meshdesk.node.mesh_punching import MeshPunching
 from meshdesk.node.mesh_reachability import MeshReachability
 from meshdesk.node.mesh_state import MeshMemory, load_memory, restore_decisions, save_memory_or_warn
 from meshdesk.node.mesh_status import MeshStatus, status_of
@@ -51,7 +52,7 @@ class MeshSettings:
     advertise_hosts: list[str] = field(default_factory=list)
 
 
-class MeshService(MeshAdmission, MeshCommands, MeshReachability):
+class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching):
     def __init__(self, settings: MeshSettings, credentials: Credentials, secrets: SecretStore,
                  control_transport, data_transport, own_record: Callable[[], dict],
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
@@ -74,6 +75,7 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability):
         self.lan = LanCandidates()           # members and inviters heard by mDNS
         self.inviter_keys: dict[str, bytes] = {}  # of the invites we are joining by
         self.data_plane_handlers: dict[str, Callable] = {}
+        self.streamed_to: set[str] = set()
         self.on_change: Callable[[], None] = lambda: None
         self._group: asyncio.TaskGroup | None = None
         self._stopped = False         # run() has ended: no new links, no new tasks
@@ -168,9 +170,11 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability):
             self.memory.members.append(identity.node_id)
         log.info("linked with %s (%s)", identity.hello.name, identity.node_id)
         self._note_observed(identity, dialled_by_us)
+        self._accept_streams(identity, link)
         self._spawn(self._read(link_id, link))
         self._spawn(self.links.write_until_closed(link_id))
-        self._carry_out(self.control.link_up(self.clock(), link_id, identity.node_id, dialled_by_us))
+        self._carry_out(self.control.link_up(self.clock(), link_id, identity.node_id, dialled_by_us,
+                                             link.remote_address))
 
     async def _read(self, link_id: int, link: MessageLink) -> None:
         try:
@@ -264,6 +268,8 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability):
                 self._save()
             elif isinstance(output, pc.RefreshOwnRecord):
                 self.refresh_own_record()
+            elif isinstance(output, pc.Punch):
+                self._punch_towards(output)
             elif isinstance(output, pc.PeerBrokeProtocol):
                 log.warning("dropping %s: it sent %s", output.peer_id, output.error)
             elif isinstance(output, pc.RekeyReceived):

@@ -1,7 +1,7 @@
 """Who may come in, on either plane, and this node's own data-plane links (part of MeshService).
 
-Control links (QUIC) carry gossip once authenticated; data links (TLS over TCP) carry one
-tunnel each, for the purpose named in the dialler's hello ("rpc", "api"). Both planes run
+Control links (QUIC) carry gossip once authenticated; data links (TLS over TCP, or a QUIC
+stream where no TCP path is: `node.mesh_punching`) carry one tunnel each, for the purpose named in the dialler's hello ("rpc", "api"). Both planes run
 the same handshake and the same admission: removals, versions, invites, mesh membership.
 """
 
@@ -88,14 +88,30 @@ class MeshAdmission:
         """Called after each refusal; the node replaces it to tell its views."""
 
     async def open_data_link(self, node_id: str, purpose: str) -> MessageLink:
-        """An authenticated TLS connection to a member, for `purpose` ("rpc", "api")."""
+        """An authenticated link to a member, for `purpose` ("rpc", "api"): TLS over TCP to an
+        address its record carries, or a stream of the QUIC control link when no TCP path is
+        there (`node.mesh_punching`)."""
         record = self._alive_record(node_id)
         if record is None or not record.addresses:
             raise LinkClosed(f"node {node_id} is not in the mesh")
+        control = self._quic_link_to(node_id)
+        addresses = [tuple(address) for address in record.addresses]
+        if control is not None and control.remote_address[0] not in {host for host, _ in addresses}:
+            # it is behind a NAT, which lets in only its own flows: TCP cannot reach it
+            return await self._data_stream(node_id, control, purpose, f"its link comes from {control.remote_address[0]}")
+        try:
+            return await self._tls_data_link(record, addresses, purpose)
+        except Unreachable as error:
+            if control is None:
+                raise LinkClosed(f"cannot reach node {node_id}: {error}") from None
+            return await self._data_stream(node_id, control, purpose, f"no TCP path: {error}")
+
+    async def _tls_data_link(self, record: NodeRecord, addresses: list[Address], purpose: str) -> MessageLink:
+        """Raises Unreachable (the last address's) when no address answers."""
         dial = Dial(self.mesh_id, self.mesh_secret, purpose=purpose,
                     expected_node_key=bytes.fromhex(record.public_key))
-        last_error: Exception | None = None
-        for address in record.addresses:
+        last_error: Unreachable | None = None
+        for address in addresses:
             try:
                 link, _ = await connect_and_authenticate(
                     self.data_transport, routed(address, self.data_routes), self.credentials, dial,
@@ -104,8 +120,8 @@ class MeshAdmission:
             except Unreachable as error:
                 last_error = error
             except HandshakeFailed as failure:
-                raise LinkClosed(f"data plane to {node_id}: {failure}") from None
-        raise LinkClosed(f"cannot reach node {node_id}: {last_error}")
+                raise LinkClosed(f"data plane to {record.node_id}: {failure}") from None
+        raise last_error
 
     def _alive_record(self, node_id: str) -> NodeRecord | None:
         return next((record for record in self.alive_records() if record.node_id == node_id), None)

@@ -37,6 +37,9 @@ class LinkTable:
         identity = self._identities.get(number)
         return None if identity is None else identity.node_id
 
+    def link(self, number: int) -> MessageLink | None:
+        return self._links.get(number)
+
     def count(self) -> int:
         return len(self._links)
 

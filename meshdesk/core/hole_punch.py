@@ -1,0 +1,118 @@
+"""Hole punching, sans-IO: two members that cannot dial each other meet through a third.
+
+A home router lets in only what answers a flow a machine inside started. Two members behind
+such routers (endpoint-independent ones: a socket keeps one public address and port whatever
+it sends to) can still link directly if each sends to the other's public address at about the
+same moment: each one's packets open its own router for the other's. The addresses come from
+a member both are linked to, the rendezvous, which sees where each link comes from (dials
+leave from the mesh port's socket, so that is the port a punch must reach).
+
+1. The asker, the lower id of a pair without a link (as peer control's dials go), picks a
+   rendezvous among its links that the other member's record says it is linked to, and sends
+   `{"type": "punch-ask", "to": <id>}`; again every ASK_INTERVAL while there is still no link.
+2. The rendezvous, linked to both, sends each `{"type": "punch", "peer": <the other's id>,
+   "address": [host, port]}`, the address it sees the other's link come from; at most once
+   per pair every RENDEZVOUS_GAP seconds.
+3. Each of the pair, told to punch towards a member it holds alive and has no link to, sends
+   punch datagrams and dials that address expecting the member's key (`Punch`), at most once per
+   member every PUNCH_GAP seconds. Both dial: whichever link is made first carries the mesh, and
+   if both are, peer control keeps the one the lower id dialled.
+
+Between symmetric NATs (a new public port for every destination) the addresses the rendezvous
+saw are not the ones the pair's packets come from, so the punch fails; that is what relays are
+for. A lying rendezvous can only send us dialling at an address that must answer with the
+member's key, so it learns nothing and admits nobody; the gaps keep it from making us a
+packet cannon.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from meshdesk.core.errors import PeerProtocolError
+
+Address = tuple[str, int]
+
+ASK_AFTER_SECONDS = 2.0   # a direct dial gets this long first
+ASK_INTERVAL = 10.0       # asks again while there is still no link
+RENDEZVOUS_GAP = 2.0      # a pair is introduced at most this often
+PUNCH_GAP = 5.0           # we punch towards one member at most this often
+MAX_NODE_ID_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Punch:
+    """Punch towards `peer_id` at `address` (datagrams, then a dial expecting its key)."""
+
+    peer_id: str
+    address: Address
+
+
+def ask_message(target: str) -> dict:
+    return {"type": "punch-ask", "to": target}
+
+
+def introduction(peer_id: str, address: Address) -> dict:
+    return {"type": "punch", "peer": peer_id, "address": [address[0], address[1]]}
+
+
+def node_id_field(message: dict, name: str) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NODE_ID_CHARS:
+        raise PeerProtocolError(f"a {message.get('type')} message without a node id in {name!r}")
+    return value
+
+
+def address_field(message: dict) -> Address:
+    """An IP literal and a port; anything else is the sender's fault."""
+    value = message.get("address")
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and type(value[1]) is int and 0 < value[1] < 65536):
+        raise PeerProtocolError("a punch message without an address [host, port]")
+    try:
+        ip = ipaddress.ip_address(value[0])
+    except ValueError:
+        raise PeerProtocolError("a punch message whose host is not an IP address") from None
+    if ip.is_multicast or ip.is_unspecified:
+        raise PeerProtocolError("a punch message towards an address no member can have")
+    return value[0], value[1]
+
+
+class HolePunching:
+    """The three roles' timing: when to ask, whom to introduce, when to punch."""
+
+    def __init__(self):
+        self._missing_since: dict[str, float] = {}  # members we lack a link to, as asker
+        self._asked_at: dict[str, float] = {}
+        self._introduced_at: dict[frozenset, float] = {}
+        self._punched_at: dict[str, float] = {}
+
+    def asks(self, now: float, missing: dict[str, str | None]) -> list[tuple[str, str]]:
+        """(rendezvous, target) pairs to ask now. `missing`: the members we should dial but
+        have no link to, each with a rendezvous we are linked to (None: there is none)."""
+        self._missing_since = {peer: self._missing_since.get(peer, now) for peer in missing}
+        due = []
+        for target, via in sorted(missing.items()):
+            if via is None or now - self._missing_since[target] < ASK_AFTER_SECONDS:
+                continue
+            if now - self._asked_at.get(target, -ASK_INTERVAL) >= ASK_INTERVAL:
+                self._asked_at[target] = now
+                due.append((via, target))
+        return due
+
+    def introduce(self, now: float, asker: str, target: str) -> bool:
+        """Whether to introduce this pair now (the rendezvous's gap per pair)."""
+        pair = frozenset((asker, target))
+        if asker == target or now - self._introduced_at.get(pair, -RENDEZVOUS_GAP) < RENDEZVOUS_GAP:
+            return False
+        self._introduced_at = {key: at for key, at in self._introduced_at.items() if now - at < RENDEZVOUS_GAP}
+        self._introduced_at[pair] = now
+        return True
+
+    def punch(self, now: float, peer_id: str, address: Address) -> list[Punch]:
+        """A rendezvous's word to punch towards `peer_id`, taken at most once per PUNCH_GAP."""
+        if now - self._punched_at.get(peer_id, -PUNCH_GAP) < PUNCH_GAP:
+            return []
+        self._punched_at[peer_id] = now
+        return [Punch(peer_id, address)]
