@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from meshdesk.adapters.node_keys import NodeKey, public_issuer_pem, verify_signature
-from meshdesk.adapters.quic_transport import QuicTransport
+from meshdesk.adapters.quic.transport import QuicTransport
 from meshdesk.adapters.secret_store import open_secret_store
 from meshdesk.adapters.tls_transport import TlsTransport
 from meshdesk.app.mesh_setup import load_node_key, node_versions

@@ -15,7 +15,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from meshdesk.adapters.node_keys import NodeKey
-from meshdesk.adapters.quic_transport import ALPN, MeshQuicProtocol
+from meshdesk.adapters.quic.transport import ALPN, MeshQuicProtocol
 from meshdesk.core.invite import decode_token
 from meshdesk.core.preauth import PER_ADDRESS, PRE_AUTH_SECONDS
 from tests.mesh_tools import tls_transport

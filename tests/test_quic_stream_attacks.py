@@ -1,4 +1,4 @@
-"""Data streams over QUIC (`adapters.quic_streams`) against someone who tries them, over real
+"""Data streams over QUIC (`adapters.quic.streams`) against someone who tries them, over real
 sockets against real nodes (loopback).
 
 - A stranger that opens a data stream before any handshake has its connection closed, and
@@ -16,7 +16,7 @@ import asyncio
 import pytest
 
 from meshdesk.adapters.node_keys import NodeKey
-from meshdesk.adapters.quic_streams import DATA_STREAM
+from meshdesk.adapters.quic.streams import DATA_STREAM
 from meshdesk.core.frames import encode_frame
 from meshdesk.core.invite import decode_token
 from meshdesk.node.interfaces import LinkClosed

@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from meshdesk.adapters import quic_transport
+from meshdesk.adapters.quic import transport as quic_transport
 from meshdesk.adapters.node_keys import NodeKey
 from tests.mesh_tools import quic_transport as transport_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from meshdesk import __version__
 from meshdesk.adapters.node_keys import NodeKey, public_issuer_pem, verify_signature
-from meshdesk.adapters.quic_transport import QuicTransport
+from meshdesk.adapters.quic.transport import QuicTransport
 from meshdesk.adapters.tls_transport import TlsTransport
 from meshdesk.core.handshake import PROTOCOL_VERSION
 from meshdesk.core.invite import MAX_ADDRESSES

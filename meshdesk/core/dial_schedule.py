@@ -52,3 +52,16 @@ class DialSchedule:
 
     def _retry_at(self, address: Address, node_id: str | None) -> float:
         return self._last_dial.get(node_id or address, -DIAL_RETRY_SECONDS) + DIAL_RETRY_SECONDS
+
+
+def dial_targets(own_id: str, records, linked: dict, dials: DialSchedule) -> list[tuple[Address, str | None]]:
+    """Members we hold alive and lack a link to, when we have the lower id (their addresses
+    in turn: some may be unreachable from here); while alone, where members were last seen."""
+    targets: list[tuple[Address, str | None]] = []
+    for record in records:
+        if own_id < record.node_id and record.node_id not in linked \
+                and (address := dials.pick(record.addresses)) is not None:
+            targets.append((address, record.node_id))
+    if not linked:
+        targets += [(address, None) for address in dials.fallback_addresses if address not in dials.own_addresses]
+    return targets

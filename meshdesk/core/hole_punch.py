@@ -31,6 +31,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from meshdesk.core.errors import PeerProtocolError
+from meshdesk.core.link_book import LinkBook, LinkState
 
 Address = tuple[str, int]
 
@@ -39,6 +40,7 @@ ASK_INTERVAL = 10.0       # asks again while there is still no link
 RENDEZVOUS_GAP = 2.0      # a pair is introduced at most this often
 PUNCH_GAP = 5.0           # we punch towards one member at most this often
 MAX_NODE_ID_CHARS = 64
+MESSAGE_TYPES = ("punch-ask", "punch")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def address_field(message: dict) -> Address:
 
 
 class HolePunching:
-    """The three roles' timing: when to ask, whom to introduce, when to punch."""
+    """The three roles: when to ask, whom to introduce, when to punch. Messages out are
+    (link, message) pairs for peer control to send."""
 
     def __init__(self):
         self._missing_since: dict[str, float] = {}  # members we lack a link to, as asker
@@ -88,9 +91,23 @@ class HolePunching:
         self._introduced_at: dict[frozenset, float] = {}
         self._punched_at: dict[str, float] = {}
 
-    def asks(self, now: float, missing: dict[str, str | None]) -> list[tuple[str, str]]:
-        """(rendezvous, target) pairs to ask now. `missing`: the members we should dial but
-        have no link to, each with a rendezvous we are linked to (None: there is none)."""
+    def received(self, now: float, sender: LinkState, message: dict, book: LinkBook,
+                 alive: set[str]) -> list[Punch | tuple[int, dict]]:
+        """A punch-ask (we are the rendezvous) or a punch (we are one of the pair); `alive`:
+        the members we hold alive, but us."""
+        if message["type"] == "punch-ask":
+            return self._introduce(now, sender, book.to(node_id_field(message, "to")))
+        peer_id, address = node_id_field(message, "peer"), address_field(message)
+        if peer_id not in alive or peer_id in book.by_peer:  # us, a stranger, or linked already
+            return []
+        return self._punch(now, peer_id, address)
+
+    def asks(self, now: float, own_id: str, records, book: LinkBook) -> list[tuple[int, dict]]:
+        """As asker: the members we should dial (the lower id dials) and have no link to, each
+        through a member its record says it is linked to and we are linked to; a direct dial
+        gets ASK_AFTER_SECONDS first, and an ask is repeated every ASK_INTERVAL."""
+        missing = {record.node_id: next((peer for peer in sorted(record.rtt_ms) if peer in book.by_peer), None)
+                   for record in records if own_id < record.node_id and record.node_id not in book.by_peer}
         self._missing_since = {peer: self._missing_since.get(peer, now) for peer in missing}
         due = []
         for target, via in sorted(missing.items()):
@@ -98,20 +115,23 @@ class HolePunching:
                 continue
             if now - self._asked_at.get(target, -ASK_INTERVAL) >= ASK_INTERVAL:
                 self._asked_at[target] = now
-                due.append((via, target))
+                due.append((book.by_peer[via], ask_message(target)))
         return due
 
-    def introduce(self, now: float, asker: str, target: str) -> bool:
-        """Whether to introduce this pair now (the rendezvous's gap per pair)."""
-        pair = frozenset((asker, target))
-        if asker == target or now - self._introduced_at.get(pair, -RENDEZVOUS_GAP) < RENDEZVOUS_GAP:
-            return False
+    def _introduce(self, now: float, asker: LinkState, target: LinkState | None) -> list[tuple[int, dict]]:
+        """Each of the pair hears where we see the other's link come from, once per gap."""
+        if target is None or asker.address is None or target.address is None or asker.peer_id == target.peer_id:
+            return []
+        pair = frozenset((asker.peer_id, target.peer_id))
+        if now - self._introduced_at.get(pair, -RENDEZVOUS_GAP) < RENDEZVOUS_GAP:
+            return []
         self._introduced_at = {key: at for key, at in self._introduced_at.items() if now - at < RENDEZVOUS_GAP}
         self._introduced_at[pair] = now
-        return True
+        return [(target.link, introduction(asker.peer_id, asker.address)),
+                (asker.link, introduction(target.peer_id, target.address))]
 
-    def punch(self, now: float, peer_id: str, address: Address) -> list[Punch]:
-        """A rendezvous's word to punch towards `peer_id`, taken at most once per PUNCH_GAP."""
+    def _punch(self, now: float, peer_id: str, address: Address) -> list[Punch]:
+        """Taken at most once per member every PUNCH_GAP."""
         if now - self._punched_at.get(peer_id, -PUNCH_GAP) < PUNCH_GAP:
             return []
         self._punched_at[peer_id] = now

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshdesk.core.dial_schedule import DialAddress, DialSchedule
+from meshdesk.core.dial_schedule import DialAddress, DialSchedule, dial_targets
 from meshdesk.core import hole_punch
 from meshdesk.core.errors import Fault, PeerProtocolError
-from meshdesk.core.hole_punch import HolePunching, Punch
+from meshdesk.core.hole_punch import HolePunching, Punch  # noqa: F401  (Punch: an output)
 from meshdesk.core.link_book import LinkBook, LinkState
 from meshdesk.core.link_watch import LinkWatch
 from meshdesk.core.membership import Membership
@@ -96,6 +96,11 @@ class PeerBrokeProtocol:
 
 Output = (SendMessage | CloseLink | DialAddress | SaveState | RefreshOwnRecord | Punch | PeersChanged
           | RemovedFromMesh | RekeyReceived | PeerBrokeProtocol)
+
+
+def as_outputs(items: list) -> list[Output]:
+    """`core.hole_punch`'s (link, message) pairs as SendMessage; its Punch as they are."""
+    return [SendMessage(*item) if isinstance(item, tuple) else item for item in items]
 
 
 class PeerControl:
@@ -216,38 +221,11 @@ class PeerControl:
             return self._leave_removed()
         if kind == "rekey":
             return [RekeyReceived(state.peer_id, message)]
-        if kind == "punch-ask":
-            return self._introduce(now, state, hole_punch.node_id_field(message, "to"))
-        if kind == "punch":
-            return self._punch(now, hole_punch.node_id_field(message, "peer"), hole_punch.address_field(message))
+        if kind in hole_punch.MESSAGE_TYPES:
+            alive = {record.node_id for record in self.membership.alive_records(now)} - {self.node_id}
+            return as_outputs(self._punching.received(now, state, message, self._book, alive))
         raise PeerProtocolError(f"an unknown message type {str(kind)[:MAX_MESSAGE_TYPE_SHOWN]!r}",
                                 Fault.UNEXPECTED)
-
-    def _introduce(self, now: float, asker: LinkState, target_id: str) -> list[Output]:
-        """As rendezvous: each of the pair hears where we see the other's link come from."""
-        target = self.link_to(target_id)
-        if target is None or asker.address is None or target.address is None \
-                or not self._punching.introduce(now, asker.peer_id, target_id):
-            return []
-        return [SendMessage(target.link, hole_punch.introduction(asker.peer_id, asker.address)),
-                SendMessage(asker.link, hole_punch.introduction(target_id, target.address))]
-
-    def _punch(self, now: float, peer_id: str, address: Address) -> list[Output]:
-        """A rendezvous says where `peer_id` is: punch, if it is a member we lack a link to."""
-        alive = {record.node_id for record in self.membership.alive_records(now)}
-        if peer_id == self.node_id or peer_id not in alive or peer_id in self._book.by_peer:
-            return []
-        return list(self._punching.punch(now, peer_id, address))
-
-    def _punch_asks(self, now: float) -> list[Output]:
-        """As asker: members we should dial and have no link to, through one linked to both."""
-        missing = {}
-        for record in self.membership.alive_records(now):
-            if self.node_id < record.node_id and record.node_id not in self._book.by_peer:
-                missing[record.node_id] = next((peer for peer in sorted(record.rtt_ms)
-                                                if peer in self._book.by_peer), None)
-        return [SendMessage(self._book.by_peer[via], hole_punch.ask_message(target))
-                for via, target in self._punching.asks(now, missing)]
 
     def _after_gossip(self, now: float) -> list[Output]:
         removed = self.membership.removed_node_ids
@@ -342,7 +320,8 @@ class PeerControl:
         if self.membership.expire(now):
             outputs.append(PeersChanged())
         outputs += self._gossip(now) + self._close_lingering(now) + self._due_pings(now)
-        outputs += self.dials.due(now, self._dial_targets()) + self._punch_asks(now)
+        outputs += self.dials.due(now, self._dial_targets())
+        outputs += as_outputs(self._punching.asks(now, self.node_id, self.membership.alive_records(now), self._book))
         if now >= self._next_rtt_report:
             self._next_rtt_report = now + RTT_REPORT_INTERVAL
             outputs.append(RefreshOwnRecord())
@@ -369,16 +348,6 @@ class PeerControl:
         return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._book.states)]
 
     def _dial_targets(self) -> list[tuple[Address, str | None]]:
-        """Members we hold alive and lack a link to, when we have the lower id (their addresses
-        in turn: some may be unreachable from here); while alone, where members were last seen."""
         if self.removed_from_mesh:
             return []
-        targets: list[tuple[Address, str | None]] = []
-        for record in self.membership.alive_records(self._now):
-            if self.node_id < record.node_id and record.node_id not in self._book.by_peer \
-                    and (address := self.dials.pick(record.addresses)) is not None:
-                targets.append((address, record.node_id))
-        if not self._book.by_peer:
-            targets += [(address, None) for address in self.dials.fallback_addresses
-                        if address not in self.dials.own_addresses]
-        return targets
+        return dial_targets(self.node_id, self.membership.alive_records(self._now), self._book.by_peer, self.dials)

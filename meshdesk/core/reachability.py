@@ -6,7 +6,7 @@ sees our end of the link at (`core.handshake.Auth.observed`). Two kinds:
 - INBOUND: the peer dialled us, so it names the address it reached our mesh port at. Behind a
   port forward or a one-to-one NAT (a cloud VM) that is an address we cannot know by ourselves,
   and one that works: the peer just came in through it.
-- OUTBOUND: we dialled the peer, from the mesh port's own socket (`adapters.quic_transport`),
+- OUTBOUND: we dialled the peer, from the mesh port's own socket (`adapters.quic.transport`),
   so the peer names that socket's mapping: behind an endpoint-independent NAT, the address a
   hole punch aims at (`core.hole_punch`, where the rendezvous reads it off the link itself).
   The NAT lets in only what answers our own flows, so a dial from elsewhere would not get in:

@@ -39,7 +39,6 @@ from meshdesk.node.mesh_status import MeshStatus, status_of
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 3.0
-LEAVE_TIMEOUT = 2.0
 MIN_TIMER_SECONDS = 0.005  # never spin, whatever a deadline says
 AFTER_BUG_SECONDS = 1.0    # a bug in the loop is logged, then the loop waits this long
 
@@ -283,17 +282,6 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching):
 
     def alive_records(self) -> list[NodeRecord]:
         return [] if self.membership is None else self.membership.alive_records(self.clock())
-
-    async def leave(self) -> None:
-        """Tells every peer we are going, so they drop us at once, then closes the links."""
-        if self.control is not None and self.links.count():
-            farewells = [output for output in self.control.leave(self.clock())
-                         if isinstance(output, pc.SendMessage)]
-            await self.links.send_now(farewells, LEAVE_TIMEOUT)
-        self._save()
-        self.links.close_all("leaving")
-        await self.control_transport.stop()
-        await self.data_transport.stop()
 
     def _save(self) -> None:
         if self.membership is not None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 
+from meshdesk.core import peer_control as pc
 from meshdesk.core.errors import PeerProtocolError
 from meshdesk.core.handshake import Refused
 from meshdesk.core.identity import NODE_ID_LENGTH
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_LENGTH}}}")
 JOIN_TIMEOUT = 5.0
 JOIN_ATTEMPT_FACTOR = 3  # a whole attempt: connect, then handshake, with room to spare
+LEAVE_TIMEOUT = 2.0
 
 
 class JoinRefused(Exception):
@@ -33,6 +35,17 @@ class JoinRefused(Exception):
 
 class MeshCommands:
     """Mixed into MeshService: the requests a user makes of the mesh."""
+
+    async def leave(self) -> None:
+        """Tells every peer we are going, so they drop us at once, then closes the links."""
+        if self.control is not None and self.links.count():
+            farewells = [output for output in self.control.leave(self.clock())
+                         if isinstance(output, pc.SendMessage)]
+            await self.links.send_now(farewells, LEAVE_TIMEOUT)
+        self._save()
+        self.links.close_all("leaving")
+        await self.control_transport.stop()
+        await self.data_transport.stop()
 
     def check_invite_locally(self, token: InviteToken) -> None:
         """What a joiner can tell by itself: forged or altered tokens, expiry."""

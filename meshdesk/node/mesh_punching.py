@@ -6,7 +6,7 @@ which open our router for its packets, and a dial there from the same port that 
 member's key. The member does the same towards us at the same moment.
 
 A member reached that way has no TCP path (its router lets in only the flow it punched), so its
-data links run as streams of the control link's QUIC connection (`adapters.quic_streams`): so do
+data links run as streams of the control link's QUIC connection (`adapters.quic.streams`): so do
 those of any member whose control link does not come from an address its record carries (it
 dialled us from behind a NAT), and those whose TLS dial finds nothing listening.
 """

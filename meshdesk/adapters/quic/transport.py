@@ -2,7 +2,7 @@
 
 Each stream starts with a one-byte kind. Kind 1 is the control stream, which the dialling side
 opens first. The handshake and then gossip travel on it as length-prefixed JSON frames. Kind 2
-is a data stream (`adapters.quic_streams`), which either side may open once the node has
+is a data stream (`adapters.quic.streams`), which either side may open once the node has
 accepted the control link (`QuicLink.accept_streams`); before that, one closes the connection.
 The peers' own node keys are the TLS keys (self-signed certificates), and the dialling side
 reads the accepting side's key from the TLS handshake so the mesh handshake can be bound to it.
@@ -34,7 +34,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from meshdesk.adapters.quic_streams import DATA_STREAM, QuicStreamLink
+from meshdesk.adapters.quic.streams import DATA_STREAM, QuicStreamLink
 from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame
 from meshdesk.core.preauth import PRE_AUTH_FRAME_BYTES, PRE_AUTH_SECONDS, PreAuthGate
 from meshdesk.node.interfaces import LinkClosed
