@@ -1,4 +1,5 @@
-"""Mesh transport throughput and latency: raw TCP vs the TLS data plane vs the QUIC control plane.
+"""Mesh transport throughput and latency: raw TCP vs the TLS data plane vs QUIC (the control
+stream, and a data stream: the data plane of a member with no TCP path, e.g. a punched one).
 
 All on loopback (127.0.0.1). By default the accepting side runs in a child process (this same
 script with `--serve`), so sender and receiver each get their own interpreter, event loop and
@@ -18,6 +19,9 @@ clock starts:
     never waits, so the sender yields to the event loop after each chunk and keeps at most
     QUIC_WINDOW bytes not yet acknowledged by the server (which sends a progress byte every
     QUIC_ACK_STEP bytes). QUIC's own flow control (1 MiB by default) still applies underneath.
+  - QUIC data stream: the same connection and handshake, then a data stream opened on it
+    (`adapters/quic/streams.py`), as a node's tunnel to a punched member uses it: `drain()`
+    after each chunk, which waits while more than a MiB is unacknowledged.
 The planes are interleaved (raw, tls, quic, raw, tls, quic, ...) and medians are reported.
 
 Round-trip time: ping/pong control frames {"type": "ping", "t": ...} (length-prefixed JSON,
@@ -64,8 +68,8 @@ PROGRESS, DONE = b".", b"!"
 TARGET_TLS_RATIO = 0.25
 NOISY_SPREAD = 0.15
 RUN_TIMEOUT = 60.0
-PLANES = ("tcp", "tls", "quic")
-LABELS = {"tcp": "raw TCP", "tls": "TLS data plane", "quic": "QUIC stream"}
+PLANES = ("tcp", "tls", "quic", "stream")
+LABELS = {"tcp": "raw TCP", "tls": "TLS data plane", "quic": "QUIC control", "stream": "QUIC data"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class BenchServer:
             self.ports["tls"] = await self.tls.start(HOST, 0, self.on_mesh_link)
         self.tcp = await asyncio.start_server(self.on_tcp, HOST, 0)
         self.ports["tcp"] = self.tcp.sockets[0].getsockname()[1]
+        self.ports["stream"] = self.ports["quic"]
         return self.ports
 
     async def stop(self) -> None:
@@ -162,9 +167,17 @@ class BenchServer:
 
     async def on_mesh_link(self, link) -> None:
         await handshake.accept(link, self.credentials, self.mesh_id, self.mesh_secret, lambda hello: None)
+        if hasattr(link, "accept_streams"):
+            link.accept_streams(self.on_stream)
         try:
             await self.serve(link)
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, LinkClosed):
+            pass
+
+    async def on_stream(self, stream) -> None:
+        try:
+            await self.serve(stream)
+        except (asyncio.IncompleteReadError, LinkClosed, ConnectionError):
             pass
 
     async def serve(self, link) -> None:
@@ -262,9 +275,14 @@ class Client:
         except BaseException:
             await self.close(link)
             raise
+        if plane == "stream":
+            stream = await link.open_stream()
+            stream.control_link = link  # closed with the stream
+            return stream
         return link
 
     async def close(self, link) -> None:
+        link = getattr(link, "control_link", link)
         if link.plane == "quic":
             link.close("done")
             try:  # let the close finish so the next run does not share the loop with it
@@ -409,7 +427,7 @@ async def measure(arguments: argparse.Namespace) -> Results:
         ports = await server.start()
         client = Client(secret, ports)
         sizes = {"tcp": int(arguments.mib * MIB), "tls": int(arguments.mib * MIB),
-                 "quic": int(arguments.quic_mib * MIB)}
+                 "quic": int(arguments.quic_mib * MIB), "stream": int(arguments.quic_mib * MIB)}
         results = Results(sizes, arguments.in_process)
         server_pid = None if arguments.in_process else server.process.pid
         if not arguments.quick:  # warm-up: first connections, imports, caches; not counted
@@ -514,9 +532,12 @@ def report(results: Results, arguments: argparse.Namespace, load_before) -> None
     print(f"tls / raw tcp = {tls_ratio:.2f} (target >= {TARGET_TLS_RATIO:.2f}) "
           f"{'PASS' if tls_ratio >= TARGET_TLS_RATIO else 'FAIL'}")
     print(f"quic / raw tcp = {quic_ratio:.2f}  (quic / tls = {median['quic'] / median['tls']:.3f})")
+    print(f"quic data stream / tls = {median['stream'] / median['tls']:.3f}  (what a member with no TCP "
+          f"path costs the data plane)")
     print(f"RTT medians: raw tcp {statistics.median(results.rtts['tcp']) * 1000:.3f} ms, "
           f"tls {statistics.median(results.rtts['tls']) * 1000:.3f} ms, "
-          f"quic {statistics.median(results.rtts['quic']) * 1000:.3f} ms")
+          f"quic {statistics.median(results.rtts['quic']) * 1000:.3f} ms, "
+          f"quic data stream {statistics.median(results.rtts['stream']) * 1000:.3f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,182 @@
+"""Paths across NAT, side by side in one run: a split over a direct link and over a punched one.
+
+In the NAT lab (tests/nat_lab.py; root and nftables): a lite founder on the internet, and a
+split of the bundled Gemma 3 270M between a host and one member, each pair on its own lab:
+
+  - direct: host and member both on the internet. The lower id dials the other's address; the
+    rpc tunnel is the TLS data plane (TCP).
+  - punched: host and member each at home behind an endpoint-independent router. No dial
+    reaches either; the founder introduces them and both punch (core/hole_punch.py); the rpc
+    tunnel is a data stream of the punched QUIC link (adapters/quic/streams.py).
+
+For each: seconds from the member's start to its link with the host (`linked` in the host's
+/api/status), to the split's first answer, the split's tokens per second (one stream, greedy,
+after a warm-up), and the host's rpc round trips per token. Throughput and round trips of the
+planes themselves, without a model, are bench/transport.py's ("QUIC data" against "TLS").
+
+    .venv/bin/python bench/nat_paths.py          # 3 completions of 48 tokens per path
+    .venv/bin/python bench/nat_paths.py --quick  # 1 completion of 8 (a smoke test)
+
+Exit 0 with the figures; 0 and a line saying why when no NAT lab can be built here; 1 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.nat_lab import Nat, lab_not_permitted, nat_lab  # noqa: E402
+from tests.netns import start_in  # noqa: E402
+from tests.nodes import poll  # noqa: E402
+
+MODEL = "gemma-3-270m-q4_k_m"
+PROMPT = "The history of the Roman Empire"
+PATHS = ("direct", "punched")
+READY_TIMEOUT = 240.0
+
+
+@dataclass
+class PathFigures:
+    link_seconds: float = float("nan")
+    first_answer_seconds: float = float("nan")
+    rates: list[float] = field(default_factory=list)
+    round_trips_per_token: float = float("nan")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repetitions", type=int, default=3, help="timed completions per path (default 3)")
+    parser.add_argument("--max-tokens", type=int, default=48, help="tokens per completion (default 48)")
+    parser.add_argument("--quick", action="store_true", help="one completion of 8 tokens (a smoke test)")
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        arguments.repetitions, arguments.max_tokens = 1, 8
+    if arguments.repetitions < 1 or arguments.max_tokens < 2:
+        parser.error("--repetitions must be >= 1 and --max-tokens >= 2")
+    return arguments
+
+
+def bundled_model() -> Path:
+    from meshdesk.adapters.bundled_model import install_bundled_model
+
+    return install_bundled_model(Path.home() / ".cache" / "meshdesk" / "bench")
+
+
+def seeded_home(root: Path, name: str, model: Path | None) -> Path:
+    home = root / name
+    (home / "models").mkdir(parents=True, mode=0o700)
+    if model is not None:
+        (home / "models" / model.name).symlink_to(model)
+    return home
+
+
+def linked(node, peer_id: str) -> bool:
+    return any(peer["id"] == peer_id and peer["linked"] and peer["state"] == "alive"
+               for peer in node.status()["peers"])
+
+
+def split_ready(host, member_id: str) -> bool:
+    status = host.status()
+    plans, models = status["plans"], status["models"]
+    return bool(plans and plans[0]["state"] == "split" and member_id in {m["id"] for m in plans[0]["members"]}
+                and models and models[0]["state"] == "ready")
+
+
+def timed_completion(host, max_tokens: int) -> tuple[int, float]:
+    """Tokens and seconds of one completion (run inside the host's namespace)."""
+    started_at = time.perf_counter()
+    answer = host.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=max_tokens,
+                                              temperature=0, seed=1)
+    return answer.usage.completion_tokens, time.perf_counter() - started_at
+
+
+def machines_for(lab, path: str):
+    if path == "direct":
+        return lab.public(), lab.public()
+    return lab.home(Nat.ENDPOINT_INDEPENDENT).machines[0], lab.home(Nat.ENDPOINT_INDEPENDENT).machines[0]
+
+
+def measure_path(path: str, model: Path, arguments) -> PathFigures:
+    figures = PathFigures()
+    with nat_lab() as lab, tempfile.TemporaryDirectory(prefix=f"meshdesk-bench-nat-{path}-") as folder:
+        root, started = Path(folder), []
+        try:
+            founder = start_in(lab.public(), seeded_home(root, "founder", None), "--client")
+            started.append(founder)
+            host_machine, member_machine = machines_for(lab, path)
+            common = ("--join", founder.invite_token(), "--split", "--threads", "1", "--no-draft")
+            host = start_in(host_machine, seeded_home(root, "host", model), *common, "--model", str(model),
+                            "--max-vram", "2")
+            started.append(host)
+            begun = time.monotonic()
+            member = start_in(member_machine, seeded_home(root, "member", model), *common, "--max-vram", "1")
+            started.append(member)
+            member_id = member.node_id
+            poll(lambda: linked(host, member_id), READY_TIMEOUT, interval=0.05,
+                 message=lambda: f"the {path} link: {host.describe()}")
+            figures.link_seconds = time.monotonic() - begun
+            poll(lambda: split_ready(host, member_id), READY_TIMEOUT, interval=0.1,
+                 message=lambda: f"the {path} split: {host.describe()}")
+            host.complete(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, seed=1)  # warm-up
+            figures.first_answer_seconds = time.monotonic() - begun
+            trips_before, tokens = host.status()["traffic"]["round_trips"], 0
+            for _ in range(arguments.repetitions):
+                made = host.machine.call(lambda: timed_completion(host, arguments.max_tokens))
+                figures.rates.append(made[0] / made[1])
+                tokens += made[0]
+            figures.round_trips_per_token = (host.status()["traffic"]["round_trips"] - trips_before) / max(1, tokens)
+        finally:
+            for node in reversed(started):
+                node.stop()
+    return figures
+
+
+def report(results: dict[str, PathFigures], arguments) -> None:
+    print()
+    print(f"{'path':<9} {'link s':>7} {'first answer s':>15} {'tok/s median':>13} {'runs':>5} {'rpc trips/token':>16}")
+    for path in PATHS:
+        figures = results[path]
+        median = statistics.median(figures.rates) if figures.rates else float("nan")
+        print(f"{path:<9} {figures.link_seconds:7.2f} {figures.first_answer_seconds:15.1f} {median:13.2f} "
+              f"{len(figures.rates):5d} {figures.round_trips_per_token:16.2f}")
+    direct, punched = (statistics.median(results[path].rates) for path in PATHS)
+    print()
+    if arguments.quick:
+        print("  WARNING: quick run; numbers are rough")
+    print(f"punched / direct split tok/s = {punched / direct:.2f}  "
+          f"(link: {results['punched'].link_seconds:.1f} s punched, {results['direct'].link_seconds:.1f} s direct)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    reason = lab_not_permitted()
+    if reason:
+        print(f"no NAT lab here: {reason}")
+        print("punched / direct split tok/s = (not measured)")
+        return 0
+    print(f"NAT paths bench: {arguments.repetitions} completion(s) of {arguments.max_tokens} tokens per path",
+          flush=True)
+    started = time.perf_counter()
+    try:
+        model = bundled_model()
+        results = {path: measure_path(path, model, arguments) for path in PATHS}
+        report(results, arguments)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f"(took {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
