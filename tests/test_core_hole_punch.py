@@ -8,12 +8,17 @@ them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from meshdesk.core import hole_punch
 from meshdesk.core import peer_control as pc
 from meshdesk.core.errors import PeerProtocolError
-from tests.test_core_peer_control import A1, B2, C3, THREE, SimulatedLinks, address_of
+from meshdesk.core.hole_punch import HolePunching
+from meshdesk.core.link_book import LinkBook, LinkState
+from tests.gossip_keys import ID
+from tests.test_core_peer_control import A1, B2, C3, THREE, SimulatedLinks, address_of, make_control
 
 
 def public_address(node_id: str) -> tuple[str, int]:
@@ -146,3 +151,33 @@ def test_a_malformed_punch_message_drops_only_its_sender(message):
     broke = [output for output in outputs if isinstance(output, pc.PeerBrokeProtocol)]
     assert len(broke) == 1 and broke[0].peer_id == C3 and isinstance(broke[0].error, PeerProtocolError)
     assert not any(isinstance(output, hole_punch.Punch) for output in outputs)
+
+
+def book_with(*peers: str) -> LinkBook:
+    book = LinkBook()
+    for number, peer_id in enumerate(peers, start=1):
+        book.add(LinkState(number, peer_id, dialled_by_us=True, address=public_address(peer_id)))
+    return book
+
+
+def test_a_liars_introductions_do_not_crowd_out_an_honest_ones():
+    punching, book = HolePunching(), book_with(A1, C3)  # we are linked to a liar (a1) and to c3
+    liar, honest = book.to(A1), book.to(C3)
+    trap, real = ("203.0.113.9", 4000), public_address(B2)
+    assert punching.received(0.0, liar, hole_punch.introduction(B2, trap), book, {A1, B2, C3}) == \
+        [hole_punch.Punch(B2, trap)]
+    assert punching.received(0.1, honest, hole_punch.introduction(B2, real), book, {A1, B2, C3}) == \
+        [hole_punch.Punch(B2, real)]
+    assert punching.received(0.2, liar, hole_punch.introduction(B2, trap), book, {A1, B2, C3}) == []
+
+
+def test_the_asker_takes_its_rendezvous_in_turn():
+    """One that never answers (or lies) is not the only one ever asked."""
+    punching, book = HolePunching(), book_with(B2, C3)
+    target = make_control(ID["d4"]).membership.own
+    target = dataclasses.replace(target, rtt_ms={B2: 1.0, C3: 1.0})
+    assert punching.asks(0.0, A1, [target], book) == []  # a direct dial gets its chance first
+    asked = [link for step in range(4)
+             for link, _ in punching.asks(hole_punch.ASK_AFTER_SECONDS + step * hole_punch.ASK_INTERVAL,
+                                          A1, [target], book)]
+    assert len(asked) == 4 and sorted(set(asked)) == [book.by_peer[B2], book.by_peer[C3]]

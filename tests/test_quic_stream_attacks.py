@@ -27,12 +27,14 @@ pytestmark = pytest.mark.slow
 
 
 async def read_until_closed(stream, timeout: float = SETTLE) -> list[dict]:
+    """What arrives on `stream` until the node ends it; then ours ends too."""
     got = []
     async with asyncio.timeout(timeout):
         try:
             while True:
                 got.append(await stream.receive())
         except LinkClosed:
+            stream.close()
             return got
 
 

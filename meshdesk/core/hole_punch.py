@@ -9,13 +9,15 @@ leave from the mesh port's socket, so that is the port a punch must reach).
 
 1. The asker, the lower id of a pair without a link (as peer control's dials go), picks a
    rendezvous among its links that the other member's record says it is linked to, and sends
-   `{"type": "punch-ask", "to": <id>}`; again every ASK_INTERVAL while there is still no link.
+   `{"type": "punch-ask", "to": <id>}`; again every ASK_INTERVAL while there is still no link,
+   each time through the next such member (one that does not answer is not asked for ever).
 2. The rendezvous, linked to both, sends each `{"type": "punch", "peer": <the other's id>,
    "address": [host, port]}`, the address it sees the other's link come from; at most once
    per pair every RENDEZVOUS_GAP seconds.
 3. Each of the pair, told to punch towards a member it holds alive and has no link to, sends
    punch datagrams and dials that address expecting the member's key (`Punch`), at most once per
-   member every PUNCH_GAP seconds. Both dial: whichever link is made first carries the mesh, and
+   rendezvous and member every PUNCH_GAP seconds (so a lying member's introductions cannot
+   crowd out an honest one's). Both dial: whichever link is made first carries the mesh, and
    if both are, peer control keeps the one the lower id dialled.
 
 Between symmetric NATs (a new public port for every destination) the addresses the rendezvous
@@ -89,7 +91,8 @@ class HolePunching:
         self._missing_since: dict[str, float] = {}  # members we lack a link to, as asker
         self._asked_at: dict[str, float] = {}
         self._introduced_at: dict[frozenset, float] = {}
-        self._punched_at: dict[str, float] = {}
+        self._punched_at: dict[tuple[str, str], float] = {}  # (rendezvous, member)
+        self._asks_made = 0
 
     def received(self, now: float, sender: LinkState, message: dict, book: LinkBook,
                  alive: set[str]) -> list[Punch | tuple[int, dict]]:
@@ -100,13 +103,13 @@ class HolePunching:
         peer_id, address = node_id_field(message, "peer"), address_field(message)
         if peer_id not in alive or peer_id in book.by_peer:  # us, a stranger, or linked already
             return []
-        return self._punch(now, peer_id, address)
+        return self._punch(now, sender.peer_id, peer_id, address)
 
     def asks(self, now: float, own_id: str, records, book: LinkBook) -> list[tuple[int, dict]]:
         """As asker: the members we should dial (the lower id dials) and have no link to, each
         through a member its record says it is linked to and we are linked to; a direct dial
         gets ASK_AFTER_SECONDS first, and an ask is repeated every ASK_INTERVAL."""
-        missing = {record.node_id: next((peer for peer in sorted(record.rtt_ms) if peer in book.by_peer), None)
+        missing = {record.node_id: self._rendezvous([peer for peer in sorted(record.rtt_ms) if peer in book.by_peer])
                    for record in records if own_id < record.node_id and record.node_id not in book.by_peer}
         self._missing_since = {peer: self._missing_since.get(peer, now) for peer in missing}
         due = []
@@ -115,8 +118,13 @@ class HolePunching:
                 continue
             if now - self._asked_at.get(target, -ASK_INTERVAL) >= ASK_INTERVAL:
                 self._asked_at[target] = now
+                self._asks_made += 1
                 due.append((book.by_peer[via], ask_message(target)))
         return due
+
+    def _rendezvous(self, candidates: list[str]) -> str | None:
+        """The members that could introduce us, taken in turn from one ask to the next."""
+        return candidates[self._asks_made % len(candidates)] if candidates else None
 
     def _introduce(self, now: float, asker: LinkState, target: LinkState | None) -> list[tuple[int, dict]]:
         """Each of the pair hears where we see the other's link come from, once per gap."""
@@ -130,9 +138,11 @@ class HolePunching:
         return [(target.link, introduction(asker.peer_id, asker.address)),
                 (asker.link, introduction(target.peer_id, target.address))]
 
-    def _punch(self, now: float, peer_id: str, address: Address) -> list[Punch]:
-        """Taken at most once per member every PUNCH_GAP."""
-        if now - self._punched_at.get(peer_id, -PUNCH_GAP) < PUNCH_GAP:
+    def _punch(self, now: float, rendezvous: str, peer_id: str, address: Address) -> list[Punch]:
+        """Taken at most once per rendezvous and member every PUNCH_GAP."""
+        key = (rendezvous, peer_id)
+        if now - self._punched_at.get(key, -PUNCH_GAP) < PUNCH_GAP:
             return []
-        self._punched_at[peer_id] = now
+        self._punched_at = {pair: at for pair, at in self._punched_at.items() if now - at < PUNCH_GAP}
+        self._punched_at[key] = now
         return [Punch(peer_id, address)]

@@ -35,7 +35,10 @@ class BoundedStreamWriter:
     def write(self, data: bytes) -> None:
         if self.protocol.closed.is_set():
             raise ConnectionResetError(self.protocol.close_reason or "connection closed")
-        self.writer.write(data)
+        try:
+            self.writer.write(data)
+        except (RuntimeError, ValueError) as error:  # aioquic: the peer stopped the stream, or it ended
+            raise ConnectionResetError(f"stream closed: {error}") from None
 
     def unacknowledged(self) -> int:
         stream = self.protocol._quic._streams.get(self.stream_id)
@@ -48,8 +51,15 @@ class BoundedStreamWriter:
             await self.protocol.progress()
 
     def close(self) -> None:
-        if not self.protocol.closed.is_set():
+        """Our half ends, and the peer is told to stop sending: what it sends after is dropped
+        unread (`MeshQuicProtocol.discard_stream`), not kept in memory for nobody."""
+        if self.protocol.closed.is_set():
+            return
+        try:
             self.writer.close()
+        except (RuntimeError, ValueError):
+            pass  # the stream had ended already
+        self.protocol.discard_stream(self.stream_id)
 
     def is_closing(self) -> bool:
         return self.protocol.closed.is_set() or self.writer.is_closing()

@@ -34,81 +34,23 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
+from meshdesk.adapters.quic.link import CONTROL_STREAM, OnStream, QuicLink
 from meshdesk.adapters.quic.streams import DATA_STREAM, QuicStreamLink
-from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame
-from meshdesk.core.preauth import PRE_AUTH_FRAME_BYTES, PRE_AUTH_SECONDS, PreAuthGate
+from meshdesk.core.frames import FrameError
+from meshdesk.core.preauth import PRE_AUTH_SECONDS, PreAuthGate
 from meshdesk.node.interfaces import LinkClosed
 
 log = logging.getLogger(__name__)
 
 ALPN = "meshdesk/1"
-CONTROL_STREAM = b"\x01"
-READ_CHUNK = 65536
 IDLE_TIMEOUT = 20.0
 # What a hole punch sends: the fixed bit is clear, so no QUIC stack takes it for a packet (ours
 # drops it unparsed); it only opens the sender's NAT towards the peer.
 PUNCH_DATAGRAM = b"\x00meshdesk punch"
+MAX_EARLY_STREAMS = 4
+STOPPED = 0x100  # our application error code in STOP_SENDING: "done with this stream"
 
-OnLink = Callable[["QuicLink"], Awaitable[None]]
-OnStream = Callable[[QuicStreamLink], Awaitable[None]]
-
-
-class QuicLink:
-    """A control stream to one peer: send and receive whole messages."""
-
-    plane = "quic"
-
-    def __init__(self, protocol: "MeshQuicProtocol", reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, server_public_key: bytes | None):
-        self.protocol = protocol
-        self.reader = reader
-        self.writer = writer
-        self.server_public_key = server_public_key
-        self.client_public_key = None  # QUIC links carry no client certificate
-        accepted = protocol.ticket is not None
-        self.decoder = FrameDecoder(PRE_AUTH_FRAME_BYTES) if accepted else FrameDecoder()
-        self.pending: list[dict] = []
-        self.remote_address = protocol.remote_address()
-
-    def authenticated(self) -> None:
-        """The peer proved itself: full-size frames, and its place among the waiting is free."""
-        if self.protocol.ticket is not None:
-            self.protocol.ticket.release()
-            self.protocol.ticket = None
-            if not self.decoder.buffered:
-                self.decoder = FrameDecoder()
-
-    async def send(self, message: dict) -> None:
-        if self.protocol.closed.is_set():
-            raise LinkClosed("connection closed")
-        self.writer.write(encode_frame(message))
-
-    async def receive(self) -> dict:
-        while not self.pending:
-            data = await self.reader.read(READ_CHUNK)
-            if not data:
-                raise LinkClosed(self.protocol.close_reason or "connection closed")
-            self.pending.extend(self.decoder.feed(data))  # FrameError: the caller drops the peer
-        return self.pending.pop(0)
-
-    def close(self, reason: str = "") -> None:
-        self.protocol.close(reason_phrase=reason[:100])
-
-    @property
-    def closed(self) -> bool:
-        return self.protocol.closed.is_set()
-
-    def accept_streams(self, on_stream: OnStream | None) -> None:
-        """The node accepted this link: data streams the peer opens go to `on_stream`."""
-        self.protocol.on_data_stream = on_stream
-
-    async def open_stream(self) -> QuicStreamLink:
-        """A data stream on this connection (the peer must have accepted our control link)."""
-        if self.protocol.closed.is_set():
-            raise LinkClosed(self.protocol.close_reason or "connection closed")
-        reader, writer = await self.protocol.create_stream()
-        writer.write(DATA_STREAM)
-        return QuicStreamLink(self.protocol, reader, writer, self.server_public_key)
+OnLink = Callable[[QuicLink], Awaitable[None]]
 
 
 class MeshQuicProtocol(QuicConnectionProtocol):
@@ -122,6 +64,8 @@ class MeshQuicProtocol(QuicConnectionProtocol):
         self.close_reason = ""
         self.tasks: set[asyncio.Task] = set()
         self.on_data_stream: OnStream | None = None  # set once the control link is accepted
+        self.early_streams: list[QuicStreamLink] = []  # data streams before that, held
+        self.discarded: set[int] = set()  # streams we closed: what still arrives is dropped
         self.server_public_key: bytes | None = None  # the accepting side's key, for streams
         self._progress: list[asyncio.Future] = []
         if ticket is not None:
@@ -184,31 +128,55 @@ class MeshQuicProtocol(QuicConnectionProtocol):
             self.close_reason = event.reason_phrase or f"connection closed (code {event.error_code})"
             self.closed.set()
             self._release()
+        if isinstance(event, events.StreamDataReceived) and event.stream_id in self.discarded:
+            if event.end_stream:
+                self.discarded.discard(event.stream_id)
+            return
         if isinstance(event, events.StreamDataReceived) and event.stream_id not in self._stream_readers:
             if not self._accept_stream(event):
                 return
         super().quic_event_received(event)
 
+    def discard_stream(self, stream_id: int) -> None:
+        """We are done with this stream: the peer is asked to stop sending on it (STOP_SENDING),
+        and what it sent or still sends is dropped."""
+        reader = self._stream_readers.pop(stream_id, None)
+        if reader is None:
+            return
+        self.discarded.add(stream_id)
+        try:
+            self._quic.stop_stream(stream_id, STOPPED)
+        except ValueError:
+            pass  # aioquic forgot the stream: both halves had ended
+        self._transmit_soon()
+
     def _accept_stream(self, event: events.StreamDataReceived) -> bool:
-        """The peer's first stream must be the control stream; later ones, data streams once
-        the node accepted the control link. Anything else ends the connection."""
+        """The peer's first stream on an accepted connection must be the control stream; later
+        ones, data streams once the node accepted the control link. A data stream on a dialled
+        connection before that is held (the acceptor finished the handshake first, and its
+        node may already want a tunnel); a few at most. Anything else ends the connection."""
         if self.on_control_stream is not None and event.data.startswith(CONTROL_STREAM):
             handler, self.on_control_stream = self.on_control_stream, None
-            self._start(event, lambda reader, writer: handler(self, reader, writer))
+            reader, writer = self._opened(event)
+            self.start_task(handler(self, reader, writer))
         elif self.on_data_stream is not None and event.data.startswith(DATA_STREAM):
-            handler = self.on_data_stream
-            self._start(event, lambda reader, writer: handler(
-                QuicStreamLink(self, reader, writer, self.server_public_key)))
+            self.start_task(self.on_data_stream(QuicStreamLink(self, *self._opened(event), self.server_public_key)))
+        elif self.ticket is None and self.on_control_stream is None and event.data.startswith(DATA_STREAM) \
+                and len(self.early_streams) < MAX_EARLY_STREAMS:
+            self.early_streams.append(QuicStreamLink(self, *self._opened(event), self.server_public_key))
         else:
             self.close(reason_phrase="unexpected stream")
         return False
 
-    def _start(self, event: events.StreamDataReceived, handle) -> None:
+    def _opened(self, event: events.StreamDataReceived) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = self._create_stream(event.stream_id)
         reader.feed_data(event.data[1:])
         if event.end_stream:
             reader.feed_eof()
-        task = asyncio.ensure_future(handle(reader, writer))
+        return reader, writer
+
+    def start_task(self, work) -> None:
+        task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -337,7 +305,8 @@ class QuicTransport:
 
     def _mesh_socket_reaches(self, host: str) -> bool:
         """Whether a dial to `host` can leave from the mesh port's socket: one of its family,
-        and bound to loopback only if `host` is a loopback address too."""
+        and bound to loopback only if `host` is a loopback address too. (A socket bound to one
+        address dials from that address: what the user chose by binding it.)"""
         if self.server is None or self.server._transport is None or self.server._transport.is_closing():
             return False
         bound = ipaddress.ip_address(self.server.bound_to()[0])
