@@ -21,7 +21,7 @@ from meshdesk.adapters.node_keys import NodeKey
 from meshdesk.core import hole_punch
 from meshdesk.node.interfaces import LinkClosed
 from tests.mesh_tools import quic_transport
-from tests.test_mesh_gossip_attacks import SETTLE, Member, assert_unharmed, honest_mesh, peer, until
+from tests.test_mesh_gossip_attacks import Member, assert_unharmed, honest_mesh, peer, until
 
 pytestmark = pytest.mark.slow
 
