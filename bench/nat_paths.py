@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.nat_lab import Nat, lab_not_permitted, nat_lab  # noqa: E402
+from tests.nat_lab import Nat, lab_not_permitted, nat_lab, seeded_home  # noqa: E402
 from tests.netns import start_in  # noqa: E402
 from tests.nodes import poll  # noqa: E402
 
@@ -70,14 +70,6 @@ def bundled_model() -> Path:
     from meshdesk.adapters.bundled_model import install_bundled_model
 
     return install_bundled_model(Path.home() / ".cache" / "meshdesk" / "bench")
-
-
-def seeded_home(root: Path, name: str, model: Path | None) -> Path:
-    home = root / name
-    (home / "models").mkdir(parents=True, mode=0o700)
-    if model is not None:
-        (home / "models" / model.name).symlink_to(model)
-    return home
 
 
 def linked(node, peer_id: str) -> bool:

@@ -46,6 +46,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import pytest
 
@@ -228,6 +229,19 @@ def lab():
         pytest.skip(reason)
     with nat_lab() as built:
         yield built
+
+
+def seeded_home(root: Path, name: str, model: Path | None = None) -> Path:
+    """A node's home under `root`, with `model` in its models folder (a hard link where the
+    file system allows, else a symbolic one)."""
+    home = root / name
+    (home / "models").mkdir(parents=True, mode=0o700)
+    if model is not None:
+        try:
+            (home / "models" / model.name).hardlink_to(model)
+        except OSError:
+            (home / "models" / model.name).symlink_to(model)
+    return home
 
 
 def udp_socket(machine: Machine, port: int = 0) -> socket.socket:

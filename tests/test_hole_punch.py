@@ -11,9 +11,11 @@ only what answers a flow from inside.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
-from tests.nat_lab import Nat, lab  # noqa: F401  (a fixture)
+from tests.nat_lab import Nat, lab, seeded_home  # noqa: F401  (a fixture)
 from tests.netns import start_in
 from tests.nodes import poll
 
@@ -24,12 +26,21 @@ PROMPT = "The history of the Roman Empire"
 SETTLE = 60.0
 
 
-def seeded_home(root, name: str, model_path=None):
-    home = root / name
-    (home / "models").mkdir(parents=True, mode=0o700)
-    if model_path is not None:
-        (home / "models" / model_path.name).hardlink_to(model_path)
-    return home
+@contextmanager
+def founder_and_members(lab, root, machines, arguments_for, model_path=None):
+    """A lite founder on the internet and a member on each of `machines`, joined by its invite
+    (`arguments_for(number)`: member `number`'s own options); all stopped afterwards."""
+    started = []
+    try:
+        founder = start_in(lab.public(), seeded_home(root, "founder"), "--client")
+        started.append(founder)
+        for number, machine in enumerate(machines):
+            started.append(start_in(machine, seeded_home(root, f"member{number}", model_path),
+                                    "--join", founder.invite_token(), *arguments_for(number)))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
 
 
 def logged(node, words: str) -> bool:
@@ -58,19 +69,13 @@ def punched(lab, tmp_path_factory, default_model_path):
     split."""
     root = tmp_path_factory.mktemp("punch")
     homes = [lab.home(Nat.ENDPOINT_INDEPENDENT), lab.home(Nat.ENDPOINT_INDEPENDENT)]
-    started = []
-    try:
-        founder = start_in(lab.public(), seeded_home(root, "founder"), "--client")
-        started.append(founder)
-        for number, (home, memory) in enumerate(zip(homes, ("2", "1"))):
-            serve = ("--model", str(default_model_path)) if number == 0 else ()
-            started.append(start_in(home.machines[0], seeded_home(root, f"member{number}", default_model_path),
-                                    "--join", founder.invite_token(), *serve, "--split", "--threads", "1",
-                                    "--max-vram", memory))
-        yield founder, started[1], started[2], homes
-    finally:
-        for node in started:
-            node.stop()
+
+    def arguments_for(number: int) -> tuple[str, ...]:
+        serve = ("--model", str(default_model_path)) if number == 0 else ()
+        return (*serve, "--split", "--threads", "1", "--max-vram", ("2", "1")[number])
+    with founder_and_members(lab, root, [home.machines[0] for home in homes], arguments_for,
+                             default_model_path) as (founder, first, second):
+        yield founder, first, second, homes
 
 
 def test_two_members_behind_endpoint_independent_routers_link_directly(punched):
@@ -103,17 +108,9 @@ def test_a_split_across_two_homes_answers_over_the_punched_link(punched):
 def symmetric(lab, tmp_path_factory):
     root = tmp_path_factory.mktemp("symmetric")
     homes = [lab.home(Nat.SYMMETRIC), lab.home(Nat.SYMMETRIC)]
-    started = []
-    try:
-        founder = start_in(lab.public(), seeded_home(root, "founder"), "--client")
-        started.append(founder)
-        for number, home in enumerate(homes):
-            started.append(start_in(home.machines[0], seeded_home(root, f"member{number}"),
-                                    "--client", "--join", founder.invite_token()))
-        yield founder, started[1], started[2], homes
-    finally:
-        for node in started:
-            node.stop()
+    with founder_and_members(lab, root, [home.machines[0] for home in homes],
+                             lambda number: ("--client",)) as (founder, first, second):
+        yield founder, first, second, homes
 
 
 def test_behind_symmetric_routers_the_punch_fails_and_the_mesh_still_holds_both(symmetric):
