@@ -14,6 +14,7 @@ from meshdesk.app.mesh_setup import load_node_key, node_versions
 from meshdesk.core.identity import node_id_for
 from meshdesk.core.invite import InviteToken
 from meshdesk.node.handshake import Credentials
+from meshdesk.node.interfaces import LinkClosed
 
 
 def node_key_of(home: Path) -> NodeKey:
@@ -37,3 +38,12 @@ def tls_transport(key: NodeKey, folder: Path | None = None) -> TlsTransport:
     """A data-plane transport with `key`'s certificate (held in memory; `folder` is unused)."""
     certificate = key.certificate_pem(node_id_for(key.public_bytes))
     return TlsTransport(certificate, key.private_key_pem(), key.public_bytes, public_issuer_pem())
+
+
+async def record_messages(link, into: list) -> None:
+    """Appends whatever arrives on `link` to `into` until it ends (a trap's listener)."""
+    try:
+        while True:
+            into.append(await link.receive())
+    except (LinkClosed, ConnectionError, ValueError):
+        pass

@@ -25,8 +25,7 @@ from meshdesk.adapters.mdns import LanPresence
 from meshdesk.adapters.node_keys import NodeKey
 from meshdesk.core.invite import decode_token
 from meshdesk.core.lan_discovery import SERVICE_TYPE, tag_for
-from meshdesk.node.interfaces import LinkClosed
-from tests.mesh_tools import node_key_of, quic_transport, resigned
+from tests.mesh_tools import node_key_of, quic_transport, record_messages, resigned
 from tests.nat_lab import Nat, lab  # noqa: F401  (a fixture)
 from tests.netns import Machine, NamespacedNode, ip, not_permitted, run_in
 from tests.nodes import poll, start_node
@@ -103,11 +102,7 @@ class Trap:
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(10)
 
     async def _accepted(self, link) -> None:
-        try:
-            while True:
-                self.messages.append(await link.receive())
-        except (LinkClosed, ConnectionError, ValueError):
-            pass
+        await record_messages(link, self.messages)
 
     def close(self) -> None:
         self._run(self.transport.stop())

@@ -19,8 +19,7 @@ import pytest
 
 from meshdesk.adapters.node_keys import NodeKey
 from meshdesk.core import hole_punch
-from meshdesk.node.interfaces import LinkClosed
-from tests.mesh_tools import quic_transport
+from tests.mesh_tools import quic_transport, record_messages
 from tests.test_mesh_gossip_attacks import Member, assert_unharmed, honest_mesh, peer, until
 
 pytestmark = pytest.mark.slow
@@ -47,11 +46,7 @@ class Trap:
         return "127.0.0.1", await self.transport.start("127.0.0.1", 0, self._accepted)
 
     async def _accepted(self, link) -> None:
-        try:
-            while True:
-                self.messages.append(await link.receive())
-        except (LinkClosed, ConnectionError, ValueError):
-            pass
+        await record_messages(link, self.messages)
 
 
 async def keep_alive(mallory: Member, ghost_id: str, stop: asyncio.Event) -> None:
