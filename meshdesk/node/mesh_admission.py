@@ -1,8 +1,9 @@
 """Who may come in, on either plane, and this node's own data-plane links (part of MeshService).
 
 Control links (QUIC) carry gossip once authenticated; data links (TLS over TCP, or a QUIC
-stream where no TCP path is: `node.mesh_punching`) carry one tunnel each, for the purpose named in the dialler's hello ("rpc", "api"). Both planes run
-the same handshake and the same admission: removals, versions, invites, mesh membership.
+stream where no TCP path is: `node.mesh_punching`) carry one tunnel each, for the purpose
+named in the dialler's hello ("rpc", "api"). Both planes run the same handshake and the same
+admission: removals, versions, invites, mesh membership.
 """
 
 from __future__ import annotations

@@ -49,13 +49,14 @@ class MeshPunching:
         self._spawn(self._send_punches(punch))
         self._spawn(self._punch_dial(punch, bytes.fromhex(record.public_key)))
 
-    def _linked_to(self, peer_id: str) -> bool:
+    def _punch_needless(self, peer_id: str) -> bool:
+        """Linked with `peer_id` already (or stopping): no more punching towards it."""
         return self.control is None or self._stopped or self.control.link_to(peer_id) is not None
 
     async def _send_punches(self, punch: Punch) -> None:
         for _ in range(PUNCH_DATAGRAMS):
             await asyncio.sleep(PUNCH_DATAGRAM_GAP)
-            if self._linked_to(punch.peer_id):
+            if self._punch_needless(punch.peer_id):
                 return
             self.control_transport.punch(punch.address)
 
@@ -65,7 +66,7 @@ class MeshPunching:
             link, identity = await connect_and_authenticate(self.control_transport, punch.address,
                                                             self.credentials, dial, PUNCH_DIAL_TIMEOUT)
         except (Unreachable, HandshakeFailed) as failure:
-            if not self._linked_to(punch.peer_id):
+            if not self._punch_needless(punch.peer_id):
                 log.info("the punch towards %s at %s:%d failed: %s", punch.peer_id, *punch.address, failure)
             return
         log.info("punched a direct link with %s at %s:%d", punch.peer_id, *punch.address)
