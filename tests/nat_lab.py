@@ -289,3 +289,103 @@ def observed_address(sender: socket.socket, server: ObservedAddressServer, timeo
         if origin == server.address:
             host, port = answer.decode().rsplit(":", 1)
             return host, int(port)
+
+
+class RelayProcess:
+    """`meshdesk relay` on a machine of the lab, at RELAY_PORT; `stop` ends it."""
+
+    def __init__(self, machine: Machine, *arguments: str, port: int = 9338):
+        from tests.nodes import meshdesk_command, test_environment
+
+        self.address = (machine.address, port)
+        self.process = subprocess.Popen([*machine.prefix, *meshdesk_command("relay", "--port", str(port), *arguments)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env=test_environment())
+        self.output: list[str] = []
+        self.listening = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.listening.wait(30):
+            self.stop()
+            raise AssertionError(f"the relay did not start: {''.join(self.output)}")
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "meshdesk relay: listening" in line:
+                self.listening.set()
+
+    @property
+    def spec(self) -> str:
+        return "{}:{}".format(*self.address)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Tap:
+    """Every frame that crosses the lab's internet bridge, as an eavesdropper on the wire (or the
+    relay's operator) would have it: `start`, then `payload()` is all the bytes seen so far."""
+
+    ETH_P_ALL = 0x0003
+
+    def __init__(self, lab: Lab):
+        internet = Machine(lab.internet, lab.gateway)
+        self.socket = internet.call(_raw_socket)
+        self.frames: list[bytes] = []
+        self.running = True
+        threading.Thread(target=self._capture, daemon=True).start()
+
+    def _capture(self) -> None:
+        while self.running:
+            try:
+                self.frames.append(self.socket.recv(65535))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def payload(self) -> bytes:
+        return b"".join(self.frames)
+
+    def udp_bytes_between(self, host: str) -> int:
+        """Bytes of UDP frames to or from `host` (an IPv4 literal) seen so far."""
+        raw = socket.inet_aton(host)
+        return sum(len(frame) for frame in list(self.frames)
+                   if len(frame) > 34 and frame[12:14] == b"\x08\x00" and frame[23] == 17
+                   and raw in (frame[26:30], frame[30:34]))
+
+    def close(self) -> None:
+        self.running = False
+        self.socket.close()
+
+
+def _raw_socket() -> socket.socket:
+    """Frames of every interface of the namespace: each bridge port, so every frame it forwards
+    (each one twice, in and out)."""
+    made = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(Tap.ETH_P_ALL))
+    made.settimeout(0.5)
+    return made
+
+
+BLOCK_RULES = """
+table ip block {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip saddr {peer} drop
+    }}
+}}
+"""
+
+
+def block_from(home: Home, peer: str) -> None:
+    """The home's router drops all that comes from `peer` (a broken path between two ISPs)."""
+    run_in(home.router.name, "nft", "-f", "-", stdin=BLOCK_RULES.format(peer=peer))
+
+
+def unblock(home: Home) -> None:
+    run_in(home.router.name, "nft", "delete", "table", "ip", "block")

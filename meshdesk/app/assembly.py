@@ -214,7 +214,8 @@ def build_runtime(arguments: argparse.Namespace, home: Home, models: list[Chosen
                                list(own.wants), describe_model)
     layers = None if arguments.client else LayerStore.in_home(home.root)
     record = own_record_source(own, offer, inventory, split_options(arguments), layers)
-    mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record)
+    mesh = build_mesh(home.root, key, node_id, name, secrets, arguments.bind_host, arguments.bind_port, record,
+                      getattr(arguments, "relay", None) or (), getattr(arguments, "serve_relay", None))
     traffic = Traffic()
     worker = None if arguments.client else RpcWorker(
         python_module_command("meshdesk.adapters.llama.rpc_worker", *threads_option(arguments)),

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from meshdesk import __version__
 from meshdesk.app.command_line import (DEFAULT_CONTEXT, DEFAULT_DRAFT_MAX, OneLineErrorParser, draft_length,
-                                       gigabytes, ip_address, node_name, parallel_sequences, port_number,
-                                       ratios)
+                                       gigabytes, host_and_port, ip_address, node_name, parallel_sequences,
+                                       port_number, ratios)
 from meshdesk.app.drafts import SPECULATION_MODES
 from meshdesk.core.local_api_policy import parse_origin
 
 DEFAULT_API_PORT = 9337
 MIN_CONTEXT, MAX_CONTEXT = 512, 1 << 20
-COMMANDS = ("invite", "revoke", "remove", "admin", "drop", "models", "download", "run")
+COMMANDS = ("invite", "revoke", "remove", "admin", "drop", "models", "download", "run", "relay")
 
 
 def api_key(text: str) -> str:
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "else a free one)")
     parser.add_argument("--bind-host", type=ip_address, default="0.0.0.0", metavar="ADDRESS",
                         help="address the mesh port listens on (default: all)")
+    parser.add_argument("--relay", type=host_and_port, action="append", metavar="HOST:PORT",
+                        help="register at this relay (`meshdesk relay` on a server you trust to stay up), so "
+                        "friends behind routers no direct path gets through can still reach this node; "
+                        "members learn it from this node's record (repeatable; it reads nothing it carries)")
+    parser.add_argument("--serve-relay", type=port_number, metavar="PORT",
+                        help="relay for this mesh's members on TCP PORT (and UDP ports the system picks), "
+                        "when this machine has an address they can reach; not with --client")
     parser.add_argument("--no-mdns", action="store_true", default=bool(os.environ.get("MESHDESK_NO_MDNS")),
                         help="do not announce this node on the LAN or look for members there by mDNS "
                         "(default: on, unless $MESHDESK_NO_MDNS is set; it tells no mesh, id or name)")
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check that this installed app works (llama.cpp with RPC, Qt, a node "
                         "answering a chat), print the report (and write it to REPORT) and exit")
     parser.epilog = ("commands: meshdesk invite | revoke TOKEN | remove NODE_ID | admin NODE_ID | drop MODEL "
-                     "| models | download [NAME] | run AGENT [ARGS...] (each with --help)")
+                     "| models | download [NAME] | run AGENT [ARGS...] | relay --port N (each with --help)")
     return parser
 
 
@@ -159,6 +166,10 @@ def one_opened_link(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "relay":
+        from meshdesk.app.relay_command import run_relay_command
+
+        return run_relay_command(argv[1:])
     if argv and argv[0] in COMMANDS:
         from meshdesk.app.commands import run_command
 
@@ -167,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     if arguments.threads is not None and arguments.threads < 1:
         build_parser().error("--threads must be at least 1")
+    if arguments.serve_relay is not None and arguments.client:
+        build_parser().error("--serve-relay is for full nodes: a lite client (--client) relays for nobody")
     from meshdesk.app.launch import launch
 
     return launch(arguments)

@@ -7,6 +7,7 @@ A leaf module (it imports no other part of the app), so that `cli`, `commands` a
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 DEFAULT_DRAFT_MAX, MAX_DRAFT_MAX = 8, 64
@@ -94,3 +95,14 @@ def ip_address(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def host_and_port(text: str) -> tuple[str, int]:
+    """HOST:PORT, with a host name or an IPv4 literal (`--relay`)."""
+    host, separator, port_text = text.strip().rpartition(":")
+    if not separator or not host or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (a host name or IPv4 address), not {text!r}")
+    port = port_number(port_text)
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"a relay's port is 1 to 65535, not 0 in {text!r}")
+    return host, port

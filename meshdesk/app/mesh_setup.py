@@ -123,11 +123,12 @@ def credentials_for(key: NodeKey, name: str) -> Credentials:
 
 
 def build_mesh(home: Path, key: NodeKey, node_id: str, name: str, secrets: SecretStore,
-               bind_host: str, bind_port: int, own_record) -> MeshService:
+               bind_host: str, bind_port: int, own_record, relays=(), serve_relay_port: int | None = None) -> MeshService:
     remove_stale_tls_files(home)
     control = QuicTransport(key.certificate(node_id), key.private_key, key.public_bytes)
     data = TlsTransport(key.certificate_pem(node_id), key.private_key_pem(), key.public_bytes,
                         public_issuer_pem())
     settings = MeshSettings(home=home, bind_host=bind_host, bind_port=bind_port,
-                            advertise_hosts=advertise_hosts(bind_host))
+                            advertise_hosts=advertise_hosts(bind_host), relays=list(relays),
+                            serve_relay_port=serve_relay_port)
     return MeshService(settings, credentials_for(key, name), secrets, control, data, own_record)

@@ -55,6 +55,11 @@ class Runtime:
         except OSError as error:
             raise StartupFailed(f"cannot open the mesh port: {error.strerror or error}; "
                                 "choose another --bind-port") from None
+        try:
+            await self.mesh.start_relaying()
+        except OSError as error:
+            raise StartupFailed(f"cannot open the relay port: {error.strerror or error}; "
+                                "choose another --serve-relay port") from None
         await self._start_lan_presence()
         if self.join_tokens:
             await self._join_or_retry()

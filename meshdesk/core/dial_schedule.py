@@ -1,5 +1,7 @@
 """When to dial whom: retry waits per member (or per address, for one remembered without its
-owner), one dial at a time to each address, a member's addresses in turn (pure)."""
+owner), one dial at a time to each address, a member's addresses in turn, its relayed ones
+last; and, now and then, the direct addresses of members linked only through a relay, whose
+link a direct one replaces (pure)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 DIAL_RETRY_SECONDS = 2.0
+UPGRADE_DIAL_SECONDS = 30.0  # a member linked through a relay: its direct addresses again
 
 Address = tuple[str, int]
 
@@ -20,7 +23,8 @@ class DialAddress:
 class DialSchedule:
     """Targets come from peer control each time; this remembers only what was dialled when."""
 
-    def __init__(self, own_addresses: list[Address] = ()):
+    def __init__(self, own_addresses: list[Address] = (), retry_seconds: float = DIAL_RETRY_SECONDS):
+        self.retry_seconds = retry_seconds
         self.own_addresses = {tuple(address) for address in own_addresses}
         self.fallback_addresses: list[Address] = []  # where members were last seen
         self._last_dial: dict[Address | str, float] = {}  # by address, and by member id
@@ -51,17 +55,48 @@ class DialSchedule:
         self._dialling.discard(tuple(address))
 
     def _retry_at(self, address: Address, node_id: str | None) -> float:
-        return self._last_dial.get(node_id or address, -DIAL_RETRY_SECONDS) + DIAL_RETRY_SECONDS
+        return self._last_dial.get(node_id or address, -self.retry_seconds) + self.retry_seconds
 
 
 def dial_targets(own_id: str, records, linked: dict, dials: DialSchedule) -> list[tuple[Address, str | None]]:
     """Members we hold alive and lack a link to, when we have the lower id (their addresses
-    in turn: some may be unreachable from here); while alone, where members were last seen."""
+    in turn, relayed ones last: some may be unreachable from here); while alone, where members
+    were last seen."""
     targets: list[tuple[Address, str | None]] = []
     for record in records:
         if own_id < record.node_id and record.node_id not in linked \
-                and (address := dials.pick(record.addresses)) is not None:
+                and (address := dials.pick([*record.addresses, *record.relayed_addresses])) is not None:
             targets.append((address, record.node_id))
     if not linked:
         targets += [(address, None) for address in dials.fallback_addresses if address not in dials.own_addresses]
     return targets
+
+
+class MeshDials:
+    """The dials peer control makes: `first` to members without a link, `upgrades` to the
+    direct addresses of members linked only through a relay (`relayed`: their ids)."""
+
+    def __init__(self, own_addresses: list[Address] = ()):
+        self.first = DialSchedule(own_addresses)
+        self.upgrades = DialSchedule(own_addresses, UPGRADE_DIAL_SECONDS)
+
+    def set_fallback_addresses(self, addresses: list[Address]) -> None:
+        self.first.fallback_addresses = [tuple(address) for address in addresses]
+
+    def due(self, now: float, own_id: str, records, linked: dict, relayed: set[str]) -> list[DialAddress]:
+        return self.first.due(now, dial_targets(own_id, records, linked, self.first)) \
+            + self.upgrades.due(now, self._upgrade_targets(own_id, records, relayed))
+
+    def next_deadline(self, own_id: str, records, linked: dict, relayed: set[str]) -> float | None:
+        deadlines = [self.first.next_deadline(dial_targets(own_id, records, linked, self.first)),
+                     self.upgrades.next_deadline(self._upgrade_targets(own_id, records, relayed))]
+        return min((deadline for deadline in deadlines if deadline is not None), default=None)
+
+    def ended(self, address: Address) -> None:
+        self.first.ended(address)
+        self.upgrades.ended(address)
+
+    def _upgrade_targets(self, own_id: str, records, relayed: set[str]) -> list[tuple[Address, str]]:
+        return [(address, record.node_id) for record in records
+                if own_id < record.node_id and record.node_id in relayed
+                and (address := self.upgrades.pick(record.addresses)) is not None]

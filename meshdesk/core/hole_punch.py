@@ -22,7 +22,9 @@ leave from the mesh port's socket, so that is the port a punch must reach).
 
 Between symmetric NATs (a new public port for every destination) the addresses the rendezvous
 saw are not the ones the pair's packets come from, so the punch fails; that is what relays are
-for. A lying rendezvous can only send us dialling at an address that must answer with the
+for. A pair linked only through a relay goes on asking, every UPGRADE_ASK_INTERVAL, since a
+router can change (or the relay be far away), and a punched link replaces the relayed one. A
+link through a relay says nothing of where its peer is, so no introduction uses one. A lying rendezvous can only send us dialling at an address that must answer with the
 member's key, so it learns nothing and admits nobody; the gaps keep it from making us a
 packet cannon.
 """
@@ -39,6 +41,7 @@ Address = tuple[str, int]
 
 ASK_AFTER_SECONDS = 2.0   # a direct dial gets this long first
 ASK_INTERVAL = 10.0       # asks again while there is still no link
+UPGRADE_ASK_INTERVAL = 30.0  # asks again while the link goes through a relay
 RENDEZVOUS_GAP = 2.0      # a pair is introduced at most this often
 PUNCH_GAP = 5.0           # we punch towards one member at most this often
 MAX_NODE_ID_CHARS = 64
@@ -101,22 +104,25 @@ class HolePunching:
         if message["type"] == "punch-ask":
             return self._introduce(now, sender, book.to(node_id_field(message, "to")))
         peer_id, address = node_id_field(message, "peer"), address_field(message)
-        if peer_id not in alive or peer_id in book.by_peer:  # us, a stranger, or linked already
+        if peer_id not in alive or book.linked_directly(peer_id):  # us, a stranger, or linked already
             return []
         return self._punch(now, sender.peer_id, peer_id, address)
 
     def asks(self, now: float, own_id: str, records, book: LinkBook) -> list[tuple[int, dict]]:
-        """As asker: the members we should dial (the lower id dials) and have no link to, each
-        through a member its record says it is linked to and we are linked to; a direct dial
-        gets ASK_AFTER_SECONDS first, and an ask is repeated every ASK_INTERVAL."""
-        missing = {record.node_id: self._rendezvous([peer for peer in sorted(record.rtt_ms) if peer in book.by_peer])
-                   for record in records if own_id < record.node_id and record.node_id not in book.by_peer}
+        """As asker: the members we should dial (the lower id dials) and have no direct link to,
+        each through a member its record says it is linked to and we are linked to directly; a
+        direct dial gets ASK_AFTER_SECONDS first, and an ask is repeated every ASK_INTERVAL
+        (UPGRADE_ASK_INTERVAL while a relay links us)."""
+        missing = {record.node_id: self._rendezvous([peer for peer in sorted(record.rtt_ms)
+                                                     if book.linked_directly(peer)])
+                   for record in records if own_id < record.node_id and not book.linked_directly(record.node_id)}
         self._missing_since = {peer: self._missing_since.get(peer, now) for peer in missing}
         due = []
         for target, via in sorted(missing.items()):
             if via is None or now - self._missing_since[target] < ASK_AFTER_SECONDS:
                 continue
-            if now - self._asked_at.get(target, -ASK_INTERVAL) >= ASK_INTERVAL:
+            interval = UPGRADE_ASK_INTERVAL if target in book.by_peer else ASK_INTERVAL
+            if now - self._asked_at.get(target, -interval) >= interval:
                 self._asked_at[target] = now
                 self._asks_made += 1
                 due.append((book.by_peer[via], ask_message(target)))
@@ -128,7 +134,8 @@ class HolePunching:
 
     def _introduce(self, now: float, asker: LinkState, target: LinkState | None) -> list[tuple[int, dict]]:
         """Each of the pair hears where we see the other's link come from, once per gap."""
-        if target is None or asker.address is None or target.address is None or asker.peer_id == target.peer_id:
+        if target is None or asker.address is None or target.address is None or asker.peer_id == target.peer_id \
+                or asker.relayed or target.relayed:
             return []
         pair = frozenset((asker.peer_id, target.peer_id))
         if now - self._introduced_at.get(pair, -RENDEZVOUS_GAP) < RENDEZVOUS_GAP:

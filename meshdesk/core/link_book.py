@@ -23,6 +23,7 @@ class LinkState:
     last_heard: float = 0.0        # when anything last arrived on this link
     close_at: float | None = None  # set once the peer has been told it was removed
     address: tuple[str, int] | None = None  # where the peer's end is, as the transport sees it
+    relayed: bool = False  # through a relay (`address` is then the relay's, not the peer's)
     rtt_samples: deque = field(default_factory=lambda: deque(maxlen=RTT_WINDOW))
 
     @property
@@ -56,6 +57,14 @@ class LinkBook:
     def to(self, peer_id: str) -> LinkState | None:
         link = self.by_peer.get(peer_id)
         return None if link is None else self.states[link]
+
+    def relayed_peers(self) -> set[str]:
+        """The peers linked only through a relay."""
+        return {peer_id for peer_id, link in self.by_peer.items() if self.states[link].relayed}
+
+    def linked_directly(self, peer_id: str) -> bool:
+        state = self.to(peer_id)
+        return state is not None and not state.relayed
 
     def rtt_table(self) -> dict[str, float]:
         return {peer_id: round(self.states[link].rtt_ms, 2) for peer_id, link in self.by_peer.items()

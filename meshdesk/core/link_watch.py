@@ -7,6 +7,10 @@ relays for `core.heartbeats.UNRESPONSIVE_DEAD_AFTER`, well before `dead_after`, 
 nodes we hold no link to. A node that is only slow (a loaded machine, a model loading in a
 child process) keeps answering pings within a second and never gets there.
 
+A link through a relay gets RELAYED_SILENT_SECONDS: its pings cross two more hops and a
+server that may be far away or busy, and a relay-only peer declared dead for a slow relay
+would be cut off for nothing (mesh-llm's PR #697 fixed that very complaint).
+
 A stall of our own is no evidence: when this node's timer comes late (its loop did not run,
 the machine was starved or suspended), silence is counted again from when it woke.
 """
@@ -17,12 +21,18 @@ from collections.abc import Iterable
 from typing import Protocol
 
 LINK_SILENT_SECONDS = 3.0
+RELAYED_SILENT_SECONDS = 10.0
 OWN_STALL_SECONDS = 2.0  # timers come at least once per ping interval; a longer gap is a stall
 
 
 class WatchedLink(Protocol):
     peer_id: str
     last_heard: float
+    relayed: bool
+
+
+def silence_allowed(link: WatchedLink) -> float:
+    return RELAYED_SILENT_SECONDS if link.relayed else LINK_SILENT_SECONDS
 
 
 class LinkWatch:
@@ -37,12 +47,12 @@ class LinkWatch:
         for link in links:
             if stalled:
                 link.last_heard = max(link.last_heard, now)
-            elif now - link.last_heard >= LINK_SILENT_SECONDS:
+            elif now - link.last_heard >= silence_allowed(link):
                 silent.append(link.peer_id)
         return silent
 
     @staticmethod
     def deadlines(now: float, links: Iterable[WatchedLink]) -> list[float]:
         """When a link that still speaks would count as silent."""
-        return [link.last_heard + LINK_SILENT_SECONDS for link in links
-                if link.last_heard + LINK_SILENT_SECONDS > now]
+        return [link.last_heard + silence_allowed(link) for link in links
+                if link.last_heard + silence_allowed(link) > now]

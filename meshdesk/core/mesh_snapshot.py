@@ -53,6 +53,7 @@ class PeerStatus:
     linked: bool          # whether we hold a link to it (else we hear of it through others)
     addresses: tuple[tuple[str, int], ...]
     versions: dict = dataclass_field(default_factory=dict)  # the peer's gossiped versions, read-only
+    relayed: bool = False  # our link to it goes through a relay
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role(self.role))
@@ -63,12 +64,15 @@ class PeerStatus:
         return tuple(_model_file(advert) for advert in self.models)
 
     def to_wire(self) -> dict:
-        return {"id": self.id, "name": self.name, "role": self.role.value,
+        wire = {"id": self.id, "name": self.name, "role": self.role.value,
                 "capacity_bytes": self.capacity_bytes, "rtt_ms": self.rtt_ms,
                 "models": copy.deepcopy(list(self.models)), "state": self.state.value,
                 "last_seen_s": self.last_seen_s, "linked": self.linked,
                 "addresses": [[host, port] for host, port in self.addresses],
                 "versions": copy.deepcopy(self.versions)}
+        if self.relayed:  # left out for a direct link, as it always was
+            wire["relayed"] = True
+        return wire
 
     @classmethod
     def from_wire(cls, data: object, what: str = "peer") -> PeerStatus:
@@ -79,7 +83,7 @@ class PeerStatus:
                    tuple(copy.deepcopy(read.field(data, "models", list, what))),
                    read.state(data, "state", Liveness, what), read.number(data, "last_seen_s", what),
                    read.flag(data, "linked", what), read.listed(data, "addresses", _address, what),
-                   read.opaque_object(data, "versions", what))
+                   read.opaque_object(data, "versions", what), data.get("relayed") is True)
 
 
 def _model_file(advert: object) -> ModelFile:

@@ -5,10 +5,15 @@ Wire format (a JSON object)::
     {"node_id": str, "name": str, "addresses": [[host, port], ...], "capacity_bytes": int,
      "models": [model advert, ...], "serving": digest or null, "role": str, "versions": {...},
      "rtt_ms": {node_id: float}, "public_key": hex, "generation": int, "leaving": bool,
-     "layer_space_bytes": int, "signature": hex}
+     "layer_space_bytes": int, "relayed_addresses": [[host, port], ...],
+     "relays": [[host, port], ...], "signature": hex}
 
 `layer_space_bytes` is the disk this node can give to layers of models it has no file of (a
 split member's layer cache, `node.layer_member`); a record without it reads as 0.
+
+`relayed_addresses` are where the node is reachable through a relay (`core.relay_protocol`),
+dialled after its own `addresses`; `relays` are the relays it uses or runs, which members
+behind routers may register at too. A record without them has none.
 
 Model adverts are `core.model_advert`; `versions` is opaque JSON, compared by the handshake.
 
@@ -49,6 +54,7 @@ MAX_RECORDS = 1024  # per message, and records held (own included)
 MAX_NAME_LENGTH = 256
 MAX_HOST_LENGTH = 253
 MAX_ADDRESSES = 16
+MAX_RELAYS = 4
 MAX_MODELS = 256
 SIGNATURE_LENGTH = 64  # raw Ed25519
 _SIGNING_DOMAIN = b"meshdesk/1 node record\0"
@@ -73,6 +79,8 @@ class NodeRecord:
     generation: int
     leaving: bool = False
     layer_space_bytes: int = 0  # room for a layer cache of models not on this disk
+    relayed_addresses: tuple[tuple[str, int], ...] = ()
+    relays: tuple[tuple[str, int], ...] = ()
     signature: str = ""  # hex; empty until `signed`
 
     def __post_init__(self) -> None:
@@ -94,13 +102,15 @@ class NodeRecord:
             "generation": self.generation,
             "leaving": self.leaving,
             "layer_space_bytes": self.layer_space_bytes,
+            "relayed_addresses": [[host, port] for host, port in self.relayed_addresses],
+            "relays": [[host, port] for host, port in self.relays],
             "signature": self.signature,
         }
 
     @classmethod
     def from_wire(cls, data: object) -> NodeRecord:
         check(isinstance(data, dict), "a node record must be an object")
-        data = {"layer_space_bytes": 0, **data}  # optional until the next protocol version
+        data = {"layer_space_bytes": 0, "relayed_addresses": (), "relays": (), **data}  # optional
         require_fields(data, RECORD_FIELDS, "node record")
         models = read_list(data["models"], "models", MAX_MODELS)
         return cls(**{**data, "models": tuple(ModelAdvert.from_wire(model) for model in models)})
@@ -146,7 +156,7 @@ def _validated_fields(record: NodeRecord) -> dict:
     return {
         "node_id": read_node_id(record.node_id),
         "name": read_text(record.name, "name", MAX_NAME_LENGTH),
-        "addresses": tuple(_address(item) for item in read_list(record.addresses, "addresses", MAX_ADDRESSES)),
+        "addresses": _addresses(record.addresses, "addresses", MAX_ADDRESSES),
         "capacity_bytes": read_counter(record.capacity_bytes, "capacity_bytes"),
         "models": _models(record.models),
         "serving": None if serving is None else read_text(serving, "serving", empty_ok=False),
@@ -155,6 +165,8 @@ def _validated_fields(record: NodeRecord) -> dict:
         "public_key": read_text(record.public_key, "public_key"),
         "generation": read_counter(record.generation, "generation"),
         "layer_space_bytes": read_counter(record.layer_space_bytes, "layer_space_bytes"),
+        "relayed_addresses": _addresses(record.relayed_addresses, "relayed_addresses", MAX_RELAYS),
+        "relays": _addresses(record.relays, "relays", MAX_RELAYS),
         "signature": read_text(record.signature, "signature", 2 * SIGNATURE_LENGTH),
     }
 
@@ -164,6 +176,10 @@ def _models(value: object) -> tuple[ModelAdvert, ...]:
     if not all(isinstance(model, ModelAdvert) for model in models):
         raise MembershipError("models must hold model adverts")
     return models
+
+
+def _addresses(value: object, name: str, limit: int) -> tuple[tuple[str, int], ...]:
+    return tuple(_address(item) for item in read_list(value, name, limit))
 
 
 def _address(value: object) -> tuple[str, int]:

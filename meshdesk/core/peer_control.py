@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshdesk.core.dial_schedule import DialAddress, DialSchedule, dial_targets
+from meshdesk.core.dial_schedule import DialAddress, MeshDials
 from meshdesk.core import hole_punch
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.hole_punch import HolePunching, Punch  # noqa: F401  (Punch: an output)
@@ -107,7 +107,7 @@ class PeerControl:
     def __init__(self, membership: Membership, now: float, own_addresses: list[Address] = ()):
         self.membership = membership
         self.node_id = membership.own.node_id
-        self.dials = DialSchedule(own_addresses)
+        self.dials = MeshDials(own_addresses)
         self.greeting: dict | None = None  # sent on every new link (the latest rekey)
         self._now = now  # the time of the latest input, for questions asked between inputs
         self.removed_from_mesh = False
@@ -120,7 +120,7 @@ class PeerControl:
 
     def set_fallback_addresses(self, addresses: list[Address]) -> None:
         """Where members were last seen: dialled while this node has no link at all."""
-        self.dials.fallback_addresses = [tuple(address) for address in addresses]
+        self.dials.set_fallback_addresses(addresses)
 
     def link_to(self, peer_id: str) -> LinkState | None:
         return self._book.to(peer_id)
@@ -142,7 +142,7 @@ class PeerControl:
             candidates.append(gossip)
         candidates += [state.close_at for state in self._book.states.values() if state.close_at is not None]
         candidates += self._watch.deadlines(self._now, self._book.states.values())
-        dial_at = self.dials.next_deadline(self._dial_targets())
+        dial_at = self.dials.next_deadline(*self._dial_inputs())
         if dial_at is not None:
             candidates.append(dial_at)
         return min(candidates)
@@ -150,14 +150,14 @@ class PeerControl:
     # ------------------------------------------------------------ links up and down
 
     def link_up(self, now: float, link: int, peer_id: str, dialled_by_us: bool,
-                address: Address | None = None) -> list[Output]:
-        """An authenticated control link to `peer_id`, whose end is at `address`; a duplicate
-        loses by the lower-id rule."""
+                address: Address | None = None, relayed: bool = False) -> list[Output]:
+        """An authenticated control link to `peer_id`, whose end is at `address` (through a
+        relay, if `relayed`); a duplicate loses by `_prefer`."""
         self._now = now
         if self.removed_from_mesh:
             return [CloseLink(link, "removed")]
         new = LinkState(link, peer_id, dialled_by_us, last_heard=now,
-                        address=None if address is None else tuple(address))
+                        address=None if address is None else tuple(address), relayed=relayed)
         existing = self.link_to(peer_id)
         if existing is not None and not self._prefer(now, new, existing):
             return [CloseLink(link, "duplicate connection")]
@@ -172,9 +172,12 @@ class PeerControl:
 
     def _prefer(self, now: float, new: LinkState, existing: LinkState) -> bool:
         """Both ends keep the link the lower id dialled, so they agree without talking; but a
-        silent link is a dead one (its peer restarted), and the peer's new link replaces it."""
+        silent link is a dead one (its peer restarted), and the peer's new link replaces it;
+        and a direct link beats one through a relay, whoever dialled it."""
         if now - existing.last_heard > STALE_LINK_SECONDS:
             return True
+        if new.relayed != existing.relayed:
+            return existing.relayed
         we_are_lower = self.node_id < new.peer_id
         return new.dialled_by_us == we_are_lower and existing.dialled_by_us != we_are_lower
 
@@ -320,7 +323,7 @@ class PeerControl:
         if self.membership.expire(now):
             outputs.append(PeersChanged())
         outputs += self._gossip(now) + self._close_lingering(now) + self._due_pings(now)
-        outputs += self.dials.due(now, self._dial_targets())
+        outputs += self.dials.due(now, *self._dial_inputs())
         outputs += as_outputs(self._punching.asks(now, self.node_id, self.membership.alive_records(now), self._book))
         if now >= self._next_rtt_report:
             self._next_rtt_report = now + RTT_REPORT_INTERVAL
@@ -347,7 +350,5 @@ class PeerControl:
         self._next_ping = now + PING_INTERVAL
         return [SendMessage(link, {"type": "ping", "t": now}) for link in sorted(self._book.states)]
 
-    def _dial_targets(self) -> list[tuple[Address, str | None]]:
-        if self.removed_from_mesh:
-            return []
-        return dial_targets(self.node_id, self.membership.alive_records(self._now), self._book.by_peer, self.dials)
+    def _dial_inputs(self) -> tuple:
+        return self.node_id, self.membership.alive_records(self._now), self._book.by_peer, self._book.relayed_peers()

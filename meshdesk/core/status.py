@@ -33,6 +33,9 @@ class NodeInfo:
     # Where peers see this node from (`core.reachability.Observed.to_wire`: address, direction,
     # reporters, advertised), most reporters first; left out of the wire when empty. Read-only.
     observed: tuple[dict, ...] = ()
+    # The relays this node uses ({"relay": "host:port", "address": "host:port" or None, the
+    # relayed address while registered}) and, as {"serving": port}, the one it runs. Read-only.
+    relays: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role(self.role))
@@ -42,17 +45,21 @@ class NodeInfo:
                 "role": self.role.value}
         if self.observed:  # left out until a peer has reported one
             wire["observed"] = copy.deepcopy(list(self.observed))
+        if self.relays:
+            wire["relays"] = copy.deepcopy(list(self.relays))
         return wire
 
     @classmethod
     def from_wire(cls, data: object, what: str = "node") -> NodeInfo:
         data = read.section(data, what)
-        observed = data.get("observed", [])
-        if not isinstance(observed, list) or not all(isinstance(entry, dict) for entry in observed):
-            raise SnapshotError(f"{what}: observed must be a list of objects")
+        observed, relays = data.get("observed", []), data.get("relays", [])
+        for name, entries in (("observed", observed), ("relays", relays)):
+            if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+                raise SnapshotError(f"{what}: {name} must be a list of objects")
         return cls(read.text(data, "id", what), read.text(data, "name", what),
                    read.text(data, "home", what), read.text(data, "version", what),
-                   read.state(data, "role", Role, what), tuple(copy.deepcopy(observed)))
+                   read.state(data, "role", Role, what), tuple(copy.deepcopy(observed)),
+                   tuple(copy.deepcopy(relays)))
 
 
 @dataclass(frozen=True)

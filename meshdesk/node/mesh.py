@@ -33,6 +33,7 @@ __all__ = ["JoinRefused", "MeshService", "MeshSettings"]
 from meshdesk.node.mesh_links import LinkTable
 from meshdesk.node.mesh_punching import MeshPunching
 from meshdesk.node.mesh_reachability import MeshReachability
+from meshdesk.node.mesh_relays import MeshRelays
 from meshdesk.node.mesh_state import MeshMemory, load_memory, restore_decisions, save_memory_or_warn
 from meshdesk.node.mesh_status import MeshStatus, status_of
 
@@ -49,9 +50,11 @@ class MeshSettings:
     bind_host: str = "0.0.0.0"
     bind_port: int = 0
     advertise_hosts: list[str] = field(default_factory=list)
+    relays: list[tuple[str, int]] = field(default_factory=list)  # named with --relay
+    serve_relay_port: int | None = None  # --serve-relay: run a relay for the mesh on this port
 
 
-class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching):
+class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching, MeshRelays):
     def __init__(self, settings: MeshSettings, credentials: Credentials, secrets: SecretStore,
                  control_transport, data_transport, own_record: Callable[[], dict],
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
@@ -75,6 +78,7 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching):
         self.inviter_keys: dict[str, bytes] = {}  # of the invites we are joining by
         self.data_plane_handlers: dict[str, Callable] = {}
         self.streamed_to: set[str] = set()
+        self.relay_clients, self.relay_server = {}, None
         self.on_change: Callable[[], None] = lambda: None
         self._group: asyncio.TaskGroup | None = None
         self._stopped = False         # run() has ended: no new links, no new tasks
@@ -138,6 +142,7 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching):
 
     def _record(self, generation: int) -> NodeRecord:
         return NodeRecord(node_id=self.node_id, addresses=tuple(self.record_addresses()),
+                          relayed_addresses=tuple(self.relayed_addresses()), relays=tuple(self.relays_offered()),
                           public_key=self.credentials.public_key.hex(), generation=generation,
                           rtt_ms={}, **self.own_record())
 
@@ -167,13 +172,15 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching):
         link_id = self.links.add(identity, link)
         if identity.node_id not in self.memory.members:
             self.memory.members.append(identity.node_id)
-        log.info("linked with %s (%s)", identity.hello.name, identity.node_id)
-        self._note_observed(identity, dialled_by_us)
+        relayed = self.through_relay(link.remote_address)
+        log.info("linked with %s (%s)%s", identity.hello.name, identity.node_id, " through a relay" if relayed else "")
+        if not relayed:  # what a relayed peer sees is the relay, not us
+            self._note_observed(identity, dialled_by_us)
         self._accept_streams(identity, link)
         self._spawn(self._read(link_id, link))
         self._spawn(self.links.write_until_closed(link_id))
         self._carry_out(self.control.link_up(self.clock(), link_id, identity.node_id, dialled_by_us,
-                                             link.remote_address))
+                                             link.remote_address, relayed))
 
     async def _read(self, link_id: int, link: MessageLink) -> None:
         try:

@@ -44,6 +44,7 @@ class MeshCommands:
             await self.links.send_now(farewells, LEAVE_TIMEOUT)
         self._save()
         self.links.close_all("leaving")
+        await self.stop_relaying()
         await self.control_transport.stop()
         await self.data_transport.stop()
 
@@ -100,10 +101,11 @@ class MeshCommands:
         return token.signed(self.credentials.sign)
 
     def invite_addresses(self) -> list[tuple[str, int]]:
-        """Our own addresses and those members confirm they reach us at (`record_addresses`)."""
+        """Our own addresses, those members confirm they reach us at (`record_addresses`), and
+        where a relay makes us reachable (for a joiner behind a router no punch gets through)."""
         own = self.advertised_addresses()
         confirmed = [address for address in self.record_addresses() if address not in own]
-        return invite_addresses(own, confirmed, MAX_ADDRESSES)
+        return invite_addresses(own, confirmed + self.relayed_addresses(), MAX_ADDRESSES)
 
     def revoke(self, token: InviteToken) -> None:
         """Raises ValueError with the reason for the user."""

@@ -50,8 +50,9 @@ class MeshPunching:
         self._spawn(self._punch_dial(punch, bytes.fromhex(record.public_key)))
 
     def _punch_needless(self, peer_id: str) -> bool:
-        """Linked with `peer_id` already (or stopping): no more punching towards it."""
-        return self.control is None or self._stopped or self.control.link_to(peer_id) is not None
+        """Linked with `peer_id` directly already (or stopping): no more punching towards it."""
+        link = None if self.control is None else self.control.link_to(peer_id)
+        return self.control is None or self._stopped or (link is not None and not link.relayed)
 
     async def _send_punches(self, punch: Punch) -> None:
         for _ in range(PUNCH_DATAGRAMS):

@@ -35,7 +35,9 @@ class MeshReachability:
         """Call when what `own_record()` returns has changed (e.g. capacity, role); also every
         few seconds, with the RTTs, which drops addresses whose reports lapsed."""
         if self.control is not None:
-            fields = {**self.own_record(), "addresses": tuple(self.record_addresses())}
+            self.adopt_member_relays()
+            fields = {**self.own_record(), "addresses": tuple(self.record_addresses()),
+                      "relayed_addresses": tuple(self.relayed_addresses()), "relays": tuple(self.relays_offered())}
             self._carry_out(self.control.update_own(self.clock(), fields))
 
     def _note_observed(self, identity: PeerIdentity, dialled_by_us: bool) -> None:

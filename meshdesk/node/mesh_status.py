@@ -8,7 +8,8 @@ from meshdesk.core.mesh_snapshot import MeshInfo, MeshStatus, PeerStatus, Refusa
 from meshdesk.core.states import Liveness
 
 
-def peer_status(record: NodeRecord, state: dict, rtt_ms: float | None, linked: bool) -> PeerStatus:
+def peer_status(record: NodeRecord, state: dict, rtt_ms: float | None, linked: bool,
+                relayed: bool = False) -> PeerStatus:
     """`state` as `Membership.peer_states` gives it for this peer ({} when it has none)."""
     return PeerStatus(
         id=record.node_id, name=record.name, role=record.role, capacity_bytes=record.capacity_bytes,
@@ -16,7 +17,7 @@ def peer_status(record: NodeRecord, state: dict, rtt_ms: float | None, linked: b
         models=tuple(advert.to_wire() for advert in record.models),
         state=state.get("state", Liveness.ALIVE), last_seen_s=round(state.get("last_seen_s", 0.0), 2),
         linked=linked, addresses=tuple((host, port) for host, port in record.addresses),
-        versions=record.versions)
+        versions=record.versions, relayed=relayed)
 
 
 def mesh_status(mesh_id: str | None, port: int | None, removed: bool, alive: list[NodeRecord],
@@ -43,5 +44,6 @@ def status_of(mesh) -> MeshStatus:
         if record.node_id != mesh.node_id:
             link = mesh.control.link_to(record.node_id)
             peers.append(peer_status(record, states.get(record.node_id, {}),
-                                     None if link is None else link.rtt_ms, link is not None))
+                                     None if link is None else link.rtt_ms, link is not None,
+                                     link is not None and link.relayed))
     return mesh_status(mesh.mesh_id, mesh.port, mesh.removed_from_mesh, alive, peers, mesh.refusals)

@@ -163,7 +163,7 @@ class Node:
         identity, offer, traffic, mesh = self.identity, self.offer, self.serving.traffic, self.mesh.status()
         return StatusSnapshot(
             node=NodeInfo(identity.id, identity.name, str(identity.home), identity.version,
-                          self.serving.role(offer.client), self.mesh.observed_wire()),
+                          self.serving.role(offer.client), self.mesh.observed_wire(), self.mesh.relays_wire()),
             models=tuple(self.model_statuses()),
             api_port=self.api_port,
             plans=tuple(self.serving.plans_status()),

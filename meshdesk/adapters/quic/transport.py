@@ -318,9 +318,13 @@ class QuicTransport:
     def punch(self, address: tuple[str, int]) -> bool:
         """One datagram from the mesh port to `address`, opening our NAT towards it (the
         peer's answer, or its dial, may then come in); False when the mesh port cannot."""
+        return self.send_datagram(address, PUNCH_DATAGRAM)
+
+    def send_datagram(self, address: tuple[str, int], data: bytes) -> bool:
+        """`data` from the mesh port to `address` (a punch, a relay claim); False when it cannot."""
         if not self._mesh_socket_reaches(address[0]):
             return False
-        self.server._transport.sendto(PUNCH_DATAGRAM, tuple(address))
+        self.server._transport.sendto(data, tuple(address))
         return True
 
     async def _forget_when_closed(self, transport, protocol: MeshQuicProtocol) -> None:
