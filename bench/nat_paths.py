@@ -1,4 +1,5 @@
-"""Paths across NAT, side by side in one run: a split over a direct link and over a punched one.
+"""Paths across NAT, side by side in one run: a split over a direct link, a punched one and one
+through a relay.
 
 In the NAT lab (tests/nat_lab.py; root and nftables): a lite founder on the internet, and a
 split of the bundled Gemma 3 270M between a host and one member, each pair on its own lab:
@@ -8,11 +9,16 @@ split of the bundled Gemma 3 270M between a host and one member, each pair on it
   - punched: host and member each at home behind an endpoint-independent router. No dial
     reaches either; the founder introduces them and both punch (core/hole_punch.py); the rpc
     tunnel is a data stream of the punched QUIC link (adapters/quic/streams.py).
+  - relayed: host and member each at home behind a symmetric router, where no punch gets
+    through, and a `meshdesk relay` on the internet that the founder names (`--relay`); both
+    learn it from the founder's record, register there and link through it; the rpc tunnel is a
+    data stream of the relayed QUIC link.
 
 For each: seconds from the member's start to its link with the host (`linked` in the host's
-/api/status), to the split's first answer, the split's tokens per second (one stream, greedy,
-after a warm-up), and the host's rpc round trips per token. Throughput and round trips of the
-planes themselves, without a model, are bench/transport.py's ("QUIC data" against "TLS").
+/api/status), to the split's first answer, the control link's round trip (the host's ping
+RTT), the split's tokens per second (one stream, greedy, after a warm-up), and the host's rpc
+round trips per token. Throughput and round trips of the planes themselves, without a model,
+are bench/transport.py's ("QUIC data" and "QUIC via relay" against "TLS").
 
     .venv/bin/python bench/nat_paths.py          # 3 completions of 48 tokens per path
     .venv/bin/python bench/nat_paths.py --quick  # 1 completion of 8 (a smoke test)
@@ -35,13 +41,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.nat_lab import Nat, lab_not_permitted, nat_lab, seeded_home  # noqa: E402
+from tests.nat_lab import Nat, RelayProcess, lab_not_permitted, nat_lab, seeded_home  # noqa: E402
 from tests.netns import start_in  # noqa: E402
 from tests.nodes import poll  # noqa: E402
 
 MODEL = "gemma-3-270m-q4_k_m"
 PROMPT = "The history of the Roman Empire"
-PATHS = ("direct", "punched")
+PATHS = ("direct", "punched", "relayed")
 READY_TIMEOUT = 240.0
 
 
@@ -51,6 +57,7 @@ class PathFigures:
     first_answer_seconds: float = float("nan")
     rates: list[float] = field(default_factory=list)
     round_trips_per_token: float = float("nan")
+    rtt_ms: float = float("nan")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,15 +102,23 @@ def timed_completion(host, max_tokens: int) -> tuple[int, float]:
 def machines_for(lab, path: str):
     if path == "direct":
         return lab.public(), lab.public()
-    return lab.home(Nat.ENDPOINT_INDEPENDENT).machines[0], lab.home(Nat.ENDPOINT_INDEPENDENT).machines[0]
+    nat = Nat.ENDPOINT_INDEPENDENT if path == "punched" else Nat.SYMMETRIC
+    return lab.home(nat).machines[0], lab.home(nat).machines[0]
+
+
+def link_rtt_ms(host, member_id: str) -> float:
+    rtt = next((peer["rtt_ms"] for peer in host.status()["peers"] if peer["id"] == member_id), None)
+    return float("nan") if rtt is None else rtt
 
 
 def measure_path(path: str, model: Path, arguments) -> PathFigures:
     figures = PathFigures()
     with nat_lab() as lab, tempfile.TemporaryDirectory(prefix=f"meshdesk-bench-nat-{path}-") as folder:
-        root, started = Path(folder), []
+        root, started, relay = Path(folder), [], None
         try:
-            founder = start_in(lab.public(), seeded_home(root, "founder", None), "--client")
+            relay = RelayProcess(lab.public()) if path == "relayed" else None
+            naming = ("--relay", relay.spec) if relay is not None else ()
+            founder = start_in(lab.public(), seeded_home(root, "founder", None), "--client", *naming)
             started.append(founder)
             host_machine, member_machine = machines_for(lab, path)
             common = ("--join", founder.invite_token(), "--split", "--threads", "1", "--no-draft")
@@ -127,26 +142,31 @@ def measure_path(path: str, model: Path, arguments) -> PathFigures:
                 figures.rates.append(made[0] / made[1])
                 tokens += made[0]
             figures.round_trips_per_token = (host.status()["traffic"]["round_trips"] - trips_before) / max(1, tokens)
+            figures.rtt_ms = link_rtt_ms(host, member_id)
         finally:
             for node in reversed(started):
                 node.stop()
+            if relay is not None:
+                relay.stop()
     return figures
 
 
 def report(results: dict[str, PathFigures], arguments) -> None:
     print()
-    print(f"{'path':<9} {'link s':>7} {'first answer s':>15} {'tok/s median':>13} {'runs':>5} {'rpc trips/token':>16}")
+    print(f"{'path':<9} {'link s':>7} {'first answer s':>15} {'rtt ms':>7} {'tok/s median':>13} {'runs':>5} "
+          f"{'rpc trips/token':>16}")
     for path in PATHS:
         figures = results[path]
         median = statistics.median(figures.rates) if figures.rates else float("nan")
-        print(f"{path:<9} {figures.link_seconds:7.2f} {figures.first_answer_seconds:15.1f} {median:13.2f} "
-              f"{len(figures.rates):5d} {figures.round_trips_per_token:16.2f}")
-    direct, punched = (statistics.median(results[path].rates) for path in PATHS)
+        print(f"{path:<9} {figures.link_seconds:7.2f} {figures.first_answer_seconds:15.1f} {figures.rtt_ms:7.2f} "
+              f"{median:13.2f} {len(figures.rates):5d} {figures.round_trips_per_token:16.2f}")
+    direct, punched, relayed = (statistics.median(results[path].rates) for path in PATHS)
     print()
     if arguments.quick:
         print("  WARNING: quick run; numbers are rough")
-    print(f"punched / direct split tok/s = {punched / direct:.2f}  "
-          f"(link: {results['punched'].link_seconds:.1f} s punched, {results['direct'].link_seconds:.1f} s direct)")
+    links = ", ".join(f"{results[path].link_seconds:.1f} s {path}" for path in PATHS)
+    print(f"punched / direct split tok/s = {punched / direct:.2f}  (link: {links})")
+    print(f"relayed / direct split tok/s = {relayed / direct:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"no NAT lab here: {reason}")
         print("punched / direct split tok/s = (not measured)")
+        print("relayed / direct split tok/s = (not measured)")
         return 0
     print(f"NAT paths bench: {arguments.repetitions} completion(s) of {arguments.max_tokens} tokens per path",
           flush=True)

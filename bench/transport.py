@@ -22,6 +22,9 @@ clock starts:
   - QUIC data stream: the same connection and handshake, then a data stream opened on it
     (`adapters/quic/streams.py`), as a node's tunnel to a punched member uses it: `drain()`
     after each chunk, which waits while more than a MiB is unacknowledged.
+  - QUIC via relay: the same data stream, on a connection through a `meshdesk relay` (its own
+    process) at which the server registered (`node/relay_client.py`): the client dials the
+    server's relayed address, as a member behind a symmetric router is reached.
 The planes are interleaved (raw, tls, quic, raw, tls, quic, ...) and medians are reported.
 
 Round-trip time: ping/pong control frames {"type": "ping", "t": ...} (length-prefixed JSON,
@@ -56,6 +59,7 @@ from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame  # noqa:
 from meshdesk.core.identity import mesh_id_for  # noqa: E402
 from meshdesk.node import handshake  # noqa: E402
 from meshdesk.node.interfaces import LinkClosed  # noqa: E402
+from meshdesk.node.relay_client import RelayClient  # noqa: E402
 from tests.mesh_tools import credentials, quic_transport, tls_transport  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -68,8 +72,9 @@ PROGRESS, DONE = b".", b"!"
 TARGET_TLS_RATIO = 0.25
 NOISY_SPREAD = 0.15
 RUN_TIMEOUT = 60.0
-PLANES = ("tcp", "tls", "quic", "stream")
-LABELS = {"tcp": "raw TCP", "tls": "TLS data plane", "quic": "QUIC control", "stream": "QUIC data"}
+PLANES = ("tcp", "tls", "quic", "stream", "relayed")
+LABELS = {"tcp": "raw TCP", "tls": "TLS data plane", "quic": "QUIC control", "stream": "QUIC data",
+          "relayed": "QUIC via relay"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,9 +148,29 @@ class BenchServer:
         self.tcp = await asyncio.start_server(self.on_tcp, HOST, 0)
         self.ports["tcp"] = self.tcp.sockets[0].getsockname()[1]
         self.ports["stream"] = self.ports["quic"]
+        self.ports["relayed"] = await self.register_at_a_relay()
         return self.ports
 
+    async def register_at_a_relay(self) -> int:
+        """A `meshdesk relay` of our own on loopback, and our relayed address's port there."""
+        self.relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "meshdesk", "relay", "--host", HOST, "--port", "0",
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+        line = (await asyncio.wait_for(self.relay.stdout.readline(), 30)).decode()
+        relay_port = int(line.rsplit(" ", 1)[1])
+        registered = asyncio.Event()
+        self.relay_client = RelayClient((HOST, relay_port), self.key.public_bytes, self.key.sign,
+                                        self.quic.send_datagram, registered.set)
+        self.relay_client.start()
+        await asyncio.wait_for(registered.wait(), 10)
+        return self.relay_client.relayed_address[1]
+
     async def stop(self) -> None:
+        if getattr(self, "relay_client", None) is not None:
+            await self.relay_client.stop()
+        if getattr(self, "relay", None) is not None and self.relay.returncode is None:
+            self.relay.terminate()
+            await self.relay.wait()
         for task in list(self.tasks):
             task.cancel()
         if self.tcp is not None:
@@ -275,7 +300,7 @@ class Client:
         except BaseException:
             await self.close(link)
             raise
-        if plane == "stream":
+        if plane in ("stream", "relayed"):
             stream = await link.open_stream()
             stream.control_link = link  # closed with the stream
             return stream
@@ -427,7 +452,8 @@ async def measure(arguments: argparse.Namespace) -> Results:
         ports = await server.start()
         client = Client(secret, ports)
         sizes = {"tcp": int(arguments.mib * MIB), "tls": int(arguments.mib * MIB),
-                 "quic": int(arguments.quic_mib * MIB), "stream": int(arguments.quic_mib * MIB)}
+                 "quic": int(arguments.quic_mib * MIB), "stream": int(arguments.quic_mib * MIB),
+                 "relayed": int(arguments.quic_mib * MIB)}
         results = Results(sizes, arguments.in_process)
         server_pid = None if arguments.in_process else server.process.pid
         if not arguments.quick:  # warm-up: first connections, imports, caches; not counted
@@ -534,10 +560,13 @@ def report(results: Results, arguments: argparse.Namespace, load_before) -> None
     print(f"quic / raw tcp = {quic_ratio:.2f}  (quic / tls = {median['quic'] / median['tls']:.3f})")
     print(f"quic data stream / tls = {median['stream'] / median['tls']:.3f}  (what a member with no TCP "
           f"path costs the data plane)")
+    print(f"quic via relay / quic data stream = {median['relayed'] / median['stream']:.3f}  (what the relay's "
+          f"extra hop costs)")
     print(f"RTT medians: raw tcp {statistics.median(results.rtts['tcp']) * 1000:.3f} ms, "
           f"tls {statistics.median(results.rtts['tls']) * 1000:.3f} ms, "
           f"quic {statistics.median(results.rtts['quic']) * 1000:.3f} ms, "
-          f"quic data stream {statistics.median(results.rtts['stream']) * 1000:.3f} ms")
+          f"quic data stream {statistics.median(results.rtts['stream']) * 1000:.3f} ms, "
+          f"quic via relay {statistics.median(results.rtts['relayed']) * 1000:.3f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:

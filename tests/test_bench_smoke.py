@@ -25,7 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("first_answers.py", "tok/s smollm2 / gemma-3-270m ="),
     ("concurrency.py", "one batched llama_decode of 8 / 8 single ones:"),
     ("batch_split.py", "round trips per generated token per remote member at"),
-    ("nat_paths.py", "punched / direct split tok/s ="),
+    ("nat_paths.py", "relayed / direct split tok/s ="),
 ])
 def test_bench_quick_mode_prints_its_verdict(script, verdict):
     result = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,

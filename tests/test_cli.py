@@ -17,7 +17,7 @@ from tests.nodes import test_environment as child_environment
 from tests.split_tools import children
 
 OPTIONS = ("--headless", "--model", "--port", "--home", "--name", "--threads", "--verbose", "--version",
-           "--api-key", "--allow-origin", "--parallel")
+           "--api-key", "--allow-origin", "--parallel", "--relay", "--serve-relay")
 NO_DISPLAY = {"DISPLAY": None, "WAYLAND_DISPLAY": None, "QT_QPA_PLATFORM": None}
 
 
@@ -56,6 +56,31 @@ def test_help_documents_every_option():
     assert not missing, f"--help does not mention {missing}:\n{result.stdout}"
 
 
+@pytest.mark.parametrize("arguments, expected", [
+    (["--ports", "5-3"], "1024-65535"), (["--ports", "9000"], "LOW-HIGH"), (["--port", "x"], "x"),
+    (["--rate", "0"], "positive"), (["--host", "relay.example.org"], "relay.example.org"),
+])
+def test_a_bad_relay_option_is_one_line_and_exit_2(arguments, expected):
+    result = run_meshdesk("relay", *arguments)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("meshdesk relay: error:"), result
+    assert expected in lines[0]
+
+
+def test_the_relay_command_serves_until_told_to_stop():
+    process = subprocess.Popen(meshdesk_command("relay", "--host", "127.0.0.1", "--port", "0"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment())
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("meshdesk relay: listening on 127.0.0.1 port "), line
+        port = int(line.rsplit(" ", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            assert b'"challenge"' in connection.recv(4096)  # it asks a registering node to prove its key
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+
+
 def test_version_prints_the_package_version():
     result = run_meshdesk("--version")
     assert result.returncode == 0, result.stderr
@@ -78,6 +103,11 @@ def test_version_prints_the_package_version():
     (["--allow-origin", "*"], "any web page"),
     (["--allow-origin", "https://a.example/path"], "not an origin"),
     (["--api-key", "two words"], "--api-key"),
+    (["--relay", "relay.example.org"], "HOST:PORT"),
+    (["--relay", "relay.example.org:0"], "not 0"),
+    (["--relay", "a b:9338"], "HOST:PORT"),
+    (["--serve-relay", "9339", "--client"], "lite client"),
+    (["--serve-relay", "70000"], "70000"),
 ])
 def test_a_bad_option_is_one_line_and_exit_2(tmp_path, arguments, expected):
     home = tmp_path / "home"

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from meshdesk.core.errors import Fault, PeerProtocolError
 from meshdesk.core.identity import node_id_for
 
-PROTOCOL_VERSION = 5  # 2: signed records, gossip v2, mutual TLS on the data plane; 3: gossip v3 (mesh wants);
+PROTOCOL_VERSION = 6  # 2: signed records, gossip v2, mutual TLS on the data plane; 3: gossip v3 (mesh wants);
 # 4: requests carry tools, tool_choice, response_format and penalties (a protocol 3 host would drop them);
-# 5: hole punching (punch-ask and punch on the control link) and data streams over QUIC
+# 5: hole punching (punch-ask and punch on the control link) and data streams over QUIC;
+# 6: records carry relayed_addresses and relays (a protocol 5 node refuses such records)
 NONCE_BYTES = 32
 DIAL, ACCEPT = "dial", "accept"
 PLANES = ("quic", "tls")
