@@ -51,6 +51,14 @@ def test_each_machine_reads_its_layers_state_and_round_trip():
     ]
 
 
+def test_a_peer_linked_through_a_relay_says_so_beside_its_round_trip():
+    wire = split_wire()
+    wire["peers"][0]["relayed"] = True
+    segments = cluster_segments(StatusSnapshot.from_wire(wire))
+    assert segments[1].label_lines()[2] == "16 GB · 3.2 ms via relay"
+    assert segments[2].label_lines()[2] == "8.0 GB · 12 ms"
+
+
 @pytest.mark.parametrize("change, own, peers", [
     (lambda wire: wire["layers"].update(model=QWEN, received_bytes=30 * MB, missing_bytes=120 * MB,
                                         receiving=True), "receiving layers 25% · 30 of 120 MB", None),

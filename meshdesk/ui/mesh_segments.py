@@ -162,8 +162,13 @@ def peer_segment(snapshot: StatusSnapshot, peer: PeerStatus, members: dict, host
     # This host knows what it sent a member, not what the member lacked: bytes, no percent.
     detail = f"{snapshot.layers_sent[peer.id] / MB:.0f} MB so far" if state == SegmentState.RECEIVING else ""
     return ClusterSegment(peer.id, peer.name or DASH, peer.role, peer.capacity_bytes,
-                          share_text(entry), layers_text(plan, peer.id), milliseconds(peer.rtt_ms),
+                          share_text(entry), layers_text(plan, peer.id), link_text(peer),
                           is_host=peer.id in hosts, state=state, detail=detail, active=peer.id in busy)
+
+
+def link_text(peer: PeerStatus) -> str:
+    """The round trip, and whether it goes through a relay (slower, and worth knowing)."""
+    return milliseconds(peer.rtt_ms) + (" via relay" if peer.relayed and peer.linked else "")
 
 
 def cluster_segments(snapshot: StatusSnapshot, busy: frozenset[str] = frozenset()) -> list[ClusterSegment]:
