@@ -140,3 +140,26 @@ def test_a_relayed_link_becomes_direct_once_a_punch_gets_through(upgraded):
          SETTLE, interval=0.2, message=lambda: f"the direct link: {first.describe()} {second.describe()}")
     assert logged(first, f"punched a direct link with {second.node_id}") or \
         logged(second, f"punched a direct link with {first.node_id}")
+
+
+def test_two_friends_at_home_neither_public_join_and_link_through_the_relay_in_the_invite(lab, tmp_path):
+    """No member on the internet at all: the founder at home names a relay; its first invite
+    carries its address there, and a friend behind another symmetric router joins through it."""
+    from meshdesk.core.invite import decode_token
+
+    relay = RelayProcess(lab.public())
+    homes = [lab.home(Nat.SYMMETRIC), lab.home(Nat.SYMMETRIC)]
+    started = []
+    try:
+        founder = start_in(homes[0].machines[0], seeded_home(tmp_path, "founder"), "--client", "--relay", relay.spec)
+        started.append(founder)
+        invite = founder.invite_token()
+        assert any(host == relay.address[0] for host, _ in decode_token(invite).addresses)
+        friend = start_in(homes[1].machines[0], seeded_home(tmp_path, "friend"), "--client", "--join", invite)
+        started.append(friend)
+        poll(lambda: linked_through_relay(founder, friend.node_id) and linked_through_relay(friend, founder.node_id),
+             SETTLE, interval=0.2, message=lambda: f"the friends' link: {founder.describe()} {friend.describe()}")
+    finally:
+        for node in started:
+            node.stop()
+        relay.stop()

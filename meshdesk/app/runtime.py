@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 RUNTIME_FILE = "runtime.json"
 JOIN_RETRY_SECONDS = 5.0
 STARTUP_INVITE_SECONDS = 7 * 24 * 3600
+RELAY_WAIT_SECONDS = 5.0  # the relays named get this long to register us before the first invite
 
 
 class StartupFailed(Exception):
@@ -67,6 +68,7 @@ class Runtime:
             founded = self.mesh.load_or_create_mesh()
             say(f"{'Created' if founded else 'Resumed'} mesh {self.mesh.mesh_id} on port {self.mesh.port}.")
             if founded:  # a 7-day invite on every start would end up in journals and logs
+                await self.mesh.wait_for_relays(RELAY_WAIT_SECONDS)  # so the invite carries our relayed address
                 self.print_invite()
         self._write_runtime_file()
 

@@ -14,6 +14,7 @@ lite client): the same server as `meshdesk relay`, in the node's own process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from meshdesk.core.reachability import usable
@@ -48,6 +49,15 @@ class MeshRelays:
         if self.relay_server is not None:
             await self.relay_server.stop()
 
+    async def wait_for_relays(self, timeout: float) -> None:
+        """Until every relay named has registered us once, or `timeout` seconds."""
+        waits = [asyncio.ensure_future(self.relay_clients[tuple(relay)].registered.wait())
+                 for relay in self.settings.relays if tuple(relay) in self.relay_clients]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for wait in pending:
+                wait.cancel()
+
     def _use_relay(self, relay: Address) -> None:
         if relay in self.relay_clients or len(self.relay_clients) >= MAX_RELAYS_USED or relay in self.relays_run():
             return
@@ -58,11 +68,18 @@ class MeshRelays:
         client.start()
 
     def adopt_member_relays(self) -> None:
-        """The relays members run or use, while this node uses fewer than it may."""
+        """The relays members run or use, while this node uses fewer than it may; and links
+        found to be relayed once the records came (a joiner's link to its inviter's relayed
+        address is linked before the joiner holds any record)."""
         for record in self.alive_records():
             if record.node_id != self.node_id:
                 for relay in record.relays:
                     self._use_relay(tuple(relay))
+        for peer_id in [] if self.control is None else self.control.linked_peers():
+            state = self.control.link_to(peer_id)  # peer control's own state: marked in place
+            if not state.relayed and self.through_relay(state.address):
+                state.relayed = True
+                log.info("the link with %s goes through a relay", peer_id)
 
     # --- what the record carries ---------------------------------------------------------
 

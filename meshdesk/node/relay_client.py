@@ -38,6 +38,7 @@ class RelayClient:
         self.relay_ip: str | None = None
         self.relayed_address: tuple[str, int] | None = None
         self.sessions: dict[tuple[str, int], None] = {}  # our ends' addresses as sources see them
+        self.registered = asyncio.Event()  # set once, at the first registration
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -76,6 +77,7 @@ class RelayClient:
         try:
             port = await self._register(messages, writer)
             self.relayed_address = (self.relay_ip, port)
+            self.registered.set()
             log.info("reachable through the relay %s:%d at %s:%d", *self.relay, *self.relayed_address)
             self.on_change()
             pinging = asyncio.ensure_future(self._ping(writer))
