@@ -12,6 +12,7 @@ honest node's registration and traffic go on unharmed.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 
@@ -176,3 +177,147 @@ def test_one_address_opening_session_after_session_is_capped_and_another_still_g
         assert relay.session_count() == 4  # three from the flood's address, one from the other
         await client.stop()
     with_relay(body)
+
+
+def open_udp_sockets() -> int:
+    """UDP sockets this process holds (the relay's ports among them)."""
+    ours = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            ours.add(target[8:-1])
+    with open("/proc/net/udp") as table:
+        inodes = {line.split()[9] for line in table.readlines()[1:]}
+    return len(ours & inodes)
+
+
+def test_racing_registrations_count_against_the_limits_and_leave_no_socket_behind():
+    async def body(relay):
+        baseline = open_udp_sockets()
+        key = NodeKey.generate()
+
+        async def register(with_key: NodeKey):
+            messages, writer, nonce = await control_connection(relay.port)
+            writer.write(encode_frame(rp.register(with_key.public_bytes, with_key.sign(rp.registration_bytes(nonce)))))
+            reply = await asyncio.wait_for(messages.next(), WAIT)
+            return reply["type"], writer
+        same = await asyncio.gather(*(register(key) for _ in range(20)), return_exceptions=True)
+        strangers = await asyncio.gather(*(register(NodeKey.generate()) for _ in range(20)), return_exceptions=True)
+        assert len(relay.registrations) <= relay.limits.registrations_per_address
+        assert sum(1 for outcome in strangers if not isinstance(outcome, BaseException) and outcome[0] == "registered") \
+            <= relay.limits.registrations_per_address
+        for outcome in same + strangers:
+            if not isinstance(outcome, BaseException):
+                outcome[1].close()
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while relay.registrations or open_udp_sockets() > baseline:
+            assert asyncio.get_running_loop().time() < deadline, (relay.registrations, open_udp_sockets(), baseline)
+            await asyncio.sleep(0.02)
+    with_relay(body)
+
+
+def test_a_registered_stranger_that_never_reads_its_pongs_is_cut_off():
+    async def body(relay):
+        honest_node, honest = await registered_node(relay.port)
+        key = NodeKey.generate()
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", relay.port))
+        reader, writer = await asyncio.open_connection(sock=raw)
+        messages = FramedMessages(reader)
+        nonce = rp.read_challenge(await asyncio.wait_for(messages.next(), WAIT))
+        writer.write(encode_frame(rp.register(key.public_bytes, key.sign(rp.registration_bytes(nonce)))))
+        assert (await asyncio.wait_for(messages.next(), WAIT))["type"] == "registered"
+        reader._transport.pause_reading()  # from now on, read nothing the relay sends
+        pings = encode_frame({"type": "ping"}) * 2000
+        stranger = node_id_for(key.public_bytes)
+        for _ in range(2000):
+            if stranger not in relay.registrations:
+                break
+            writer.write(pings)
+            try:
+                await asyncio.wait_for(writer.drain(), 1)
+            except (ConnectionError, TimeoutError):
+                break
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while stranger in relay.registrations:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        await exchange(Udp(), honest_node, honest.relayed_address, b"unharmed")
+        await honest.stop()
+    with_relay(body)
+
+
+def test_a_session_its_node_stopped_answering_closes_and_the_next_datagram_opens_a_new_one():
+    async def main():
+        relay = RelayServer(verify_signature, "127.0.0.1", 0, limits=RelayLimits(session_idle_seconds=0.5))
+        await relay.start()
+        try:
+            node, client = await registered_node(relay.port)
+            source = Udp()
+            first, _ = await exchange(source, node, client.relayed_address, b"answered once")
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while True:  # the node's router forgot the mapping: the source's datagrams go unanswered
+                source.send(client.relayed_address, b"anyone?")
+                data, at = await node.receive()
+                if at != first:
+                    break  # a new session, claimed afresh
+                assert asyncio.get_running_loop().time() < deadline, "the stale session never closed"
+                await asyncio.sleep(0.1)
+            assert len(client.sessions) == 2
+            await client.stop()
+        finally:
+            await relay.stop()
+    asyncio.run(main())
+
+
+def test_oversized_datagrams_and_a_replayed_claim_change_nothing():
+    async def body(relay):
+        node, client = await registered_node(relay.port)
+        source, stranger = Udp(), Udp()
+        session_address, _ = await exchange(source, node, client.relayed_address, b"first")
+        source.send(client.relayed_address, b"x" * 4000)
+        assert await node.nothing_within(0.3)  # no member's QUIC packet is that large
+        registration = next(iter(relay.registrations.values()))
+        token = registration.sessions[source.address].token  # seen on the path, say
+        stranger.send(session_address, rp.claim_datagram(token))
+        await exchange(source, node, client.relayed_address, b"still the node's")
+        assert await stranger.nothing_within(0.3)
+        await client.stop()
+    with_relay(body)
+
+
+def test_a_nodes_sessions_full_of_unanswered_garbage_still_take_a_real_dial():
+    async def main():
+        relay = RelayServer(verify_signature, "127.0.0.1", 0, limits=RelayLimits(sessions_per_node=4))
+        await relay.start()
+        try:
+            node, client = await registered_node(relay.port)
+            for host in ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"):
+                Udp(host).send(client.relayed_address, b"garbage the node never answers")
+            for _ in range(4):
+                await node.receive()
+            await exchange(Udp("127.0.0.7"), node, client.relayed_address, b"a real dial")
+            await client.stop()
+        finally:
+            await relay.stop()
+    asyncio.run(main())
+
+
+def test_a_members_relay_refuses_who_is_not_a_member():
+    async def main():
+        relay = RelayServer(verify_signature, "127.0.0.1", 0, allowed=lambda node_id: False)
+        await relay.start()
+        try:
+            key = NodeKey.generate()
+            messages, writer, nonce = await control_connection(relay.port)
+            writer.write(encode_frame(rp.register(key.public_bytes, key.sign(rp.registration_bytes(nonce)))))
+            reply = await asyncio.wait_for(messages.next(), WAIT)
+            assert reply["type"] == "refused" and "members" in reply["reason"] and not relay.registrations
+        finally:
+            await relay.stop()
+    asyncio.run(main())

@@ -172,7 +172,7 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching, M
         link_id = self.links.add(identity, link)
         if identity.node_id not in self.memory.members:
             self.memory.members.append(identity.node_id)
-        relayed = self.through_relay(link.remote_address)
+        relayed = self.through_relay(link.remote_address, identity.node_id)
         log.info("linked with %s (%s)%s", identity.hello.name, identity.node_id, " through a relay" if relayed else "")
         if not relayed:  # what a relayed peer sees is the relay, not us
             self._note_observed(identity, dialled_by_us)
@@ -295,7 +295,7 @@ class MeshService(MeshAdmission, MeshCommands, MeshReachability, MeshPunching, M
             self.memory.remember_decisions(self.membership)
             alive = self.membership.alive_records(self.clock())
             self._remember_addresses([tuple(address) for record in alive if record.node_id != self.node_id
-                                      for address in record.addresses])
+                                      for address in (*record.addresses, *record.relayed_addresses)])
         save_memory_or_warn(self.settings.home, self.memory)
 
     def status(self) -> MeshStatus:

@@ -24,6 +24,7 @@ from meshdesk.node.relay_server import RelayServer
 log = logging.getLogger(__name__)
 
 MAX_RELAYS_USED = 2
+MEMBER_RELAY_FAILURES = 4  # attempts in a row (about 15 s) before a member's relay is given up
 
 Address = tuple[str, int]
 
@@ -38,7 +39,7 @@ class MeshRelays:
         """After `bind`: the relay this node runs for its mesh, if it does, and the ones named."""
         if self.settings.serve_relay_port is not None:
             self.relay_server = RelayServer(self.credentials.verify, self.settings.bind_host,
-                                            self.settings.serve_relay_port)
+                                            self.settings.serve_relay_port, allowed=self._is_member)
             await self.relay_server.start()
         for relay in self.settings.relays:
             self._use_relay(tuple(relay))
@@ -67,17 +68,30 @@ class MeshRelays:
         self.relay_clients[relay] = client
         client.start()
 
+    def _is_member(self, node_id: str) -> bool:
+        """Whom the relay this node runs serves: its mesh's members, no one else."""
+        return node_id in {record.node_id for record in self.alive_records()} and \
+            node_id not in (self.membership.removed_node_ids if self.membership is not None else ())
+
     def adopt_member_relays(self) -> None:
-        """The relays members run or use, while this node uses fewer than it may; and links
-        found to be relayed once the records came (a joiner's link to its inviter's relayed
-        address is linked before the joiner holds any record)."""
+        """The relays members run or use (IP literals only: a member's word is no name to look
+        up), while this node uses fewer than it may, dropping member relays that never take us;
+        and links found to be relayed once the records came (a joiner's link to its inviter's
+        relayed address is linked before the joiner holds any record)."""
+        named = {tuple(relay) for relay in self.settings.relays}
+        for relay, client in list(self.relay_clients.items()):
+            if relay not in named and client.failures >= MEMBER_RELAY_FAILURES:
+                log.info("giving up on the relay %s:%d", *relay)
+                del self.relay_clients[relay]
+                asyncio.ensure_future(client.stop())
         for record in self.alive_records():
             if record.node_id != self.node_id:
                 for relay in record.relays:
-                    self._use_relay(tuple(relay))
+                    if usable(tuple(relay)):
+                        self._use_relay(tuple(relay))
         for peer_id in [] if self.control is None else self.control.linked_peers():
             state = self.control.link_to(peer_id)  # peer control's own state: marked in place
-            if not state.relayed and self.through_relay(state.address):
+            if not state.relayed and self.through_relay(state.address, peer_id):
                 state.relayed = True
                 log.info("the link with %s goes through a relay", peer_id)
 
@@ -100,15 +114,17 @@ class MeshRelays:
 
     # --- links ---------------------------------------------------------------------------
 
-    def through_relay(self, address: Address | None) -> bool:
-        """Whether a link whose far end is at `address` goes through a relay: a session one of
-        our relays opened for it, or a member's relayed address we dialled."""
+    def through_relay(self, address: Address | None, peer_id: str) -> bool:
+        """Whether a link to `peer_id` whose far end is at `address` goes through a relay: a
+        session one of our relays opened for it, or the peer's own relayed address, dialled.
+        (Another member's record has no say: it could call anyone's address relayed.)"""
         if address is None:
             return False
         address = tuple(address)
         if any(client.is_session(address) for client in self.relay_clients.values()):
             return True
-        return any(address == tuple(relayed) for record in self.alive_records() for relayed in record.relayed_addresses)
+        record = next((record for record in self.alive_records() if record.node_id == peer_id), None)
+        return record is not None and address in {tuple(relayed) for relayed in record.relayed_addresses}
 
     def relays_wire(self) -> tuple[dict, ...]:
         """For the node's status: each relay used, with our address there while registered."""

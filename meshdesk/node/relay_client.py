@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from meshdesk.core import relay_protocol as rp
 from meshdesk.core.frames import FrameError, encode_frame
-from meshdesk.node.relay_server import FramedMessages
+from meshdesk.node.relay_parts import FramedMessages
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ CONNECT_TIMEOUT = 5.0
 RETRY_FIRST, RETRY_MOST = 1.0, 30.0  # seconds between attempts after a loss, doubling
 CLAIM_REPEATS = (0.0, 0.3, 1.0)      # a lost claim datagram only delays a session
 MAX_SESSIONS_REMEMBERED = 256
+MAX_CLAIMS_AT_ONCE = 64
 
 
 class RelayRefused(Exception):
@@ -39,6 +40,8 @@ class RelayClient:
         self.relayed_address: tuple[str, int] | None = None
         self.sessions: dict[tuple[str, int], None] = {}  # our ends' addresses as sources see them
         self.registered = asyncio.Event()  # set once, at the first registration
+        self.failures = 0  # attempts in a row that never registered
+        self._claiming = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -58,14 +61,17 @@ class RelayClient:
         while True:
             try:
                 await self._registered_until_lost()
-                wait = RETRY_FIRST
             except RelayRefused as refusal:
                 log.warning("the relay %s:%d refused us: %s", *self.relay, refusal)
             except (OSError, TimeoutError, FrameError, rp.RelayProtocolError) as error:
                 log.info("the relay %s:%d is unreachable: %s", *self.relay, str(error) or type(error).__name__)
-            if self.relayed_address is not None:
-                self.relayed_address = None
+            except Exception as error:  # e.g. a name getaddrinfo cannot even encode: keep trying
+                log.warning("the relay %s:%d failed: %r", *self.relay, error)
+            if self.relayed_address is not None:  # we were registered: try again soon
+                self.relayed_address, wait = None, RETRY_FIRST
                 self.on_change()
+            else:
+                self.failures += 1
             await asyncio.sleep(wait)
             wait = min(RETRY_MOST, wait * 2)
 
@@ -78,6 +84,7 @@ class RelayClient:
             port = await self._register(messages, writer)
             self.relayed_address = (self.relay_ip, port)
             self.registered.set()
+            self.failures = 0
             log.info("reachable through the relay %s:%d at %s:%d", *self.relay, *self.relayed_address)
             self.on_change()
             pinging = asyncio.ensure_future(self._ping(writer))
@@ -125,13 +132,18 @@ class RelayClient:
         self.sessions[address] = None
         while len(self.sessions) > MAX_SESSIONS_REMEMBERED:
             del self.sessions[next(iter(self.sessions))]
-        asyncio.ensure_future(self._send_claims(address, rp.claim_datagram(token)))
+        if self._claiming < MAX_CLAIMS_AT_ONCE:  # a relay sending notice after notice gets no more
+            self._claiming += 1
+            asyncio.ensure_future(self._send_claims(address, rp.claim_datagram(token)))
 
     async def _send_claims(self, address: tuple[str, int], claim: bytes) -> None:
         waited = 0.0
-        for at in CLAIM_REPEATS:
-            await asyncio.sleep(at - waited)
-            waited = at
-            if not self.send_datagram(address, claim):
-                log.info("cannot claim a relay session at %s:%d from the mesh port", *address)
-                return
+        try:
+            for at in CLAIM_REPEATS:
+                await asyncio.sleep(at - waited)
+                waited = at
+                if not self.send_datagram(address, claim):
+                    log.info("cannot claim a relay session at %s:%d from the mesh port", *address)
+                    return
+        finally:
+            self._claiming -= 1

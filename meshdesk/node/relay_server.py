@@ -2,102 +2,45 @@
 a registered node's listening port and one session port per source.
 
 It runs alone (`meshdesk relay --port N`, on any small server) or inside a node that offers to
-relay for its mesh. It forwards bytes it cannot read: the QUIC packets of members' connections.
-Anyone may register, so everything is bounded: registrations per address and in all, sessions
-per source and per node, bytes per second per session, and idle sessions close.
+relay for its mesh (then only for the mesh's members: `allowed`). It forwards bytes it cannot
+read: the QUIC packets of members' connections. Anyone may register at a standalone relay, so
+everything is bounded (`relay_parts.RelayLimits`): registrations per address and in all,
+sessions per source and per node, bytes per second per session and in all, datagrams held for
+a session not yet claimed; a session its node does not answer closes, and the oldest such
+session makes room for a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import socket
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from meshdesk.core import relay_protocol as rp
-from meshdesk.core.frames import FrameDecoder, FrameError, encode_frame
+from meshdesk.core.frames import FrameError, encode_frame
+from meshdesk.node.relay_parts import Bucket, Endpoint, FramedMessages, MAX_WRITE_BUFFER, Registration, RelayLimits
+from meshdesk.node.relay_sessions import RelaySessions
+
+__all__ = ["FramedMessages", "RelayLimits", "RelayServer"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RelayLimits:
-    registrations_per_address: int = 8
-    registrations: int = 256
-    sessions_per_source: int = 8   # per registered node, from one IP address
-    sessions_per_node: int = 64
-    sessions: int = 2048
-    pending_datagrams: int = 32    # held for a session until the node claims it
-    bytes_per_second: int = 32 << 20  # per session and direction; a burst may reach one second's
-    session_idle_seconds: float = rp.SESSION_IDLE_SECONDS
-    control_idle_seconds: float = rp.CONTROL_IDLE_SECONDS
+PORTS_REMEMBERED = 4096  # nodes whose last listening port a relay without a range keeps for them
 
 
-@dataclass
-class Bucket:
-    """A token bucket of bytes, refilled at `rate` per second up to `rate`."""
-
-    rate: int
-    level: float = 0.0
-    at: float = 0.0
-
-    def take(self, now: float, size: int) -> bool:
-        self.level = min(self.rate, self.level + (now - self.at) * self.rate)
-        self.at = now
-        if self.level < size:
-            return False
-        self.level -= size
-        return True
-
-
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram):
-        self.on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.on_datagram(data, (addr[0], addr[1]))
-
-    def error_received(self, exc) -> None:
-        pass  # an ICMP error for one datagram: the next may get through
-
-
-@dataclass
-class Session:
-    port: int
-    source: rp.Address
-    token: bytes
-    endpoint: _Endpoint
-    claimed: rp.Address | None = None
-    pending: deque = field(default_factory=deque)
-    last_active: float = 0.0
-    towards_node: Bucket | None = None
-    towards_source: Bucket | None = None
-
-
-@dataclass
-class Registration:
-    node_id: str
-    address: str  # the IP its control connection came from
-    writer: asyncio.StreamWriter
-    port: int = 0
-    endpoint: _Endpoint | None = None
-    sessions: dict[rp.Address, Session] = field(default_factory=dict)
-
-
-class RelayServer:
+class RelayServer(RelaySessions):
     def __init__(self, verify, host: str = "0.0.0.0", port: int = 0,
-                 ports: tuple[int, int] | None = None, limits: RelayLimits = RelayLimits()):
+                 ports: tuple[int, int] | None = None, limits: RelayLimits = RelayLimits(),
+                 allowed: Callable[[str], bool] | None = None):
         self.verify = verify  # verify(public_key, data, signature) -> bool, as Credentials.verify
         self.host, self.port, self.ports, self.limits = host, port, ports, limits
+        self.allowed = allowed  # which node ids may register; None: any
         self.registrations: dict[str, Registration] = {}
         self.forwarded_bytes = 0
+        self._total = Bucket(limits.total_bytes_per_second, limits.total_bytes_per_second)
+        self._last_ports: dict[str, int] = {}  # a node gets its port back after a blip
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -146,7 +89,7 @@ class RelayServer:
             pass  # the relay stops (asyncio's stream callback must not see a cancelled task)
         finally:
             self._handlers.discard(asyncio.current_task())
-            if registration is not None and self.registrations.get(registration.node_id) is registration:
+            if registration is not None:
                 self._drop(registration)
             writer.close()
 
@@ -160,17 +103,28 @@ class RelayServer:
         if reason:
             self._send(writer, rp.refused(reason))
             return None
-        replaced = self.registrations.get(node_id)
+        # Taken before any await, so registrations racing each other count against the limits.
+        registration, replaced = Registration(node_id, address, writer), self.registrations.get(node_id)
+        self.registrations[node_id] = registration
         if replaced is not None:  # the node again, from a new connection: the old one is stale
             self._drop(replaced)
-        registration = Registration(node_id, address, writer)
-        registration.port, registration.endpoint = await self._listening_endpoint(registration)
-        self.registrations[node_id] = registration
+        try:
+            registration.port, registration.endpoint = await self._listening_endpoint(registration)
+        except OSError as error:
+            self._drop(registration)
+            self._send(writer, rp.refused(f"no port for you: {error}"))
+            return None
+        if self.registrations.get(node_id) is not registration:  # a newer one took over meanwhile
+            self._drop(registration)
+            return None
+        self._remember_port(node_id, registration.port)
         self._send(writer, rp.registered(registration.port))
         log.info("relay: %s registered from %s, reachable at port %d", node_id, address, registration.port)
         return registration
 
     def _no_room_for(self, node_id: str, address: str) -> str | None:
+        if self.allowed is not None and not self.allowed(node_id):
+            return "this relay is for its own mesh's members"
         others = [r for r in self.registrations.values() if r.node_id != node_id]
         if len(others) >= self.limits.registrations:
             return "this relay is full"
@@ -188,145 +142,55 @@ class RelayServer:
                 raise rp.RelayProtocolError(f"an unexpected {str(message.get('type'))[:40]!r} message")
 
     def _drop(self, registration: Registration) -> None:
+        """Ends `registration`, current or superseded: its sessions, its port, its connection."""
         if self.registrations.get(registration.node_id) is registration:
             del self.registrations[registration.node_id]
+            log.info("relay: %s is no longer registered", registration.node_id)
         for session in list(registration.sessions.values()):
             self._close_session(registration, session)
         if registration.endpoint is not None and registration.endpoint.transport is not None:
             registration.endpoint.transport.close()
         registration.writer.close()
-        log.info("relay: %s is no longer registered", registration.node_id)
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, message: dict) -> None:
-        if not writer.is_closing():
-            writer.write(encode_frame(message, max_frame_bytes=rp.MAX_CONTROL_FRAME))
+        """Queues `message`; a connection that does not read what we send is cut off."""
+        if writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            writer.transport.abort()  # close() would wait for the buffer to drain: never
+            return
+        writer.write(encode_frame(message, max_frame_bytes=rp.MAX_CONTROL_FRAME))
 
     # --- ports ---------------------------------------------------------------------------
 
-    async def _listening_endpoint(self, registration: Registration) -> tuple[int, _Endpoint]:
-        def preferred(attempt: int) -> int:
-            return rp.preferred_port(registration.node_id, *self.ports, attempt)
-        endpoint = _Endpoint(lambda data, source: self._from_source(registration, data, source))
-        return await self._bind(endpoint, preferred)
-
-    async def _bind(self, endpoint: _Endpoint, candidate) -> tuple[int, _Endpoint]:
-        """A UDP socket for `endpoint` on a port of the range (`candidate(attempt)`), or any free one."""
-        attempts = 1 if self.ports is None else min(64, self.ports[1] - self.ports[0] + 1)
-        for attempt in range(attempts):
-            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sock.bind((self.host, 0 if self.ports is None else candidate(attempt)))
-            except OSError:
-                sock.close()
-                continue
-            await asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock)
-            return sock.getsockname()[1], endpoint
+    async def _listening_endpoint(self, registration: Registration) -> tuple[int, Endpoint]:
+        node_id = registration.node_id
+        if self.ports is None:
+            candidates = [port for port in (self._last_ports.get(node_id), 0) if port is not None]
+        else:
+            span = self.ports[1] - self.ports[0] + 1
+            candidates = [rp.preferred_port(node_id, *self.ports, attempt) for attempt in range(min(64, span))]
+        endpoint = Endpoint(lambda data, source: self._from_source(registration, data, source))
+        for port in candidates:
+            sock = self._bound_socket(port)
+            if sock is not None:
+                await asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock)
+                return sock.getsockname()[1], endpoint
         raise OSError("no port of the relay's range is free")
 
-    # --- sessions ------------------------------------------------------------------------
+    def _remember_port(self, node_id: str, port: int) -> None:
+        self._last_ports.pop(node_id, None)
+        self._last_ports[node_id] = port
+        while len(self._last_ports) > PORTS_REMEMBERED:
+            del self._last_ports[next(iter(self._last_ports))]
 
-    def _from_source(self, registration: Registration, data: bytes, source: rp.Address) -> None:
-        """A datagram to a node's listening port: into its session with `source`, made if new."""
-        session = registration.sessions.get(source)
-        if session is None:
-            session = self._open_session(registration, source)
-            if session is None:
-                return
-        now = asyncio.get_running_loop().time()
-        session.last_active = now
-        if session.claimed is None or session.endpoint.transport is None:
-            if len(session.pending) < self.limits.pending_datagrams:
-                session.pending.append(data)
-        elif session.towards_node.take(now, len(data)):
-            self.forwarded_bytes += len(data)
-            session.endpoint.transport.sendto(data, session.claimed)
-
-    def _open_session(self, registration: Registration, source: rp.Address) -> Session | None:
-        if self.session_count() >= self.limits.sessions \
-                or len(registration.sessions) >= self.limits.sessions_per_node \
-                or sum(s.source[0] == source[0] for s in registration.sessions.values()) \
-                >= self.limits.sessions_per_source:
+    def _bound_socket(self, port: int) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, port))
+            sock.setblocking(False)
+            return sock
+        except OSError:
+            sock.close()
             return None
-        token = secrets.token_bytes(rp.TOKEN_BYTES)
-        endpoint = _Endpoint(lambda data, sender: self._from_node(registration, session, data, sender))
-        sock = self._session_socket()
-        if sock is None:
-            return None
-        rate = self.limits.bytes_per_second
-        session = Session(sock.getsockname()[1], source, token, endpoint,
-                          towards_node=Bucket(rate, rate), towards_source=Bucket(rate, rate))
-        registration.sessions[source] = session
-        asyncio.ensure_future(asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock))
-        self._send(registration.writer, rp.session(session.port, token))
-        log.info("relay: session at port %d for %s, from %s:%d", session.port, registration.node_id, *source)
-        return session
-
-    def _session_socket(self) -> socket.socket | None:
-        """A bound UDP socket for a session, at once (datagrams arrive before any await)."""
-        tries = [0] if self.ports is None else [random.randint(*self.ports) for _ in range(16)]
-        for port in tries:
-            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sock.bind((self.host, port))
-                sock.setblocking(False)
-                return sock
-            except OSError:
-                sock.close()
-        return None
-
-    def _from_node(self, registration: Registration, session: Session, data: bytes, sender: rp.Address) -> None:
-        """A datagram to a session port: the node's claim, or its packet for the source."""
-        now = asyncio.get_running_loop().time()
-        token = rp.claimed_token(data)
-        if token is not None:
-            if secrets.compare_digest(token, session.token):
-                session.claimed, session.last_active = sender, now
-                self._flush(registration, session)
-            return
-        if sender != session.claimed or registration.endpoint.transport is None:
-            return  # not the node's end: nobody else may speak through its session
-        session.last_active = now
-        if session.towards_source.take(now, len(data)):
-            self.forwarded_bytes += len(data)
-            registration.endpoint.transport.sendto(data, session.source)
-
-    def _flush(self, registration: Registration, session: Session) -> None:
-        if session.endpoint.transport is None:
-            return  # the socket is being wrapped: the node's claims come again
-        while session.pending:
-            data = session.pending.popleft()
-            self.forwarded_bytes += len(data)
-            session.endpoint.transport.sendto(data, session.claimed)
-
-    def _close_session(self, registration: Registration, session: Session) -> None:
-        registration.sessions.pop(session.source, None)
-        if session.endpoint.transport is not None:
-            session.endpoint.transport.close()
-
-    async def _sweep(self) -> None:
-        """Closes sessions no datagram crossed for a while (their node or source is gone)."""
-        while True:
-            await asyncio.sleep(self.limits.session_idle_seconds / 4)
-            now = asyncio.get_running_loop().time()
-            for registration in list(self.registrations.values()):
-                for session in list(registration.sessions.values()):
-                    if now - session.last_active > self.limits.session_idle_seconds:
-                        self._close_session(registration, session)
-
-
-class FramedMessages:
-    """Frames off a TCP stream, one message at a time."""
-
-    def __init__(self, reader: asyncio.StreamReader):
-        self.reader = reader
-        self.decoder = FrameDecoder(rp.MAX_CONTROL_FRAME)
-        self.ready: deque[dict] = deque()
-
-    async def next(self) -> dict:
-        while not self.ready:
-            data = await self.reader.read(4096)
-            if not data:
-                raise ConnectionError("the connection closed")
-            self.ready.extend(self.decoder.feed(data))
-        return self.ready.popleft()
