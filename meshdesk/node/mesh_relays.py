@@ -109,8 +109,11 @@ class MeshRelays:
         return [(host, self.relay_server.port) for host, _ in self.advertised_addresses() if usable((host, 1))]
 
     def relays_offered(self) -> list[Address]:
-        """What the record's `relays` says: the relay this node runs, then the ones it was told of."""
-        return list(dict.fromkeys([*self.relays_run(), *(tuple(relay) for relay in self.settings.relays)]))[:4]
+        """What the record's `relays` says: the relay this node runs, then the ones it was told
+        of, by the IP address their names resolved to (members take no names from a record)."""
+        named = [(client.relay_ip, relay[1]) for relay, client in self.relay_clients.items()
+                 if tuple(relay) in {tuple(r) for r in self.settings.relays} and client.relay_ip is not None]
+        return list(dict.fromkeys([*self.relays_run(), *named]))[:4]
 
     # --- links ---------------------------------------------------------------------------
 
