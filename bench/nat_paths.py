@@ -17,7 +17,9 @@ split of the bundled Gemma 3 270M between a host and one member, each pair on it
 For each: seconds from the member's start to its link with the host (`linked` in the host's
 /api/status), to the split's first answer, the control link's round trip (the host's ping
 RTT), the split's tokens per second (one stream, greedy, after a warm-up), and the host's rpc
-round trips per token. Throughput and round trips of the planes themselves, without a model,
+round trips per token. In a full run the member has no copy of the model, so the host sends it
+the layers it lacks over the path's data plane first: the MiB/s at which they arrive (the
+member's `layers.received_bytes`, from the first byte to the last) is the path's throughput. Throughput and round trips of the planes themselves, without a model,
 are bench/transport.py's ("QUIC data" and "QUIC via relay" against "TLS").
 
     .venv/bin/python bench/nat_paths.py          # 3 completions of 48 tokens per path
@@ -58,6 +60,7 @@ class PathFigures:
     rates: list[float] = field(default_factory=list)
     round_trips_per_token: float = float("nan")
     rtt_ms: float = float("nan")
+    layers_mib_per_second: float = float("nan")  # full runs: the member's layers over the path
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,6 +114,29 @@ def link_rtt_ms(host, member_id: str) -> float:
     return float("nan") if rtt is None else rtt
 
 
+class LayerArrivals:
+    """The member's received layer bytes over time, polled: from the first byte to the last."""
+
+    def __init__(self, member):
+        self.member = member
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
+
+    def watch(self) -> bool:
+        received = self.member.status()["layers"]["received_bytes"]
+        now = time.monotonic()
+        if received and self.first is None:
+            self.first = (now, received)
+        if received and (self.last is None or received > self.last[1]):
+            self.last = (now, received)
+        return True
+
+    def mib_per_second(self) -> float:
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return float("nan")
+        return (self.last[1] - self.first[1]) / (1 << 20) / (self.last[0] - self.first[0])
+
+
 def measure_path(path: str, model: Path, arguments) -> PathFigures:
     figures = PathFigures()
     with nat_lab() as lab, tempfile.TemporaryDirectory(prefix=f"meshdesk-bench-nat-{path}-") as folder:
@@ -126,14 +152,17 @@ def measure_path(path: str, model: Path, arguments) -> PathFigures:
                             "--max-vram", "2")
             started.append(host)
             begun = time.monotonic()
-            member = start_in(member_machine, seeded_home(root, "member", model), *common, "--max-vram", "1")
+            member_copy = model if arguments.quick else None  # a full run sends it the layers it lacks
+            member = start_in(member_machine, seeded_home(root, "member", member_copy), *common, "--max-vram", "1")
             started.append(member)
             member_id = member.node_id
             poll(lambda: linked(host, member_id), READY_TIMEOUT, interval=0.05,
                  message=lambda: f"the {path} link: {host.describe()}")
             figures.link_seconds = time.monotonic() - begun
-            poll(lambda: split_ready(host, member_id), READY_TIMEOUT, interval=0.1,
+            arrivals = LayerArrivals(member)
+            poll(lambda: arrivals.watch() and split_ready(host, member_id), READY_TIMEOUT, interval=0.1,
                  message=lambda: f"the {path} split: {host.describe()}")
+            figures.layers_mib_per_second = arrivals.mib_per_second()
             host.complete(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, seed=1)  # warm-up
             figures.first_answer_seconds = time.monotonic() - begun
             trips_before, tokens = host.status()["traffic"]["round_trips"], 0
@@ -153,17 +182,18 @@ def measure_path(path: str, model: Path, arguments) -> PathFigures:
 
 def report(results: dict[str, PathFigures], arguments) -> None:
     print()
-    print(f"{'path':<9} {'link s':>7} {'first answer s':>15} {'rtt ms':>7} {'tok/s median':>13} {'runs':>5} "
-          f"{'rpc trips/token':>16}")
+    print(f"{'path':<9} {'link s':>7} {'first answer s':>15} {'rtt ms':>7} {'layers MiB/s':>13} "
+          f"{'tok/s median':>13} {'runs':>5} {'rpc trips/token':>16}")
     for path in PATHS:
         figures = results[path]
         median = statistics.median(figures.rates) if figures.rates else float("nan")
         print(f"{path:<9} {figures.link_seconds:7.2f} {figures.first_answer_seconds:15.1f} {figures.rtt_ms:7.2f} "
-              f"{median:13.2f} {len(figures.rates):5d} {figures.round_trips_per_token:16.2f}")
+              f"{figures.layers_mib_per_second:13.1f} {median:13.2f} {len(figures.rates):5d} "
+              f"{figures.round_trips_per_token:16.2f}")
     direct, punched, relayed = (statistics.median(results[path].rates) for path in PATHS)
     print()
     if arguments.quick:
-        print("  WARNING: quick run; numbers are rough")
+        print("  WARNING: quick run; numbers are rough (and the member has the model: no layers sent)")
     links = ", ".join(f"{results[path].link_seconds:.1f} s {path}" for path in PATHS)
     print(f"punched / direct split tok/s = {punched / direct:.2f}  (link: {links})")
     print(f"relayed / direct split tok/s = {relayed / direct:.2f}")

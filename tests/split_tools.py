@@ -101,8 +101,16 @@ def complete(port: int, prompt: str, max_tokens: int) -> str:
 
 def children(pid: int, running: str) -> list[int]:
     listed = [int(child) for listing in Path(f"/proc/{pid}/task").glob("*/children")
-              for child in listing.read_text().split()]
+              for child in _read_or_empty(listing).split()]
     return [child for child in listed if running in command_line(child)]
+
+
+def _read_or_empty(path: Path) -> str:
+    """A thread of the process may end between the listing and the read."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def command_line(pid: int) -> str:

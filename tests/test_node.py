@@ -51,6 +51,9 @@ class FakeMesh:
     def observed_wire(self) -> tuple:
         return ()
 
+    def relays_wire(self) -> tuple:
+        return ()
+
     def mesh_wants(self) -> list:
         return []
 
