@@ -57,6 +57,15 @@ def linked_alive(node, peer_id: str) -> bool:
     return peer is not None and peer["linked"] and peer["state"] == "alive"
 
 
+def split_ready(host, member) -> bool:
+    """`host` serves the model ready, split between it and `member` alone."""
+    status = host.status()
+    plans, models = status["plans"], status["models"]
+    return bool(plans and plans[0]["state"] == "split" and plans[0]["host"] == host.node_id
+                and {entry["id"] for entry in plans[0]["members"]} == {host.node_id, member.node_id}
+                and models and models[0]["state"] == "ready")
+
+
 def alive(node, peer_id: str) -> bool:
     peer = peer_entry(node, peer_id)
     return peer is not None and peer["state"] == "alive"
@@ -89,13 +98,7 @@ def test_two_members_behind_endpoint_independent_routers_link_directly(punched):
 def test_a_split_across_two_homes_answers_over_the_punched_link(punched):
     founder, first, second, homes = punched
 
-    def split_ready() -> bool:
-        status = first.status()
-        plans, models = status["plans"], status["models"]
-        return bool(plans and plans[0]["state"] == "split" and plans[0]["host"] == first.node_id
-                    and {member["id"] for member in plans[0]["members"]} == {first.node_id, second.node_id}
-                    and models and models[0]["state"] == "ready")
-    poll(split_ready, 180, interval=0.2,
+    poll(lambda: split_ready(first, second), 180, interval=0.2,
          message=lambda: f"the split across the homes: {first.status()} {first.describe()} {second.describe()} "
                          f"{(first.home / 'logs' / 'meshdesk.log').read_text()[-12000:]}")
     before = first.status()["traffic"]["round_trips"]

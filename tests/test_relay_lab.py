@@ -15,7 +15,7 @@ import pytest
 from tests.nat_lab import Nat, RelayProcess, Tap, block_from, lab, seeded_home, unblock  # noqa: F401  (a fixture)
 from tests.netns import start_in
 from tests.nodes import poll
-from tests.test_hole_punch import linked_alive, logged, peer_entry
+from tests.test_hole_punch import linked_alive, logged, peer_entry, split_ready
 
 pytestmark = pytest.mark.slow
 
@@ -71,13 +71,7 @@ def test_members_behind_symmetric_routers_link_through_a_relay_they_learned_of(r
 def test_a_split_answers_over_the_relayed_link_and_the_wire_shows_none_of_it(relayed, lab):
     relay, founder, first, second = relayed
 
-    def split_ready() -> bool:
-        status = first.status()
-        plans, models = status["plans"], status["models"]
-        return bool(plans and plans[0]["state"] == "split" and plans[0]["host"] == first.node_id
-                    and {member["id"] for member in plans[0]["members"]} == {first.node_id, second.node_id}
-                    and models and models[0]["state"] == "ready")
-    poll(split_ready, 180, interval=0.2,
+    poll(lambda: split_ready(first, second), 180, interval=0.2,
          message=lambda: f"the split across the homes: {first.status()} {first.describe()} {second.describe()}")
     assert linked_through_relay(first, second.node_id)
     tap = Tap(lab)
